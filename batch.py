@@ -1,0 +1,172 @@
+"""A batch of agent runs: each run's loop, its grading, its records, and the summary.
+
+:func:`run_batch` measures the baseline once (cached), starts the runs (concurrently
+or one after another), and, however the batch ends (done, Ctrl-C, SIGTERM), writes
+``results.json`` and ``run_summary.md`` for the runs that finished.  Every file is
+written whole (temporary file, then rename), so nothing is ever half-written.
+
+Each run gets ``run_N/`` with the agent's files, ``transcript.jsonl``, ``grade.json`` and
+``run.json``.  A harness bug inside a run is recorded there as status ``error`` with its
+traceback; the batch goes on.  Console output is the caller's (``note`` callback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import summary
+import tools
+from agent import AgentOutcome, AgentSettings, Transcript, run_agent
+from problem import DataGuard
+from problems.ml_training_optimization import GraderError, MLTrainingOptimizationProblem
+
+log = logging.getLogger(__name__)
+Note = Callable[[int | None, str], None]
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    runs: int
+    concurrent: bool
+    output_dir: Path
+    agent: AgentSettings
+    tools: tools.ToolSettings
+    max_api_calls: int = 4
+    config: dict[str, Any] | None = None  # echoed into the records
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def prepare_output(directory: Path) -> None:
+    """Clear the previous batch's records (keep batches worth keeping with --save)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("run_*"):
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    for name in ("results.json", "run_summary.md"):
+        (directory / name).unlink(missing_ok=True)
+
+
+async def run_one(run_id: int, problem: MLTrainingOptimizationProblem, client: Any,
+                  s: BatchSettings, guard: DataGuard | None, api_slots: asyncio.Semaphore,
+                  note: Note) -> dict[str, Any]:
+    """One agent run, graded and recorded.  Returns its entry for results.json."""
+    workspace = (s.output_dir / f"run_{run_id}").resolve()
+    workspace.mkdir(parents=True, exist_ok=True)
+    ctx = tools.RunContext(workspace, problem, guard, s.tools, tools.secrets_from_environment())
+    tools.RUN.set(ctx)
+    started = time.monotonic()
+    outcome = AgentOutcome()
+    entry: dict[str, Any] = {"run_id": run_id, "status": "error", "submitted": False,
+                             "found_by": None, "speedup": None, "accuracy": None,
+                             "baseline_accuracy": None, "reason": "", "failed_checks": []}
+    try:
+        outcome = await run_agent(
+            client, problem.prompt(workspace), problem.tool_names(), s.agent,
+            Transcript(workspace / "transcript.jsonl"), api_slots,
+            on_step=lambda k: note(run_id, f"step {k}/{s.agent.max_steps}"))
+        candidate, entry["found_by"] = ctx.submitted, "submitted"
+        entry["submitted"] = candidate is not None
+        if candidate is None and (fallbacks := problem.fallback_candidates(workspace)):
+            candidate, entry["found_by"] = fallbacks[0], "fallback"
+        if outcome.ended_by == "api_error":
+            entry["reason"] = f"API error after retries: {outcome.api_error}"
+        elif candidate is None:
+            entry.update(status="fail", found_by=None,
+                         reason=f"no answer: the agent ended ({outcome.ended_by}) without "
+                                "submitting, and its run directory holds no .py file")
+        else:
+            note(run_id, f"grading {candidate.name}")
+            result = await problem.grade(candidate)
+            write_json(workspace / "grade.json", result.to_dict())
+            entry.update(status="pass" if result.passed else "fail", speedup=result.speedup,
+                         accuracy=result.accuracy, baseline_accuracy=result.baseline_accuracy,
+                         reason=result.reason, failed_checks=result.failed_checks,
+                         candidate=str(candidate.relative_to(workspace))
+                         if candidate.is_relative_to(workspace) else str(candidate))
+    except GraderError as exc:
+        entry["reason"] = f"grader error: {exc}"
+    except Exception as exc:  # a harness bug: record it, keep the batch going
+        entry["reason"] = f"harness error: {type(exc).__name__}: {exc}"
+        entry["traceback"] = traceback.format_exc()
+        log.exception("run %d failed with a harness error", run_id)
+    entry.update(steps=outcome.steps, ended_by=outcome.ended_by,
+                 tool_calls=dict(outcome.tool_calls), tool_errors=outcome.tool_errors,
+                 input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens,
+                 intermediate=ctx.intermediate, tampering=ctx.tampering,
+                 wall_time=round(time.monotonic() - started, 3))
+    write_json(workspace / "run.json", entry)
+    note(run_id, f"{entry['status']}" + (f" {entry['speedup']:.1f}x" if entry["speedup"]
+                                         else "") + (f" ({entry['reason'][:80]})"
+                                                     if entry["status"] != "pass" else ""))
+    return entry
+
+
+def _results_entry(e: dict[str, Any]) -> dict[str, Any]:
+    keys = ("run_id", "status", "steps", "speedup", "accuracy", "baseline_accuracy", "reason",
+            "submitted", "found_by", "failed_checks", "tool_calls", "intermediate",
+            "input_tokens", "output_tokens", "wall_time")
+    return {k: e.get(k) for k in keys}
+
+
+def write_records(s: BatchSettings, baseline: dict[str, Any], entries: list[dict[str, Any]],
+                  interrupted: bool) -> dict[str, Any]:
+    runs = [_results_entry(e) for e in sorted(entries, key=lambda e: e["run_id"])]
+    totals = summary.batch_figures(runs)
+    config = s.config or {"runs": s.runs, "concurrent": s.concurrent,
+                          "agent": asdict(s.agent)}
+    results = {"config": config, "baseline": baseline, "runs": runs, "totals": totals,
+               "interrupted": interrupted}
+    write_json(s.output_dir / "results.json", results)
+    write_atomic(s.output_dir / "run_summary.md",
+                 summary.render_markdown(config, baseline, runs, totals, interrupted))
+    return results
+
+
+async def run_batch(problem: MLTrainingOptimizationProblem, client: Any, s: BatchSettings,
+                    note: Note, guard: DataGuard | None = None) -> dict[str, Any]:
+    """Run the batch; on cancellation, record what finished and re-raise."""
+    prepare_output(s.output_dir)
+    figures = await problem.figures()
+    baseline = {"time_median_s": round(figures.baseline.median, 3),
+                "times_s": [round(t, 3) for t in figures.baseline.times],
+                "accuracy": figures.baseline.accuracy,
+                "reference_speedup": figures.reference_speedup,
+                "target": figures.target, "speedup_ceiling": figures.ceiling}
+    api_slots = asyncio.Semaphore(s.max_api_calls)
+    entries: list[dict[str, Any]] = []
+
+    async def one(run_id: int) -> None:
+        entries.append(await run_one(run_id, problem, client, s, guard, api_slots, note))
+
+    interrupted = False
+    try:
+        if s.concurrent:
+            async with asyncio.TaskGroup() as group:
+                for i in range(1, s.runs + 1):
+                    group.create_task(one(i))
+        else:
+            for i in range(1, s.runs + 1):
+                await one(i)
+    except asyncio.CancelledError:
+        interrupted = True
+        raise
+    finally:
+        results = write_records(s, baseline, entries, interrupted)
+    return results

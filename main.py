@@ -1,0 +1,265 @@
+"""hello-py's control panel: edit CONFIG below, or override it with flags.
+
+    uv run main.py                         # a batch with CONFIG (needs ANTHROPIC_API_KEY)
+    uv run main.py --agent scripted        # the whole pipeline offline, no key
+    uv run main.py grade FILE [--json]     # grade one file, no agent
+
+This module parses flags, builds the problem and the client, and prints progress and
+results.  The loop lives in ``agent``, the batch and its records in ``batch``, the
+grader in ``problems``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+
+@dataclass(frozen=True)
+class Config:
+    runs: int = 10
+    concurrent: bool = True
+    include_intermediate_answer: bool = True
+    include_profiler: bool = True
+    model: str = "claude-haiku-4-5"
+    max_steps: int = 15
+    max_tokens: int = 8192
+    target: float = 33.0  # speedup needed to pass
+    relative_target: float | None = None  # or: this fraction of the reference's speedup
+    repeats: int = 3  # timed executions per candidate (median reported)
+    baseline_repeats: int = 3
+    threads: int = 1  # same for baseline and candidate
+    agent: str = "claude"  # or "scripted": offline, no key
+    output: Path = Path("output")
+    max_api_calls: int = 4  # in flight at once across the batch
+    api_retries: int = 4  # SDK retries (with backoff) for 429/5xx/overloaded
+    stream: bool = True
+    use_cache: bool = True  # reuse the measured baseline
+    save: str | None = None  # copy the batch to saved_outputs/NAME
+
+
+CONFIG = Config()
+ROOT = Path(__file__).resolve().parent
+console = Console(stderr=True, highlight=False)
+
+
+# ---- flags ----------------------------------------------------------------------------
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+    return parse
+
+
+def _fraction(text: str) -> float:
+    value = _positive(float)(text)
+    if value > 2:
+        raise argparse.ArgumentTypeError(f"a fraction of the reference speedup, e.g. 0.8; "
+                                         f"got {text}")
+    return value
+
+
+def _save_name(text: str) -> str:
+    if not text or "/" in text or text.startswith(".") or "\x00" in text:
+        raise argparse.ArgumentTypeError(f"a plain folder name, got {text!r}")
+    return text
+
+
+def _grading_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", type=_positive(float), help="speedup needed to pass")
+    p.add_argument("--relative-target", type=_fraction, dest="relative_target",
+                   help="pass at this fraction of the reference solution's speedup")
+    p.add_argument("--repeats", type=_positive(int), help="timed executions per candidate")
+    p.add_argument("--threads", type=_positive(int), help="threads for baseline and candidate")
+    p.add_argument("--no-cache", dest="use_cache", action="store_false", default=None,
+                   help="re-measure the baseline instead of using the cached one")
+
+
+def parse_args(argv: list[str]) -> tuple[str, argparse.Namespace, Config]:
+    if argv[:1] == ["grade"]:
+        p = argparse.ArgumentParser(prog="main.py grade", description="Grade one file.")
+        p.add_argument("file", type=Path)
+        p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+        _grading_flags(p)
+        args = p.parse_args(argv[1:])
+        command = "grade"
+    else:
+        p = argparse.ArgumentParser(prog="main.py", description="Run a batch of agent runs.")
+        p.add_argument("--runs", type=_positive(int))
+        mode = p.add_mutually_exclusive_group()
+        mode.add_argument("--concurrent", dest="concurrent", action="store_true", default=None)
+        mode.add_argument("--sequential", dest="concurrent", action="store_false")
+        p.add_argument("--no-intermediate", dest="include_intermediate_answer",
+                       action="store_false", default=None)
+        p.add_argument("--no-profiler", dest="include_profiler", action="store_false",
+                       default=None)
+        p.add_argument("--model")
+        p.add_argument("--max-steps", dest="max_steps", type=_positive(int))
+        p.add_argument("--output", type=Path, help="records directory (default output/)")
+        p.add_argument("--agent", choices=["claude", "scripted"])
+        p.add_argument("--save", type=_save_name, help="copy the batch to saved_outputs/NAME")
+        _grading_flags(p)
+        args = p.parse_args(argv)
+        command = "batch"
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+                 if getattr(args, f.name, None) is not None}
+    return command, args, dataclasses.replace(CONFIG, **overrides)
+
+
+# ---- building blocks ------------------------------------------------------------------
+def build_problem(cfg: Config, progress: Any) -> Any:
+    from problems.ml_training_optimization import ComplexMLTrainingWithProfiler, GradingOptions
+
+    options = GradingOptions(target=cfg.target, relative_target=cfg.relative_target,
+                             repeats=cfg.repeats, baseline_repeats=cfg.baseline_repeats,
+                             threads=cfg.threads, use_cache=cfg.use_cache)
+    return ComplexMLTrainingWithProfiler(
+        include_profiler=cfg.include_profiler,
+        include_intermediate_answer=cfg.include_intermediate_answer,
+        options=options, progress=progress)
+
+
+def build_client(cfg: Config) -> Any:
+    if cfg.agent == "scripted":
+        from scripted_agent import ScriptedClient
+        return ScriptedClient()
+    import anthropic
+
+    # The SDK reads ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL itself.
+    return anthropic.AsyncAnthropic(max_retries=cfg.api_retries)
+
+
+def missing_key_message(cfg: Config) -> str | None:
+    if cfg.agent == "claude" and not (os.environ.get("ANTHROPIC_API_KEY")
+                                      or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
+        return ("ANTHROPIC_API_KEY is not set, so no Claude agent can run.\n"
+                "Set it (export ANTHROPIC_API_KEY=...), or run the whole pipeline offline "
+                "with the scripted agent:  uv run main.py --agent scripted")
+    return None
+
+
+def _say(message: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+
+
+# ---- commands -------------------------------------------------------------------------
+async def grade_command(cfg: Config, args: argparse.Namespace) -> int:
+    from problems.ml_training_optimization import GraderError
+
+    problem = build_problem(cfg, _say)
+    try:
+        result = await problem.grade(args.file)
+    except GraderError as exc:
+        console.print(f"[red]could not grade:[/red] {exc}")
+        return 3
+    if args.json:
+        print(json.dumps(result.to_dict(), default=str))
+    else:
+        print(format_report(result))
+    return 0 if result.passed else 1
+
+
+def format_report(result: Any) -> str:
+    def fmt(value: float | None, spec: str) -> str:
+        return "–" if value is None else format(value, spec)
+
+    lines = ["=" * 50, "PERFORMANCE METRICS", "=" * 50,
+             f"  Baseline:  time {fmt(result.baseline_time, '.2f')} s, "
+             f"accuracy {fmt(result.baseline_accuracy, '.4f')}",
+             f"  Candidate: time {fmt(result.candidate_time, '.3f')} s (median of "
+             f"{len(result.candidate_times)}: "
+             f"{', '.join(f'{t:.3f}' for t in result.candidate_times) or '–'}), "
+             f"accuracy {fmt(result.accuracy, '.4f')}",
+             f"  Speedup:   {fmt(result.speedup, '.2f')}x (target {fmt(result.target, '.2f')}x)",
+             "=" * 50, "CHECKS"]
+    for c in result.checks:
+        mark = "skip" if c.skipped else ("ok  " if c.passed else "FAIL")
+        lines.append(f"  [{mark}] {c.name}: {c.message}")
+    lines.append("=" * 50)
+    lines.append("PASSED" if result.passed else f"NOT PASSED — {result.reason}")
+    return "\n".join(lines)
+
+
+async def batch_command(cfg: Config) -> int:
+    import batch
+    import tools
+    from agent import AgentSettings
+    from problem import DataGuard
+    from problems.ml_training_optimization import PROBLEM_DATA, GraderError
+
+    problem = build_problem(cfg, _say)
+    client = build_client(cfg)
+    output = cfg.output if cfg.output.is_absolute() else Path.cwd() / cfg.output
+    settings = batch.BatchSettings(
+        runs=cfg.runs, concurrent=cfg.concurrent, output_dir=output,
+        agent=AgentSettings(cfg.model, cfg.max_steps, cfg.max_tokens, cfg.stream),
+        tools=tools.ToolSettings(threads=cfg.threads), max_api_calls=cfg.max_api_calls,
+        config={k: str(v) if isinstance(v, Path) else v
+                for k, v in dataclasses.asdict(cfg).items()})
+    mode = "concurrently" if cfg.concurrent else "one after another"
+    _say(f"batch: {cfg.runs} run(s) {mode}, agent {cfg.agent}"
+         + (f" ({cfg.model})" if cfg.agent == "claude" else "") + f", records in {output}")
+
+    def note(run_id: int | None, message: str) -> None:
+        _say(f"run {run_id}: {message}" if run_id is not None else message)
+
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        results = await batch.run_batch(problem, client, settings, note,
+                                        DataGuard(PROBLEM_DATA))
+    except asyncio.CancelledError:
+        _say(f"[yellow]interrupted[/yellow]: finished runs recorded in {output}/run_summary.md")
+        return 130
+    except GraderError as exc:
+        console.print(f"[red]could not measure the baseline:[/red] {exc}")
+        return 3
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    t = results["totals"]
+    rate = f"{t['pass_rate']:.0%}" if t["pass_rate"] is not None else "–"
+    _say(f"[bold]done[/bold]: passed {t['passed']}, failed {t['failed']}, errors {t['errors']}"
+         f" — pass rate {rate}; summary: {output / 'run_summary.md'}")
+    if cfg.save:
+        dest = ROOT / "saved_outputs" / cfg.save
+        if dest.exists():
+            dest = dest.with_name(f"{cfg.save}-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.copytree(output, dest)
+        _say(f"saved to {dest}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    command, args, cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    if command == "grade":
+        return asyncio.run(grade_command(cfg, args))
+    if message := missing_key_message(cfg):
+        console.print(f"[red]error:[/red] {message}")
+        return 2
+    return asyncio.run(batch_command(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

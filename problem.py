@@ -1,0 +1,131 @@
+"""What a problem is: a prompt, the tools it offers, and a grader that returns data.
+
+A :class:`Problem` says what the agent is asked to do and which tools it gets; its
+``grade`` returns a :class:`GradeResult` (a verdict, the figures, and the named checks
+that decided it).  Nothing here prints or does slow work at construction: the CLI
+layer reports, and problems measure what they need when first asked.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Check:
+    """One named check: did it pass, and why (``skipped`` when it could not be judged)."""
+
+    name: str
+    passed: bool
+    message: str
+    skipped: bool = False
+
+
+@dataclass
+class GradeResult:
+    """A grader's verdict with every figure it measured itself."""
+
+    passed: bool
+    checks: list[Check]
+    speedup: float | None = None
+    baseline_time: float | None = None
+    candidate_time: float | None = None
+    candidate_times: list[float] = field(default_factory=list)
+    accuracy: float | None = None
+    baseline_accuracy: float | None = None
+    target: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str:
+        """The first failing check, as 'name: message' ('' when passed)."""
+        for check in self.checks:
+            if not check.passed and not check.skipped:
+                return f"{check.name}: {check.message}"
+        return ""
+
+    @property
+    def failed_checks(self) -> list[str]:
+        return [c.name for c in self.checks if not c.passed and not c.skipped]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["reason"] = self.reason
+        return data
+
+    def agent_summary(self) -> str:
+        """The short message an agent sees: figures and failing checks, no internals."""
+        lines = ["PASSED" if self.passed else "NOT PASSED"]
+        if self.speedup is not None:
+            lines.append(f"speedup: {self.speedup:.2f}x (target {self.target:.1f}x)")
+        if self.candidate_time is not None:
+            lines.append(f"candidate time (median): {self.candidate_time:.3f} s; "
+                         f"baseline: {self.baseline_time:.2f} s")
+        if self.accuracy is not None:
+            lines.append(f"accuracy: {self.accuracy:.4f} (baseline {self.baseline_accuracy:.4f})")
+        for check in self.checks:
+            if not check.passed and not check.skipped:
+                lines.append(f"FAILED {check.name}: {check.message}")
+        return "\n".join(lines)
+
+
+class Problem(abc.ABC):
+    """A task for an agent.  Subclasses set the prompt, the toolset and the grader."""
+
+    name: str = "problem"
+
+    @abc.abstractmethod
+    def prompt(self, workspace: Path) -> str:
+        """The task statement, mentioning only the tools this problem offers."""
+
+    @abc.abstractmethod
+    def tool_names(self) -> list[str]:
+        """Names of the tools (from ``tools.REGISTRY``) this problem offers."""
+
+    @abc.abstractmethod
+    async def grade(self, candidate: Path, **options: Any) -> GradeResult:
+        """Grade a candidate file.  Never raises for anything the candidate does."""
+
+    def fallback_candidates(self, workspace: Path) -> list[Path]:
+        """Files to grade when the agent ends without submitting, best first."""
+        return []
+
+
+class DataGuard:
+    """Pins the files of a problem's data directory and puts them back if changed.
+
+    Taken when a batch (or a grading) starts; ``restore()`` after anything the agent
+    ran returns the paths that had been changed, added or removed, restoring each.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.pinned = {p.relative_to(directory): p.read_bytes()
+                       for p in sorted(directory.rglob("*"))
+                       if p.is_file() and "__pycache__" not in p.parts}
+
+    def changed(self) -> list[str]:
+        current = {p.relative_to(self.directory) for p in self.directory.rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts}
+        changed = [str(rel) for rel in sorted(current - self.pinned.keys())]
+        for rel, data in self.pinned.items():
+            path = self.directory / rel
+            if rel not in current or path.read_bytes() != data:
+                changed.append(str(rel))
+        return sorted(changed)
+
+    def restore(self) -> list[str]:
+        changed = self.changed()
+        for rel in changed:
+            path = self.directory / rel
+            if Path(rel) in self.pinned:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if path.is_symlink():
+                    path.unlink()
+                path.write_bytes(self.pinned[Path(rel)])
+            else:
+                path.unlink(missing_ok=True)
+        return changed

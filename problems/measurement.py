@@ -1,0 +1,219 @@
+"""Timed executions of a pipeline file, and the on-disk cache of baseline measurements.
+
+:func:`execute` runs one file once in the sandbox under ``problems/timing_runner.py``
+and returns what the *harness* observed: the time between the runner's START and END
+lines as they arrived here, the stdout, and the runner's counts of the work done.
+:func:`measure` repeats that k times, one timed execution on the machine at a time.
+:class:`BaselineCache` keeps measurements keyed by everything that changes them.
+
+Judging the figures is the grader's job (``problems.ml_training_optimization``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import weakref
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sandbox
+
+log = logging.getLogger(__name__)
+
+RUNNER_SOURCE = (Path(__file__).parent / "timing_runner.py").read_text()
+_timing_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def timing_lock() -> asyncio.Lock:
+    """One lock per event loop: timed executions never overlap on this machine."""
+    loop = asyncio.get_running_loop()
+    if loop not in _timing_locks:
+        _timing_locks[loop] = asyncio.Lock()
+    return _timing_locks[loop]
+
+
+@dataclass(frozen=True)
+class Instrumentation:
+    """Which names the runner wraps to count work, and the entry it calls."""
+
+    entry: str
+    feature_class: str
+    feature_method: str
+    model_class: str
+    keep_predictions: int
+
+
+@dataclass
+class Execution:
+    """One execution as the harness saw it.  ``time`` is None when it did not finish."""
+
+    ok: bool
+    error: str
+    time: float | None
+    stdout: str
+    stderr_tail: str
+    wall_time: float
+    report: dict[str, Any] | None = None
+    timed_out: bool = False
+
+
+@dataclass
+class Measurement:
+    executions: list[Execution]
+
+    @property
+    def times(self) -> list[float]:
+        return [e.time for e in self.executions if e.ok and e.time is not None]
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.times) if self.times else None
+
+
+async def execute(path: Path, inst: Instrumentation, *, threads: int, limits: sandbox.Limits,
+                  read_only: tuple[Path, ...] = ()) -> Execution:
+    """Run ``path`` once, timed by the harness.  Never raises for what the file does."""
+    nonce = secrets.token_hex(16)
+    marks: dict[str, float] = {}
+    report: dict[str, Any] = {}
+
+    def on_line(arrived: float, line: str) -> None:
+        if not line.startswith(nonce + " "):
+            return
+        kind, _, payload = line[len(nonce) + 1:].partition(" ")
+        marks.setdefault(kind, arrived)
+        if kind == "REPORT":
+            try:
+                report.update(json.loads(payload))
+            except json.JSONDecodeError:
+                log.warning("unreadable runner report from %s", path)
+
+    job = dict(nonce=nonce, module_path="candidate.py", entry=inst.entry, threads=threads,
+               feature_class=inst.feature_class, feature_method=inst.feature_method,
+               model_class=inst.model_class, keep_predictions=inst.keep_predictions)
+    workdir = Path(tempfile.mkdtemp(prefix="hp-exec-"))
+    try:
+        shutil.copyfile(path, workdir / "candidate.py")
+        result = await sandbox.run_python(
+            ["-c", RUNNER_SOURCE], visibility=sandbox.Visibility(workdir, read_only=read_only),
+            limits=limits, threads=threads, stdin_data=(json.dumps(job) + "\n").encode(),
+            on_line=on_line)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    stdout = "\n".join(line for line in result.stdout.splitlines() if nonce not in line)
+    elapsed = marks["END"] - marks["START"] if {"START", "END"} <= marks.keys() else None
+    error = ""
+    if "MISSING_ENTRY" in marks:
+        error = f"the entry function {inst.entry}() is not defined"
+    elif not result.ok:
+        error = f"the program {result.failure()}"
+    elif elapsed is None:
+        error = "the program exited before its entry function returned"
+    return Execution(ok=not error, error=error, time=elapsed, stdout=stdout,
+                     stderr_tail=result.stderr[-3000:], wall_time=result.wall_time,
+                     report=report or None, timed_out=result.timed_out)
+
+
+async def measure(path: Path, inst: Instrumentation, *, repeats: int, threads: int,
+                  limits: sandbox.Limits, read_only: tuple[Path, ...] = (),
+                  keep_going: Callable[[Execution], bool] = lambda e: e.ok,
+                  on_progress: Callable[[int, int, Execution], None] | None = None,
+                  after_each: Callable[[], Any] | None = None) -> Measurement:
+    """Execute ``path`` up to ``repeats`` times, serialised with every other timing.
+    Stops early when ``keep_going`` says so (a crash, or far below target)."""
+    executions: list[Execution] = []
+    for i in range(repeats):
+        async with timing_lock():
+            execution = await execute(path, inst, threads=threads, limits=limits,
+                                      read_only=read_only)
+        executions.append(execution)
+        if after_each is not None:
+            after_each()
+        if on_progress is not None:
+            on_progress(i + 1, repeats, execution)
+        if not keep_going(execution):
+            break
+    return Measurement(executions)
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def default_cache_dir() -> Path:
+    if env := os.environ.get("HELLO_PY_CACHE_DIR"):
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hello-py"
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+@dataclass
+class CachedMeasurement:
+    """A stored measurement (baseline or reference): times and accuracy, with its key."""
+
+    times: list[float]
+    accuracy: float
+    key: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+
+class BaselineCache:
+    """Measurements on disk, keyed by the file's content, the software and the machine."""
+
+    def __init__(self, directory: Path | None = None):
+        self.directory = directory or default_cache_dir()
+
+    @staticmethod
+    def key(path: Path, *, threads: int, repeats: int, label: str) -> dict[str, Any]:
+        return {
+            "label": label,
+            "sha256": file_digest(path),
+            "python": sys.version.split()[0],
+            "torch": _version("torch"),
+            "numpy": _version("numpy"),
+            "threads": threads,
+            "repeats": repeats,
+            "host": platform.node(),
+            "machine": platform.machine(),
+        }
+
+    def _path(self, key: dict[str, Any]) -> Path:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        return self.directory / f"{key['label']}-{digest}.json"
+
+    def load(self, key: dict[str, Any]) -> CachedMeasurement | None:
+        try:
+            data = json.loads(self._path(key).read_text())
+            found = CachedMeasurement(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+        return found if found.key == key and found.times else None
+
+    def store(self, found: CachedMeasurement) -> None:
+        path = self._path(found.key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(found), indent=2))
+        tmp.replace(path)

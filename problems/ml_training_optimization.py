@@ -1,0 +1,491 @@
+"""The ML-training optimisation problem: make a slow pipeline fast without changing it.
+
+:class:`MLTrainingOptimizationProblem` is generic over a :class:`TaskSpec` (baseline
+file, required names, output contract, workload); :class:`ComplexMLTrainingWithProfiler`
+is the flagship configuration over ``problem_data/slow_ml_training_complex.py``.
+
+``grade`` applies the static checks, then measures baseline and candidate with the
+same protocol (``problems.measurement``) and judges every figure it measured itself.
+Progress goes to an optional callback; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import sandbox
+from problem import Check, DataGuard, GradeResult, Problem
+from problems import static_checks
+from problems.measurement import (
+    BaselineCache,
+    CachedMeasurement,
+    Execution,
+    Instrumentation,
+    Measurement,
+    measure,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROBLEM_DATA = PROJECT_ROOT / "problem_data"
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
+MAX_CANDIDATE_BYTES = 1_000_000
+ACCURACY_RE = re.compile(r"Test accuracy:\s*([0-9]*\.?[0-9]+)")
+FINAL_TIME_RE = re.compile(r"FINAL_TIME:\s*([0-9]*\.?[0-9]+)")
+
+Progress = Callable[[str], None]
+
+
+class GraderError(RuntimeError):
+    """The harness could not grade (e.g. the baseline itself failed): not the candidate's
+    fault, so never reported as a failed verdict."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Rows the required components must process for the work to count as done."""
+
+    feature_rows: int
+    train_rows: int
+    eval_rows: int
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    baseline: Path
+    required_imports: tuple[str, ...]
+    required_classes: tuple[str, ...]
+    entry: str
+    feature_class: str
+    feature_method: str
+    model_class: str
+    output_patterns: tuple[str, ...]
+    workload: Workload
+    min_lines: int = 60
+    reference: Path | None = None
+    expected_labels: Callable[[], list[int]] | None = None
+    optimized_name: str = "optimized_ml_training.py"
+
+
+@dataclass(frozen=True)
+class GradingOptions:
+    """How a grading measures and judges.  Defaults are the seed's."""
+
+    target: float = 33.0
+    relative_target: float | None = None  # fraction of the reference's speedup
+    accuracy_tolerance: float = 0.05
+    repeats: int = 3
+    baseline_repeats: int = 3
+    threads: int = 1
+    timeout: float = 600.0
+    memory_bytes: int = 6 * sandbox.GIB
+    plausibility_factor: float = 3.0  # ceiling = factor x the reference's speedup
+    max_speedup_without_reference: float = 200.0
+    report_slack: float = 0.5  # a FINAL_TIME below this fraction of ours is a lie
+    use_cache: bool = True
+
+
+@dataclass
+class _Figures:
+    baseline: CachedMeasurement
+    reference_speedup: float | None
+    target: float
+    ceiling: float
+
+
+def complex_pipeline_test_labels(n_samples: int = 3000) -> list[int]:
+    """The test labels of the slow pipeline, in test order, derived by the harness:
+    same seed, same draws (images, labels, then the split permutation)."""
+    rng = np.random.RandomState(42)
+    rng.rand(n_samples, 28, 28)
+    labels = rng.randint(0, 10, size=n_samples)
+    order = rng.permutation(n_samples)
+    return labels[order[int(0.8 * n_samples):]].tolist()
+
+
+class MLTrainingOptimizationProblem(Problem):
+    name = "ml_training_optimization"
+
+    def __init__(self, spec: TaskSpec, options: GradingOptions = GradingOptions(), *,
+                 include_profiler: bool = True, include_intermediate_answer: bool = True,
+                 cache: BaselineCache | None = None, progress: Progress | None = None):
+        self.spec = spec
+        self.options = options
+        self.include_profiler = include_profiler
+        self.include_intermediate_answer = include_intermediate_answer
+        self.cache = cache or BaselineCache()
+        self.progress = progress or (lambda message: None)
+        self._figures: _Figures | None = None
+        self.baseline_executions = 0  # how many times this instance ran the baseline
+
+    # ---- what the agent sees -------------------------------------------------------
+    def tool_names(self) -> list[str]:
+        names = ["read_file", "write_file", "python_expression"]
+        if self.include_profiler:
+            names.append("profile_tool")
+        if self.include_intermediate_answer:
+            names.append("submit_intermediate_answer")
+        return names + ["submit_answer"]
+
+    def prompt(self, workspace: Path) -> str:
+        spec, opts = self.spec, self.options
+        rel = workspace.relative_to(PROJECT_ROOT) if workspace.is_relative_to(
+            PROJECT_ROOT) else workspace
+        baseline = spec.baseline.relative_to(PROJECT_ROOT)
+        target = (f"at least {opts.relative_target:.0%} of the speedup a reference solution "
+                  "reaches on this machine" if opts.relative_target
+                  else f"at least {opts.target:g}x faster")
+        steps = [
+            f"1. Read `{baseline}` (read_file) to understand the pipeline.",
+        ]
+        if self.include_profiler:
+            steps.append(f"{len(steps) + 1}. Profile it (profile_tool) to find the real "
+                         "bottlenecks; the full slow pipeline takes minutes under the profiler.")
+        steps.append(f"{len(steps) + 1}. Write your optimised version to `{rel}/"
+                     f"{spec.optimized_name}` (write_file). You may run code with "
+                     "python_expression.")
+        if self.include_intermediate_answer:
+            steps.append(f"{len(steps) + 1}. Check it with submit_intermediate_answer: it is "
+                         "graded exactly like a final answer and you get the figures and any "
+                         "failing checks back, without ending the task.")
+        steps.append(f"{len(steps) + 1}. Submit the file with submit_answer. This ends the "
+                     "task.")
+        w = spec.workload
+        return "\n".join([
+            f"Optimise the training pipeline in `{baseline}` so that it runs {target} "
+            "than the original, with the same test accuracy (within "
+            f"{opts.accuracy_tolerance:g}).",
+            "",
+            "Rules the grader enforces:",
+            f"- Keep the names `{'`, `'.join(spec.required_classes)}` and the entry function "
+            f"`{spec.entry}()`, defined at module top level; import "
+            f"{', '.join(spec.required_imports)}.",
+            f"- The grader times `{spec.entry}()` itself in a fresh process and counts the "
+            f"work: `{spec.feature_class}.{spec.feature_method}` must process all "
+            f"{w.feature_rows} images, and `{spec.model_class}` must be called on "
+            f"{w.train_rows} training rows in total (all epochs) and, in eval mode, on the "
+            f"{w.eval_rows} test rows in their original order.",
+            "- Same data, same split, same training set-up; keep the printed lines "
+            "(feature shape, split sizes, `Test accuracy: x.xxxx`, `FINAL_TIME: s`). "
+            "Results must be deterministic.",
+            "- Pure computation only: no file or network access, subprocesses, thread "
+            "settings, clock tricks or interpreter introspection.",
+            "",
+            "Suggested steps:",
+            *steps,
+            "",
+            f"Your working directory is `{rel}`.",
+        ])
+
+    def fallback_candidates(self, workspace: Path) -> list[Path]:
+        preferred = workspace / self.spec.optimized_name
+        others = sorted((p for p in workspace.rglob("*.py") if p != preferred),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+        return ([preferred] if preferred.is_file() else []) + others
+
+    # ---- measurement -----------------------------------------------------------------
+    def _instrumentation(self) -> Instrumentation:
+        s = self.spec
+        return Instrumentation(entry=s.entry, feature_class=s.feature_class,
+                               feature_method=s.feature_method, model_class=s.model_class,
+                               keep_predictions=s.workload.eval_rows)
+
+    def _limits(self, timeout: float) -> sandbox.Limits:
+        return sandbox.Limits(timeout=timeout, memory_bytes=self.options.memory_bytes)
+
+    def _accuracy(self, execution: Execution) -> float | None:
+        labels = self.spec.expected_labels() if self.spec.expected_labels else None
+        predictions = (execution.report or {}).get("eval_predictions") or []
+        if labels is None or len(predictions) != len(labels):
+            return None
+        return sum(p == t for p, t in zip(predictions, labels, strict=True)) / len(labels)
+
+    async def _measure_reference_file(self, path: Path, label: str, repeats: int,
+                                      opts: GradingOptions) -> CachedMeasurement:
+        key = self.cache.key(path, threads=opts.threads, repeats=repeats, label=label)
+        if opts.use_cache and (found := self.cache.load(key)):
+            self.progress(f"{label}: cached, median {found.median:.2f} s "
+                          f"({len(found.times)} runs)")
+            return found
+        self.progress(f"{label}: measuring {path.name} ({repeats} timed runs)...")
+
+        def report(i: int, n: int, e: Execution) -> None:
+            shown = f"{e.time:.2f} s" if e.ok else e.error
+            self.progress(f"{label}: run {i}/{n}: {shown}")
+
+        if label == "baseline":
+            self.baseline_executions += repeats
+        result = await measure(path, self._instrumentation(), repeats=repeats,
+                               threads=opts.threads, limits=self._limits(opts.timeout),
+                               read_only=(PROBLEM_DATA,), on_progress=report)
+        failed = [e for e in result.executions if not e.ok]
+        accuracies = {self._accuracy(e) for e in result.executions}
+        if failed or None in accuracies:
+            detail = failed[0].error + "\n" + failed[0].stderr_tail if failed else (
+                "its predictions could not be matched to the expected test labels")
+            raise GraderError(f"the {label} ({path}) could not be measured: {detail}")
+        found = CachedMeasurement(times=result.times, accuracy=accuracies.pop(), key=key)
+        self.cache.store(found)
+        return found
+
+    async def figures(self, opts: GradingOptions | None = None) -> _Figures:
+        """Baseline (and reference, when there is one), measured on first need."""
+        opts = opts or self.options
+        if self._figures is not None and opts == self.options:
+            return self._figures
+        baseline = await self._measure_reference_file(
+            self.spec.baseline, "baseline", opts.baseline_repeats, opts)
+        reference_speedup = None
+        if self.spec.reference is not None and self.spec.reference.is_file():
+            ref = await self._measure_reference_file(self.spec.reference, "reference",
+                                                     opts.repeats, opts)
+            reference_speedup = baseline.median / ref.median
+        target = (opts.relative_target * reference_speedup
+                  if opts.relative_target and reference_speedup else opts.target)
+        ceiling = (opts.plausibility_factor * reference_speedup if reference_speedup
+                   else opts.max_speedup_without_reference)
+        figures = _Figures(baseline, reference_speedup, target, ceiling)
+        if opts == self.options:
+            self._figures = figures
+        return figures
+
+    # ---- grading ---------------------------------------------------------------------
+    def _static(self, candidate: Path) -> tuple[list[Check], bool]:
+        if not candidate.is_file():
+            return [Check("candidate_readable", False, f"no file at {candidate}")], False
+        if candidate.stat().st_size > MAX_CANDIDATE_BYTES:
+            return [Check("candidate_readable", False,
+                          f"the file is larger than {MAX_CANDIDATE_BYTES} bytes")], False
+        try:
+            source = candidate.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError) as exc:
+            return [Check("candidate_readable", False,
+                          f"the file is not UTF-8 text ({type(exc).__name__})")], False
+        checks = [Check("candidate_readable", True, "the file is readable text")]
+        tree, parsed = static_checks.parse(source, candidate.name)
+        checks.append(parsed)
+        if tree is None:
+            return checks, False
+        s = self.spec
+        checks += [
+            static_checks.required_imports(tree, s.required_imports),
+            static_checks.required_definitions(tree, s.required_classes, [s.entry]),
+            static_checks.forbidden_constructs(
+                tree, (s.baseline.name, s.baseline.stem, "problem_data", "timing_runner",
+                       "/proc/")),
+            static_checks.minimum_length(source, s.min_lines),
+        ]
+        return checks, all(c.passed for c in checks)
+
+    async def grade(self, candidate: Path, *, options: GradingOptions | None = None,
+                    **_: Any) -> GradeResult:
+        opts = options or self.options
+        checks, runnable = self._static(Path(candidate))
+        if not runnable:
+            return GradeResult(passed=False, checks=checks, details={"executed": False})
+        figures = await self.figures(opts)
+        base = figures.baseline
+        guard = DataGuard(PROBLEM_DATA)
+        tampered: list[str] = []
+
+        def after_each() -> None:
+            tampered.extend(guard.restore())
+
+        def keep_going(e: Execution) -> bool:
+            return e.ok and e.time is not None and base.median / e.time >= figures.target / 2
+
+        def report(i: int, n: int, e: Execution) -> None:
+            shown = f"{e.time:.3f} s" if e.ok else e.error
+            self.progress(f"grading {Path(candidate).name}: run {i}/{n}: {shown}")
+
+        timeout = min(opts.timeout, max(60.0, 2 * base.median))
+        result = await measure(Path(candidate), self._instrumentation(), repeats=opts.repeats,
+                               threads=opts.threads, limits=self._limits(timeout),
+                               read_only=(PROBLEM_DATA,), keep_going=keep_going,
+                               on_progress=report, after_each=after_each)
+        return self._judge(checks, result, figures, opts, tampered)
+
+    def _judge(self, checks: list[Check], result: Measurement, fig: _Figures,
+               opts: GradingOptions, tampered: list[str]) -> GradeResult:
+        execs = result.executions
+        first = execs[0]
+        times = result.times
+        median = statistics.median(times) if times else None
+        speedup = fig.baseline.median / median if median else None
+        accuracies = [self._accuracy(e) for e in execs if e.ok]
+        accuracy = accuracies[0] if accuracies else None
+        out = GradeResult(passed=False, checks=checks, speedup=speedup,
+                          baseline_time=fig.baseline.median, candidate_time=median,
+                          candidate_times=times, accuracy=accuracy,
+                          baseline_accuracy=fig.baseline.accuracy, target=fig.target)
+        out.details = {
+            "executed": True, "executions": len(execs), "repeats_requested": opts.repeats,
+            "baseline_times": fig.baseline.times, "reference_speedup": fig.reference_speedup,
+            "speedup_ceiling": fig.ceiling, "time_min": min(times) if times else None,
+            "time_max": max(times) if times else None, "tampered_files": tampered,
+            "report": first.report and {k: v for k, v in first.report.items()
+                                        if k != "eval_predictions"},
+            "stdout_tail": first.stdout[-4000:], "stderr_tail": first.stderr_tail,
+        }
+        add = checks.append
+        crashed = next((e for e in execs if not e.ok), None)
+        if crashed:
+            add(Check("runs_cleanly", False, crashed.error + _last_line(crashed.stderr_tail)))
+        else:
+            add(Check("runs_cleanly", True, f"{len(execs)} execution(s) completed"))
+        add(Check("baseline_integrity", not tampered,
+                  f"the candidate changed {', '.join(tampered)} (restored)" if tampered
+                  else "problem data unchanged"))
+        if crashed:
+            out.details["skipped_after_crash"] = True
+            return out
+        checks += [self._output_patterns(first), self._components(first),
+                   self._reported_accuracy(first, accuracy),
+                   self._determinism(accuracies, len(execs), opts.repeats),
+                   self._accuracy_check(accuracy, fig.baseline.accuracy, opts),
+                   self._reported_time(first, opts),
+                   _ceiling_check(speedup, fig),
+                   Check("speedup_target", speedup >= fig.target,
+                         f"speedup {speedup:.2f}x {'>=' if speedup >= fig.target else '<'} "
+                         f"target {fig.target:.2f}x (median of {len(times)})")]
+        out.passed = all(c.passed or c.skipped for c in checks)
+        return out
+
+    def _output_patterns(self, e: Execution) -> Check:
+        missing = [p for p in self.spec.output_patterns if not re.search(p, e.stdout)]
+        if missing:
+            return Check("output_patterns", False,
+                         "expected output not found: " + "; ".join(missing))
+        return Check("output_patterns", True, "all expected output lines present")
+
+    def _components(self, e: Execution) -> Check:
+        r, w, s = e.report or {}, self.spec.workload, self.spec
+        problems = []
+        if r.get("feature_rows", 0) < w.feature_rows:
+            problems.append(f"{s.feature_class}.{s.feature_method} processed "
+                            f"{r.get('feature_rows', 0)} images (needs {w.feature_rows})")
+        if not r.get("model_instances"):
+            problems.append(f"{s.model_class} was never instantiated")
+        if r.get("train_rows", 0) < w.train_rows:
+            problems.append(f"{s.model_class} saw {r.get('train_rows', 0)} training rows "
+                            f"(needs {w.train_rows})")
+        if r.get("eval_rows", 0) < w.eval_rows:
+            problems.append(f"{s.model_class} saw {r.get('eval_rows', 0)} rows in eval mode "
+                            f"(needs {w.eval_rows})")
+        if problems:
+            return Check("components_exercised", False, "; ".join(problems))
+        return Check("components_exercised", True,
+                     f"features for {r['feature_rows']} images, {r['train_rows']} training "
+                     f"rows, {r['eval_rows']} eval rows")
+
+    def _reported_accuracy(self, e: Execution, measured: float | None) -> Check:
+        name = "accuracy_measured"
+        if self.spec.expected_labels is None:
+            return Check(name, True, "no labels to measure against", skipped=True)
+        if measured is None:
+            return Check(name, False, "the model's eval-mode predictions could not be matched "
+                                      "to the test labels")
+        printed = ACCURACY_RE.findall(e.stdout)
+        if not printed:
+            return Check(name, False, "no 'Test accuracy:' line printed")
+        if abs(float(printed[-1]) - measured) > 1e-3:
+            return Check(name, False, f"printed accuracy {float(printed[-1]):.4f} differs from "
+                                      f"the {measured:.4f} measured from the model's "
+                                      "predictions (same split and test order?)")
+        return Check(name, True, f"printed accuracy matches the measured {measured:.4f}")
+
+    @staticmethod
+    def _determinism(accuracies: list[float | None], runs: int, requested: int) -> Check:
+        if runs < 2:
+            return Check("determinism", True, f"only {runs} of {requested} executions made "
+                         "(stopped early)", skipped=True)
+        if len(set(accuracies)) > 1:
+            return Check("determinism", False, f"accuracy differs between executions: "
+                         f"{sorted({round(a, 4) for a in accuracies if a is not None})}")
+        return Check("determinism", True, f"same accuracy in {runs} executions")
+
+    @staticmethod
+    def _accuracy_check(accuracy: float | None, baseline: float, opts: GradingOptions) -> Check:
+        if accuracy is None:
+            return Check("accuracy", False, "no measured accuracy")
+        diff = abs(accuracy - baseline)
+        return Check("accuracy", diff <= opts.accuracy_tolerance,
+                     f"accuracy {accuracy:.4f} vs baseline {baseline:.4f} (difference "
+                     f"{diff:.4f}, tolerance {opts.accuracy_tolerance:g})")
+
+    @staticmethod
+    def _reported_time(e: Execution, opts: GradingOptions) -> Check:
+        reported = FINAL_TIME_RE.findall(e.stdout)
+        if not reported:
+            return Check("self_reported_time", True, "no FINAL_TIME printed; the grader's "
+                         "own time is used")
+        value = float(reported[-1])
+        if e.time and value < opts.report_slack * e.time - 0.05:
+            return Check("self_reported_time", False,
+                         f"printed FINAL_TIME {value:.3f} s, but the grader measured "
+                         f"{e.time:.3f} s")
+        return Check("self_reported_time", True,
+                     f"printed {value:.3f} s, measured {e.time:.3f} s")
+
+
+def _ceiling_check(speedup: float, fig: _Figures) -> Check:
+    basis = (f"{fig.reference_speedup:.1f}x reference" if fig.reference_speedup
+             else "fixed ceiling")
+    ok = speedup <= fig.ceiling
+    return Check("speedup_plausible", ok,
+                 f"speedup {speedup:.1f}x {'within' if ok else 'above'} the plausibility "
+                 f"ceiling {fig.ceiling:.1f}x ({basis})")
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return f" ({lines[-1][:300]})" if lines else ""
+
+
+def complex_spec(baseline: Path = PROBLEM_DATA / "slow_ml_training_complex.py",
+                 n_samples: int = 3000,
+                 reference: Path | None = REFERENCE_DIR / "ml_training_reference.py",
+                 min_lines: int = 60) -> TaskSpec:
+    """The flagship's contract; tests use it with scaled-down copies (``n_samples``)."""
+    n_train = int(0.8 * n_samples)
+    return TaskSpec(
+        baseline=baseline,
+        required_imports=("torch", "torch.nn", "numpy"),
+        required_classes=("ComplexNN", "ComplexFeatureExtractor"),
+        entry="run_complex_training_pipeline",
+        feature_class="ComplexFeatureExtractor",
+        feature_method="extract_all_features",
+        model_class="ComplexNN",
+        output_patterns=(rf"Feature shape: \({n_samples}, 13\)",
+                         rf"Training set size: {n_train}",
+                         rf"Test set size: {n_samples - n_train}", ACCURACY_RE.pattern),
+        workload=Workload(feature_rows=n_samples, train_rows=3 * n_train,
+                          eval_rows=n_samples - n_train),
+        min_lines=min_lines,
+        reference=reference,
+        expected_labels=functools.partial(complex_pipeline_test_labels, n_samples),
+    )
+
+
+COMPLEX_SPEC = complex_spec()
+
+
+class ComplexMLTrainingWithProfiler(MLTrainingOptimizationProblem):
+    """The flagship: the slow complex pipeline, with the seed's defaults (33x, 0.05)."""
+
+    name = "complex_ml_training"
+
+    def __init__(self, include_profiler: bool = True, include_intermediate_answer: bool = True,
+                 options: GradingOptions = GradingOptions(), spec: TaskSpec = COMPLEX_SPEC,
+                 **kwargs: Any):
+        super().__init__(spec, options, include_profiler=include_profiler,
+                         include_intermediate_answer=include_intermediate_answer, **kwargs)
+
+

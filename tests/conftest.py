@@ -1,0 +1,39 @@
+"""Shared fixtures: every test writes into tmp_path, never into the checkout."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SLOW_PIPELINE = ROOT / "problem_data" / "slow_ml_training_complex.py"
+REFERENCE = ROOT / "problems" / "reference" / "ml_training_reference.py"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path, monkeypatch):
+    """Point the measurement cache and the default output directory at tmp_path."""
+    monkeypatch.setenv("HELLO_PY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HELLO_PY_OUTPUT_DIR", str(tmp_path / "output"))
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+
+
+def scaled_copy(source: Path, dest: Path, n_samples: int) -> Path:
+    """A copy of a pipeline file whose data set has ``n_samples`` samples."""
+    text, count = re.subn(r"n_samples=3000", f"n_samples={n_samples}", source.read_text())
+    assert count >= 1, f"{source} has no n_samples=3000 default to scale"
+    dest.write_text(text)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def small_pipelines(tmp_path_factory) -> dict[str, Path]:
+    """Slow baseline and reference solution scaled down to 100 samples."""
+    d = tmp_path_factory.mktemp("pipelines")
+    out = {"baseline": scaled_copy(SLOW_PIPELINE, d / "slow_small.py", 100)}
+    if REFERENCE.exists():
+        out["reference"] = scaled_copy(REFERENCE, d / "reference_small.py", 100)
+    return out

@@ -1,0 +1,371 @@
+"""The agent's tools: each defined once, with its JSON schema generated from it.
+
+Every tool is a typed async function whose docstring is written for the model;
+``anthropic.beta_async_tool`` turns it into a schema and a validated call.  ``REGISTRY``
+maps names to tools; a problem's toggles choose which names an agent gets.
+
+:func:`dispatch` answers every ``tool_use``: unknown names, bad arguments and anything
+the agent's code does wrong come back as ``is_error`` results.  Any other exception is a
+harness bug and propagates (the runner records the run as an error).
+
+Per-run state (workspace, problem, submissions) lives in :class:`RunContext`, reached
+through the ``RUN`` context variable so concurrent runs never share it.  Code the agent
+runs goes through ``sandbox.run_python``; nothing here executes agent code in-process.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from anthropic import beta_async_tool
+from anthropic.lib.tools import ToolError
+
+import sandbox
+from problem import DataGuard, Problem
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+PROBLEM_DATA = PROJECT_ROOT / "problem_data"
+MAX_READ_CHARS = 60_000
+MAX_WRITE_BYTES = 1_000_000
+MAX_TOOL_OUTPUT = 12_000
+
+_PROFILER = r"""
+import cProfile, pstats, io, runpy, sys
+script, out_file = sys.argv[1], sys.argv[2]
+sys.argv = [script]
+profiler = cProfile.Profile()
+status = 0
+try:
+    profiler.runcall(runpy.run_path, script, run_name="__main__")
+except SystemExit as exc:
+    status = exc.code if isinstance(exc.code, int) else 1
+except BaseException:
+    import traceback; traceback.print_exc(); status = 1
+profiler.dump_stats(out_file)
+for key, title in (("cumulative", "cumulative time"), ("tottime", "own time")):
+    buf = io.StringIO()
+    pstats.Stats(profiler, stream=buf).sort_stats(key).print_stats(15)
+    text = buf.getvalue()
+    start = text.find("   ncalls")
+    print(f"\n=== top 15 functions by {title} ===\n" + (text[start:] if start >= 0 else text))
+sys.exit(status)
+"""
+
+
+@dataclass
+class ToolSettings:
+    python_timeout: float = 120.0
+    profile_timeout: float = 900.0
+    memory_bytes: int = 4 * sandbox.GIB
+    threads: int = 1
+
+
+@dataclass
+class RunContext:
+    """Everything one run's tools may touch."""
+
+    workspace: Path
+    problem: Problem
+    guard: DataGuard | None = None
+    settings: ToolSettings = field(default_factory=ToolSettings)
+    secrets: tuple[str, ...] = ()
+    submitted: Path | None = None
+    intermediate: list[dict[str, Any]] = field(default_factory=list)
+    tampering: list[dict[str, Any]] = field(default_factory=list)
+    profiles: int = 0
+
+
+RUN: contextvars.ContextVar[RunContext] = contextvars.ContextVar("hello_py_run")
+
+
+@dataclass
+class ToolOutcome:
+    content: str
+    is_error: bool = False
+
+
+# ---- path rules ------------------------------------------------------------------------
+def _display(path: Path) -> str:
+    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(
+        path)
+
+
+def _candidates(ctx: RunContext, raw: str) -> list[Path]:
+    if not raw or "\x00" in raw:
+        raise ToolError("the path is empty or contains a NUL byte")
+    given = Path(raw)
+    if given.is_absolute():
+        return [given]
+    return [ctx.workspace / given, PROJECT_ROOT / given]
+
+
+def _within(path: Path, root: Path) -> bool:
+    return path == root or path.is_relative_to(root)
+
+
+def resolve_readable(ctx: RunContext, raw: str) -> Path:
+    """A path the agent may read: inside problem_data/ or its own run directory."""
+    roots = (PROBLEM_DATA.resolve(), ctx.workspace.resolve())
+    for candidate in _candidates(ctx, raw):
+        resolved = candidate.resolve()
+        if resolved.exists() and any(_within(resolved, r) for r in roots):
+            if not resolved.is_file():
+                raise ToolError(f"{raw} is a directory, not a file")
+            return resolved
+    raise ToolError(f"cannot read {raw!r}: only files inside {_display(PROBLEM_DATA)}/ and "
+                    f"your run directory {_display(ctx.workspace)}/ can be read (no such "
+                    "file there, or the path leads elsewhere)")
+
+
+def resolve_writable(ctx: RunContext, raw: str) -> Path:
+    """A path the agent may write: inside its own run directory only."""
+    root = ctx.workspace.resolve()
+    given = Path(raw) if raw and "\x00" not in raw else None
+    if given is None:
+        raise ToolError("the path is empty or contains a NUL byte")
+    rel_ws = ctx.workspace.relative_to(PROJECT_ROOT) if ctx.workspace.is_relative_to(
+        PROJECT_ROOT) else None
+    if given.is_absolute():
+        target = given
+    elif rel_ws is not None and given.is_relative_to(rel_ws):
+        target = PROJECT_ROOT / given
+    else:
+        target = ctx.workspace / given
+    resolved = target.resolve()
+    if not _within(resolved, root) or resolved == root:
+        raise ToolError(f"cannot write {raw!r}: files can only be written inside your run "
+                        f"directory {_display(ctx.workspace)}/ (problem_data/ is read-only)")
+    return resolved
+
+
+def _read_text(path: Path, limit: int) -> str:
+    data = path.read_bytes()
+    if b"\x00" in data[:8192]:
+        raise ToolError(f"{_display(path)} is a binary file; only text files can be read")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ToolError(f"{_display(path)} is not UTF-8 text") from exc
+    if len(text) > limit:
+        return text[:limit] + f"\n[... truncated: showing {limit} of {len(text)} characters]"
+    return text
+
+
+def _write_text(path: Path, content: str) -> int:
+    data = content.encode("utf-8")
+    if len(data) > MAX_WRITE_BYTES:
+        raise ToolError(f"content is {len(data)} bytes; the limit is {MAX_WRITE_BYTES}")
+    if path.is_dir():
+        raise ToolError(f"{_display(path)} is a directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return len(data)
+
+
+def _process_output(result: sandbox.ProcessResult, limit: int = MAX_TOOL_OUTPUT) -> str:
+    parts = []
+    if result.stdout.strip():
+        parts.append("stdout:\n" + result.stdout[-limit:])
+    if result.stderr.strip():
+        parts.append("stderr:\n" + result.stderr[-limit // 2:])
+    if result.output_truncated:
+        parts.append("(output was truncated)")
+    return "\n".join(parts) or "(no output)"
+
+
+def _visibility(ctx: RunContext) -> sandbox.Visibility:
+    return sandbox.Visibility(ctx.workspace, read_only=(PROBLEM_DATA,))
+
+
+# ---- the tools ---------------------------------------------------------------------------
+@beta_async_tool
+async def read_file(path: str) -> str:
+    """Read a text file and return its contents.
+
+    Files inside problem_data/ and inside your run directory can be read. Paths may be
+    relative to your run directory or to the project root (e.g.
+    problem_data/slow_ml_training_complex.py). Long files are truncated with a notice.
+
+    Args:
+        path: The file to read.
+    """
+    ctx = RUN.get()
+    return _read_text(resolve_readable(ctx, path), MAX_READ_CHARS)
+
+
+@beta_async_tool
+async def write_file(path: str, content: str) -> str:
+    """Write a text file inside your run directory (parent folders are created).
+
+    Relative paths are resolved in your run directory. Nothing outside it can be written;
+    problem_data/ is read-only.
+
+    Args:
+        path: Where to write, e.g. optimized_ml_training.py.
+        content: The complete new contents of the file.
+    """
+    ctx = RUN.get()
+    target = resolve_writable(ctx, path)
+    size = _write_text(target, content)
+    return f"wrote {size} bytes to {_display(target)}"
+
+
+@beta_async_tool
+async def python_expression(code: str) -> str:
+    """Run Python code in a fresh process and return its stdout and stderr.
+
+    The working directory is your run directory; problem_data/ is readable there by its
+    project path. numpy, torch and scikit-learn are installed. There is no network, the
+    time limit is a couple of minutes and memory is limited. Use print() to see values.
+
+    Args:
+        code: Python source to run, e.g. "import numpy as np; print(np.__version__)".
+    """
+    ctx = RUN.get()
+    s = ctx.settings
+    result = await sandbox.run_python(
+        ["-c", code], visibility=_visibility(ctx), threads=s.threads,
+        limits=sandbox.Limits(timeout=s.python_timeout, memory_bytes=s.memory_bytes))
+    output = _process_output(result)
+    if not result.ok:
+        raise ToolError(f"the code {result.failure()}.\n{output}")
+    return output
+
+
+@beta_async_tool
+async def profile_tool(path: str) -> str:
+    """Profile a Python script with cProfile and return its hottest functions.
+
+    Runs the script as __main__ (the full slow pipeline takes several minutes under the
+    profiler) and returns the top functions by cumulative and by own time, plus the tail
+    of the program's output. The raw profile is saved in your run directory under
+    profiles/.
+
+    Args:
+        path: The .py file to profile, in problem_data/ or your run directory.
+    """
+    ctx = RUN.get()
+    script = resolve_readable(ctx, path)
+    if script.suffix != ".py":
+        raise ToolError(f"{path} is not a .py file")
+    ctx.profiles += 1
+    out_dir = ctx.workspace / "profiles"
+    out_dir.mkdir(exist_ok=True)
+    out_file = out_dir / f"{script.stem}-{ctx.profiles}.prof"
+    s = ctx.settings
+    result = await sandbox.run_python(
+        ["-c", _PROFILER, str(script), str(out_file)], visibility=_visibility(ctx),
+        threads=s.threads,
+        limits=sandbox.Limits(timeout=s.profile_timeout, memory_bytes=s.memory_bytes,
+                              max_output=40_000))
+    output = _process_output(result, limit=16_000)
+    if not result.ok:
+        raise ToolError(f"profiling {path}: the program {result.failure()}.\n{output}")
+    return f"profile saved to {_display(out_file)}\n{output}"
+
+
+async def _grade_for_agent(path: str, final: bool) -> tuple[RunContext, Path]:
+    ctx = RUN.get()
+    candidate = resolve_readable(ctx, path)
+    if candidate.suffix != ".py":
+        raise ToolError(f"{path} is not a .py file")
+    return ctx, candidate
+
+
+@beta_async_tool
+async def submit_intermediate_answer(path: str) -> str:
+    """Grade your optimised file now, without ending the task.
+
+    It is timed against the original and checked exactly like a final answer; you get
+    the speedup, the accuracy and any failing checks back.
+
+    Args:
+        path: Your optimised .py file (in your run directory).
+    """
+    ctx, candidate = await _grade_for_agent(path, final=False)
+    started = time.monotonic()
+    result = await ctx.problem.grade(candidate)
+    ctx.intermediate.append({
+        "path": _display(candidate), "passed": result.passed, "speedup": result.speedup,
+        "accuracy": result.accuracy, "reason": result.reason,
+        "failed_checks": result.failed_checks, "seconds": time.monotonic() - started,
+    })
+    return result.agent_summary()
+
+
+@beta_async_tool
+async def submit_answer(path: str) -> str:
+    """Submit your optimised file as the final answer. This ends the task.
+
+    Args:
+        path: Your optimised .py file (in your run directory).
+    """
+    ctx, candidate = await _grade_for_agent(path, final=True)
+    ctx.submitted = candidate
+    return f"submitted {_display(candidate)}; it will be graded after the task ends"
+
+
+REGISTRY = {t.name: t for t in (read_file, write_file, python_expression, profile_tool,
+                                submit_intermediate_answer, submit_answer)}
+
+
+def schemas(names: list[str]) -> list[dict[str, Any]]:
+    """The API tool definitions for ``names``, in that order."""
+    return [dict(REGISTRY[name].to_dict()) for name in names]
+
+
+def secrets_from_environment() -> tuple[str, ...]:
+    """Values that must never appear in a tool result: the API key and its kin."""
+    markers = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+    return tuple(v for k, v in os.environ.items()
+                 if any(m in k.upper() for m in markers) and len(v) >= 8)
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "[REDACTED]")
+    return text
+
+
+def _validation_message(name: str, exc: pydantic.ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ())) or "input"
+        problems.append(f"{where}: {err.get('msg')}")
+    schema = REGISTRY[name].input_schema
+    expected = ", ".join(f"{k} ({v.get('type', 'any')})"
+                         for k, v in schema.get("properties", {}).items())
+    return f"invalid arguments for {name}: {'; '.join(problems)}. Expected: {expected}."
+
+
+async def dispatch(name: str, arguments: Any, allowed: list[str]) -> ToolOutcome:
+    """Run one tool call for the current run.  Agent mistakes become error outcomes."""
+    ctx = RUN.get()
+    if name not in allowed or name not in REGISTRY:
+        return ToolOutcome(f"unknown tool {name!r}; available tools: {', '.join(allowed)}",
+                           is_error=True)
+    if not isinstance(arguments, dict):
+        return ToolOutcome(f"arguments for {name} must be a JSON object", is_error=True)
+    try:
+        outcome = ToolOutcome(str(await REGISTRY[name].call(arguments)))
+    except ToolError as exc:
+        outcome = ToolOutcome(str(exc), is_error=True)
+    except ValueError as exc:
+        if not isinstance(exc.__cause__, pydantic.ValidationError):
+            raise
+        outcome = ToolOutcome(_validation_message(name, exc.__cause__), is_error=True)
+    if ctx.guard is not None and (changed := ctx.guard.restore()):
+        ctx.tampering.append({"tool": name, "files": changed})
+        outcome.content += (f"\n(note: problem_data/ is read-only; changes to "
+                            f"{', '.join(changed)} were reverted)")
+    outcome.content = redact(outcome.content, ctx.secrets)
+    return outcome
