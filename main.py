@@ -88,6 +88,8 @@ def _grading_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--relative-target", type=_fraction, dest="relative_target",
                    help="pass at this fraction of the reference solution's speedup")
     p.add_argument("--repeats", type=_positive(int), help="timed executions per candidate")
+    p.add_argument("--baseline-repeats", dest="baseline_repeats", type=_positive(int),
+                   help="timed executions of the baseline (when not cached)")
     p.add_argument("--threads", type=_positive(int), help="threads for baseline and candidate")
     p.add_argument("--no-cache", dest="use_cache", action="store_false", default=None,
                    help="re-measure the baseline instead of using the cached one")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,8 @@ def _candidates(ctx: RunContext, raw: str) -> list[Path]:
     given = Path(raw)
     if given.is_absolute():
         return [given]
+    if given.parts[:1] == (PROBLEM_DATA.name,):  # the project's data, never a shadow copy
+        return [PROJECT_ROOT / given, ctx.workspace / given]
     return [ctx.workspace / given, PROJECT_ROOT / given]
 
 
@@ -116,11 +119,17 @@ def resolve_readable(ctx: RunContext, raw: str) -> Path:
     """A path the agent may read: inside problem_data/ or its own run directory."""
     roots = (PROBLEM_DATA.resolve(), ctx.workspace.resolve())
     for candidate in _candidates(ctx, raw):
-        resolved = candidate.resolve()
-        if resolved.exists() and any(_within(resolved, r) for r in roots):
-            if not resolved.is_file():
-                raise ToolError(f"{raw} is a directory, not a file")
-            return resolved
+        try:
+            resolved = candidate.resolve()
+            if not (resolved.exists() and any(_within(resolved, r) for r in roots)):
+                continue
+        except (OSError, RuntimeError):  # name too long, symlink loop, ...
+            continue
+        if resolved.is_dir():
+            raise ToolError(f"{raw} is a directory, not a file")
+        if not resolved.is_file():
+            raise ToolError(f"{raw} is not a regular file")
+        return resolved
     raise ToolError(f"cannot read {raw!r}: only files inside {_display(PROBLEM_DATA)}/ and "
                     f"your run directory {_display(ctx.workspace)}/ can be read (no such "
                     "file there, or the path leads elsewhere)")
@@ -136,11 +145,17 @@ def resolve_writable(ctx: RunContext, raw: str) -> Path:
         PROJECT_ROOT) else None
     if given.is_absolute():
         target = given
+    elif given.parts[:1] == (PROBLEM_DATA.name,):
+        raise ToolError(f"cannot write {raw!r}: problem_data/ is read-only; write your files "
+                        f"inside your run directory {_display(ctx.workspace)}/")
     elif rel_ws is not None and given.is_relative_to(rel_ws):
         target = PROJECT_ROOT / given
     else:
         target = ctx.workspace / given
-    resolved = target.resolve()
+    try:
+        resolved = target.resolve()
+    except (OSError, RuntimeError) as exc:
+        raise ToolError(f"cannot write {raw!r}: {exc}") from exc
     if not _within(resolved, root) or resolved == root:
         raise ToolError(f"cannot write {raw!r}: files can only be written inside your run "
                         f"directory {_display(ctx.workspace)}/ (problem_data/ is read-only)")
@@ -148,7 +163,10 @@ def resolve_writable(ctx: RunContext, raw: str) -> Path:
 
 
 def _read_text(path: Path, limit: int) -> str:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()  # agent-written files are capped by the sandbox (64 MiB)
+    except OSError as exc:
+        raise ToolError(f"cannot read {_display(path)}: {exc.strerror or exc}") from exc
     if b"\x00" in data[:8192]:
         raise ToolError(f"{_display(path)} is a binary file; only text files can be read")
     try:
@@ -164,19 +182,29 @@ def _write_text(path: Path, content: str) -> int:
     data = content.encode("utf-8")
     if len(data) > MAX_WRITE_BYTES:
         raise ToolError(f"content is {len(data)} bytes; the limit is {MAX_WRITE_BYTES}")
-    if path.is_dir():
-        raise ToolError(f"{_display(path)} is a directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    try:
+        if path.is_dir():
+            raise ToolError(f"{_display(path)} is a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_NONBLOCK: a FIFO planted by the agent's code must not stall the event loop.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK
+                     | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise ToolError(f"cannot write {_display(path)}: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "wb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ToolError(f"{_display(path)} is not a regular file")
+        f.write(data)
     return len(data)
 
 
-def _process_output(result: sandbox.ProcessResult, limit: int = MAX_TOOL_OUTPUT) -> str:
+def _process_output(result: sandbox.ProcessResult) -> str:
+    """Both streams as the sandbox kept them (head and tail, with a notice if cut)."""
     parts = []
     if result.stdout.strip():
-        parts.append("stdout:\n" + result.stdout[-limit:])
+        parts.append("stdout:\n" + result.stdout)
     if result.stderr.strip():
-        parts.append("stderr:\n" + result.stderr[-limit // 2:])
+        parts.append("stderr:\n" + result.stderr)
     if result.output_truncated:
         parts.append("(output was truncated)")
     return "\n".join(parts) or "(no output)"
@@ -234,7 +262,8 @@ async def python_expression(code: str) -> str:
     s = ctx.settings
     result = await sandbox.run_python(
         ["-c", code], visibility=_visibility(ctx), threads=s.threads,
-        limits=sandbox.Limits(timeout=s.python_timeout, memory_bytes=s.memory_bytes))
+        limits=sandbox.Limits(timeout=s.python_timeout, memory_bytes=s.memory_bytes,
+                              max_output=MAX_TOOL_OUTPUT))
     output = _process_output(result)
     if not result.ok:
         raise ToolError(f"the code {result.failure()}.\n{output}")
@@ -266,14 +295,14 @@ async def profile_tool(path: str) -> str:
         ["-c", _PROFILER, str(script), str(out_file)], visibility=_visibility(ctx),
         threads=s.threads,
         limits=sandbox.Limits(timeout=s.profile_timeout, memory_bytes=s.memory_bytes,
-                              max_output=40_000))
-    output = _process_output(result, limit=16_000)
+                              max_output=MAX_TOOL_OUTPUT * 2))
+    output = _process_output(result)
     if not result.ok:
         raise ToolError(f"profiling {path}: the program {result.failure()}.\n{output}")
     return f"profile saved to {_display(out_file)}\n{output}"
 
 
-async def _grade_for_agent(path: str, final: bool) -> tuple[RunContext, Path]:
+async def _candidate_for_agent(path: str) -> tuple[RunContext, Path]:
     ctx = RUN.get()
     candidate = resolve_readable(ctx, path)
     if candidate.suffix != ".py":
@@ -291,7 +320,7 @@ async def submit_intermediate_answer(path: str) -> str:
     Args:
         path: Your optimised .py file (in your run directory).
     """
-    ctx, candidate = await _grade_for_agent(path, final=False)
+    ctx, candidate = await _candidate_for_agent(path)
     started = time.monotonic()
     result = await ctx.problem.grade(candidate)
     ctx.intermediate.append({
@@ -309,7 +338,7 @@ async def submit_answer(path: str) -> str:
     Args:
         path: Your optimised .py file (in your run directory).
     """
-    ctx, candidate = await _grade_for_agent(path, final=True)
+    ctx, candidate = await _candidate_for_agent(path)
     ctx.submitted = candidate
     return f"submitted {_display(candidate)}; it will be graded after the task ends"
 
@@ -331,7 +360,8 @@ def secrets_from_environment() -> tuple[str, ...]:
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
+    # Longest first, so a secret that contains another is never half-replaced.
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, "[REDACTED]")
     return text
 

@@ -186,7 +186,7 @@ class BaselineCache:
         self.directory = directory or default_cache_dir()
 
     @staticmethod
-    def key(path: Path, *, threads: int, repeats: int, label: str) -> dict[str, Any]:
+    def key(path: Path, *, threads: int, label: str) -> dict[str, Any]:
         return {
             "label": label,
             "sha256": file_digest(path),
@@ -194,7 +194,6 @@ class BaselineCache:
             "torch": _version("torch"),
             "numpy": _version("numpy"),
             "threads": threads,
-            "repeats": repeats,
             "host": platform.node(),
             "machine": platform.machine(),
         }
@@ -203,13 +202,14 @@ class BaselineCache:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
         return self.directory / f"{key['label']}-{digest}.json"
 
-    def load(self, key: dict[str, Any]) -> CachedMeasurement | None:
+    def load(self, key: dict[str, Any], min_runs: int = 1) -> CachedMeasurement | None:
+        """The stored measurement for ``key`` if it has at least ``min_runs`` times."""
         try:
             data = json.loads(self._path(key).read_text())
             found = CachedMeasurement(**data)
         except (OSError, ValueError, TypeError):
             return None
-        return found if found.key == key and found.times else None
+        return found if found.key == key and len(found.times) >= min_runs else None
 
     def store(self, found: CachedMeasurement) -> None:
         path = self._path(found.key)

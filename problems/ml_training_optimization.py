@@ -209,8 +209,8 @@ class MLTrainingOptimizationProblem(Problem):
 
     async def _measure_reference_file(self, path: Path, label: str, repeats: int,
                                       opts: GradingOptions) -> CachedMeasurement:
-        key = self.cache.key(path, threads=opts.threads, repeats=repeats, label=label)
-        if opts.use_cache and (found := self.cache.load(key)):
+        key = self.cache.key(path, threads=opts.threads, label=label)
+        if opts.use_cache and (found := self.cache.load(key, min_runs=repeats)):
             self.progress(f"{label}: cached, median {found.median:.2f} s "
                           f"({len(found.times)} runs)")
             return found
@@ -330,6 +330,7 @@ class MLTrainingOptimizationProblem(Problem):
             "baseline_times": fig.baseline.times, "reference_speedup": fig.reference_speedup,
             "speedup_ceiling": fig.ceiling, "time_min": min(times) if times else None,
             "time_max": max(times) if times else None, "tampered_files": tampered,
+            "execution_wall_times": [round(e.wall_time, 3) for e in execs],
             "report": first.report and {k: v for k, v in first.report.items()
                                         if k != "eval_predictions"},
             "stdout_tail": first.stdout[-4000:], "stderr_tail": first.stderr_tail,

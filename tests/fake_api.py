@@ -282,6 +282,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real API
+    disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls between header and body
     server_version = "FakeAnthropic/1.0"
     timeout = 30  # idle keep-alive connections are dropped after this
     server: _Server

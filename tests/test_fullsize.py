@@ -1,0 +1,52 @@
+"""End to end at full size: the real 2-minute baseline, a scripted batch, the grade CLI.
+
+This is the one place the suite pays for the real pipeline (about 3-5 minutes here).
+Deselect locally with -m "not fullsize"; CI runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REFERENCE, ROOT
+
+pytestmark = pytest.mark.fullsize
+
+
+def _main(*args, timeout=1800):
+    return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=dict(os.environ))
+
+
+def test_scripted_batch_then_cached_grade_at_full_size(tmp_path):
+    out = tmp_path / "batch"
+    batch = _main("--agent", "scripted", "--runs", "2", "--concurrent",
+                  "--baseline-repeats", "1", "--output", str(out))
+    assert batch.returncode == 0, batch.stderr[-4000:]
+    assert "baseline: run 1/1" in batch.stderr  # progress was shown while measuring
+
+    results = json.loads((out / "results.json").read_text())
+    baseline = results["baseline"]
+    assert baseline["time_median_s"] > 30  # really the full-size slow pipeline
+    assert 0.05 < baseline["accuracy"] < 0.16  # random labels: near chance
+    assert [r["status"] for r in results["runs"]] == ["pass", "pass"], results["runs"]
+    for run in results["runs"]:
+        assert run["speedup"] >= 33 and run["submitted"] and run["found_by"] == "submitted"
+        assert len(run["intermediate"]) == 1 and run["intermediate"][0]["passed"]
+        assert set(run["tool_calls"]) == {"read_file", "write_file", "profile_tool",
+                                          "submit_intermediate_answer", "submit_answer"}
+        grade = json.loads((out / f"run_{run['run_id']}" / "grade.json").read_text())
+        assert grade["passed"] and len(grade["candidate_times"]) == 3
+    assert results["totals"]["pass_rate"] == 1.0
+    assert "Pass rate (of 2 graded runs): 100.0%" in (out / "run_summary.md").read_text()
+
+    graded = _main("grade", str(REFERENCE), "--json", "--baseline-repeats", "1")
+    assert graded.returncode == 0, graded.stderr[-4000:]
+    assert "baseline: cached" in graded.stderr  # no baseline execution the second time
+    data = json.loads(graded.stdout)
+    assert data["passed"] and data["speedup"] >= 33
+    assert data["baseline_time"] == pytest.approx(baseline["time_median_s"], abs=1e-3)
+    assert {c["name"] for c in data["checks"] if not c["passed"]} == set()

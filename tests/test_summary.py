@@ -1,0 +1,94 @@
+"""Every figure the run summary prints, checked against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import summary
+
+
+@pytest.mark.parametrize(("k", "n", "low", "high"), [
+    (4, 10, 0.1682, 0.6873),   # the seed's batch: 40 %
+    (7, 10, 0.3968, 0.8922),
+    (0, 10, 0.0, 0.2775),
+    (10, 10, 0.7225, 1.0),
+    (1, 1, 0.2065, 1.0),
+])
+def test_wilson_interval_known_values(k, n, low, high):
+    lo, hi = summary.wilson_interval(k, n)
+    assert lo == pytest.approx(low, abs=1e-4)
+    assert hi == pytest.approx(high, abs=1e-4)
+
+
+def test_wilson_interval_empty_and_invalid():
+    assert summary.wilson_interval(0, 0) == (0.0, 0.0)
+    with pytest.raises(ValueError):
+        summary.wilson_interval(3, 2)
+
+
+def test_geometric_mean():
+    assert summary.geometric_mean([2.0, 8.0]) == pytest.approx(4.0)
+    assert summary.geometric_mean([]) is None
+    assert summary.geometric_mean([None, 0.0]) is None  # nothing positive to average
+
+
+def _run(i, status, speedup=None, steps=5, failed=()):
+    return {"run_id": i, "status": status, "speedup": speedup, "steps": steps,
+            "failed_checks": list(failed), "input_tokens": 100 * i, "output_tokens": 10 * i,
+            "accuracy": 0.1, "baseline_accuracy": 0.09, "reason": "", "tool_calls": {},
+            "intermediate": []}
+
+
+def test_pass_rate_counts_only_passes():
+    # The original hello-py summed every result and reported 100 %: never again.
+    runs = [_run(1, "pass", 40.0), _run(2, "fail", 20.0, failed=["speedup_target"]),
+            _run(3, "fail", failed=["required_definitions"]), _run(4, "pass", 90.0)]
+    t = summary.batch_figures(runs)
+    assert (t["passed"], t["failed"], t["errors"], t["runs"]) == (2, 2, 0, 4)
+    assert t["pass_rate"] == pytest.approx(0.5)
+    assert t["pass_rate_ci95"] == pytest.approx(list(summary.wilson_interval(2, 4)))
+
+
+def test_errors_are_not_failures_and_not_in_the_denominator():
+    t = summary.batch_figures([_run(1, "pass", 50.0), _run(2, "error", steps=1)])
+    assert (t["passed"], t["failed"], t["errors"]) == (1, 0, 1)
+    assert t["pass_rate"] == 1.0
+
+
+def test_average_steps_geomean_and_tokens():
+    runs = [_run(1, "pass", 40.0, steps=10), _run(2, "pass", 90.0, steps=14),
+            _run(3, "fail", 200.0, steps=6)]
+    t = summary.batch_figures(runs)
+    assert t["average_steps"] == pytest.approx(10.0)
+    assert t["geomean_speedup_passing"] == pytest.approx(math.sqrt(40 * 90))  # fail excluded
+    assert (t["input_tokens"], t["output_tokens"]) == (600, 60)
+
+
+def test_check_failure_counts():
+    runs = [_run(1, "fail", failed=["speedup_target"]),
+            _run(2, "fail", failed=["speedup_target", "accuracy"]), _run(3, "pass", 40.0)]
+    assert summary.batch_figures(runs)["check_failures"] == {"speedup_target": 2, "accuracy": 1}
+
+
+def test_no_runs():
+    t = summary.batch_figures([])
+    assert t["pass_rate"] is None and t["average_steps"] is None and t["runs"] == 0
+
+
+def test_markdown_shows_every_figure():
+    runs = [_run(1, "pass", 40.0), _run(2, "fail", 20.0, failed=["speedup_target"])]
+    runs[1]["reason"] = "speedup_target: speedup 20.00x < target 33.00x | x"
+    runs[0]["tool_calls"] = {"read_file": 2, "submit_answer": 1}
+    runs[0]["intermediate"] = [{"speedup": 35.5, "passed": True}]
+    t = summary.batch_figures(runs)
+    text = summary.render_markdown({"runs": 2}, {"time_median_s": 119.0}, runs, t)
+    assert "| 1 | pass | 40.00x | +0.0100 |" in text
+    assert "read_file×2, submit_answer×1" in text and "35.5x✓" in text
+    assert "\\|" in text  # a pipe in a reason cannot break the table
+    assert "Pass rate (of 2 graded runs): 50.0% (95 % Wilson interval 9.5%–90.5%)" in text
+    assert "Geometric-mean speedup of passing runs: 40.00x" in text
+    assert "`speedup_target`: 1" in text
+    assert "Interrupted" not in text
+    assert "Interrupted" in summary.render_markdown({}, {}, runs, t, interrupted=True)

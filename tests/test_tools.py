@@ -1,0 +1,753 @@
+"""The agent's tools, driven through ``tools.dispatch`` the way the runner drives them.
+
+Every workspace lives under ``tmp_path``.  The only writes into the checkout are the
+tampering tests, which change ``problem_data/`` (DataGuard-protected) and put the bytes
+back in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sandbox
+import tools
+from problem import Check, DataGuard, GradeResult, Problem
+from tools import RunContext, ToolSettings
+
+SECRET = "sk-ant-test-SECRET-123456"
+ALL_TOOLS = list(tools.REGISTRY)
+BASELINE = tools.PROBLEM_DATA / "slow_ml_training_complex.py"
+ISOLATED = sandbox.namespaces_available()
+needs_isolation = pytest.mark.skipif(
+    not ISOLATED, reason="needs root + unshare (namespace isolation of the sandbox)")
+
+
+class StubProblem(Problem):
+    """A problem whose grader returns a canned result and records what it was asked."""
+
+    name = "stub"
+
+    def __init__(self) -> None:
+        self.calls: list[Path] = []
+        self.result = GradeResult(
+            passed=False,
+            checks=[Check("accuracy", True, "ok"), Check("speed", False, "1.20x < 2.0x")],
+            speedup=1.2, baseline_time=10.0, candidate_time=8.333, accuracy=0.9,
+            baseline_accuracy=0.91, target=2.0)
+
+    def prompt(self, workspace: Path) -> str:
+        return "optimise it"
+
+    def tool_names(self) -> list[str]:
+        return list(tools.REGISTRY)
+
+    async def grade(self, candidate: Path, **options: Any) -> GradeResult:
+        self.calls.append(candidate)
+        return self.result
+
+
+def make_context(workspace: Path) -> RunContext:
+    workspace.mkdir(parents=True, exist_ok=True)
+    return RunContext(
+        workspace=workspace, problem=StubProblem(), guard=DataGuard(tools.PROBLEM_DATA),
+        settings=ToolSettings(python_timeout=5, memory_bytes=2 * 1024**3),
+        secrets=(SECRET,))
+
+
+@pytest.fixture
+def baseline_bytes() -> bytes:
+    return BASELINE.read_bytes()
+
+
+@pytest.fixture
+def ctx(tmp_path, monkeypatch, baseline_bytes):
+    """A run context on tmp_path/run_1, set as the current run, with some odd files."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    ws = tmp_path / "run_1"
+    run = make_context(ws)
+    (ws / "notes.txt").write_text("hello notes\n")
+    (ws / "sub").mkdir()
+    (ws / "blob.bin").write_bytes(b"text\x00more text")
+    (ws / "latin1.txt").write_bytes(b"caf\xe9 \xff\xfe")
+    (ws / "to_passwd").symlink_to("/etc/passwd")
+    (ws / "to_main.py").symlink_to(tools.PROJECT_ROOT / "main.py")
+    (ws / "to_outside.py").symlink_to(tmp_path / "outside.py")
+    (ws / "loop").symlink_to(ws / "loop")
+    os.mkfifo(ws / "fifo")
+    token = tools.RUN.set(run)
+    try:
+        yield run
+    finally:
+        tools.RUN.reset(token)
+        assert BASELINE.read_bytes() == baseline_bytes, "the baseline was changed"
+
+
+# ---- 1. schemas ------------------------------------------------------------------------
+def _path_only(description: str) -> dict[str, Any]:
+    return {
+        "additionalProperties": False,
+        "properties": {"path": {"description": description, "title": "Path", "type": "string"}},
+        "required": ["path"],
+        "type": "object",
+    }
+
+
+EXPECTED_SCHEMAS = [
+    {
+        "name": "read_file",
+        "description": (
+            "Read a text file and return its contents.\n\n"
+            "Files inside problem_data/ and inside your run directory can be read. Paths may be\n"
+            "relative to your run directory or to the project root (e.g.\n"
+            "problem_data/slow_ml_training_complex.py). Long files are truncated with a notice."),
+        "input_schema": _path_only("The file to read."),
+    },
+    {
+        "name": "write_file",
+        "description": (
+            "Write a text file inside your run directory (parent folders are created).\n\n"
+            "Relative paths are resolved in your run directory. Nothing outside it can be "
+            "written;\nproblem_data/ is read-only."),
+        "input_schema": {
+            "additionalProperties": False,
+            "properties": {
+                "path": {"description": "Where to write, e.g. optimized_ml_training.py.",
+                         "title": "Path", "type": "string"},
+                "content": {"description": "The complete new contents of the file.",
+                            "title": "Content", "type": "string"},
+            },
+            "required": ["path", "content"],
+            "type": "object",
+        },
+    },
+    {
+        "name": "python_expression",
+        "description": (
+            "Run Python code in a fresh process and return its stdout and stderr.\n\n"
+            "The working directory is your run directory; problem_data/ is readable there by "
+            "its\nproject path. numpy, torch and scikit-learn are installed. There is no "
+            "network, the\ntime limit is a couple of minutes and memory is limited. Use "
+            "print() to see values."),
+        "input_schema": {
+            "additionalProperties": False,
+            "properties": {
+                "code": {"description": 'Python source to run, e.g. "import numpy as np; '
+                                        'print(np.__version__)".',
+                         "title": "Code", "type": "string"},
+            },
+            "required": ["code"],
+            "type": "object",
+        },
+    },
+    {
+        "name": "profile_tool",
+        "description": (
+            "Profile a Python script with cProfile and return its hottest functions.\n\n"
+            "Runs the script as __main__ (the full slow pipeline takes several minutes under "
+            "the\nprofiler) and returns the top functions by cumulative and by own time, plus "
+            "the tail\nof the program's output. The raw profile is saved in your run directory "
+            "under\nprofiles/."),
+        "input_schema": _path_only(
+            "The .py file to profile, in problem_data/ or your run directory."),
+    },
+    {
+        "name": "submit_intermediate_answer",
+        "description": (
+            "Grade your optimised file now, without ending the task.\n\n"
+            "It is timed against the original and checked exactly like a final answer; you "
+            "get\nthe speedup, the accuracy and any failing checks back."),
+        "input_schema": _path_only("Your optimised .py file (in your run directory)."),
+    },
+    {
+        "name": "submit_answer",
+        "description": "Submit your optimised file as the final answer. This ends the task.",
+        "input_schema": _path_only("Your optimised .py file (in your run directory)."),
+    },
+]
+
+
+def test_schemas_are_pinned():
+    assert list(tools.REGISTRY) == [s["name"] for s in EXPECTED_SCHEMAS]
+    assert tools.schemas(list(tools.REGISTRY)) == EXPECTED_SCHEMAS
+
+
+def test_schemas_follow_the_requested_order():
+    names = ["submit_answer", "read_file"]
+    assert [s["name"] for s in tools.schemas(names)] == names
+
+
+# ---- 2. bad inputs ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Case:
+    """One tool call: ``args`` may be a callable of the workspace.  ``expect`` are
+    substrings of the content; ``absent`` must not appear in it."""
+
+    tool: str
+    args: Any
+    expect: tuple[str, ...]
+    error: bool = True
+    allowed: tuple[str, ...] | None = None
+    absent: tuple[str, ...] = ()
+    max_len: int | None = None
+    max_seconds: float = 4.0
+
+
+_SCAN_PROC = """
+import glob
+key = ('sk-ant-test-' + 'SECRET-123456').encode()
+hits, scanned = [], 0
+for p in glob.glob('/proc/[0-9]*/environ') + ['/proc/self/environ']:
+    try:
+        data = open(p, 'rb').read()
+    except OSError:
+        continue
+    scanned += 1
+    if key in data:
+        hits.append(p)
+print('scanned', scanned > 0, 'hits', hits)
+"""
+
+_FORK_TREE = """
+import os
+kids = []
+for _ in range(3):
+    pid = os.fork()
+    if pid:
+        kids.append(pid)
+    else:
+        kids = []
+for k in kids:
+    os.waitpid(k, 0)
+print('proc', os.getpid(), flush=True)
+"""
+
+_ORPHAN = """
+import os, time
+if os.fork() == 0:
+    time.sleep(60)
+print('parent done')
+"""
+
+_READ_DENIED = "only files inside problem_data/ and your run directory"
+_WRITE_DENIED = "files can only be written inside your run directory"
+
+BAD_INPUTS = [
+    # -- read_file: paths leading out of the allowed roots
+    pytest.param(Case("read_file", {"path": "../../../etc/passwd"},
+                      ("cannot read '../../../etc/passwd'", _READ_DENIED), absent=("root:",)),
+                 id="read-dotdot-etc-passwd"),
+    pytest.param(Case("read_file", {"path": "/etc/passwd"},
+                      ("cannot read '/etc/passwd'", _READ_DENIED), absent=("root:",)),
+                 id="read-abs-etc-passwd"),
+    pytest.param(Case("read_file",
+                      {"path": str(tools.PROJECT_ROOT / "problems/ml_training_optimization.py")},
+                      ("ml_training_optimization.py'", _READ_DENIED), absent=("import",)),
+                 id="read-abs-harness-file"),
+    pytest.param(Case("read_file", {"path": "problems/ml_training_optimization.py"},
+                      ("cannot read 'problems/ml_training_optimization.py'", _READ_DENIED)),
+                 id="read-rel-harness-file"),
+    pytest.param(Case("read_file", {"path": "tests/conftest.py"},
+                      ("cannot read 'tests/conftest.py'", _READ_DENIED)),
+                 id="read-tests-conftest"),
+    pytest.param(Case("read_file", {"path": "problem_data/../main.py"},
+                      ("cannot read 'problem_data/../main.py'", _READ_DENIED)),
+                 id="read-dotdot-out-of-problem-data"),
+    pytest.param(Case("read_file", {"path": "to_passwd"},
+                      ("cannot read 'to_passwd'", _READ_DENIED), absent=("root:",)),
+                 id="read-symlink-to-etc-passwd"),
+    pytest.param(Case("read_file", {"path": "to_main.py"},
+                      ("cannot read 'to_main.py'", _READ_DENIED)),
+                 id="read-symlink-to-harness-main"),
+    # -- read_file: things that are not readable text files
+    pytest.param(Case("read_file", {"path": "sub"}, ("sub is a directory, not a file",)),
+                 id="read-directory"),
+    pytest.param(Case("read_file", {"path": "problem_data"},
+                      ("problem_data is a directory, not a file",)),
+                 id="read-problem-data-directory"),
+    pytest.param(Case("read_file", {"path": "fifo"}, ("fifo is", "not a")),
+                 id="read-fifo"),
+    pytest.param(Case("read_file", {"path": "missing.py"},
+                      ("cannot read 'missing.py'", "no such file there")),
+                 id="read-missing-file"),
+    pytest.param(Case("read_file", {"path": "blob.bin"},
+                      ("blob.bin is a binary file; only text files can be read",)),
+                 id="read-binary-nul-bytes"),
+    pytest.param(Case("read_file", {"path": "latin1.txt"}, ("latin1.txt is not UTF-8 text",)),
+                 id="read-non-utf8"),
+    pytest.param(Case("read_file", {"path": ""},
+                      ("the path is empty or contains a NUL byte",)),
+                 id="read-empty-path"),
+    pytest.param(Case("read_file", {"path": "notes.txt\x00.py"},
+                      ("the path is empty or contains a NUL byte",)),
+                 id="read-nul-in-path"),
+    pytest.param(Case("read_file", {"path": SECRET + ".py"}, ("cannot read '[REDACTED].py'",)),
+                 id="read-secret-in-path-is-redacted"),
+    # -- argument validation and tool selection
+    pytest.param(Case("read_file", {},
+                      ("invalid arguments for read_file: path: Missing required argument",
+                       "Expected: path (string).")),
+                 id="missing-argument"),
+    pytest.param(Case("read_file", {"path": 5},
+                      ("invalid arguments for read_file: path: Input should be a valid string",)),
+                 id="wrong-type-int"),
+    pytest.param(Case("read_file", {"path": "notes.txt", "extra": 1},
+                      ("invalid arguments for read_file: extra: Unexpected keyword argument",)),
+                 id="extra-argument"),
+    pytest.param(Case("write_file", {"path": "a.py"},
+                      ("content: Missing required argument",
+                       "Expected: path (string), content (string).")),
+                 id="write-missing-content"),
+    pytest.param(Case("read_file", ["notes.txt"],
+                      ("arguments for read_file must be a JSON object",)),
+                 id="arguments-are-a-list"),
+    pytest.param(Case("read_file", None, ("arguments for read_file must be a JSON object",)),
+                 id="arguments-are-null"),
+    pytest.param(Case("run_shell", {"cmd": "ls"},
+                      ("unknown tool 'run_shell'; available tools: read_file, write_file",)),
+                 id="unknown-tool"),
+    pytest.param(Case("profile_tool", {"path": "notes.txt"},
+                      ("unknown tool 'profile_tool'; available tools: read_file, write_file, "
+                       "python_expression",),
+                      allowed=("read_file", "write_file", "python_expression")),
+                 id="tool-not-allowed"),
+    # -- write_file: outside the run directory, or not a file
+    pytest.param(Case("write_file", {"path": "../escape.py", "content": "x"},
+                      ("cannot write '../escape.py'", _WRITE_DENIED)),
+                 id="write-dotdot-escape"),
+    pytest.param(Case("write_file", {"path": "/tmp/x.py", "content": "x"},
+                      ("cannot write '/tmp/x.py'", _WRITE_DENIED)),
+                 id="write-abs-tmp"),
+    pytest.param(Case("write_file", {"path": str(BASELINE), "content": "# pwned\n"},
+                      ("cannot write", _WRITE_DENIED, "(problem_data/ is read-only)")),
+                 id="write-abs-baseline"),
+    pytest.param(Case("write_file",
+                      {"path": "problem_data/slow_ml_training_complex.py", "content": "# pwned\n"},
+                      ("cannot write 'problem_data/slow_ml_training_complex.py'",)),
+                 id="write-rel-baseline"),
+    pytest.param(Case("write_file", {"path": "to_outside.py", "content": "x"},
+                      ("cannot write 'to_outside.py'", _WRITE_DENIED)),
+                 id="write-through-symlink-outside"),
+    pytest.param(Case("write_file", {"path": "big.py", "content": "x" * 1_000_001},
+                      ("content is 1000001 bytes; the limit is 1000000",)),
+                 id="write-over-1mb"),
+    pytest.param(Case("write_file", {"path": "big.py", "content": "é" * 500_001},
+                      ("content is 1000002 bytes; the limit is 1000000",)),
+                 id="write-over-1mb-in-utf8-bytes"),
+    pytest.param(Case("write_file", {"path": ".", "content": "x"},
+                      ("cannot write '.'", _WRITE_DENIED)),
+                 id="write-workspace-root-dot"),
+    pytest.param(Case("write_file", lambda ws: {"path": str(ws), "content": "x"},
+                      ("cannot write", _WRITE_DENIED)),
+                 id="write-workspace-root-abs"),
+    pytest.param(Case("write_file", {"path": "sub", "content": "x"}, ("sub is a directory",)),
+                 id="write-onto-directory"),
+    pytest.param(Case("write_file", {"path": "", "content": "x"},
+                      ("the path is empty or contains a NUL byte",)),
+                 id="write-empty-path"),
+    pytest.param(Case("write_file", {"path": "notes.txt/x.py", "content": "x"},
+                      ("notes.txt",)),
+                 id="write-under-a-file"),
+    pytest.param(Case("write_file", {"path": "a" * 300 + ".py", "content": "x"},
+                      ("too long",)),
+                 id="write-name-too-long"),
+    pytest.param(Case("read_file", {"path": "a" * 300 + ".py"}, ("cannot read",)),
+                 id="read-name-too-long"),
+    pytest.param(Case("read_file", {"path": "loop"}, ("cannot read 'loop'",)),
+                 id="read-symlink-loop"),
+    # -- python_expression: misbehaving code
+    pytest.param(Case("python_expression", {"code": "while True: pass"},
+                      ("the code timed out after 5 s and was killed",), max_seconds=9),
+                 id="python-infinite-loop"),
+    pytest.param(Case("python_expression", {"code": "def f():\n    raise ValueError('boom')\nf()"},
+                      ("the code exited with status 1.", "stderr:",
+                       "Traceback (most recent call last):", "ValueError: boom")),
+                 id="python-raises"),
+    pytest.param(Case("python_expression", {"code": "import sys; sys.exit(3)"},
+                      ("the code exited with status 3.", "(no output)")),
+                 id="python-exit-status-3"),
+    pytest.param(Case("python_expression", {"code": "x = bytearray(8*1024**3)"},
+                      ("the code ran out of memory (the memory limit was reached)",
+                       "MemoryError")),
+                 id="python-memory-blowup"),
+    pytest.param(Case("python_expression", {"code": _FORK_TREE},
+                      ("stdout:",), error=False),
+                 id="python-fork-tree"),
+    pytest.param(Case("python_expression", {"code": _ORPHAN},
+                      ("parent done",), error=False, max_seconds=3),
+                 id="python-fork-orphan-sleeper"),
+    pytest.param(Case("python_expression", {"code": "print('x'*50_000_000)"},
+                      ("bytes of output truncated", "(output was truncated)"),
+                      error=False, max_len=20_000),
+                 id="python-output-flood"),
+    pytest.param(Case("python_expression", {"code": "import os; print(os.environ)"},
+                      ("environ({",), error=False,
+                      absent=("ANTHROPIC_API_KEY", "[REDACTED]", "sk-ant")),
+                 id="python-print-environ"),
+    pytest.param(Case("python_expression", {"code": "print(open('/proc/1/environ').read())"},
+                      ("stdout:",), error=False,
+                      absent=("ANTHROPIC_API_KEY", "[REDACTED]", "sk-ant")),
+                 id="python-proc-1-environ"),
+    pytest.param(Case("python_expression", {"code": _SCAN_PROC},
+                      ("scanned True hits []",), error=False, absent=("[REDACTED]",)),
+                 id="python-scan-proc-environ"),
+    pytest.param(Case("python_expression",
+                      {"code": "print('sk-ant-test-' + 'SECRET-123456')"},
+                      ("stdout:\n[REDACTED]",), error=False),
+                 id="python-prints-secret-is-redacted"),
+    pytest.param(Case("python_expression", {"code": f"open({str(BASELINE)!r}, 'a').write('#x')"},
+                      ("the code exited with status 1.", "Read-only file system")),
+                 marks=needs_isolation,
+                 id="python-append-to-baseline"),
+    pytest.param(Case("python_expression",
+                      {"code": f"open({str(tools.PROJECT_ROOT / 'main.py')!r}).read()"},
+                      ("FileNotFoundError",)),
+                 marks=needs_isolation,
+                 id="python-harness-invisible"),
+    pytest.param(Case("python_expression",
+                      {"code": "import socket; socket.create_connection(('1.1.1.1', 80), 2)"},
+                      ("the code exited with status 1.", "OSError")),
+                 marks=needs_isolation,
+                 id="python-no-network"),
+    # -- profile_tool and submissions
+    pytest.param(Case("profile_tool", {"path": "notes.txt"}, ("notes.txt is not a .py file",)),
+                 id="profile-non-py"),
+    pytest.param(Case("profile_tool", {"path": "missing.py"},
+                      ("cannot read 'missing.py'", _READ_DENIED)),
+                 id="profile-missing-file"),
+    pytest.param(Case("profile_tool", {"path": "to_main.py"},
+                      ("cannot read 'to_main.py'", _READ_DENIED)),
+                 id="profile-symlink-to-harness"),
+    pytest.param(Case("submit_answer", {"path": "notes.txt"}, ("notes.txt is not a .py file",)),
+                 id="submit-non-py"),
+    pytest.param(Case("submit_intermediate_answer", {"path": "/etc/passwd"},
+                      ("cannot read '/etc/passwd'",)),
+                 id="submit-intermediate-outside"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+async def test_bad_input(case: Case, ctx: RunContext, tmp_path: Path, baseline_bytes: bytes):
+    args = case.args(ctx.workspace) if callable(case.args) else case.args
+    allowed = list(case.allowed) if case.allowed is not None else ALL_TOOLS
+    started = time.monotonic()
+    outcome = await tools.dispatch(case.tool, args, allowed)
+    elapsed = time.monotonic() - started
+
+    assert outcome.is_error is case.error, outcome.content
+    for text in case.expect:
+        assert text in outcome.content, outcome.content[:2000]
+    for text in (*case.absent, SECRET):
+        assert text not in outcome.content, outcome.content[:2000]
+    if case.max_len is not None:
+        assert len(outcome.content) < case.max_len
+    assert elapsed < case.max_seconds
+    # Nothing any of these did may touch the baseline or escape the run directory.
+    assert BASELINE.read_bytes() == baseline_bytes
+    assert ctx.tampering == []
+    assert not (tmp_path / "outside.py").exists()
+    assert not (tmp_path / "escape.py").exists()
+    assert ctx.problem.calls == [] and ctx.submitted is None and ctx.intermediate == []
+
+
+async def test_fork_tree_runs_all_eight_processes(ctx):
+    """The sandbox does not forbid fork: 2**3 processes each print once, status 0."""
+    outcome = await tools.dispatch("python_expression", {"code": _FORK_TREE}, ALL_TOOLS)
+    assert not outcome.is_error
+    assert outcome.content.count("proc") == 8
+
+
+async def test_write_to_fifo_does_not_block(ctx):
+    """A FIFO the agent made (e.g. os.mkfifo in python_expression) must not hang the loop."""
+    fifo = ctx.workspace / "pipe.py"
+    os.mkfifo(fifo)
+
+    def unblock() -> None:  # open the read end so a blocked writer can finish
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        time.sleep(0.5)
+        try:
+            os.read(fd, 1 << 16)
+        except BlockingIOError:
+            pass
+        os.close(fd)
+
+    watchdog = threading.Timer(2.0, unblock)
+    watchdog.start()
+    started = time.monotonic()
+    try:
+        outcome = await tools.dispatch("write_file", {"path": "pipe.py", "content": "x"},
+                                       ALL_TOOLS)
+    finally:
+        watchdog.cancel()
+        watchdog.join()
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.5, "write_file blocked the event loop on a FIFO"
+    assert outcome.is_error
+
+
+async def test_problem_data_path_is_not_shadowed_by_run_directory(ctx, baseline_bytes):
+    """read_file('problem_data/...') is documented to mean the project file."""
+    shadow = ctx.workspace / "problem_data" / BASELINE.name
+    shadow.parent.mkdir()
+    shadow.write_text("# my own version\n")
+    outcome = await tools.dispatch("read_file", {"path": f"problem_data/{BASELINE.name}"},
+                                   ALL_TOOLS)
+    assert outcome.content == baseline_bytes.decode()
+
+
+# ---- 3. good paths ---------------------------------------------------------------------
+async def test_write_then_read_back(ctx):
+    content = "def f():\n    return 'é'\n"
+    outcome = await tools.dispatch("write_file", {"path": "pkg/mod.py", "content": content},
+                                   ALL_TOOLS)
+    assert not outcome.is_error
+    size = len(content.encode())
+    assert outcome.content == f"wrote {size} bytes to {ctx.workspace / 'pkg' / 'mod.py'}"
+    assert (ctx.workspace / "pkg" / "mod.py").read_text() == content
+    back = await tools.dispatch("read_file", {"path": "pkg/mod.py"}, ALL_TOOLS)
+    assert back.is_error is False and back.content == content
+    by_abs = await tools.dispatch("read_file", {"path": str(ctx.workspace / "pkg/mod.py")},
+                                  ALL_TOOLS)
+    assert by_abs.content == content
+    # overwriting replaces the whole file
+    await tools.dispatch("write_file", {"path": "pkg/mod.py", "content": "x = 1\n"}, ALL_TOOLS)
+    assert (await tools.dispatch("read_file", {"path": "pkg/mod.py"}, ALL_TOOLS)).content == (
+        "x = 1\n")
+
+
+async def test_exactly_1mb_is_accepted(ctx):
+    outcome = await tools.dispatch(
+        "write_file", {"path": "big.txt", "content": "x" * tools.MAX_WRITE_BYTES}, ALL_TOOLS)
+    assert not outcome.is_error
+    read = await tools.dispatch("read_file", {"path": "big.txt"}, ALL_TOOLS)
+    assert not read.is_error
+    assert read.content.startswith("x" * tools.MAX_READ_CHARS)
+    assert read.content.endswith(
+        f"[... truncated: showing {tools.MAX_READ_CHARS} of {tools.MAX_WRITE_BYTES} characters]")
+
+
+async def test_read_baseline_by_project_root_path(ctx, baseline_bytes):
+    outcome = await tools.dispatch(
+        "read_file", {"path": "problem_data/slow_ml_training_complex.py"}, ALL_TOOLS)
+    assert not outcome.is_error
+    assert outcome.content == baseline_bytes.decode()
+    by_abs = await tools.dispatch("read_file", {"path": str(BASELINE)}, ALL_TOOLS)
+    assert by_abs.content == baseline_bytes.decode()
+
+
+def test_run_dir_from_project_root_form_resolves_into_workspace(tmp_path):
+    """With the workspace under the checkout, output/<batch>/run_1/x.py means the run dir.
+
+    Only path arithmetic: nothing is created in the checkout.
+    """
+    ws = tools.PROJECT_ROOT / "output" / f"pytest-{uuid.uuid4().hex}" / "run_1"
+    run = RunContext(workspace=ws, problem=StubProblem())
+    rel = ws.relative_to(tools.PROJECT_ROOT)
+    assert tools.resolve_writable(run, f"{rel}/x.py") == ws / "x.py"
+    assert tools.resolve_writable(run, "x.py") == ws / "x.py"
+    assert tools.resolve_writable(run, str(ws / "d" / "x.py")) == ws / "d" / "x.py"
+    with pytest.raises(tools.ToolError, match="cannot write"):
+        tools.resolve_writable(run, f"{rel}/../run_2/x.py")
+    with pytest.raises(tools.ToolError, match="cannot write"):
+        tools.resolve_writable(run, str(rel))
+    assert not ws.parent.exists()
+
+
+async def test_python_expression_prints(ctx):
+    outcome = await tools.dispatch(
+        "python_expression", {"code": "import os, sys\nprint(6 * 7)\nprint(os.getcwd())\n"
+                                      "print('to stderr', file=sys.stderr)"}, ALL_TOOLS)
+    assert not outcome.is_error
+    assert outcome.content == f"stdout:\n42\n{ctx.workspace}\n\nstderr:\nto stderr\n"
+
+
+async def test_python_expression_no_output(ctx):
+    outcome = await tools.dispatch("python_expression", {"code": "x = 1"}, ALL_TOOLS)
+    assert outcome.is_error is False and outcome.content == "(no output)"
+
+
+async def test_python_expression_sees_workspace_files(ctx):
+    outcome = await tools.dispatch(
+        "python_expression", {"code": "print(open('notes.txt').read())"}, ALL_TOOLS)
+    assert not outcome.is_error and "hello notes" in outcome.content
+
+
+async def test_python_expression_reads_problem_data(ctx, baseline_bytes):
+    code = f"print(len(open({str(BASELINE)!r}, 'rb').read()))"
+    outcome = await tools.dispatch("python_expression", {"code": code}, ALL_TOOLS)
+    assert not outcome.is_error
+    assert outcome.content == f"stdout:\n{len(baseline_bytes)}\n"
+
+
+async def test_profile_tool_on_small_script(ctx):
+    script = ("def work(n):\n    return sum(i * i for i in range(n))\n\n"
+              "if __name__ == '__main__':\n    print('result', work(200_000))\n")
+    await tools.dispatch("write_file", {"path": "small.py", "content": script}, ALL_TOOLS)
+    outcome = await tools.dispatch("profile_tool", {"path": "small.py"}, ALL_TOOLS)
+    assert not outcome.is_error, outcome.content
+    prof = ctx.workspace / "profiles" / "small-1.prof"
+    assert outcome.content.startswith(f"profile saved to {prof}\n")
+    assert "=== top 15 functions by cumulative time ===" in outcome.content
+    assert "=== top 15 functions by own time ===" in outcome.content
+    assert f"result {sum(i * i for i in range(200_000))}" in outcome.content
+    assert "work" in outcome.content
+    assert prof.is_file() and prof.stat().st_size > 0
+    assert ctx.profiles == 1
+
+
+async def test_profile_tool_reports_a_failing_script(ctx):
+    await tools.dispatch("write_file", {"path": "bad.py", "content": "raise KeyError('k')\n"},
+                         ALL_TOOLS)
+    outcome = await tools.dispatch("profile_tool", {"path": "bad.py"}, ALL_TOOLS)
+    assert outcome.is_error
+    assert outcome.content.startswith("profiling bad.py: the program exited with status 1.")
+    assert "KeyError: 'k'" in outcome.content
+    assert (ctx.workspace / "profiles" / "bad-1.prof").is_file()
+
+
+async def test_submit_intermediate_answer_grades_and_records(ctx):
+    await tools.dispatch("write_file", {"path": "fast.py", "content": "print(1)\n"}, ALL_TOOLS)
+    outcome = await tools.dispatch("submit_intermediate_answer", {"path": "fast.py"}, ALL_TOOLS)
+    assert not outcome.is_error
+    stub: StubProblem = ctx.problem  # type: ignore[assignment]
+    assert outcome.content == stub.result.agent_summary()
+    assert outcome.content.startswith("NOT PASSED\nspeedup: 1.20x (target 2.0x)")
+    assert "FAILED speed: 1.20x < 2.0x" in outcome.content
+    assert stub.calls == [ctx.workspace / "fast.py"]
+    assert len(ctx.intermediate) == 1
+    record = ctx.intermediate[0]
+    assert record["path"] == str(ctx.workspace / "fast.py")
+    assert (record["passed"], record["speedup"], record["accuracy"]) == (False, 1.2, 0.9)
+    assert (record["reason"], record["failed_checks"]) == ("speed: 1.20x < 2.0x", ["speed"])
+    assert record["seconds"] >= 0
+    assert ctx.submitted is None
+
+
+async def test_submit_answer_sets_submitted(ctx):
+    await tools.dispatch("write_file", {"path": "fast.py", "content": "print(1)\n"}, ALL_TOOLS)
+    outcome = await tools.dispatch("submit_answer", {"path": "fast.py"}, ALL_TOOLS)
+    assert not outcome.is_error
+    assert outcome.content == (f"submitted {ctx.workspace / 'fast.py'}; "
+                               "it will be graded after the task ends")
+    assert ctx.submitted == ctx.workspace / "fast.py"
+    assert ctx.problem.calls == []  # graded later, not now
+
+
+# ---- 4. integrity ----------------------------------------------------------------------
+async def test_tampering_is_reverted_and_recorded(ctx, baseline_bytes):
+    try:
+        with BASELINE.open("ab") as f:
+            f.write(b"\n# tampered\n")
+        outcome = await tools.dispatch("read_file", {"path": "notes.txt"}, ALL_TOOLS)
+        assert BASELINE.read_bytes() == baseline_bytes
+    finally:
+        BASELINE.write_bytes(baseline_bytes)
+    assert not outcome.is_error
+    assert outcome.content == ("hello notes\n\n(note: problem_data/ is read-only; changes to "
+                               "slow_ml_training_complex.py were reverted)")
+    assert ctx.tampering == [{"tool": "read_file", "files": ["slow_ml_training_complex.py"]}]
+
+
+async def test_added_and_deleted_files_in_problem_data_are_reverted(ctx, baseline_bytes):
+    extra = tools.PROBLEM_DATA / f"pytest-extra-{uuid.uuid4().hex}.py"
+    try:
+        extra.write_text("x = 1\n")
+        BASELINE.unlink()
+        outcome = await tools.dispatch("read_file", {"path": "missing.py"}, ALL_TOOLS)
+        assert not extra.exists()
+        assert BASELINE.read_bytes() == baseline_bytes
+    finally:
+        extra.unlink(missing_ok=True)
+        BASELINE.write_bytes(baseline_bytes)
+    assert outcome.is_error  # the call's own outcome is kept
+    assert "cannot read 'missing.py'" in outcome.content
+    assert "were reverted" in outcome.content
+    assert ctx.tampering == [{"tool": "read_file",
+                              "files": sorted([extra.name, BASELINE.name])}]
+
+
+async def test_clean_call_records_no_tampering(ctx):
+    outcome = await tools.dispatch("read_file", {"path": "notes.txt"}, ALL_TOOLS)
+    assert outcome.content == "hello notes\n"
+    assert ctx.tampering == []
+
+
+# ---- 5. concurrency --------------------------------------------------------------------
+async def test_concurrent_python_calls_do_not_block_the_loop(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    runs = [make_context(tmp_path / "run_a"), make_context(tmp_path / "run_b")]
+    code = "import os, time; time.sleep(2); print('cwd', os.getcwd())"
+
+    async def call_in(run: RunContext) -> tools.ToolOutcome:
+        tools.RUN.set(run)  # this task's own copy of the context
+        return await tools.dispatch("python_expression", {"code": code}, ALL_TOOLS)
+
+    ticks: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.05)
+
+    tick_task = asyncio.create_task(ticker())
+    started = time.monotonic()
+    outcomes = await asyncio.gather(
+        *(asyncio.create_task(call_in(r), context=contextvars.copy_context()) for r in runs))
+    elapsed = time.monotonic() - started
+    stop.set()
+    await tick_task
+
+    assert elapsed < 3.5, f"calls ran one after the other ({elapsed:.1f} s)"
+    for run, outcome in zip(runs, outcomes, strict=True):
+        assert not outcome.is_error, outcome.content
+        assert outcome.content == f"stdout:\ncwd {run.workspace}\n"
+    assert len(ticks) >= 25, f"only {len(ticks)} ticks in {elapsed:.1f} s"
+    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    assert max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.2f} s"
+    with pytest.raises(LookupError):
+        tools.RUN.get()  # the tasks' contexts did not leak into ours
+
+
+# ---- 6. secrets ------------------------------------------------------------------------
+def test_redact_replaces_every_occurrence():
+    text = f"key={SECRET}; again {SECRET}; other=tok-abcdefgh-99"
+    assert tools.redact(text, (SECRET, "tok-abcdefgh-99")) == (
+        "key=[REDACTED]; again [REDACTED]; other=[REDACTED]")
+    assert tools.redact(text, ()) == text
+    assert tools.redact("nothing here", (SECRET,)) == "nothing here"
+
+
+def test_redact_handles_overlapping_secrets():
+    assert tools.redact("abcdefgh-LONGER-TAIL", ("abcdefgh", "abcdefgh-LONGER-TAIL")) == (
+        "[REDACTED]")
+
+
+def test_secrets_from_environment(monkeypatch):
+    for key in list(os.environ):
+        if any(m in key.upper() for m in ("KEY", "TOKEN", "SECRET", "PASSWORD")):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-0123456789")
+    monkeypatch.setenv("HF_TOKEN", "hf_abcdefghijkl")
+    monkeypatch.setenv("db_password", "hunter2hunter2")
+    monkeypatch.setenv("SHORT_API_KEY", "1234567")  # under 8 characters: ignored
+    monkeypatch.setenv("HARMLESS", "not-a-secret-value")
+    found = tools.secrets_from_environment()
+    assert set(found) == {SECRET, "sk-openai-0123456789", "hf_abcdefghijkl", "hunter2hunter2"}
+
+
+def test_child_environment_drops_keys(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    env = sandbox.child_environment(1, "/h", "/t")
+    assert SECRET not in env.values() and "ANTHROPIC_API_KEY" not in env
+    assert env["HOME"] == "/h" and env["TMPDIR"] == "/t" and env["OMP_NUM_THREADS"] == "1"
