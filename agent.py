@@ -78,14 +78,33 @@ class Transcript:
             f.write(json.dumps(record, default=str) + "\n")
 
 
+STREAM_RETRIES = 2
+_RETRYABLE_IN_STREAM = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
+
+
+def _retryable_in_stream(exc: anthropic.APIStatusError) -> bool:
+    """An error event inside a 200 stream: the SDK cannot retry it, so the loop does."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    return exc.status_code == 200 and error.get("type") in _RETRYABLE_IN_STREAM
+
+
 async def _call_model(client: Any, settings: AgentSettings, messages: list[dict],
                       tool_defs: list[dict]) -> Any:
     request = dict(model=settings.model, max_tokens=settings.max_tokens, messages=messages,
                    tools=tool_defs)
-    if settings.stream:
-        async with client.messages.stream(**request) as stream:
-            return await stream.get_final_message()
-    return await client.messages.create(**request)
+    if not settings.stream:
+        return await client.messages.create(**request)
+    for attempt in range(STREAM_RETRIES + 1):
+        try:
+            async with client.messages.stream(**request) as stream:
+                return await stream.get_final_message()
+        except anthropic.APIStatusError as exc:
+            if attempt == STREAM_RETRIES or not _retryable_in_stream(exc):
+                raise
+            log.warning("error inside the response stream (%s); retrying", exc)
+            await asyncio.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 async def _answer_tools(response: Any, allowed: list[str], outcome: AgentOutcome,
@@ -150,10 +169,14 @@ async def run_agent(client: Any, prompt: str, allowed: list[str], settings: Agen
         if action is Action.RUN_TOOLS and not results:
             outcome.ended_by = "no_tool_calls"
         elif action in (Action.FINISH, Action.REFUSED) or action is None:
-            outcome.ended_by = {Action.FINISH: "no_tool_calls", Action.REFUSED: "refusal",
-                                None: f"unknown_stop_reason:{response.stop_reason}"}[action]
+            outcome.ended_by = (
+                "no_tool_calls" if response.stop_reason == "end_turn"
+                else "refusal" if action is Action.REFUSED
+                else f"unknown_stop_reason:{response.stop_reason}" if action is None
+                else response.stop_reason)
         if outcome.ended_by:
             return outcome
         messages.extend(new_messages)
     outcome.ended_by = "max_steps"
+    transcript.write(step=outcome.steps, request=new_messages, note="max_steps")
     return outcome

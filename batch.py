@@ -81,12 +81,13 @@ async def run_one(run_id: int, problem: MLTrainingOptimizationProblem, client: A
             client, problem.prompt(workspace), problem.tool_names(), s.agent,
             Transcript(workspace / "transcript.jsonl"), api_slots,
             on_step=lambda k: note(run_id, f"step {k}/{s.agent.max_steps}"))
-        candidate, entry["found_by"] = ctx.submitted, "submitted"
+        candidate = ctx.submitted
         entry["submitted"] = candidate is not None
+        entry["found_by"] = "submitted" if candidate is not None else None
         if candidate is None and (fallbacks := problem.fallback_candidates(workspace)):
             candidate, entry["found_by"] = fallbacks[0], "fallback"
         if outcome.ended_by == "api_error":
-            entry["reason"] = f"API error after retries: {outcome.api_error}"
+            entry.update(found_by=None, reason=f"API error after retries: {outcome.api_error}")
         elif candidate is None:
             entry.update(status="fail", found_by=None,
                          reason=f"no answer: the agent ended ({outcome.ended_by}) without "

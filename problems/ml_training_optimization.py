@@ -138,7 +138,8 @@ class MLTrainingOptimizationProblem(Problem):
         spec, opts = self.spec, self.options
         rel = workspace.relative_to(PROJECT_ROOT) if workspace.is_relative_to(
             PROJECT_ROOT) else workspace
-        baseline = spec.baseline.relative_to(PROJECT_ROOT)
+        baseline = (spec.baseline.relative_to(PROJECT_ROOT)
+                    if spec.baseline.is_relative_to(PROJECT_ROOT) else spec.baseline)
         target = (f"at least {opts.relative_target:.0%} of the speedup a reference solution "
                   "reaches on this machine" if opts.relative_target
                   else f"at least {opts.target:g}x faster")

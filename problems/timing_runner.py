@@ -33,6 +33,8 @@ def mark(text):
 import numpy  # noqa: E402,F401  (imported before the timed region on purpose)
 import torch  # noqa: E402
 import torch.nn  # noqa: E402,F401
+import torch.nn.functional  # noqa: E402,F401
+import torch.optim  # noqa: E402,F401
 import torch.utils.data  # noqa: E402,F401
 
 torch.set_num_threads(job["threads"])

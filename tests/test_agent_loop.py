@@ -321,8 +321,6 @@ async def test_max_steps(tmp_path, stream):
     assert len(ran.bodies[-1]["messages"]) == 1 + 2 * 3
 
 
-@pytest.mark.xfail(strict=True, reason="agent.run_agent returns on max_steps without writing "
-                   "the last step's tool results (already executed) to transcript.jsonl")
 async def test_max_steps_transcript_records_the_last_tool_results(tmp_path):
     ran = await drive(tmp_path, always_reading, False, max_steps=3)
     uses = {b["id"] for r in ran.transcript if "response" in r
@@ -396,10 +394,7 @@ async def test_non_retryable_error_is_not_retried(tmp_path, stream):
 
 
 @pytest.mark.parametrize("streaming", [
-    pytest.param(True, id="stream", marks=pytest.mark.xfail(
-        strict=True, reason="agent._call_model does not retry an overloaded_error that "
-        "arrives inside a 200 event stream (the SDK only retries before the stream starts), "
-        "so one transient overload ends a streaming run as api_error")),
+    pytest.param(True, id="stream"),
     pytest.param(False, id="create"),
 ])
 async def test_overload_during_the_stream_is_retried(tmp_path, streaming):

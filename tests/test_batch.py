@@ -22,7 +22,16 @@ from typing import Any
 import anthropic
 import pytest
 from conftest import REFERENCE, ROOT, SLOW_PIPELINE, scaled_copy
-from fake_api import FAST_RETRY, Conversations, Fail, FakeMessagesAPI, Reply, text, tool_use
+from fake_api import (
+    FAST_RETRY,
+    Conversations,
+    Fail,
+    FakeMessagesAPI,
+    Reply,
+    first_user_text,
+    text,
+    tool_use,
+)
 
 import batch
 import main
@@ -261,8 +270,6 @@ async def test_interrupted_batch_records_the_finished_runs(tmp_path, pipelines, 
     hanging = threading.Event()
 
     def responder(body: dict, index: int) -> Reply | Fail:
-        from fake_api import first_user_text
-
         if run_number(first_user_text(body)) == 2:  # this run's model never answers
             hanging.set()
             release.wait(30)
@@ -324,9 +331,6 @@ async def test_harness_bug_in_one_run_is_an_error_and_the_batch_goes_on(
 
 
 # ---- the prompt of a problem whose baseline lives outside the project -----------------
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="MLTrainingOptimizationProblem.prompt "
-                   "calls spec.baseline.relative_to(PROJECT_ROOT), which raises ValueError for "
-                   "a baseline outside the project (every run of such a batch is an error)")
 def test_prompt_accepts_a_baseline_outside_the_project(tmp_path, pipelines):
     spec = complex_spec(pipelines["baseline"], N, reference=None, min_lines=20)
     problem = MLTrainingOptimizationProblem(spec, OPTIONS, cache=BaselineCache(tmp_path))
@@ -335,8 +339,6 @@ def test_prompt_accepts_a_baseline_outside_the_project(tmp_path, pipelines):
 
 
 # ---- found_by of a run that was never graded -------------------------------------------
-@pytest.mark.xfail(strict=True, reason="batch.run_one sets found_by='submitted' before "
-                   "knowing there is a candidate and never resets it on an API error")
 async def test_run_ended_by_an_api_error_found_nothing(tmp_path, pipelines):
     problem = make_problem(pipelines)
     s = settings(tmp_path / "out", 1)
