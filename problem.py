@@ -9,6 +9,7 @@ layer reports, and problems measure what they need when first asked.
 from __future__ import annotations
 
 import abc
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,7 @@ class DataGuard:
         changed = [str(rel) for rel in sorted(current - self.pinned.keys())]
         for rel, data in self.pinned.items():
             path = self.directory / rel
-            if rel not in current or path.read_bytes() != data:
+            if rel not in current or path.is_symlink() or path.read_bytes() != data:
                 changed.append(str(rel))
         return sorted(changed)
 
@@ -125,6 +126,8 @@ class DataGuard:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if path.is_symlink():
                     path.unlink()
+                elif path.is_dir():
+                    shutil.rmtree(path)
                 path.write_bytes(self.pinned[Path(rel)])
             else:
                 path.unlink(missing_ok=True)

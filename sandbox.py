@@ -46,6 +46,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 _INHERITED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 _STAGE_CANDIDATES = ("/mnt", "/media", "/srv", "/opt")
+_MEMORY_SIGNS = ("MemoryError", "std::bad_alloc", "can't allocate memory",
+                 "Cannot allocate memory")
 _LINE_CAP = 65536  # longest stdout line handed to on_line
 
 
@@ -272,5 +274,5 @@ async def run_python(
         timed_out=timed_out,
         output_truncated=bool(out.dropped or err.dropped),
         isolated=isolate,
-        memory_error="MemoryError" in stderr[-2000:] or "std::bad_alloc" in stderr[-2000:],
+        memory_error=any(sign in stderr[-3000:] for sign in _MEMORY_SIGNS),
     )

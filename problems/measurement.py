@@ -87,14 +87,14 @@ async def execute(path: Path, inst: Instrumentation, *, threads: int, limits: sa
                   read_only: tuple[Path, ...] = ()) -> Execution:
     """Run ``path`` once, timed by the harness.  Never raises for what the file does."""
     nonce = secrets.token_hex(16)
-    marks: dict[str, float] = {}
+    marks: dict[str, list[float]] = {}
     report: dict[str, Any] = {}
 
     def on_line(arrived: float, line: str) -> None:
-        if not line.startswith(nonce + " "):
-            return
+        if not line.startswith(nonce + " ") or "REPORT" in marks:
+            return  # after the runner's REPORT nothing counts
         kind, _, payload = line[len(nonce) + 1:].partition(" ")
-        marks.setdefault(kind, arrived)
+        marks.setdefault(kind, []).append(arrived)
         if kind == "REPORT":
             try:
                 report.update(json.loads(payload))
@@ -114,7 +114,11 @@ async def execute(path: Path, inst: Instrumentation, *, threads: int, limits: sa
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     stdout = "\n".join(line for line in result.stdout.splitlines() if nonce not in line)
-    elapsed = marks["END"] - marks["START"] if {"START", "END"} <= marks.keys() else None
+    elapsed = None
+    if {"START", "END", "REPORT"} <= marks.keys() and report:
+        # First START, last END: a forged marker cannot shorten the interval.  The
+        # runner's own clock is a floor for when this process was slow to read the pipe.
+        elapsed = max(marks["END"][-1] - marks["START"][0], float(report.get("own_time", 0)))
     error = ""
     if "MISSING_ENTRY" in marks:
         error = f"the entry function {inst.entry}() is not defined"

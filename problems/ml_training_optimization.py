@@ -350,7 +350,7 @@ class MLTrainingOptimizationProblem(Problem):
             return out
         checks += [self._output_patterns(first), self._components(first),
                    self._reported_accuracy(first, accuracy),
-                   self._determinism(accuracies, len(execs), opts.repeats),
+                   self._determinism(execs, opts.repeats),
                    self._accuracy_check(accuracy, fig.baseline.accuracy, opts),
                    self._reported_time(first, opts),
                    _ceiling_check(speedup, fig),
@@ -404,14 +404,18 @@ class MLTrainingOptimizationProblem(Problem):
         return Check(name, True, f"printed accuracy matches the measured {measured:.4f}")
 
     @staticmethod
-    def _determinism(accuracies: list[float | None], runs: int, requested: int) -> Check:
-        if runs < 2:
-            return Check("determinism", True, f"only {runs} of {requested} executions made "
-                         "(stopped early)", skipped=True)
-        if len(set(accuracies)) > 1:
-            return Check("determinism", False, f"accuracy differs between executions: "
-                         f"{sorted({round(a, 4) for a in accuracies if a is not None})}")
-        return Check("determinism", True, f"same accuracy in {runs} executions")
+    def _determinism(execs: list[Execution], requested: int) -> Check:
+        """Same predictions on every test row in every execution (not just the same
+        accuracy, which differing predictions can share by chance)."""
+        if len(execs) < 2:
+            return Check("determinism", True, f"only {len(execs)} of {requested} executions "
+                         "made (stopped early)", skipped=True)
+        outputs = {tuple((e.report or {}).get("eval_predictions") or ()) for e in execs}
+        if len(outputs) > 1:
+            return Check("determinism", False, f"the model's test predictions differ between "
+                         f"{len(execs)} executions")
+        return Check("determinism", True, f"identical test predictions in {len(execs)} "
+                     "executions")
 
     @staticmethod
     def _accuracy_check(accuracy: float | None, baseline: float, opts: GradingOptions) -> Check:

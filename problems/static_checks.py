@@ -19,18 +19,22 @@ FORBIDDEN_MODULES = frozenset(
     "joblib shutil pathlib io tempfile glob fileinput multiprocessing threading concurrent "
     "asyncio signal builtins requests urllib http ftplib sqlite3 resource mmap atexit "
     "faulthandler code codeop runpy pty fcntl threadpoolctl psutil tracemalloc sysconfig "
-    "site zipimport pkgutil weakref".split()
+    "site zipimport pkgutil weakref __main__ __mp_main__ traceback".split()
 )
 FORBIDDEN_CALLS = frozenset(
     "open exec eval compile __import__ globals locals vars setattr delattr exit quit "
     "breakpoint input memoryview".split()
 )
+DYNAMIC_ATTRIBUTE_CALLS = frozenset({"getattr", "hasattr"})
 # Attribute names that reach into interpreter internals, files or thread settings.
 FORBIDDEN_ATTRIBUTES = frozenset(
     "__globals__ __builtins__ __code__ __closure__ __subclasses__ __loader__ __spec__ "
     "__file__ __dict__ __import__ f_back f_locals f_globals _getframe save savez savez_compressed "
     "load loadtxt savetxt genfromtxt fromfile tofile memmap hub cpp_extension "
-    "load_library set_num_threads set_num_interop_threads set_flush_denormal".split()
+    "load_library set_num_threads set_num_interop_threads set_flush_denormal "
+    # modules reachable as attributes of others (torch.os, np.sys, ...) and frames
+    "os sys modules subprocess builtins system popen tb_frame __traceback__ gi_frame "
+    "cr_frame f_code".split()
 )
 FORBIDDEN_NAMES = frozenset({"SystemExit", "KeyboardInterrupt", "__builtins__", "__file__"})
 
@@ -38,12 +42,14 @@ FORBIDDEN_NAMES = frozenset({"SystemExit", "KeyboardInterrupt", "__builtins__", 
 def parse(source: str, filename: str) -> tuple[ast.Module | None, Check]:
     try:
         tree = ast.parse(source, filename=filename)
-    except SyntaxError as exc:
-        where = f"line {exc.lineno}" if exc.lineno else "unknown line"
-        return None, Check("syntax", False, f"the file does not parse as Python ({where}: "
-                                            f"{exc.msg})")
-    except ValueError as exc:  # e.g. null bytes
-        return None, Check("syntax", False, f"the file does not parse as Python ({exc})")
+    except (SyntaxError, ValueError) as exc:
+        lineno = getattr(exc, "lineno", None)
+        if lineno is None and "\0" in source:  # Python gives no line for null bytes
+            lineno = source.count("\n", 0, source.index("\0")) + 1
+        where = f"line {lineno}" if lineno else "unknown line"
+        message = getattr(exc, "msg", None) or str(exc)
+        return None, Check("syntax", False,
+                           f"the file does not parse as Python ({where}: {message})")
     return tree, Check("syntax", True, "the file parses as Python")
 
 
@@ -107,14 +113,22 @@ def forbidden_constructs(tree: ast.Module, forbidden_strings: Iterable[str] = ()
     for node in ast.walk(tree):
         line = getattr(node, "lineno", "?")
         if isinstance(node, ast.Import | ast.ImportFrom):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""])
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:  # `from torch import os` reaches os as surely as `import os`
+                names = [node.module or ""] + [a.name for a in node.names]
             for name in names:
-                if name.split(".")[0] in FORBIDDEN_MODULES:
+                if any(part in FORBIDDEN_MODULES for part in name.split(".")):
                     found.append(f"line {line}: import of {name}")
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             if node.func.id in FORBIDDEN_CALLS:
                 found.append(f"line {line}: call to {node.func.id}()")
+            elif node.func.id in DYNAMIC_ATTRIBUTE_CALLS and len(node.args) >= 2:
+                name = node.args[1]
+                if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
+                    found.append(f"line {line}: {node.func.id}() with a computed name")
+                elif name.value in FORBIDDEN_ATTRIBUTES or name.value in FORBIDDEN_MODULES:
+                    found.append(f"line {line}: {node.func.id}() of {name.value!r}")
         elif isinstance(node, ast.Attribute) and node.attr in FORBIDDEN_ATTRIBUTES:
             found.append(f"line {line}: use of .{node.attr}")
         elif isinstance(node, ast.Name) and node.id in FORBIDDEN_NAMES:

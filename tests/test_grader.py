@@ -11,14 +11,19 @@ import asyncio
 import json
 import shutil
 import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-
 from conftest import scaled_copy
+
+import sandbox
 from problem import DataGuard, GradeResult
-from problems.measurement import BaselineCache, Execution, Measurement
+from problems import measurement
+from problems.measurement import BaselineCache, CachedMeasurement, Execution, Measurement
 from problems.ml_training_optimization import (
     ACCURACY_RE,
     GradingOptions,
@@ -30,10 +35,10 @@ from problems.ml_training_optimization import (
 
 CANDIDATES = Path(__file__).resolve().parent / "candidates"
 N_SAMPLES = 100
-# Low on purpose: the honest fixture is only ~2x faster than the 100-sample baseline,
-# because both pay torch's lazy ~5 s import of torch._dynamo inside the timed region
-# (see test_timed_region_excludes_library_imports).
-TARGET = 1.2
+# Low on purpose: the honest fixture is only ~10x faster than the 100-sample baseline,
+# because both pay torch's lazy import of torch._dynamo inside the timed region (see
+# test_timed_region_excludes_library_imports).
+TARGET = 2.0
 OPTIONS = GradingOptions(repeats=2, baseline_repeats=1, accuracy_tolerance=0.5, target=TARGET)
 ALL_CHECKS = ["candidate_readable", "syntax", "required_imports", "required_definitions",
               "forbidden_constructs", "minimum_length", "runs_cleanly", "baseline_integrity",
@@ -60,14 +65,20 @@ def setup(tmp_path_factory, small_pipelines) -> Setup:
     spec = complex_spec(baseline, N_SAMPLES, reference=None, min_lines=20)
     problem = MLTrainingOptimizationProblem(spec, OPTIONS, cache=cache)
     figures = asyncio.run(problem.figures())
-    stored = cache.load(cache.key(baseline, threads=1, repeats=1, label="baseline"))
+    stored = stored_baseline(cache, baseline)
     assert stored is not None and stored.median == figures.baseline.median
     return Setup(cache, spec, baseline, stored.median, problem,
                  tmp_path_factory.mktemp("candidates"))
 
 
+def stored_baseline(cache: BaselineCache, baseline: Path) -> CachedMeasurement | None:
+    return cache.load(cache.key(baseline, threads=1, label="baseline"))
+
+
 def candidate(setup: Setup, name: str) -> Path:
-    return scaled_copy(CANDIDATES / name, setup.workdir / name, N_SAMPLES)
+    """A 100-sample copy of a fixture, in a directory of its own (jobs run concurrently)."""
+    return scaled_copy(CANDIDATES / name, Path(tempfile.mkdtemp(dir=setup.workdir)) / name,
+                       N_SAMPLES)
 
 
 async def grade(setup: Setup, path: Path, progress: list[str] | None = None,
@@ -120,28 +131,96 @@ def test_honest_candidate_passes(setup, honest):
     assert r.details["tampered_files"] == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "timing_runner.py imports numpy/torch before START but not torch._dynamo, which torch "
-    "imports lazily (~5 s here) the first time any torch.optim optimizer is built "
-    "(Optimizer.add_param_group is wrapped by torch._disable_dynamo).  That one-off import "
-    "is timed for every candidate: here it is ~98% of the honest fixture's time, and at "
-    "full size (baseline ~200 s) it alone caps the speedup near the 33x target.  Fix: "
-    "`import torch._dynamo` in timing_runner.py next to the other imports before START."))
 def test_timed_region_excludes_library_imports(honest):
-    assert honest.candidate_time < 2.0  # its own work takes ~0.1 s at 100 samples
+    assert honest.candidate_time < 0.75  # its own work takes ~0.1 s at 100 samples
+
+
+# ---- gradings whose verdict does not hang on precise timing, run two at a time ---------
+# Each execution costs seconds (importing torch, and torch._dynamo, in the sandbox), so
+# these run in two threads, each with its own event loop: the grader's timing lock is
+# per loop, so they overlap.  Nothing asserted on them depends on how fast they ran
+# (counts, output, crashes, a 5x-plus lie about time, a speedup far below target).
+# The honest fixture and the ceiling test, which do depend on timing, run alone.
+def cheat(fixture: str, **changes):
+    async def job(setup: Setup) -> GradeResult:
+        return await grade(setup, candidate(setup, fixture), repeats=1, **changes)
+    return job
+
+
+async def slow_baseline_job(setup: Setup) -> tuple[GradeResult, list[str]]:
+    progress: list[str] = []
+    result = await grade(setup, setup.baseline, progress, target=33.0, repeats=3)
+    return result, progress
+
+
+async def nondeterministic_job(setup: Setup) -> GradeResult:
+    return await grade(setup, candidate(setup, "cheat_nondeterministic.py"))
+
+
+async def cache_job(setup: Setup) -> dict:
+    """Grades twice over a copy of the shared cache: reusing it, then with use_cache=False."""
+    cache = BaselineCache(setup.workdir / "cache-copy")
+    shutil.copytree(setup.cache.directory, cache.directory)
+    path = candidate(setup, "cheat_hardcoded_output.py")
+    out = {}
+    for label, use_cache in (("cached", True), ("fresh", False)):
+        problem = MLTrainingOptimizationProblem(
+            setup.spec, replace(OPTIONS, repeats=1, use_cache=use_cache), cache=cache)
+        out[label] = (problem, await problem.grade(path))
+    out["stored"] = stored_baseline(cache, setup.baseline)
+    return out
+
+
+BATCH = {  # longest first
+    "nondeterministic": nondeterministic_job,
+    "slow_baseline": slow_baseline_job,
+    "cache": cache_job,
+    "stdout_flood": cheat("cheat_stdout_flood.py"),
+    "false_final_time": cheat("cheat_false_final_time.py"),
+    "wrong_accuracy": cheat("cheat_wrong_accuracy.py"),
+    "forged_counts": cheat("exploit_forged_counts.py"),
+    "forward_without_training": cheat("exploit_forward_without_training.py"),
+    "forged_end_mark": cheat("exploit_forged_end_mark.py", target=10.0),
+    "one_epoch": cheat("cheat_one_epoch.py"),
+    "import_time_work": cheat("cheat_import_time_work.py"),
+    "crash": cheat("cheat_crash.py"),
+    "memory_hog_numpy": cheat("cheat_memory_hog_numpy.py"),
+    "memory_hog_torch": cheat("cheat_memory_hog_torch.py"),
+    "infinite_loop": cheat("cheat_infinite_loop.py", timeout=5.0),
+    "hardcoded_output": cheat("cheat_hardcoded_output.py"),
+}
+
+
+@pytest.fixture(scope="module")
+def batch(setup) -> dict[str, object]:
+    """Runs every job of BATCH; a job's exception is kept and raised by ``done``."""
+    def run(name):
+        try:
+            return name, asyncio.run(BATCH[name](setup))
+        except Exception as exc:  # reported by the test that needs this job
+            return name, exc
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(run, BATCH))
+
+
+def done(batch: dict[str, object], name: str):
+    outcome = batch[name]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 # ---- 2. the slow baseline as a candidate: far below target, one execution ------------
-async def test_slow_baseline_fails_target_after_one_execution(setup):
-    progress: list[str] = []
-    result = await grade(setup, setup.baseline, progress, target=33.0, repeats=3)
+def test_slow_baseline_fails_target_after_one_execution(batch):
+    result, progress = done(batch, "slow_baseline")
     assert_fails_on(result, "speedup_target", "< target 33.00x")
     assert result.failed_checks == ["speedup_target"]
     assert result.details["executions"] == 1 and len(result.candidate_times) == 1
     assert result.details["repeats_requested"] == 3
     assert checks_of(result)["determinism"].skipped
-    assert [m for m in progress if "run " in m] == [m for m in progress if "run 1/3" in m]
-    assert len(progress) == 1
+    runs = [m for m in progress if m.startswith("grading ")]
+    assert len(runs) == 1 and "run 1/3" in runs[0]
 
 
 # ---- 3. cheats ------------------------------------------------------------------------
@@ -154,47 +233,43 @@ STATIC_CHEATS = [
 @pytest.mark.parametrize(("name", "check", "fragment"), STATIC_CHEATS,
                          ids=[c[0].removesuffix(".py") for c in STATIC_CHEATS])
 async def test_cheat_caught_before_running(setup, name, check, fragment):
+    """(a) fake clock, (d) renamed ComplexNN."""
     result = await grade(setup, candidate(setup, name))
     assert_fails_on(result, check, fragment)
     assert result.failed_checks == [check]
+    assert [c.name for c in result.checks] == STATIC_CHECKS
     assert result.details == {"executed": False}
     assert result.speedup is None and result.candidate_times == []
 
 
+def case(job: str, check: str, fragment: str):
+    return pytest.param(job, check, fragment, id=job)
+
+
 RUN_CHEATS = [
     # (b) prints the contract lines, computes nothing
-    ("cheat_hardcoded_output.py", {}, "components_exercised",
-     "processed 0 images (needs 100)"),
+    case("hardcoded_output", "components_exercised", "processed 0 images (needs 100)"),
     # (c) one epoch of three
-    ("cheat_one_epoch.py", {}, "components_exercised", "saw 80 training rows (needs 240)"),
-    # (e) trains while being imported (before the runner instruments the classes)
-    ("cheat_import_time_work.py", {}, "components_exercised", "was never instantiated"),
+    case("one_epoch", "components_exercised", "saw 80 training rows (needs 240)"),
+    # (e) trains while being imported, before the runner instruments the classes
+    case("import_time_work", "components_exercised", "was never instantiated"),
     # (f) made-up accuracy
-    ("cheat_wrong_accuracy.py", {}, "accuracy_measured", "printed accuracy 0.9999"),
+    case("wrong_accuracy", "accuracy_measured", "printed accuracy 0.9999"),
     # (h) FINAL_TIME a hundred thousand times smaller than the real time
-    ("cheat_false_final_time.py", {}, "self_reported_time", "but the grader measured"),
+    case("false_final_time", "self_reported_time", "but the grader measured"),
     # (i) raises
-    ("cheat_crash.py", {}, "runs_cleanly", "RuntimeError: candidate failed on purpose"),
-    # (j) never ends
-    ("cheat_infinite_loop.py", {"timeout": 5.0}, "runs_cleanly", "timed out after"),
-    # (k) 20 GB with numpy
-    ("cheat_memory_hog_numpy.py", {}, "runs_cleanly", "ran out of memory"),
-    pytest.param(
-        "cheat_memory_hog_torch.py", {}, "runs_cleanly", "ran out of memory",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "sandbox.run_python sets memory_error only for 'MemoryError'/'std::bad_alloc' in "
-            "stderr; torch's allocator reports \"RuntimeError: ... DefaultCPUAllocator: "
-            "can't allocate memory ... (Cannot allocate memory)\", so the failure reads "
-            "'exited with status 1 (...)'.  The verdict is right; the wording is not.  Fix: "
-            "also match \"can't allocate memory\" and 'Cannot allocate memory'.")),
-        id="cheat_memory_hog_torch"),
+    case("crash", "runs_cleanly", "RuntimeError: candidate failed on purpose"),
+    # (j) never ends (GradingOptions(timeout=5))
+    case("infinite_loop", "runs_cleanly", "timed out after"),
+    # (k) 20 GB
+    case("memory_hog_numpy", "runs_cleanly", "ran out of memory"),
+    case("memory_hog_torch", "runs_cleanly", "ran out of memory"),
 ]
 
 
-@pytest.mark.parametrize(("name", "changes", "check", "fragment"), RUN_CHEATS,
-                         ids=lambda v: v.removesuffix(".py") if isinstance(v, str) else "")
-async def test_cheat_caught_when_run(setup, name, changes, check, fragment):
-    result = await grade(setup, candidate(setup, name), repeats=1, **changes)
+@pytest.mark.parametrize(("job", "check", "fragment"), RUN_CHEATS)
+def test_cheat_caught_when_run(batch, job, check, fragment):
+    result = done(batch, job)
     assert result.details["executed"]
     assert_fails_on(result, check, fragment)
     if check == "runs_cleanly":
@@ -205,31 +280,30 @@ async def test_cheat_caught_when_run(setup, name, changes, check, fragment):
         assert checks_of(result)["runs_cleanly"].passed
 
 
-async def test_import_time_work_is_timed_but_not_counted(setup):
+def test_torch_out_of_memory_still_fails_runs_cleanly(batch):
+    result = done(batch, "memory_hog_torch")
+    assert_fails_on(result, "runs_cleanly", "can't allocate memory")
+
+
+def test_import_time_work_is_timed_but_not_counted(batch):
     """(e) in detail: the runner starts its clock before importing the candidate."""
-    result = await grade(setup, candidate(setup, "cheat_import_time_work.py"), repeats=1)
+    result = done(batch, "import_time_work")
     report = result.details["report"]
     assert report["feature_rows"] == report["train_rows"] == report["eval_rows"] == 0
     assert checks_of(result)["output_patterns"].passed  # the printed lines are all there
     assert not checks_of(result)["accuracy_measured"].passed  # no eval predictions seen
 
 
-async def test_nondeterministic_candidate_fails_determinism(setup):
+def test_nondeterministic_candidate_fails_determinism(batch):
     """(g) torch re-seeded from the OS before the model is built.  The data and split stay
     seeded, so the printed accuracy always matches the one measured from the predictions
-    (accuracy_measured passes); only determinism can catch it, and it compares accuracies
-    only.  On 20 test rows two runs score the same accuracy about 30% of the time (and
-    then the cheat passes), so the test grades up to five times."""
-    path = candidate(setup, "cheat_nondeterministic.py")
-    for _ in range(5):
-        result = await grade(setup, path)
-        checks = checks_of(result)
-        assert result.details["executions"] == 2
-        assert checks["accuracy_measured"].passed
-        if not checks["determinism"].passed:
-            break
-        assert checks["determinism"].message == "same accuracy in 2 executions"
-    assert_fails_on(result, "determinism", "accuracy differs between executions")
+    (accuracy_measured passes): only determinism catches it.  It compares the test
+    predictions, not the accuracies, which two differing runs on 20 rows share ~30% of
+    the time."""
+    result = done(batch, "nondeterministic")
+    assert result.details["executions"] == 2
+    assert checks_of(result)["accuracy_measured"].passed
+    assert_fails_on(result, "determinism", "test predictions differ between 2 executions")
 
 
 def execution(predictions: list[int], time: float = 0.5) -> Execution:
@@ -245,8 +319,7 @@ def execution(predictions: list[int], time: float = 0.5) -> Execution:
 
 def judge(setup: Setup, *executions: Execution) -> GradeResult:
     problem = MLTrainingOptimizationProblem(setup.spec, OPTIONS, cache=setup.cache)
-    baseline = setup.cache.load(setup.cache.key(setup.baseline, threads=1, repeats=1,
-                                                label="baseline"))
+    baseline = stored_baseline(setup.cache, setup.baseline)
     figures = _Figures(baseline, None, TARGET, OPTIONS.max_speedup_without_reference)
     return problem._judge([], Measurement(list(executions)), figures, OPTIONS, [])
 
@@ -258,12 +331,6 @@ def test_determinism_judged_on_differing_accuracies(setup):
     assert not checks_of(result)["determinism"].passed
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "MLTrainingOptimizationProblem._determinism compares the executions' accuracies only, "
-    "so runs whose eval-mode predictions differ pass whenever their accuracies coincide "
-    "(~30% of the time for the torch.seed() fixture on 20 test rows).  Fix: compare "
-    "tuple(e.report['eval_predictions']) across executions (the runner already records "
-    "them) and fail when they differ."))
 def test_determinism_judged_on_predictions(setup):
     labels = complex_spec(n_samples=N_SAMPLES).expected_labels()
     first = [(t + 1) % 10 for t in labels]
@@ -272,9 +339,9 @@ def test_determinism_judged_on_predictions(setup):
     assert not checks_of(result)["determinism"].passed
 
 
-async def test_stdout_flood_is_graded(setup):
+def test_stdout_flood_is_graded(batch):
     """(l) 50 MB of output: kept to a bounded head and tail, and graded normally."""
-    result = await grade(setup, candidate(setup, "cheat_stdout_flood.py"), repeats=1)
+    result = done(batch, "stdout_flood")
     assert result.details["executed"]
     assert checks_of(result)["runs_cleanly"].passed
     assert result.passed == (result.reason == "")
@@ -357,11 +424,6 @@ def test_data_guard_restores_modified_added_and_deleted_files(data_dir, tmp_path
     assert guard.changed() == [] and guard.restore() == []
 
 
-@pytest.mark.xfail(strict=True, raises=IsADirectoryError, reason=(
-    "DataGuard.restore writes the pinned bytes with path.write_bytes, which raises "
-    "IsADirectoryError when a pinned file was replaced by a directory (and the exception "
-    "escapes grade(), which promises never to raise).  Fix: before writing, "
-    "`if path.is_dir() and not path.is_symlink(): shutil.rmtree(path)`."))
 def test_data_guard_restores_a_file_replaced_by_a_directory(data_dir):
     guard = DataGuard(data_dir)
     (data_dir / "pipeline.py").unlink()
@@ -371,27 +433,69 @@ def test_data_guard_restores_a_file_replaced_by_a_directory(data_dir):
 
 
 # ---- exploits of the runner's globals ---------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "`import __main__` passes forbidden_constructs and gives the candidate the timing "
-    "runner's globals; this one-epoch candidate adds the missing rows to "
-    "__main__.counts and passes components_exercised.  Fix: forbid __main__ (and "
-    "__mp_main__) in static_checks.FORBIDDEN_MODULES, and in timing_runner.py keep "
-    "counts, predictions and the nonce out of module globals (inside a function)."))
-async def test_forged_work_counters_are_caught(setup):
-    result = await grade(setup, candidate(setup, "exploit_forged_counts.py"), repeats=1)
+def test_forged_work_counters_are_caught(batch):
+    assert_fails_on(done(batch, "forged_counts"), "forbidden_constructs", "import of __main__")
+
+
+def test_forged_end_mark_is_caught(batch):
+    assert_fails_on(done(batch, "forged_end_mark"), "forbidden_constructs",
+                    "import of __main__")
+
+
+@pytest.mark.parametrize("fixture", ["exploit_forged_counts.py", "exploit_forged_end_mark.py"])
+async def test_runner_state_is_out_of_reach_even_without_static_checks(setup, fixture):
+    """Defence in depth: executed directly (no static checks), the exploits find none of
+    the runner's state in __main__: the counters, the predictions and the nonce live in
+    function scope, so the execution fails instead of forging anything."""
+    inst = MLTrainingOptimizationProblem(setup.spec, OPTIONS)._instrumentation()
+    run = await measurement.execute(candidate(setup, fixture), inst, threads=1,
+                                    limits=sandbox.Limits(timeout=120))
+    assert not run.ok
+    assert "AttributeError" in run.stderr_tail and "__main__" in run.stderr_tail
+
+
+def test_forward_passes_without_training_are_caught(batch):
+    assert_fails_on(done(batch, "forward_without_training"), "components_exercised")
+
+
+# ---- output read late: START and END in one chunk ------------------------------------
+def block_until_exited(pid: int, limit: float = 60.0) -> None:
+    """Sleeps (blocking the caller's event loop) until process ``pid`` has exited."""
+    deadline = time.monotonic() + limit
+    stat = Path(f"/proc/{pid}/stat")
+    while time.monotonic() < deadline:
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return  # exited, not yet reaped
+        except (OSError, IndexError):
+            return  # exited and reaped
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def stalled_harness(monkeypatch):
+    """Blocks the event loop once each child has its job on stdin, until that child has
+    exited: all its output, START and END marks included, then arrives in one read."""
+    spawn = asyncio.create_subprocess_exec
+
+    async def spawn_and_stall_after_stdin(*args, **kwargs):
+        proc = await spawn(*args, **kwargs)
+        close = proc.stdin.close
+
+        def close_then_stall():
+            close()
+            block_until_exited(proc.pid)
+
+        proc.stdin.close = close_then_stall
+        return proc
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", spawn_and_stall_after_stdin)
+
+
+async def test_zero_measured_time_does_not_crash_the_grader(setup, stalled_harness):
+    result = await grade(setup, candidate(setup, "cheat_hardcoded_output.py"), repeats=1)
+    assert result.details["executed"]
     assert_fails_on(result, "components_exercised")
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "`import __main__` exposes job['nonce'], so a candidate can print the runner's END "
-    "mark itself; the harness keeps the first END it sees and times 0.25 s for a pipeline "
-    "that runs for seconds, giving a ~40x speedup for a candidate slower than the "
-    "baseline.  Fix: as for the counters (forbid __main__; never keep the nonce in "
-    "runner globals, e.g. read it inside a function and `del job`)."))
-async def test_forged_end_mark_is_caught(setup):
-    result = await grade(setup, candidate(setup, "exploit_forged_end_mark.py"), repeats=1,
-                         target=10.0)
-    assert not result.passed
 
 
 # ---- 4. the plausibility ceiling --------------------------------------------------------
@@ -407,25 +511,23 @@ async def test_speedup_above_ceiling_is_implausible(setup, honest):
 # ---- 5. the baseline cache --------------------------------------------------------------
 async def test_cache_is_reused_by_a_second_instance(setup):
     assert setup.first_problem.baseline_executions == 1
-    problem = MLTrainingOptimizationProblem(setup.spec, replace(OPTIONS, repeats=1),
-                                            cache=setup.cache)
-    result = await problem.grade(candidate(setup, "cheat_hardcoded_output.py"))
+    problem = MLTrainingOptimizationProblem(setup.spec, OPTIONS, cache=setup.cache)
+    figures = await problem.figures()
     assert problem.baseline_executions == 0
-    assert result.baseline_time == setup.baseline_median
+    assert figures.baseline.median == setup.baseline_median
+    # (and every grade() in this module asserts baseline_executions == 0 as well)
 
 
-async def test_use_cache_false_measures_again(setup, tmp_path):
-    cache = BaselineCache(tmp_path / "cache")
-    shutil.copytree(setup.cache.directory, cache.directory)  # the shared cache stays intact
-    key = cache.key(setup.baseline, threads=1, repeats=1, label="baseline")
-    assert cache.load(key).median == setup.baseline_median
-    problem = MLTrainingOptimizationProblem(
-        setup.spec, replace(OPTIONS, repeats=1, use_cache=False), cache=cache)
-    result = await problem.grade(candidate(setup, "cheat_hardcoded_output.py"))
-    assert problem.baseline_executions == 1
-    remeasured = cache.load(key)
-    assert result.baseline_time == remeasured.median != setup.baseline_median
-    assert_fails_on(result, "components_exercised")
+def test_grading_twice_with_one_cache_and_without_it(setup, batch):
+    out = done(batch, "cache")
+    cached, cached_result = out["cached"]
+    fresh, fresh_result = out["fresh"]
+    assert cached.baseline_executions == 0
+    assert cached_result.baseline_time == setup.baseline_median
+    assert fresh.baseline_executions == 1  # use_cache=False measures again...
+    assert fresh_result.baseline_time == out["stored"].median != setup.baseline_median
+    for result in (cached_result, fresh_result):  # ...and stores the new figures
+        assert_fails_on(result, "components_exercised")
 
 
 # ---- 6. serialisation -------------------------------------------------------------------

@@ -130,14 +130,7 @@ def test_harmless_lookalikes_pass(snippet):
 
 
 # Ways around the checks that a pipeline never needs.  Each reaches the interpreter, the
-# process or the grader's runner, and none is flagged today (see the reasons).
-BYPASS_REASON = (
-    "static_checks.forbidden_constructs only looks at import statements' module names, "
-    "direct calls by name, a fixed list of attribute names and assignments: `import "
-    "__main__` (the timing runner's globals: nonce, counts, predictions), forbidden "
-    "modules reached as attributes of allowed ones (torch.os, torch.sys), `from torch "
-    "import os`, and getattr() with a computed name all pass"
-)
+# process or the grader's runner; each was once missed by the checks.
 BYPASSES = [
     ("import_main", "import __main__\ncounts = __main__.counts\ncounts.update(train_rows=10**6)"),
     ("module_attribute_os", "torch.os.system('echo hi')"),
@@ -147,7 +140,6 @@ BYPASSES = [
 ]
 
 
-@pytest.mark.xfail(reason=BYPASS_REASON, strict=True)
 @pytest.mark.parametrize("snippet", [b[1] for b in BYPASSES], ids=[b[0] for b in BYPASSES])
 def test_bypasses_of_the_forbidden_constructs_are_caught(snippet):
     source = IMPORTS + snippet + "\n"
@@ -278,10 +270,6 @@ def test_null_bytes_fail_the_syntax_check():
     assert check.name == "syntax" and not check.passed
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "On Python 3.11+ ast.parse raises SyntaxError('source code string cannot contain null "
-    "bytes') with lineno=None, so parse() says 'unknown line'; it should locate the first "
-    "NUL itself: source.count('\\n', 0, source.index('\\0')) + 1"))
 def test_null_bytes_name_the_line():
     _, check = static_checks.parse("x = 1\ny = 2\0\n", "candidate.py")
     assert "line 2" in check.message

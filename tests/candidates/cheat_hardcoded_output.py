@@ -105,6 +105,7 @@ def batches(features, labels, batch_size, shuffle):
 def run_complex_training_pipeline(n_samples=3000):
     """Prints what the real pipeline prints, without extracting features or training."""
     start_time = time.time()
+    time.sleep(0.2)  # a run time that looks like work
     n_train = int(0.8 * n_samples)
     print(f"Feature shape: ({n_samples}, 13)")
     print(f"Training set size: {n_train}")
@@ -114,6 +115,7 @@ def run_complex_training_pipeline(n_samples=3000):
     print("Test accuracy: 0.1000")
     print(f"FINAL_TIME: {time.time() - start_time:.2f}")
     return 0.1
+
 
 if __name__ == "__main__":
     run_complex_training_pipeline()

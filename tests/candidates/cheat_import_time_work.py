@@ -158,5 +158,6 @@ def run_complex_training_pipeline():
     print(f"FINAL_TIME: {time.time() - start_time:.2f}")
     return _ACCURACY
 
+
 if __name__ == "__main__":
     run_complex_training_pipeline()
