@@ -12,7 +12,6 @@ Progress goes to an optional callback; nothing here prints.
 from __future__ import annotations
 
 import functools
-import re
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import numpy as np
 
 import sandbox
 from problem import Check, DataGuard, GradeResult, Problem
-from problems import static_checks
+from problems import runtime_checks, static_checks
 from problems.measurement import (
     BaselineCache,
     CachedMeasurement,
@@ -32,13 +31,12 @@ from problems.measurement import (
     Measurement,
     measure,
 )
+from problems.runtime_checks import ACCURACY_RE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROBLEM_DATA = PROJECT_ROOT / "problem_data"
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 MAX_CANDIDATE_BYTES = 1_000_000
-ACCURACY_RE = re.compile(r"Test accuracy:\s*([0-9]*\.?[0-9]+)")
-FINAL_TIME_RE = re.compile(r"FINAL_TIME:\s*([0-9]*\.?[0-9]+)")
 
 Progress = Callable[[str], None]
 
@@ -336,123 +334,28 @@ class MLTrainingOptimizationProblem(Problem):
                                         if k != "eval_predictions"},
             "stdout_tail": first.stdout[-4000:], "stderr_tail": first.stderr_tail,
         }
-        add = checks.append
-        crashed = next((e for e in execs if not e.ok), None)
-        if crashed:
-            add(Check("runs_cleanly", False, crashed.error + _last_line(crashed.stderr_tail)))
-        else:
-            add(Check("runs_cleanly", True, f"{len(execs)} execution(s) completed"))
-        add(Check("baseline_integrity", not tampered,
-                  f"the candidate changed {', '.join(tampered)} (restored)" if tampered
-                  else "problem data unchanged"))
+        crashed = any(not e.ok for e in execs)
+        checks += [runtime_checks.runs_cleanly(execs), runtime_checks.baseline_integrity(tampered)]
         if crashed:
             out.details["skipped_after_crash"] = True
             return out
-        checks += [self._output_patterns(first), self._components(first),
-                   self._reported_accuracy(first, accuracy),
-                   self._determinism(execs, opts.repeats),
-                   self._accuracy_check(accuracy, fig.baseline.accuracy, opts),
-                   self._reported_time(first, opts),
-                   _ceiling_check(speedup, fig),
-                   Check("speedup_target", speedup >= fig.target,
-                         f"speedup {speedup:.2f}x {'>=' if speedup >= fig.target else '<'} "
-                         f"target {fig.target:.2f}x (median of {len(times)})")]
+        s, w = self.spec, self.spec.workload
+        checks += [
+            runtime_checks.output_patterns(first.stdout, s.output_patterns),
+            runtime_checks.components_exercised(
+                first.report, feature_rows=w.feature_rows, train_rows=w.train_rows,
+                eval_rows=w.eval_rows, feature=f"{s.feature_class}.{s.feature_method}",
+                model=s.model_class),
+            runtime_checks.accuracy_measured(first.stdout, accuracy,
+                                             s.expected_labels is not None),
+            runtime_checks.determinism(execs, opts.repeats),
+            runtime_checks.accuracy(accuracy, fig.baseline.accuracy, opts.accuracy_tolerance),
+            runtime_checks.self_reported_time(first.stdout, first.time, opts.report_slack),
+            runtime_checks.speedup_plausible(speedup, fig.ceiling, fig.reference_speedup),
+            runtime_checks.speedup_target(speedup, fig.target, len(times)),
+        ]
         out.passed = all(c.passed or c.skipped for c in checks)
         return out
-
-    def _output_patterns(self, e: Execution) -> Check:
-        missing = [p for p in self.spec.output_patterns if not re.search(p, e.stdout)]
-        if missing:
-            return Check("output_patterns", False,
-                         "expected output not found: " + "; ".join(missing))
-        return Check("output_patterns", True, "all expected output lines present")
-
-    def _components(self, e: Execution) -> Check:
-        r, w, s = e.report or {}, self.spec.workload, self.spec
-        problems = []
-        if r.get("feature_rows", 0) < w.feature_rows:
-            problems.append(f"{s.feature_class}.{s.feature_method} processed "
-                            f"{r.get('feature_rows', 0)} images (needs {w.feature_rows})")
-        if not r.get("model_instances"):
-            problems.append(f"{s.model_class} was never instantiated")
-        if r.get("train_rows", 0) < w.train_rows:
-            problems.append(f"{s.model_class} saw {r.get('train_rows', 0)} training rows "
-                            f"(needs {w.train_rows})")
-        if r.get("eval_rows", 0) < w.eval_rows:
-            problems.append(f"{s.model_class} saw {r.get('eval_rows', 0)} rows in eval mode "
-                            f"(needs {w.eval_rows})")
-        if problems:
-            return Check("components_exercised", False, "; ".join(problems))
-        return Check("components_exercised", True,
-                     f"features for {r['feature_rows']} images, {r['train_rows']} training "
-                     f"rows, {r['eval_rows']} eval rows")
-
-    def _reported_accuracy(self, e: Execution, measured: float | None) -> Check:
-        name = "accuracy_measured"
-        if self.spec.expected_labels is None:
-            return Check(name, True, "no labels to measure against", skipped=True)
-        if measured is None:
-            return Check(name, False, "the model's eval-mode predictions could not be matched "
-                                      "to the test labels")
-        printed = ACCURACY_RE.findall(e.stdout)
-        if not printed:
-            return Check(name, False, "no 'Test accuracy:' line printed")
-        if abs(float(printed[-1]) - measured) > 1e-3:
-            return Check(name, False, f"printed accuracy {float(printed[-1]):.4f} differs from "
-                                      f"the {measured:.4f} measured from the model's "
-                                      "predictions (same split and test order?)")
-        return Check(name, True, f"printed accuracy matches the measured {measured:.4f}")
-
-    @staticmethod
-    def _determinism(execs: list[Execution], requested: int) -> Check:
-        """Same predictions on every test row in every execution (not just the same
-        accuracy, which differing predictions can share by chance)."""
-        if len(execs) < 2:
-            return Check("determinism", True, f"only {len(execs)} of {requested} executions "
-                         "made (stopped early)", skipped=True)
-        outputs = {tuple((e.report or {}).get("eval_predictions") or ()) for e in execs}
-        if len(outputs) > 1:
-            return Check("determinism", False, f"the model's test predictions differ between "
-                         f"{len(execs)} executions")
-        return Check("determinism", True, f"identical test predictions in {len(execs)} "
-                     "executions")
-
-    @staticmethod
-    def _accuracy_check(accuracy: float | None, baseline: float, opts: GradingOptions) -> Check:
-        if accuracy is None:
-            return Check("accuracy", False, "no measured accuracy")
-        diff = abs(accuracy - baseline)
-        return Check("accuracy", diff <= opts.accuracy_tolerance,
-                     f"accuracy {accuracy:.4f} vs baseline {baseline:.4f} (difference "
-                     f"{diff:.4f}, tolerance {opts.accuracy_tolerance:g})")
-
-    @staticmethod
-    def _reported_time(e: Execution, opts: GradingOptions) -> Check:
-        reported = FINAL_TIME_RE.findall(e.stdout)
-        if not reported:
-            return Check("self_reported_time", True, "no FINAL_TIME printed; the grader's "
-                         "own time is used")
-        value = float(reported[-1])
-        if e.time and value < opts.report_slack * e.time - 0.05:
-            return Check("self_reported_time", False,
-                         f"printed FINAL_TIME {value:.3f} s, but the grader measured "
-                         f"{e.time:.3f} s")
-        return Check("self_reported_time", True,
-                     f"printed {value:.3f} s, measured {e.time:.3f} s")
-
-
-def _ceiling_check(speedup: float, fig: _Figures) -> Check:
-    basis = (f"{fig.reference_speedup:.1f}x reference" if fig.reference_speedup
-             else "fixed ceiling")
-    ok = speedup <= fig.ceiling
-    return Check("speedup_plausible", ok,
-                 f"speedup {speedup:.1f}x {'within' if ok else 'above'} the plausibility "
-                 f"ceiling {fig.ceiling:.1f}x ({basis})")
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return f" ({lines[-1][:300]})" if lines else ""
 
 
 def complex_spec(baseline: Path = PROBLEM_DATA / "slow_ml_training_complex.py",

@@ -250,7 +250,8 @@ RUN_CHEATS = [
     # (b) prints the contract lines, computes nothing
     case("hardcoded_output", "components_exercised", "processed 0 images (needs 100)"),
     # (c) one epoch of three
-    case("one_epoch", "components_exercised", "saw 80 training rows (needs 240)"),
+    case("one_epoch", "components_exercised",
+         "was trained on 80 rows with gradients flowing back (needs 240)"),
     # (e) trains while being imported, before the runner instruments the classes
     case("import_time_work", "components_exercised", "was never instantiated"),
     # (f) made-up accuracy
