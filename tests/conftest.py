@@ -21,11 +21,16 @@ def _isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
 
 
+def scaled_text(text: str, n_samples: int, origin: object) -> str:
+    """A pipeline's source with its data set scaled to ``n_samples`` samples."""
+    text, count = re.subn(r"n_samples=3000", f"n_samples={n_samples}", text)
+    assert count >= 1, f"{origin} has no n_samples=3000 default to scale"
+    return text
+
+
 def scaled_copy(source: Path, dest: Path, n_samples: int) -> Path:
     """A copy of a pipeline file whose data set has ``n_samples`` samples."""
-    text, count = re.subn(r"n_samples=3000", f"n_samples={n_samples}", source.read_text())
-    assert count >= 1, f"{source} has no n_samples=3000 default to scale"
-    dest.write_text(text)
+    dest.write_text(scaled_text(source.read_text(), n_samples, source))
     return dest
 
 

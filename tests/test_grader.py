@@ -1,12 +1,14 @@
 """The grader end to end: real sandboxed executions of 100-sample pipelines.
 
 One baseline measurement (module-scoped cache) serves every test.  Candidates are the
-fixtures in ``tests/candidates/`` (an honest vectorised pipeline and cheats derived from
-it), scaled to 100 samples.  Each test names the check that must decide the verdict.
+fixtures of ``tests/candidates/`` (an honest vectorised pipeline, and cheats defined in
+``variants.py`` as edits of it), scaled to 100 samples.  Each test names the check that
+must decide the verdict.
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import shutil
@@ -18,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from conftest import scaled_copy
+from candidates.variants import HONEST, NAMES, VARIANTS, variant_source, write_candidate
 
 import sandbox
 from problem import DataGuard, GradeResult
@@ -33,7 +35,6 @@ from problems.ml_training_optimization import (
     complex_spec,
 )
 
-CANDIDATES = Path(__file__).resolve().parent / "candidates"
 N_SAMPLES = 100
 # Low on purpose: the honest fixture is only ~10x faster than the 100-sample baseline,
 # because both pay torch's lazy import of torch._dynamo inside the timed region (see
@@ -77,8 +78,7 @@ def stored_baseline(cache: BaselineCache, baseline: Path) -> CachedMeasurement |
 
 def candidate(setup: Setup, name: str) -> Path:
     """A 100-sample copy of a fixture, in a directory of its own (jobs run concurrently)."""
-    return scaled_copy(CANDIDATES / name, Path(tempfile.mkdtemp(dir=setup.workdir)) / name,
-                       N_SAMPLES)
+    return write_candidate(name, Path(tempfile.mkdtemp(dir=setup.workdir)) / name, N_SAMPLES)
 
 
 async def grade(setup: Setup, path: Path, progress: list[str] | None = None,
@@ -106,6 +106,31 @@ def assert_fails_on(result: GradeResult, name: str, fragment: str = "") -> None:
 @pytest.fixture(scope="module")
 def honest(setup) -> GradeResult:
     return asyncio.run(grade(setup, candidate(setup, "honest_fast.py")))
+
+
+# ---- 0. the fixtures themselves (no execution) ----------------------------------------
+def test_every_fixture_parses_differs_from_honest_and_scales(tmp_path):
+    honest = HONEST.read_text()
+    assert variant_source("honest_fast.py") == honest
+    for name in NAMES:
+        source = variant_source(name)
+        ast.parse(source, filename=name)
+        assert name == "honest_fast.py" or source != honest, name
+        scaled = write_candidate(name, tmp_path / name, N_SAMPLES).read_text()
+        assert "n_samples=3000" not in scaled and f"n_samples={N_SAMPLES}" in scaled, name
+    # a variant defined by edits must not be shadowed by a stale file of the same name
+    assert not [name for name in VARIANTS if (HONEST.parent / name).exists()]
+
+
+@pytest.mark.parametrize("edit", [("no such line\n", ""), ("import ", "")],
+                         ids=["missing", "not_unique"])
+def test_variant_source_fails_loudly_on_drift(monkeypatch, edit):
+    """An ``old`` string that honest_fast.py no longer holds exactly once is an error."""
+    monkeypatch.setitem(VARIANTS, "drifted.py", [("class ComplexNN(", "class Net("), edit])
+    with pytest.raises(AssertionError, match=r"drifted\.py: .* occurs \d+ times"):
+        variant_source("drifted.py")
+    with pytest.raises(AssertionError, match="no candidate fixture"):
+        variant_source("cheat_unknown.py")
 
 
 # ---- 1. the honest fast candidate ------------------------------------------------------
@@ -370,14 +395,14 @@ async def test_missing_file_is_unreadable(setup, tmp_path):
 
 async def test_oversized_file_is_unreadable(setup, tmp_path):
     path = tmp_path / "candidate.py"
-    path.write_text((CANDIDATES / "honest_fast.py").read_text() + "#" * 1_000_001 + "\n")
+    path.write_text(variant_source("honest_fast.py") + "#" * 1_000_001 + "\n")
     result = await grade(setup, path)
     assert_fails_on(result, "candidate_readable", "larger than")
 
 
 async def test_syntax_error_names_the_line(setup, tmp_path):
     """(o)"""
-    lines = (CANDIDATES / "honest_fast.py").read_text().splitlines()
+    lines = variant_source("honest_fast.py").splitlines()
     broken = next(i for i, line in enumerate(lines) if line.startswith("class ComplexNN("))
     lines[broken] = lines[broken].rstrip(":")
     path = tmp_path / "candidate.py"
