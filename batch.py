@@ -69,7 +69,8 @@ async def run_one(run_id: int, problem: MLTrainingOptimizationProblem, client: A
     """One agent run, graded and recorded.  Returns its entry for results.json."""
     workspace = (s.output_dir / f"run_{run_id}").resolve()
     workspace.mkdir(parents=True, exist_ok=True)
-    ctx = tools.RunContext(workspace, problem, guard, s.tools, tools.secrets_from_environment())
+    ctx = tools.RunContext(workspace, problem, guard, s.tools, tools.secrets_from_environment(),
+                           progress=lambda message: note(run_id, message))
     tools.RUN.set(ctx)
     started = time.monotonic()
     outcome = AgentOutcome()
@@ -94,7 +95,7 @@ async def run_one(run_id: int, problem: MLTrainingOptimizationProblem, client: A
                                 "submitting, and its run directory holds no .py file")
         else:
             note(run_id, f"grading {candidate.name}")
-            result = await problem.grade(candidate)
+            result = await problem.grade(candidate, progress=ctx.progress)
             write_json(workspace / "grade.json", result.to_dict())
             entry.update(status="pass" if result.passed else "fail", speedup=result.speedup,
                          accuracy=result.accuracy, baseline_accuracy=result.baseline_accuracy,

@@ -31,7 +31,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,6 +137,17 @@ def _stage_dir(hidden: Sequence[Path]) -> str:
     raise RuntimeError("no directory to stage bind mounts in")
 
 
+def _outermost(paths: Iterable[Path]) -> list[Path]:
+    """The paths not inside another of them: hiding /tmp hides a project in /tmp/x too
+    (and /tmp/x no longer exists to mount on once /tmp is covered)."""
+    unique = sorted(set(paths), key=lambda p: len(p.parts))
+    kept: list[Path] = []
+    for path in unique:
+        if not any(path.is_relative_to(k) for k in kept):
+            kept.append(path)
+    return kept
+
+
 def _isolation_script(vis: Visibility) -> str:
     """Shell run inside fresh namespaces: hide paths, re-expose the visible ones."""
     hidden = [Path("/tmp"), PROJECT_ROOT, Path.home(), *vis.hidden]
@@ -148,7 +159,7 @@ def _isolation_script(vis: Visibility) -> str:
     lines = ["set -e", f"mount -t tmpfs -o size=1m hp-stage {q(stage)}"]
     for i, (path, _) in enumerate(keep):
         lines += [f"mkdir {q(stage)}/{i}", f"mount --rbind {q(str(path))} {q(stage)}/{i}"]
-    for path in dict.fromkeys(p.resolve() for p in hidden):
+    for path in _outermost(p.resolve() for p in hidden):
         if path.is_dir():
             lines.append(f"mount -t tmpfs -o size=256m,mode=1777 hp-hidden {q(str(path))}")
     for i, (path, ro) in enumerate(keep):

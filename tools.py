@@ -20,6 +20,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ class RunContext:
     intermediate: list[dict[str, Any]] = field(default_factory=list)
     tampering: list[dict[str, Any]] = field(default_factory=list)
     profiles: int = 0
+    progress: Callable[[str], None] | None = None  # where grading progress goes
 
 
 RUN: contextvars.ContextVar[RunContext] = contextvars.ContextVar("hello_py_run")
@@ -322,7 +324,7 @@ async def submit_intermediate_answer(path: str) -> str:
     """
     ctx, candidate = await _candidate_for_agent(path)
     started = time.monotonic()
-    result = await ctx.problem.grade(candidate)
+    result = await ctx.problem.grade(candidate, progress=ctx.progress)
     ctx.intermediate.append({
         "path": _display(candidate), "passed": result.passed, "speedup": result.speedup,
         "accuracy": result.accuracy, "reason": result.reason,

@@ -217,7 +217,7 @@ class MLTrainingOptimizationProblem(Problem):
 
         def report(i: int, n: int, e: Execution) -> None:
             shown = f"{e.time:.2f} s" if e.ok else e.error
-            self.progress(f"{label}: run {i}/{n}: {shown}")
+            self.progress(f"{label}: timed execution {i}/{n}: {shown}")
 
         if label == "baseline":
             self.baseline_executions += repeats
@@ -284,8 +284,10 @@ class MLTrainingOptimizationProblem(Problem):
         return checks, all(c.passed for c in checks)
 
     async def grade(self, candidate: Path, *, options: GradingOptions | None = None,
-                    **_: Any) -> GradeResult:
+                    progress: Progress | None = None, **_: Any) -> GradeResult:
+        """Grade ``candidate``; ``progress`` (default: the problem's) sees each execution."""
         opts = options or self.options
+        say = progress or self.progress
         checks, runnable = self._static(Path(candidate))
         if not runnable:
             return GradeResult(passed=False, checks=checks, details={"executed": False})
@@ -302,7 +304,7 @@ class MLTrainingOptimizationProblem(Problem):
 
         def report(i: int, n: int, e: Execution) -> None:
             shown = f"{e.time:.3f} s" if e.ok else e.error
-            self.progress(f"grading {Path(candidate).name}: run {i}/{n}: {shown}")
+            say(f"grading {Path(candidate).name}: timed execution {i}/{n}: {shown}")
 
         timeout = min(opts.timeout, max(60.0, 2 * base.median))
         result = await measure(Path(candidate), self._instrumentation(), repeats=opts.repeats,

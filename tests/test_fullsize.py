@@ -26,7 +26,7 @@ def test_scripted_batch_then_cached_grade_at_full_size(tmp_path):
     batch = _main("--agent", "scripted", "--runs", "2", "--concurrent",
                   "--baseline-repeats", "1", "--output", str(out))
     assert batch.returncode == 0, batch.stderr[-4000:]
-    assert "baseline: run 1/1" in batch.stderr  # progress was shown while measuring
+    assert "baseline: timed execution 1/1" in batch.stderr  # progress was shown while measuring
 
     results = json.loads((out / "results.json").read_text())
     baseline = results["baseline"]

@@ -245,7 +245,7 @@ def test_slow_baseline_fails_target_after_one_execution(batch):
     assert result.details["repeats_requested"] == 3
     assert checks_of(result)["determinism"].skipped
     runs = [m for m in progress if m.startswith("grading ")]
-    assert len(runs) == 1 and "run 1/3" in runs[0]
+    assert len(runs) == 1 and "timed execution 1/3" in runs[0]
 
 
 # ---- 3. cheats ------------------------------------------------------------------------
