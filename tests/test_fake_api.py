@@ -7,31 +7,17 @@ import time
 
 import anthropic
 import pytest
-
-try:  # tests/ may or may not be a package; pytest's rootdir-less import puts tests/ on sys.path
-    from tests.fake_api import (
-        FAST_RETRY,
-        Conversations,
-        Fail,
-        FakeMessagesAPI,
-        Reply,
-        first_user_text,
-        sent_api_key,
-        text,
-        tool_use,
-    )
-except ModuleNotFoundError:
-    from fake_api import (  # type: ignore[no-redef]
-        FAST_RETRY,
-        Conversations,
-        Fail,
-        FakeMessagesAPI,
-        Reply,
-        first_user_text,
-        sent_api_key,
-        text,
-        tool_use,
-    )
+from fake_api import (
+    FAST_RETRY,
+    Conversations,
+    Fail,
+    FakeMessagesAPI,
+    Reply,
+    first_user_text,
+    sent_api_key,
+    text,
+    tool_use,
+)
 
 MODEL = "claude-test-model"
 TOOLS = [
