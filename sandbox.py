@@ -140,7 +140,7 @@ def _stage_dir(hidden: Sequence[Path]) -> str:
 def _outermost(paths: Iterable[Path]) -> list[Path]:
     """The paths not inside another of them: hiding /tmp hides a project in /tmp/x too
     (and /tmp/x no longer exists to mount on once /tmp is covered)."""
-    unique = sorted(set(paths), key=lambda p: len(p.parts))
+    unique = sorted(set(paths), key=lambda p: (len(p.parts), str(p)))
     kept: list[Path] = []
     for path in unique:
         if not any(path.is_relative_to(k) for k in kept):

@@ -83,16 +83,21 @@ def accuracy_measured(stdout: str, measured: float | None, have_labels: bool) ->
 
 
 def determinism(execs: list[Execution], requested: int) -> Check:
-    """Same predictions on every test row in every execution (not just the same accuracy,
-    which differing predictions can share by chance)."""
+    """The same model output in every execution: the same prediction on every test row
+    and the same sum of eval-mode logits.  Equal accuracies prove nothing (differing
+    predictions share them by chance), and neither do equal predictions alone (a barely
+    trained model predicts one class whatever its weights)."""
     if len(execs) < 2:
         return Check("determinism", True, f"only {len(execs)} of {requested} executions made "
                      "(stopped early)", skipped=True)
-    outputs = {tuple((e.report or {}).get("eval_predictions") or ()) for e in execs}
-    if len(outputs) > 1:
+    reports = [e.report or {} for e in execs]
+    if len({tuple(r.get("eval_predictions") or ()) for r in reports}) > 1:
         return Check("determinism", False,
                      f"the model's test predictions differ between {len(execs)} executions")
-    return Check("determinism", True, f"identical test predictions in {len(execs)} executions")
+    if len({r.get("eval_checksum") for r in reports}) > 1:
+        return Check("determinism", False, f"the model's test outputs (logits) differ between "
+                     f"{len(execs)} executions")
+    return Check("determinism", True, f"identical test outputs in {len(execs)} executions")
 
 
 def accuracy(measured: float | None, baseline: float, tolerance: float) -> Check:

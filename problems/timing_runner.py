@@ -49,6 +49,7 @@ def _run():
     counts = {"feature_calls": 0, "feature_rows": 0, "feature_output_shape": None,
               "model_instances": 0, "train_rows": 0, "eval_rows": 0}
     eval_predictions = []
+    eval_checksum = [0.0]  # sum of eval-mode logits: differs whenever the weights differ
 
     def instrument(module):
         feature_cls = getattr(module, job["feature_class"], None)
@@ -82,6 +83,7 @@ def _run():
                 else:
                     counts["eval_rows"] += rows
                     eval_predictions.extend(out.detach().argmax(dim=-1).reshape(-1).tolist())
+                    eval_checksum[0] += float(out.detach().double().sum())
                 return out
 
             model_cls.__init__ = counted_init
@@ -101,7 +103,7 @@ def _run():
     result = entry()
     own_time = clock() - started
     mark("END")
-    report = dict(counts, own_time=own_time,
+    report = dict(counts, own_time=own_time, eval_checksum=round(eval_checksum[0], 6),
                   eval_predictions=eval_predictions[-job["keep_predictions"]:],
                   returned=result if isinstance(result, (int, float)) else None)
     mark("REPORT " + json.dumps(report))

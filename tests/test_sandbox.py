@@ -14,7 +14,7 @@ needs_namespaces = pytest.mark.skipif(not sandbox.namespaces_available(),
 
 def test_outermost_drops_paths_inside_others():
     paths = [Path("/tmp/proj"), Path("/tmp"), Path("/root"), Path("/tmp/proj/.venv")]
-    assert sandbox._outermost(paths) == [Path("/tmp"), Path("/root")]
+    assert sandbox._outermost(paths) == [Path("/root"), Path("/tmp")]
 
 
 @needs_namespaces
