@@ -114,9 +114,10 @@ async def run_one(run_id: int, problem: MLTrainingOptimizationProblem, client: A
                  intermediate=ctx.intermediate, tampering=ctx.tampering,
                  wall_time=round(time.monotonic() - started, 3))
     write_json(workspace / "run.json", entry)
-    note(run_id, f"{entry['status']}" + (f" {entry['speedup']:.1f}x" if entry["speedup"]
-                                         else "") + (f" ({entry['reason'][:80]})"
-                                                     if entry["status"] != "pass" else ""))
+    speedup = f" {entry['speedup']:.1f}x" if entry["speedup"] else ""
+    reason = entry["reason"] if len(entry["reason"]) <= 100 else entry["reason"][:99] + "…"
+    note(run_id, entry["status"] + speedup + (f" ({reason})" if entry["status"] != "pass"
+                                              else ""))
     return entry
 
 

@@ -304,7 +304,7 @@ async def profile_tool(path: str) -> str:
     return f"profile saved to {_display(out_file)}\n{output}"
 
 
-async def _candidate_for_agent(path: str) -> tuple[RunContext, Path]:
+def _candidate_for_agent(path: str) -> tuple[RunContext, Path]:
     ctx = RUN.get()
     candidate = resolve_readable(ctx, path)
     if candidate.suffix != ".py":
@@ -322,7 +322,7 @@ async def submit_intermediate_answer(path: str) -> str:
     Args:
         path: Your optimised .py file (in your run directory).
     """
-    ctx, candidate = await _candidate_for_agent(path)
+    ctx, candidate = _candidate_for_agent(path)
     started = time.monotonic()
     result = await ctx.problem.grade(candidate, progress=ctx.progress)
     ctx.intermediate.append({
@@ -340,7 +340,7 @@ async def submit_answer(path: str) -> str:
     Args:
         path: Your optimised .py file (in your run directory).
     """
-    ctx, candidate = await _candidate_for_agent(path)
+    ctx, candidate = _candidate_for_agent(path)
     ctx.submitted = candidate
     return f"submitted {_display(candidate)}; it will be graded after the task ends"
 
