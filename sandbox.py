@@ -78,7 +78,6 @@ class ProcessResult:
     wall_time: float
     timed_out: bool = False
     output_truncated: bool = False
-    isolated: bool = False
     memory_error: bool = False
 
     @property
@@ -284,6 +283,5 @@ async def run_python(
         wall_time=wall,
         timed_out=timed_out,
         output_truncated=bool(out.dropped or err.dropped),
-        isolated=isolate,
         memory_error=any(sign in stderr[-3000:] for sign in _MEMORY_SIGNS),
     )

@@ -59,14 +59,10 @@ def plan(tool_names: set[str], solution: str) -> list[list[dict]]:
 
 
 class _Stream:
+    """What ``messages.stream(...)`` yields on entering: the finished message."""
+
     def __init__(self, message: Message):
         self.message = message
-
-    async def __aenter__(self) -> _Stream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
     async def get_final_message(self) -> Message:
         return self.message

@@ -67,7 +67,6 @@ class Execution:
     stderr_tail: str
     wall_time: float
     report: dict[str, Any] | None = None
-    timed_out: bool = False
 
 
 @dataclass
@@ -128,7 +127,7 @@ async def execute(path: Path, inst: Instrumentation, *, threads: int, limits: sa
         error = "the program exited before its entry function returned"
     return Execution(ok=not error, error=error, time=elapsed, stdout=stdout,
                      stderr_tail=result.stderr[-3000:], wall_time=result.wall_time,
-                     report=report or None, timed_out=result.timed_out)
+                     report=report or None)
 
 
 async def measure(path: Path, inst: Instrumentation, *, repeats: int, threads: int,

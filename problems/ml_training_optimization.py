@@ -12,7 +12,6 @@ Progress goes to an optional callback; nothing here prints.
 from __future__ import annotations
 
 import functools
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,7 +319,7 @@ class MLTrainingOptimizationProblem(Problem):
         execs = result.executions
         first = execs[0]
         times = result.times
-        median = statistics.median(times) if times else None
+        median = result.median
         speedup = fig.baseline.median / median if median else None
         accuracies = [self._accuracy(e) for e in execs if e.ok]
         accuracy = accuracies[0] if accuracies else None
