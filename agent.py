@@ -70,12 +70,13 @@ class AgentOutcome:
 class Transcript:
     """Appends one JSON object per line: every request's new messages and every response."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, scrub: Callable[[str], str] = lambda text: text):
         self.path = path
+        self.scrub = scrub  # the batch's redaction of secrets, applied to every line
 
     def write(self, **record: Any) -> None:
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, default=str) + "\n")
+            f.write(self.scrub(json.dumps(record, default=str)) + "\n")
 
 
 STREAM_RETRIES = 2

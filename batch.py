@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import sandbox
 import summary
 import tools
 from agent import AgentOutcome, AgentSettings, Transcript, run_agent
@@ -50,8 +51,9 @@ def write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+def write_json(path: Path, data: Any, secrets: tuple[str, ...] = ()) -> None:
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    write_atomic(path, tools.redact(text, secrets) if secrets else text)
 
 
 def prepare_output(directory: Path) -> None:
@@ -80,7 +82,8 @@ async def run_one(run_id: int, problem: MLTrainingOptimizationProblem, client: A
     try:
         outcome = await run_agent(
             client, problem.prompt(workspace), problem.tool_names(), s.agent,
-            Transcript(workspace / "transcript.jsonl"), api_slots,
+            Transcript(workspace / "transcript.jsonl",
+                       scrub=lambda text: tools.redact(text, ctx.secrets)), api_slots,
             on_step=lambda k: note(run_id, f"step {k}/{s.agent.max_steps}"))
         candidate = ctx.submitted
         entry["submitted"] = candidate is not None
@@ -96,7 +99,7 @@ async def run_one(run_id: int, problem: MLTrainingOptimizationProblem, client: A
         else:
             note(run_id, f"grading {candidate.name}")
             result = await problem.grade(candidate, progress=ctx.progress)
-            write_json(workspace / "grade.json", result.to_dict())
+            write_json(workspace / "grade.json", result.to_dict(), ctx.secrets)
             entry.update(status="pass" if result.passed else "fail", speedup=result.speedup,
                          accuracy=result.accuracy, baseline_accuracy=result.baseline_accuracy,
                          reason=result.reason, failed_checks=result.failed_checks,
@@ -112,8 +115,9 @@ async def run_one(run_id: int, problem: MLTrainingOptimizationProblem, client: A
                  tool_calls=dict(outcome.tool_calls), tool_errors=outcome.tool_errors,
                  input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens,
                  intermediate=ctx.intermediate, tampering=ctx.tampering,
+                 isolation=sandbox.best_isolation(),
                  wall_time=round(time.monotonic() - started, 3))
-    write_json(workspace / "run.json", entry)
+    write_json(workspace / "run.json", entry, ctx.secrets)
     speedup = f" {entry['speedup']:.1f}x" if entry["speedup"] else ""
     reason = entry["reason"] if len(entry["reason"]) <= 100 else entry["reason"][:99] + "…"
     note(run_id, entry["status"] + speedup + (f" ({reason})" if entry["status"] != "pass"

@@ -48,6 +48,7 @@ class Config:
     api_retries: int = 4  # SDK retries (with backoff) for 429/5xx/overloaded
     stream: bool = True
     use_cache: bool = True  # reuse the measured baseline
+    unsafe_no_sandbox: bool = False  # run and grade even where no sandbox is available
     save: str | None = None  # copy the batch to saved_outputs/NAME
 
 
@@ -93,6 +94,8 @@ def _grading_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_positive(int), help="threads for baseline and candidate")
     p.add_argument("--no-cache", dest="use_cache", action="store_false", default=None,
                    help="re-measure the baseline instead of using the cached one")
+    p.add_argument("--unsafe-no-sandbox", dest="unsafe_no_sandbox", action="store_true",
+                   default=None, help="grade even when no sandbox (bubblewrap) is available")
 
 
 def parse_args(argv: list[str]) -> tuple[str, argparse.Namespace, Config]:
@@ -132,7 +135,8 @@ def build_problem(cfg: Config, progress: Any) -> Any:
 
     options = GradingOptions(target=cfg.target, relative_target=cfg.relative_target,
                              repeats=cfg.repeats, baseline_repeats=cfg.baseline_repeats,
-                             threads=cfg.threads, use_cache=cfg.use_cache)
+                             threads=cfg.threads, use_cache=cfg.use_cache,
+                             allow_unsandboxed=cfg.unsafe_no_sandbox)
     return ComplexMLTrainingWithProfiler(
         include_profiler=cfg.include_profiler,
         include_intermediate_answer=cfg.include_intermediate_answer,
@@ -162,10 +166,31 @@ def _say(message: str) -> None:
     console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
 
 
+def isolation_notice(cfg: Config) -> tuple[str, str | None]:
+    """The isolation children will run under, and a warning when there is none."""
+    import sandbox
+
+    isolation = sandbox.best_isolation()
+    if isolation != "none":
+        return isolation, None
+    hint = ("install bubblewrap (apt-get install bubblewrap) to sandbox agent code and "
+            "candidates")
+    if cfg.unsafe_no_sandbox:
+        return isolation, (f"[yellow]warning:[/yellow] no sandbox on this machine: agent "
+                           f"code and candidates run with your privileges ({hint})")
+    return isolation, (f"[red]error:[/red] no sandbox on this machine: {hint}, or pass "
+                       "--unsafe-no-sandbox to run anyway")
+
+
 # ---- commands -------------------------------------------------------------------------
 async def grade_command(cfg: Config, args: argparse.Namespace) -> int:
     from problems.ml_training_optimization import GraderError
 
+    isolation, warning = isolation_notice(cfg)
+    if warning:
+        console.print(warning)
+        if not cfg.unsafe_no_sandbox:
+            return 2
     problem = build_problem(cfg, _say)
     try:
         result = await problem.grade(args.file)
@@ -207,6 +232,11 @@ async def batch_command(cfg: Config) -> int:
     from problem import DataGuard
     from problems.ml_training_optimization import PROBLEM_DATA, GraderError
 
+    isolation, warning = isolation_notice(cfg)
+    if warning:
+        console.print(warning)
+        if not cfg.unsafe_no_sandbox:
+            return 2
     problem = build_problem(cfg, _say)
     client = build_client(cfg)
     output = cfg.output if cfg.output.is_absolute() else Path.cwd() / cfg.output
@@ -214,11 +244,12 @@ async def batch_command(cfg: Config) -> int:
         runs=cfg.runs, concurrent=cfg.concurrent, output_dir=output,
         agent=AgentSettings(cfg.model, cfg.max_steps, cfg.max_tokens, cfg.stream),
         tools=tools.ToolSettings(threads=cfg.threads), max_api_calls=cfg.max_api_calls,
-        config={k: str(v) if isinstance(v, Path) else v
-                for k, v in dataclasses.asdict(cfg).items()})
+        config={**{k: str(v) if isinstance(v, Path) else v
+                   for k, v in dataclasses.asdict(cfg).items()}, "isolation": isolation})
     mode = "concurrently" if cfg.concurrent else "one after another"
     _say(f"batch: {cfg.runs} run(s) {mode}, agent {cfg.agent}"
-         + (f" ({cfg.model})" if cfg.agent == "claude" else "") + f", records in {output}")
+         + (f" ({cfg.model})" if cfg.agent == "claude" else "")
+         + f", sandbox {isolation}, records in {output}")
 
     def note(run_id: int | None, message: str) -> None:
         _say(f"run {run_id}: {message}" if run_id is not None else message)

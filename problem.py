@@ -17,12 +17,18 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Check:
-    """One named check: did it pass, and why (``skipped`` when it could not be judged)."""
+    """One named check: did it pass, and why.  ``skipped`` when it could not be judged;
+    ``advisory`` when it only informs (it never decides a verdict)."""
 
     name: str
     passed: bool
     message: str
     skipped: bool = False
+    advisory: bool = False
+
+    @property
+    def decisive_failure(self) -> bool:
+        return not (self.passed or self.skipped or self.advisory)
 
 
 @dataclass
@@ -44,13 +50,13 @@ class GradeResult:
     def reason(self) -> str:
         """The first failing check, as 'name: message' ('' when passed)."""
         for check in self.checks:
-            if not check.passed and not check.skipped:
+            if check.decisive_failure:
                 return f"{check.name}: {check.message}"
         return ""
 
     @property
     def failed_checks(self) -> list[str]:
-        return [c.name for c in self.checks if not c.passed and not c.skipped]
+        return [c.name for c in self.checks if c.decisive_failure]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -68,8 +74,10 @@ class GradeResult:
         if self.accuracy is not None:
             lines.append(f"accuracy: {self.accuracy:.4f} (baseline {self.baseline_accuracy:.4f})")
         for check in self.checks:
-            if not check.passed and not check.skipped:
+            if check.decisive_failure:
                 lines.append(f"FAILED {check.name}: {check.message}")
+            elif check.advisory and check.message != "nothing to note":
+                lines.append(f"note ({check.name}): {check.message}")
         return "\n".join(lines)
 
 

@@ -1,27 +1,38 @@
 """Run untrusted Python (agent code, profiled code, graded candidates) in a child process.
 
-Everything the harness executes on an agent's behalf goes through :func:`run_python`:
-an asyncio subprocess of ``sys.executable`` with
+Everything the harness executes on an agent's behalf goes through :func:`run_python`.
+The operating system does the isolating, never a list of forbidden names:
 
-- an environment built from an allow-list (no API keys, no harness variables), a fresh
-  ``HOME`` and ``TMPDIR``, and a fixed thread count;
-- resource limits (address space, file size, core dumps) and a wall-clock timeout after
-  which the whole process tree is killed;
-- captured, truncated output (head and tail kept);
-- where the harness runs as root and ``unshare`` exists (as on this project's machines):
-  its own PID, mount and network namespaces.  The child then sees no harness process
-  (so not the harness's environment through ``/proc``), no network, a fresh ``/tmp``,
-  and of the project only what the caller makes visible: the interpreter, the read-only
-  paths it names (``problem_data/``) and its own working directory.
+- **bwrap** (bubblewrap, preferred): fresh PID, IPC, UTS, network and cgroup
+  namespaces; ``/`` bound read-only; private fresh ``/tmp``, ``/var/tmp``, ``/dev/shm``
+  and ``/run``; a minimal ``/dev``; a new ``/proc`` for the child's own PID namespace;
+  the project, the harness's home, the cache and the sibling run directories covered
+  by empty file systems, with only the interpreter, the venv and the caller's
+  read-only paths (``problem_data/``) bound back, read-only, and the child's own
+  directory read-write.
+- **unshare** (fallback when bwrap is missing and the harness is root): the same
+  namespaces and hiding, built with ``unshare`` and a short mount script.
+- **none**: neither is available; only the environment and the limits below apply.
+  Callers refuse to grade under it unless the user insists (``--unsafe-no-sandbox``).
 
-It knows nothing about agents or grading; callers decide what is visible and how long
-things may take.  ``on_line`` lets a caller timestamp output lines as they arrive,
-which is how the grader owns the clock.
+When the harness is root, the child then drops to an unprivileged uid that owns
+nothing of the harness's (``setpriv``: every capability, the bounding set and
+supplementary groups dropped, ``no_new_privs`` set).  With cgroups it is confined to one
+CPU (``cpuset``) and a process count (``pids``); otherwise its affinity is set to one CPU.
+It always gets an environment built from an allow-list (no API keys), rlimits (address
+space, file size, core dumps), a timeout that kills the whole tree, and truncated output.
+
+``on_control`` gives the caller a private channel: the child's fd 3 (``CONTROL_FD``) is a
+pipe whose lines the harness timestamps on arrival.  The timing runner uses it from a
+process that never runs candidate code.  What the child may see is the caller's choice;
+this module knows nothing of agents or grading.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import os
 import resource
@@ -40,15 +51,30 @@ log = logging.getLogger(__name__)
 GIB = 1024**3
 MIB = 1024**2
 PROJECT_ROOT = Path(__file__).resolve().parent
+CONTROL_FD = 3
+SANDBOX_UID = 64999  # the unprivileged uid children run as when the harness is root
+BACKENDS = ("bwrap", "unshare", "none")
 
 # Variables a child may inherit from the harness.  Everything else (API keys included)
 # is dropped.  The OpenBLAS pair fixes wrong results on some CPUs here, so it is kept.
 _INHERITED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+# World-writable places that every child gets fresh and private.
+_PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run")
 _STAGE_CANDIDATES = ("/mnt", "/media", "/srv", "/opt")
-_MEMORY_SIGNS = ("MemoryError", "std::bad_alloc", "can't allocate memory",
+MEMORY_SIGNS = ("MemoryError", "std::bad_alloc", "can't allocate memory",
                  "Cannot allocate memory")
-_LINE_CAP = 65536  # longest stdout line handed to on_line
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+_CHILD_HOME = "/tmp/home"
+_LINE_CAP = 65536  # longest control line handed to on_control
+
+
+_harness_paths: set[Path] = set()
+
+
+def hide_from_children(path: Path) -> None:
+    """Register a directory of the harness's (a cache, say) that no child may see."""
+    _harness_paths.add(Path(path))
 
 
 @dataclass(frozen=True)
@@ -57,13 +83,14 @@ class Limits:
 
     timeout: float = 60.0
     memory_bytes: int = 6 * GIB
-    file_size_bytes: int = 64 * MIB
+    file_size_bytes: int = 256 * MIB
     max_output: int = 20_000
+    max_processes: int = 256  # tasks (threads count) in the child's cgroup
 
 
 @dataclass(frozen=True)
 class Visibility:
-    """What of the file system a child sees (enforced only under namespace isolation)."""
+    """What of the file system a child sees (enforced under bwrap and unshare)."""
 
     workdir: Path
     read_only: tuple[Path, ...] = ()
@@ -79,6 +106,8 @@ class ProcessResult:
     timed_out: bool = False
     output_truncated: bool = False
     memory_error: bool = False
+    isolation: str = "none"
+    cpu_limit: str = "none"
 
     @property
     def ok(self) -> bool:
@@ -97,9 +126,41 @@ class ProcessResult:
         return ""
 
 
-def namespaces_available() -> bool:
-    """True when children can get their own PID/mount/network namespaces."""
-    return os.geteuid() == 0 and shutil.which("unshare") is not None and sys.platform == "linux"
+# ---- what this machine offers --------------------------------------------------------------
+def _is_root() -> bool:
+    return sys.platform == "linux" and os.geteuid() == 0
+
+
+def available_backends() -> list[str]:
+    """The isolation backends this machine supports, strongest first ('none' last)."""
+    found = []
+    if sys.platform == "linux" and shutil.which("bwrap") and (
+            not _is_root() or shutil.which("setpriv")):
+        found.append("bwrap")
+    if _is_root() and shutil.which("unshare") and shutil.which("setpriv"):
+        found.append("unshare")
+    return [*found, "none"]
+
+
+_forced: str | None = os.environ.get("HELLO_PY_ISOLATION") or None
+
+
+def best_isolation() -> str:
+    """The backend children run under: the strongest available, unless forced (tests and
+    benchmarks set ``HELLO_PY_ISOLATION`` or call :func:`force_isolation`)."""
+    if _forced is not None:
+        if _forced not in available_backends():
+            raise RuntimeError(f"isolation {_forced!r} is not available on this machine "
+                               f"(available: {', '.join(available_backends())})")
+        return _forced
+    return available_backends()[0]
+
+
+def force_isolation(backend: str | None) -> None:
+    global _forced
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"unknown isolation {backend!r}; one of {', '.join(BACKENDS)}")
+    _forced = backend
 
 
 def child_environment(threads: int, home: str, tmpdir: str) -> dict[str, str]:
@@ -117,25 +178,115 @@ def child_environment(threads: int, home: str, tmpdir: str) -> dict[str, str]:
     return env
 
 
-def _limit_resources(limits: Limits) -> Callable[[], None]:
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-        size = limits.file_size_bytes
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return apply
+# ---- one CPU and a process count per child ----------------------------------------------
+_cgroup_ids = itertools.count()
 
 
-def _stage_dir(hidden: Sequence[Path]) -> str:
-    for candidate in _STAGE_CANDIDATES:
-        path = Path(candidate)
-        if path.is_dir() and not any(path.is_relative_to(h) or h.is_relative_to(path)
-                                     for h in hidden):
-            return candidate
-    raise RuntimeError("no directory to stage bind mounts in")
+class _Cgroup:
+    """A child's own cgroup (v1 or v2): one CPU and at most ``max_processes`` tasks.
+
+    Created before the child starts; the child joins it before it executes anything, so
+    no thread it ever starts runs outside it.  ``kill()`` ends every task in it."""
+
+    def __init__(self, cpu: int, max_processes: int):
+        self.dirs: list[Path] = []
+        name = f"hello-py/{os.getpid()}-{next(_cgroup_ids)}"
+        unified = (_CGROUP_ROOT / "cgroup.controllers").is_file()
+        try:
+            if unified:
+                self._make_v2(name, cpu, max_processes)
+            else:
+                self._make_v1(name, cpu, max_processes)
+        except OSError as exc:
+            self.remove()
+            raise RuntimeError(f"cannot create a cgroup: {exc}") from exc
+
+    def _make_v1(self, name: str, cpu: int, max_processes: int) -> None:
+        cpuset_root = _CGROUP_ROOT / "cpuset"
+        parent = cpuset_root / "hello-py"
+        if not parent.is_dir():
+            parent.mkdir(exist_ok=True)
+            (parent / "cpuset.cpus").write_text((cpuset_root / "cpuset.cpus").read_text())
+            (parent / "cpuset.mems").write_text((cpuset_root / "cpuset.mems").read_text())
+        mine = cpuset_root / name
+        mine.mkdir()
+        self.dirs.append(mine)
+        (mine / "cpuset.cpus").write_text(str(cpu))
+        (mine / "cpuset.mems").write_text((cpuset_root / "cpuset.mems").read_text())
+        pids = _CGROUP_ROOT / "pids" / name
+        if pids.parent.parent.is_dir():
+            pids.mkdir(parents=True)
+            self.dirs.append(pids)
+            (pids / "pids.max").write_text(str(max_processes))
+
+    def _make_v2(self, name: str, cpu: int, max_processes: int) -> None:
+        parent = _CGROUP_ROOT / "hello-py"
+        parent.mkdir(exist_ok=True)
+        (_CGROUP_ROOT / "cgroup.subtree_control").write_text("+cpuset +pids")
+        (parent / "cgroup.subtree_control").write_text("+cpuset +pids")
+        mine = _CGROUP_ROOT / name
+        mine.mkdir()
+        self.dirs.append(mine)
+        (mine / "cpuset.cpus").write_text(str(cpu))
+        (mine / "pids.max").write_text(str(max_processes))
+
+    def join(self) -> None:
+        """Move the calling process in (runs in the child before exec)."""
+        pid = str(os.getpid())
+        for d in self.dirs:
+            with open(d / "cgroup.procs", "w") as f:
+                f.write(pid)
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for d in self.dirs:
+            with contextlib.suppress(OSError, ValueError):
+                found.update(int(p) for p in (d / "cgroup.procs").read_text().split())
+        return found
+
+    def kill(self) -> None:
+        for _ in range(20):
+            pids = self.pids()
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.005)
+
+    def remove(self) -> None:
+        for d in reversed(self.dirs):
+            for _ in range(50):
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # tasks still exiting
+                    time.sleep(0.01)
+        self.dirs = []
 
 
+def _cgroup_for(cpu: int, limits: Limits) -> _Cgroup | None:
+    if not _is_root() or not _CGROUP_ROOT.is_dir():
+        return None
+    try:
+        return _Cgroup(cpu, limits.max_processes)
+    except RuntimeError as exc:
+        log.debug("no cgroup for the child: %s", exc)
+        return None
+
+
+def default_cpu(timed: bool) -> int:
+    """Timed executions get the last CPU; everything else the others, so tools of
+    concurrent runs do not share a core with a timing."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    if timed or len(cpus) == 1:
+        return cpus[-1]
+    return cpus[next(_cgroup_ids) % (len(cpus) - 1)]
+
+
+# ---- file-system layout --------------------------------------------------------------------
 def _outermost(paths: Iterable[Path]) -> list[Path]:
     """The paths not inside another of them: hiding /tmp hides a project in /tmp/x too
     (and /tmp/x no longer exists to mount on once /tmp is covered)."""
@@ -147,33 +298,106 @@ def _outermost(paths: Iterable[Path]) -> list[Path]:
     return kept
 
 
-def _isolation_script(vis: Visibility) -> str:
-    """Shell run inside fresh namespaces: hide paths, re-expose the visible ones."""
-    hidden = [Path("/tmp"), PROJECT_ROOT, Path.home(), *vis.hidden]
+@dataclass(frozen=True)
+class _Layout:
+    hidden: list[Path]  # covered by empty file systems, outermost first
+    keep: list[tuple[Path, bool]]  # (path, read_only) bound back, parents first
+
+
+def _layout(vis: Visibility) -> _Layout:
+    workdir = vis.workdir.resolve()
+    hidden = [*(Path(p) for p in _PRIVATE_DIRS), PROJECT_ROOT, Path.home(), workdir.parent,
+              *_harness_paths, *vis.hidden]
+    hidden = _outermost(p.resolve() for p in hidden
+                        if p.resolve().is_dir() and p.resolve() != Path("/"))
     keep_ro = [Path(sys.base_prefix), Path(sys.prefix), *vis.read_only]
     keep = [(p.resolve(), True) for p in keep_ro if p.exists()]
-    keep.append((vis.workdir.resolve(), False))
-    stage = _stage_dir(hidden)
+    keep = [(p, ro) for p, ro in keep if any(p.is_relative_to(h) for h in hidden)]
+    keep.append((workdir, False))
+    keep = sorted(set(keep), key=lambda item: len(item[0].parts))
+    return _Layout(hidden, keep)
+
+
+def _bwrap_argv(vis: Visibility, layout: _Layout) -> list[str]:
+    argv = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+            "--unshare-cgroup-try", "--die-with-parent", "--new-session",
+            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    for path in layout.hidden:
+        argv += ["--perms", "1777" if str(path) in _PRIVATE_DIRS else "0755",
+                 "--tmpfs", str(path)]
+    made: set[Path] = set()
+    for path, read_only in layout.keep:
+        root = next((h for h in layout.hidden if path.is_relative_to(h)), None)
+        for parent in reversed(path.parents):
+            if (root is not None and parent.is_relative_to(root) and parent != root
+                    and parent not in made):
+                argv += ["--perms", "0755", "--dir", str(parent)]
+                made.add(parent)
+        argv += ["--ro-bind" if read_only else "--bind", str(path), str(path)]
+    argv += ["--perms", "0777", "--dir", _CHILD_HOME, "--chdir", str(vis.workdir.resolve())]
+    if _is_root():
+        # Privileged bwrap keeps only what setpriv needs to become SANDBOX_UID.
+        argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+                 "--cap-add", "CAP_SETPCAP"]
+    else:
+        argv += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+    return [*argv, "--"]
+
+
+def _stage_dir(hidden: Sequence[Path]) -> str:
+    for candidate in _STAGE_CANDIDATES:
+        path = Path(candidate)
+        if path.is_dir() and not any(path.is_relative_to(h) or h.is_relative_to(path)
+                                     for h in hidden):
+            return candidate
+    raise RuntimeError("no directory to stage bind mounts in")
+
+
+def _unshare_script(vis: Visibility, layout: _Layout) -> str:
+    """Shell run inside fresh namespaces: hide paths, re-expose the visible ones."""
+    stage = _stage_dir(layout.hidden)
     q = shlex.quote
-    lines = ["set -e", f"mount -t tmpfs -o size=1m hp-stage {q(stage)}"]
-    for i, (path, _) in enumerate(keep):
+    lines = ["set -e", "umask 022", f"mount -t tmpfs -o size=1m hp-stage {q(stage)}"]
+    for i, (path, _) in enumerate(layout.keep):
         lines += [f"mkdir {q(stage)}/{i}", f"mount --rbind {q(str(path))} {q(stage)}/{i}"]
-    for path in _outermost(p.resolve() for p in hidden):
-        if path.is_dir():
-            lines.append(f"mount -t tmpfs -o size=256m,mode=1777 hp-hidden {q(str(path))}")
-    for i, (path, ro) in enumerate(keep):
+    for path in layout.hidden:
+        mode = "1777" if str(path) in _PRIVATE_DIRS else "0755"
+        lines.append(f"mount -t tmpfs -o size=512m,mode={mode} hp-hidden {q(str(path))}")
+    for i, (path, ro) in enumerate(layout.keep):
         lines += [f"mkdir -p {q(str(path))}", f"mount --rbind {q(stage)}/{i} {q(str(path))}"]
         if ro:
             lines.append(f"mount -o remount,bind,ro {q(str(path))}")
-    lines += [f"umount -l {q(stage)}", "mkdir -p /tmp/home", f"cd {q(str(vis.workdir))}",
-              'exec "$@"']
+    lines += [f"umount -l {q(stage)}", "mount -o remount,bind,ro / 2>/dev/null || true",
+              f"mkdir -p {_CHILD_HOME} && chmod 0777 {_CHILD_HOME}",
+              f"cd {q(str(vis.workdir.resolve()))}", 'exec "$@"']
     return "\n".join(lines)
 
 
+def _drop_privileges_argv() -> list[str]:
+    uid = str(SANDBOX_UID)
+    return ["setpriv", "--reuid", uid, "--regid", uid, "--clear-groups", "--inh-caps=-all",
+            "--bounding-set=-all", "--no-new-privs", "--"]
+
+
+def hand_over(directory: Path) -> None:
+    """Give the child's own directory (and what is in it) to the sandbox uid, so the
+    child can write there and nowhere else.  Links are changed, never followed."""
+    if not _is_root():
+        return
+    uid = SANDBOX_UID
+    os.chown(directory, uid, uid)
+    os.chmod(directory, 0o755)  # bwrap enters it before dropping to the sandbox uid
+    for root, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(os.path.join(root, name), uid, uid, follow_symlinks=False)
+
+
+# ---- running ---------------------------------------------------------------------------------
 class _Capture:
     """Keeps the head and tail of a stream, and optionally timestamps whole lines."""
 
-    def __init__(self, limit: int, on_line: Callable[[float, str], None] | None):
+    def __init__(self, limit: int, on_line: Callable[[float, str], None] | None = None):
         self.limit = limit
         self.head = bytearray()
         self.tail = bytearray()
@@ -211,11 +435,28 @@ async def _pump(stream: asyncio.StreamReader, capture: _Capture) -> None:
         capture.feed(chunk, time.monotonic())
 
 
-def _kill_tree(proc: asyncio.subprocess.Process) -> None:
-    try:
+def _preexec(limits: Limits, cgroup: _Cgroup | None, cpu: int, control_w: int | None
+             ) -> Callable[[], None]:
+    def apply() -> None:
+        if control_w is not None:
+            os.dup2(control_w, CONTROL_FD)
+        if cgroup is not None:
+            cgroup.join()
+        elif hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {cpu})
+        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+        size = limits.file_size_bytes
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return apply
+
+
+def _kill_tree(proc: asyncio.subprocess.Process, cgroup: _Cgroup | None) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    if cgroup is not None:
+        cgroup.kill()
 
 
 async def run_python(
@@ -225,38 +466,68 @@ async def run_python(
     limits: Limits = Limits(),
     threads: int = 1,
     stdin_data: bytes | None = None,
-    on_line: Callable[[float, str], None] | None = None,
-    isolate: bool | None = None,
+    on_control: Callable[[float, str], None] | None = None,
+    isolation: str | None = None,
+    timed: bool = False,
 ) -> ProcessResult:
     """Run ``python ARGS`` in ``visibility.workdir`` under the limits; never raises for
-    anything the child does.  ``on_line(t, line)`` sees each stdout line with the
-    monotonic time it arrived."""
-    isolate = namespaces_available() if isolate is None else isolate
+    anything the child does.  ``on_control(t, line)`` sees each line the child writes to
+    fd 3 with the monotonic time it arrived.  ``timed`` puts the child on the CPU kept
+    for timed executions."""
+    backend = isolation or best_isolation()
     python = [sys.executable, "-X", "utf8", *args]
+    workdir = visibility.workdir
+    cpu = default_cpu(timed)
+    cgroup = _cgroup_for(cpu, limits)
+    control_r = control_w = None
+    if on_control is not None:
+        control_r, control_w = os.pipe()
     with tempfile.TemporaryDirectory(prefix="hp-env-") as scratch:
-        if isolate:
-            env = child_environment(threads, "/tmp/home", "/tmp")
-            argv = ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--net",
-                    "--propagation", "private", "--kill-child", "--",
-                    "/bin/sh", "-c", _isolation_script(visibility), "sh", *python]
-        else:
+        if backend == "none":
             home = os.path.join(scratch, "home")
             os.mkdir(home)
             env = child_environment(threads, home, scratch)
             argv = python
+        else:
+            env = child_environment(threads, _CHILD_HOME, "/tmp")
+            layout = _layout(visibility)
+            drop = _drop_privileges_argv() if _is_root() else []
+            if _is_root():
+                hand_over(workdir)
+            if backend == "bwrap":
+                argv = [*_bwrap_argv(visibility, layout), *drop, *python]
+            else:
+                argv = ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--net",
+                        "--ipc", "--uts", "--propagation", "private", "--kill-child", "--",
+                        "/bin/sh", "-c", _unshare_script(visibility, layout), "sh",
+                        *drop, *python]
         started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=visibility.workdir,
-            env=env,
-            stdin=asyncio.subprocess.PIPE if stdin_data is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=_limit_resources(limits),
-        )
-        out = _Capture(limits.max_output, on_line)
-        err = _Capture(limits.max_output, None)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, cwd=workdir, env=env,
+                stdin=asyncio.subprocess.PIPE if stdin_data is not None
+                else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                start_new_session=True, pass_fds=(CONTROL_FD,) if control_w is not None else (),
+                preexec_fn=_preexec(limits, cgroup, cpu, control_w))
+        except BaseException:
+            for fd in (control_r, control_w):
+                if fd is not None:
+                    os.close(fd)
+            if cgroup is not None:
+                cgroup.remove()
+            raise
+        out = _Capture(limits.max_output)
+        err = _Capture(limits.max_output)
+        pumps = [_pump(proc.stdout, out), _pump(proc.stderr, err)]
+        control_transport = None
+        if control_w is not None:
+            os.close(control_w)
+            reader = asyncio.StreamReader(limit=2**22)
+            loop = asyncio.get_running_loop()
+            control_transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(control_r, "rb", 0))
+            pumps.append(_pump(reader, _Capture(limits.max_output, on_control)))
         timed_out = False
         try:
             if stdin_data is not None:
@@ -266,14 +537,17 @@ async def run_python(
                     proc.stdin.close()
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the child exited before reading its input; its status says why
-            pumps = asyncio.gather(_pump(proc.stdout, out), _pump(proc.stderr, err), proc.wait())
-            await asyncio.wait_for(pumps, timeout=limits.timeout)
+            await asyncio.wait_for(asyncio.gather(*pumps, proc.wait()), timeout=limits.timeout)
         except TimeoutError:
             timed_out = True
         finally:
-            _kill_tree(proc)
+            _kill_tree(proc, cgroup)
             if proc.returncode is None:
                 await proc.wait()
+            if control_transport is not None:
+                control_transport.close()
+            if cgroup is not None:
+                cgroup.remove()
         wall = time.monotonic() - started
     stderr = err.text()
     return ProcessResult(
@@ -283,5 +557,7 @@ async def run_python(
         wall_time=wall,
         timed_out=timed_out,
         output_truncated=bool(out.dropped or err.dropped),
-        memory_error=any(sign in stderr[-3000:] for sign in _MEMORY_SIGNS),
+        memory_error=any(sign in stderr[-3000:] for sign in MEMORY_SIGNS),
+        isolation=backend,
+        cpu_limit="cgroup" if cgroup is not None else "affinity",
     )

@@ -15,6 +15,7 @@ runs goes through ``sandbox.run_python``; nothing here executes agent code in-pr
 
 from __future__ import annotations
 
+import base64
 import contextvars
 import logging
 import os
@@ -361,9 +362,19 @@ def secrets_from_environment() -> tuple[str, ...]:
                  if any(m in k.upper() for m in markers) and len(v) >= 8)
 
 
+def _spellings(secret: str) -> set[str]:
+    """A secret as it is, reversed, and in hex and base64: the usual disguises."""
+    raw = secret.encode()
+    return {secret, secret[::-1], raw.hex(), raw.hex().upper(),
+            base64.b64encode(raw).decode().rstrip("=")}
+
+
 def redact(text: str, secrets: tuple[str, ...]) -> str:
-    # Longest first, so a secret that contains another is never half-replaced.
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+    """The last line of defence (children never see secrets): every spelling of every
+    secret replaced, longest first, so a secret that contains another is never
+    half-replaced."""
+    spellings = {form for s in secrets if s for form in _spellings(s)}
+    for secret in sorted(spellings, key=len, reverse=True):
         text = text.replace(secret, "[REDACTED]")
     return text
 

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import platform
-import secrets
 import shutil
 import statistics
 import sys
@@ -67,6 +66,9 @@ class Execution:
     stderr_tail: str
     wall_time: float
     report: dict[str, Any] | None = None
+    observed_time: float | None = None  # START to END as they arrived here
+    isolation: str = "none"
+    cpu_limit: str = "none"
 
 
 @dataclass
@@ -84,23 +86,22 @@ class Measurement:
 
 async def execute(path: Path, inst: Instrumentation, *, threads: int, limits: sandbox.Limits,
                   read_only: tuple[Path, ...] = ()) -> Execution:
-    """Run ``path`` once, timed by the harness.  Never raises for what the file does."""
-    nonce = secrets.token_hex(16)
-    marks: dict[str, list[float]] = {}
-    report: dict[str, Any] = {}
+    """Run ``path`` once, timed by the harness.  Never raises for what the file does.
 
-    def on_line(arrived: float, line: str) -> None:
-        if not line.startswith(nonce + " ") or "REPORT" in marks:
-            return  # after the runner's REPORT nothing counts
-        kind, _, payload = line[len(nonce) + 1:].partition(" ")
-        marks.setdefault(kind, []).append(arrived)
-        if kind == "REPORT":
-            try:
-                report.update(json.loads(payload))
-            except json.JSONDecodeError:
-                log.warning("unreadable runner report from %s", path)
+    The time is the timer process's (``problems/timing_runner.py``): from just before it
+    forks the execution to the moment that process has exited and closed its report.
+    The harness also timestamps both marks as they arrive on the private control
+    channel and keeps that interval beside it."""
+    marks: dict[str, tuple[float, str]] = {}
 
-    job = dict(nonce=nonce, module_path="candidate.py", entry=inst.entry, threads=threads,
+    def on_control(arrived: float, line: str) -> None:
+        kind, _, payload = line.partition(" ")
+        if kind in ("START", "END", "REPORT") and kind not in marks:
+            marks[kind] = (arrived, payload)
+
+    isolation = sandbox.best_isolation()
+    job = dict(module_path="candidate.py", entry=inst.entry, threads=threads,
+               control_fd=sandbox.CONTROL_FD, own_pid_namespace=isolation != "none",
                feature_class=inst.feature_class, feature_method=inst.feature_method,
                model_class=inst.model_class, keep_predictions=inst.keep_predictions)
     workdir = Path(tempfile.mkdtemp(prefix="hp-exec-"))
@@ -109,25 +110,44 @@ async def execute(path: Path, inst: Instrumentation, *, threads: int, limits: sa
         result = await sandbox.run_python(
             ["-c", RUNNER_SOURCE], visibility=sandbox.Visibility(workdir, read_only=read_only),
             limits=limits, threads=threads, stdin_data=(json.dumps(job) + "\n").encode(),
-            on_line=on_line)
+            on_control=on_control, isolation=isolation, timed=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    stdout = "\n".join(line for line in result.stdout.splitlines() if nonce not in line)
-    elapsed = None
-    if {"START", "END", "REPORT"} <= marks.keys() and report:
-        # First START, last END: a forged marker cannot shorten the interval.  The
-        # runner's own clock is a floor for when this process was slow to read the pipe.
-        elapsed = max(marks["END"][-1] - marks["START"][0], float(report.get("own_time", 0)))
+    elapsed = observed = None
+    exit_code = None
+    report: dict[str, Any] = {}
+    if "START" in marks and "END" in marks:
+        observed = marks["END"][0] - marks["START"][0]
+        try:
+            own, code = marks["END"][1].split()
+            elapsed, exit_code = float(own), int(code)
+        except ValueError:
+            log.warning("unreadable END mark from the timer for %s", path)
+    if "REPORT" in marks:
+        try:
+            parsed = json.loads(marks["REPORT"][1] or "null")
+            report = parsed if isinstance(parsed, dict) else {}
+        except json.JSONDecodeError:
+            report = {}
     error = ""
-    if "MISSING_ENTRY" in marks:
+    if report.get("missing_entry"):
         error = f"the entry function {inst.entry}() is not defined"
-    elif not result.ok:
+    elif result.timed_out:
         error = f"the program {result.failure()}"
     elif elapsed is None:
+        error = f"the timer did not finish (the program {result.failure() or 'was stopped'})"
+    elif exit_code != 0:
+        error = (f"the program exited with status {exit_code}" if exit_code > 0
+                 else f"the program was killed by signal {-exit_code}")
+        if any(sign in result.stderr[-3000:] for sign in sandbox.MEMORY_SIGNS):
+            error = "the program ran out of memory (the memory limit was reached)"
+    elif not report or "eval_predictions" not in report:
         error = "the program exited before its entry function returned"
-    return Execution(ok=not error, error=error, time=elapsed, stdout=stdout,
-                     stderr_tail=result.stderr[-3000:], wall_time=result.wall_time,
-                     report=report or None)
+    return Execution(ok=not error, error=error, time=elapsed if not error else None,
+                     stdout=result.stdout, stderr_tail=result.stderr[-3000:],
+                     wall_time=result.wall_time, report=report or None,
+                     observed_time=observed, isolation=result.isolation,
+                     cpu_limit=result.cpu_limit)
 
 
 async def measure(path: Path, inst: Instrumentation, *, repeats: int, threads: int,
@@ -187,6 +207,7 @@ class BaselineCache:
 
     def __init__(self, directory: Path | None = None):
         self.directory = directory or default_cache_dir()
+        sandbox.hide_from_children(self.directory)
 
     @staticmethod
     def key(path: Path, *, threads: int, label: str) -> dict[str, Any]:

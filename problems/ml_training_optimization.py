@@ -45,6 +45,17 @@ class GraderError(RuntimeError):
     fault, so never reported as a failed verdict."""
 
 
+def check_isolation(opts: GradingOptions) -> str:
+    """The isolation gradings run under; refuses 'none' unless the user allowed it."""
+    isolation = sandbox.best_isolation()
+    if isolation == "none" and not opts.allow_unsandboxed:
+        raise GraderError("no sandbox is available on this machine (bubblewrap, or root "
+                          "with unshare and setpriv): candidates would run with the harness's "
+                          "privileges. Install bubblewrap (apt-get install bubblewrap), or "
+                          "pass --unsafe-no-sandbox to grade anyway.")
+    return isolation
+
+
 @dataclass(frozen=True)
 class Workload:
     """Rows the required components must process for the work to count as done."""
@@ -65,7 +76,6 @@ class TaskSpec:
     model_class: str
     output_patterns: tuple[str, ...]
     workload: Workload
-    min_lines: int = 60
     reference: Path | None = None
     expected_labels: Callable[[], tuple[int, ...]] | None = None
     optimized_name: str = "optimized_ml_training.py"
@@ -85,8 +95,8 @@ class GradingOptions:
     memory_bytes: int = 6 * sandbox.GIB
     plausibility_factor: float = 3.0  # ceiling = factor x the reference's speedup
     max_speedup_without_reference: float = 200.0
-    report_slack: float = 0.5  # a FINAL_TIME below this fraction of ours is a lie
     use_cache: bool = True
+    allow_unsandboxed: bool = False  # grade even where no isolation is available
 
 
 @dataclass
@@ -175,8 +185,10 @@ class MLTrainingOptimizationProblem(Problem):
             "- Same data, same split, same training set-up; keep the printed lines "
             "(feature shape, split sizes, `Test accuracy: x.xxxx`, `FINAL_TIME: s`). "
             "Results must be deterministic.",
-            "- Pure computation only: no file or network access, subprocesses, thread "
-            "settings, clock tricks or interpreter introspection.",
+            "- Each execution runs sandboxed in a fresh process: one CPU (extra threads or "
+            "worker processes add no speed), no network, and a private scratch directory "
+            "that is discarded afterwards, so nothing can be cached between executions. "
+            "The grader's clock runs outside your process.",
             "",
             "Suggested steps:",
             *steps,
@@ -185,10 +197,18 @@ class MLTrainingOptimizationProblem(Problem):
         ])
 
     def fallback_candidates(self, workspace: Path) -> list[Path]:
+        """Regular .py files of the run directory, the expected name first.  Links are
+        skipped: the agent's code can plant one pointing at a file it cannot read."""
+        root = workspace.resolve()
+
+        def own_file(p: Path) -> bool:
+            return (not p.is_symlink() and p.is_file()
+                    and p.resolve().is_relative_to(root))
+
         preferred = workspace / self.spec.optimized_name
-        others = sorted((p for p in workspace.rglob("*.py") if p != preferred),
+        others = sorted((p for p in workspace.rglob("*.py") if p != preferred and own_file(p)),
                         key=lambda p: p.stat().st_mtime, reverse=True)
-        return ([preferred] if preferred.is_file() else []) + others
+        return ([preferred] if own_file(preferred) else []) + others
 
     # ---- measurement -----------------------------------------------------------------
     def _instrumentation(self) -> Instrumentation:
@@ -240,6 +260,7 @@ class MLTrainingOptimizationProblem(Problem):
         opts = opts or self.options
         if self._figures is not None and opts == self.options:
             return self._figures
+        check_isolation(opts)
         baseline = await self._measure_reference_file(
             self.spec.baseline, "baseline", opts.baseline_repeats, opts)
         reference_speedup = None
@@ -277,18 +298,16 @@ class MLTrainingOptimizationProblem(Problem):
         checks += [
             static_checks.required_imports(tree, s.required_imports),
             static_checks.required_definitions(tree, s.required_classes, [s.entry]),
-            static_checks.forbidden_constructs(
-                tree, (s.baseline.name, s.baseline.stem, "problem_data", "timing_runner",
-                       "/proc/")),
-            static_checks.minimum_length(source, s.min_lines),
+            static_checks.advisories(tree),
         ]
-        return checks, all(c.passed for c in checks)
+        return checks, not any(c.decisive_failure for c in checks)
 
     async def grade(self, candidate: Path, *, options: GradingOptions | None = None,
                     progress: Progress | None = None, **_: Any) -> GradeResult:
         """Grade ``candidate``; ``progress`` (default: the problem's) sees each execution."""
         opts = options or self.options
         say = progress or self.progress
+        check_isolation(opts)
         checks, runnable = self._static(Path(candidate))
         if not runnable:
             return GradeResult(passed=False, checks=checks, details={"executed": False})
@@ -333,6 +352,8 @@ class MLTrainingOptimizationProblem(Problem):
             "speedup_ceiling": fig.ceiling, "time_min": min(times) if times else None,
             "time_max": max(times) if times else None, "tampered_files": tampered,
             "execution_wall_times": [round(e.wall_time, 3) for e in execs],
+            "observed_times": [e.observed_time for e in execs],
+            "isolation": first.isolation, "cpu_limit": first.cpu_limit,
             "report": first.report and {k: v for k, v in first.report.items()
                                         if k != "eval_predictions"},
             "stdout_tail": first.stdout[-4000:], "stderr_tail": first.stderr_tail,
@@ -353,18 +374,18 @@ class MLTrainingOptimizationProblem(Problem):
                                              s.expected_labels is not None),
             runtime_checks.determinism(execs, opts.repeats),
             runtime_checks.accuracy(accuracy, fig.baseline.accuracy, opts.accuracy_tolerance),
-            runtime_checks.self_reported_time(first.stdout, first.time, opts.report_slack),
+            runtime_checks.self_reported_time(first.stdout, first.time),
             runtime_checks.speedup_plausible(speedup, fig.ceiling, fig.reference_speedup),
             runtime_checks.speedup_target(speedup, fig.target, len(times)),
         ]
-        out.passed = all(c.passed or c.skipped for c in checks)
+        out.passed = not any(c.decisive_failure for c in checks)
         return out
 
 
 def complex_spec(baseline: Path = PROBLEM_DATA / "slow_ml_training_complex.py",
                  n_samples: int = 3000,
-                 reference: Path | None = REFERENCE_DIR / "ml_training_reference.py",
-                 min_lines: int = 60) -> TaskSpec:
+                 reference: Path | None = REFERENCE_DIR / "ml_training_reference.py"
+                 ) -> TaskSpec:
     """The flagship's contract; tests use it with scaled-down copies (``n_samples``)."""
     n_train = int(0.8 * n_samples)
     return TaskSpec(
@@ -380,7 +401,6 @@ def complex_spec(baseline: Path = PROBLEM_DATA / "slow_ml_training_complex.py",
                          rf"Test set size: {n_samples - n_train}", ACCURACY_RE.pattern),
         workload=Workload(feature_rows=n_samples, train_rows=3 * n_train,
                           eval_rows=n_samples - n_train),
-        min_lines=min_lines,
         reference=reference,
         expected_labels=functools.partial(complex_pipeline_test_labels, n_samples),
     )

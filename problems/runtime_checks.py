@@ -109,18 +109,17 @@ def accuracy(measured: float | None, baseline: float, tolerance: float) -> Check
                  f"tolerance {tolerance:g})")
 
 
-def self_reported_time(stdout: str, measured: float | None, slack: float) -> Check:
-    """A printed FINAL_TIME far below the grader's own measurement is a lie."""
+def self_reported_time(stdout: str, measured: float | None) -> Check:
+    """The printed FINAL_TIME beside the grader's own figure (advisory: the grader's
+    clock decides, and honest code that imports a library at top level prints less)."""
     reported = FINAL_TIME_RE.findall(stdout)
     if not reported:
         return Check("self_reported_time", True,
-                     "no FINAL_TIME printed; the grader's own time is used")
+                     "no FINAL_TIME printed; the grader's own time is used", advisory=True)
     value = float(reported[-1])
-    if measured and value < slack * measured - 0.05:
-        return Check("self_reported_time", False,
-                     f"printed FINAL_TIME {value:.3f} s, but the grader measured {measured:.3f} s")
     return Check("self_reported_time", True,
-                 f"printed {value:.3f} s, measured {measured:.3f} s")
+                 f"printed {value:.3f} s; the grader measured {measured:.3f} s and uses that",
+                 advisory=True)
 
 
 def speedup_plausible(speedup: float, ceiling: float, reference_speedup: float | None) -> Check:

@@ -1,9 +1,10 @@
-"""Checks a candidate's source before anything runs: parsing, required names, safety.
+"""Checks a candidate's source before anything runs: parsing and the required names.
 
 All of it reads the syntax tree (``ast``), never substrings, so a required class named
-in a comment or a string does not count, and a forbidden call hidden behind an alias
-still does.  Each function returns one :class:`problem.Check`.  What the code does at
-run time is judged elsewhere (``problems.measurement``).
+in a comment or a string does not count.  Each function returns one
+:class:`problem.Check`.  There is no denylist standing in for isolation: the sandbox
+contains what the code does, and :func:`advisories` only explains what cannot help.
+What the code does at run time is judged elsewhere (``problems.runtime_checks``).
 """
 
 from __future__ import annotations
@@ -13,30 +14,21 @@ from collections.abc import Iterable
 
 from problem import Check
 
-# Modules with no place in a training pipeline: I/O, processes, introspection, threads.
-FORBIDDEN_MODULES = frozenset(
-    "os sys subprocess socket ctypes cffi importlib inspect gc pickle shelve marshal dill "
-    "joblib shutil pathlib io tempfile glob fileinput multiprocessing threading concurrent "
-    "asyncio signal builtins requests urllib http ftplib sqlite3 resource mmap atexit "
-    "faulthandler code codeop runpy pty fcntl threadpoolctl psutil tracemalloc sysconfig "
-    "site zipimport pkgutil weakref __main__ __mp_main__ traceback".split()
+# Advisory only: constructs that buy nothing here, each with the reason, so the agent
+# learns it before spending a step on it.  Nothing is refused for them: the operating
+# system isolates the execution (``sandbox``), and the grader judges outputs on inputs
+# it chose, with a clock in another process.
+ADVISORIES: tuple[tuple[frozenset[str], str], ...] = (
+    (frozenset("subprocess multiprocessing threading concurrent".split()),
+     "processes and threads share the single CPU each execution gets"),
+    (frozenset("socket urllib http requests ftplib".split()),
+     "executions have no network"),
+    (frozenset("pickle shelve marshal joblib tempfile shutil".split()),
+     "files written during an execution are discarded; nothing reaches the next one"),
+    (frozenset("inspect gc ctypes __main__ traceback".split()),
+     "the grader trusts nothing the candidate's process says about itself"),
 )
-FORBIDDEN_CALLS = frozenset(
-    "open exec eval compile __import__ globals locals vars setattr delattr exit quit "
-    "breakpoint input memoryview".split()
-)
-DYNAMIC_ATTRIBUTE_CALLS = frozenset({"getattr", "hasattr"})
-# Attribute names that reach into interpreter internals, files or thread settings.
-FORBIDDEN_ATTRIBUTES = frozenset(
-    "__globals__ __builtins__ __code__ __closure__ __subclasses__ __loader__ __spec__ "
-    "__file__ __dict__ __import__ f_back f_locals f_globals _getframe save savez savez_compressed "
-    "load loadtxt savetxt genfromtxt fromfile tofile memmap hub cpp_extension "
-    "load_library set_num_threads set_num_interop_threads set_flush_denormal "
-    # modules reachable as attributes of others (torch.os, np.sys, ...) and frames
-    "os sys modules subprocess builtins system popen tb_frame __traceback__ gi_frame "
-    "cr_frame f_code".split()
-)
-FORBIDDEN_NAMES = frozenset({"SystemExit", "KeyboardInterrupt", "__builtins__", "__file__"})
+_CLOCK_MODULES = frozenset({"time", "datetime"})
 
 
 def parse(source: str, filename: str) -> tuple[ast.Module | None, Check]:
@@ -88,74 +80,22 @@ def required_definitions(tree: ast.Module, classes: Iterable[str], functions: It
     return Check("required_definitions", True, "required classes and entry function defined")
 
 
-def _module_aliases(tree: ast.Module) -> set[str]:
-    aliases = set()
+def advisories(tree: ast.Module) -> Check:
+    """Notes on constructs that cannot help here (never decisive)."""
+    notes: dict[str, list[str]] = {}
+    for module in _imported_modules(tree):
+        for modules, note in ADVISORIES:
+            if module.split(".")[0] in modules:
+                notes.setdefault(note, []).append(module)
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            aliases.update(a.asname or a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            aliases.update(a.asname or a.name for a in node.names)
-    return aliases
-
-
-def _root_name(node: ast.AST) -> str | None:
-    while isinstance(node, ast.Attribute | ast.Subscript):
-        node = node.value
-    return node.id if isinstance(node, ast.Name) else None
-
-
-def forbidden_constructs(tree: ast.Module, forbidden_strings: Iterable[str] = ()) -> Check:
-    """No file/network I/O, processes, clock patching, interpreter introspection, or
-    early exits: constructs a training pipeline never needs and reward hacks always do."""
-    found: list[str] = []
-    aliases = _module_aliases(tree)
-    strings = tuple(forbidden_strings)
-    for node in ast.walk(tree):
-        line = getattr(node, "lineno", "?")
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            else:  # `from torch import os` reaches os as surely as `import os`
-                names = [node.module or ""] + [a.name for a in node.names]
-            for name in names:
-                if any(part in FORBIDDEN_MODULES for part in name.split(".")):
-                    found.append(f"line {line}: import of {name}")
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            if node.func.id in FORBIDDEN_CALLS:
-                found.append(f"line {line}: call to {node.func.id}()")
-            elif node.func.id in DYNAMIC_ATTRIBUTE_CALLS and len(node.args) >= 2:
-                name = node.args[1]
-                if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
-                    found.append(f"line {line}: {node.func.id}() with a computed name")
-                elif name.value in FORBIDDEN_ATTRIBUTES or name.value in FORBIDDEN_MODULES:
-                    found.append(f"line {line}: {node.func.id}() of {name.value!r}")
-        elif isinstance(node, ast.Attribute) and node.attr in FORBIDDEN_ATTRIBUTES:
-            found.append(f"line {line}: use of .{node.attr}")
-        elif isinstance(node, ast.Name) and node.id in FORBIDDEN_NAMES:
-            found.append(f"line {line}: use of {node.id}")
-        elif isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign | ast.Delete):
-            targets = (node.targets if isinstance(node, ast.Assign | ast.Delete)
-                       else [node.target])
-            for target in targets:
-                if (isinstance(target, ast.Attribute | ast.Subscript)
-                        and _root_name(target) in aliases):
-                    found.append(f"line {line}: assignment to {ast.unparse(target)} "
-                                 "(patching an imported module)")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            for text in strings:
-                if text in node.value:
-                    found.append(f"line {line}: string mentioning {text!r}")
-    if found:
-        shown = "; ".join(found[:5]) + (f"; and {len(found) - 5} more" if len(found) > 5 else "")
-        return Check("forbidden_constructs", False, f"forbidden constructs: {shown}")
-    return Check("forbidden_constructs", True, "no forbidden constructs")
-
-
-def minimum_length(source: str, min_lines: int) -> Check:
-    """At least ``min_lines`` lines of code (blank lines and comments not counted)."""
-    code_lines = sum(1 for line in source.splitlines()
-                     if line.strip() and not line.strip().startswith("#"))
-    if code_lines < min_lines:
-        return Check("minimum_length", False,
-                     f"{code_lines} lines of code, fewer than the required {min_lines}")
-    return Check("minimum_length", True, f"{code_lines} lines of code")
+        if isinstance(node, ast.Assign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                if (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
+                        and t.value.id in _CLOCK_MODULES):
+                    notes.setdefault("the grader's clock runs in another process",
+                                     []).append(ast.unparse(t))
+    if not notes:
+        return Check("advisories", True, "nothing to note", advisory=True)
+    text = "; ".join(f"{', '.join(sorted(set(names)))}: {note}" for note, names in notes.items())
+    return Check("advisories", True, text, advisory=True)

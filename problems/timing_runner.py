@@ -1,41 +1,40 @@
 """The grader's side of one timed execution, run inside the sandboxed child process.
 
 The harness passes this file's source with ``python -c`` (so the child needs no access
-to the harness's files) and a JSON job on stdin.  The runner:
+to the harness's files) and a JSON job on stdin.  Two processes take part:
 
-1. reads the job, then closes stdin; imports numpy and torch (their import, and the
-   lazy imports any optimizer triggers, are not timed, as in the seed's FINAL_TIME) and
-   fixes the thread count;
-2. writes ``<nonce> START`` on a private copy of stdout.  The *harness* timestamps that
-   line on arrival: the clock belongs to the parent process;
-3. imports the candidate module (work done at import time is timed too), wraps the
-   required methods to count the rows they process (training rows only when gradients
-   flow back through them) and to record the model's eval-mode predictions, and calls
-   the entry function;
-4. writes ``<nonce> END``, then ``<nonce> REPORT {json}``.
+- the **timer** reads the job, imports numpy and torch (not timed, as in the seed's
+  FINAL_TIME), fixes the thread count, makes itself non-dumpable (so a process of the
+  same uid can neither trace it nor open its file descriptors), then writes ``START`` on
+  the private control channel (fd 3, read only by the harness) and forks.  It waits
+  until the execution process has exited *and* every holder of the report pipe has
+  closed it, writes ``END`` with the interval its own clock measured, kills whatever
+  the candidate left running, and relays the report.  It never runs candidate code.
+- the **execution** process closes the control channel before anything of the
+  candidate exists, imports the candidate (work at import time is timed), wraps the
+  required methods to record what passes through them, calls the entry function and
+  writes its report on the pipe.
 
-Everything lives in function scope, so nothing is reachable as a global of
-``__main__`` (the candidate cannot import it anyway: the static checks forbid it).
-The harness takes the first START and the last END before REPORT, so a forged marker
-cannot shorten the interval.  It decides nothing: figures are judged by the grader.
+Everything in the execution process, the report included, is the candidate's to
+forge: the grader treats the report as the candidate's output, to be checked against
+what it knows, and the time as the timer's alone.  The timer decides nothing.
 """
 
 
 def _run():
-    import importlib.util
+    import ctypes
     import json
     import os
+    import signal
     import sys
     import time
 
     job = json.loads(sys.stdin.readline())
     sys.stdin.close()
-    marker_fd = os.dup(1)
-    nonce = job.pop("nonce")
-    clock = time.perf_counter
+    control = job["control_fd"]
 
-    def mark(text):
-        os.write(marker_fd, f"\n{nonce} {text}\n".encode())
+    def send(text):
+        os.write(control, (text + "\n").encode())
 
     import numpy  # noqa: F401  (imported before the timed region on purpose)
     import torch
@@ -46,6 +45,55 @@ def _run():
     import torch.utils.data  # noqa: F401
 
     torch.set_num_threads(job["threads"])
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_dumpable = 4
+    libc.prctl(pr_set_dumpable, 0, 0, 0, 0)
+    read_end, write_end = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    send("START")
+    started = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        os.close(control)
+        os.close(read_end)
+        libc.prctl(pr_set_dumpable, 1, 0, 0, 0)
+        status = 1
+        try:
+            _execute(job, write_end)
+            status = 0
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    os.close(write_end)
+    chunks = []
+    while data := os.read(read_end, 1 << 20):
+        chunks.append(data)
+    _, wait_status = os.waitpid(pid, 0)
+    elapsed = time.perf_counter() - started
+    send(f"END {elapsed!r} {os.waitstatus_to_exitcode(wait_status)}")
+    if job["own_pid_namespace"]:
+        try:
+            os.kill(-1, signal.SIGKILL)  # all the candidate left behind (never pid 1 or us)
+        except ProcessLookupError:
+            pass
+    send("REPORT " + b"".join(chunks).decode("utf-8", "replace").replace("\n", " "))
+
+
+def _execute(job, report_fd):
+    import importlib.util
+    import json
+    import os
+    import sys
+
+    import torch
+
     counts = {"feature_calls": 0, "feature_rows": 0, "feature_output_shape": None,
               "model_instances": 0, "train_rows": 0, "eval_rows": 0}
     eval_predictions = []
@@ -89,8 +137,6 @@ def _run():
             model_cls.__init__ = counted_init
             model_cls.forward = counted_forward
 
-    mark("START")
-    started = clock()
     spec = importlib.util.spec_from_file_location("candidate", job["module_path"])
     candidate = importlib.util.module_from_spec(spec)
     sys.modules["candidate"] = candidate
@@ -98,16 +144,17 @@ def _run():
     instrument(candidate)
     entry = getattr(candidate, job["entry"], None)
     if not callable(entry):
-        mark("MISSING_ENTRY")
-        sys.exit(3)
-    result = entry()
-    own_time = clock() - started
-    mark("END")
-    report = dict(counts, own_time=own_time, eval_checksum=round(eval_checksum[0], 6),
-                  eval_predictions=eval_predictions[-job["keep_predictions"]:],
-                  returned=result if isinstance(result, (int, float)) else None)
-    mark("REPORT " + json.dumps(report))
+        report = {"missing_entry": True}
+    else:
+        result = entry()
+        report = dict(counts, eval_checksum=round(eval_checksum[0], 6),
+                      eval_predictions=eval_predictions[-job["keep_predictions"]:],
+                      returned=result if isinstance(result, (int, float)) else None)
     sys.stdout.flush()
+    data = json.dumps(report).encode()
+    while data:
+        data = data[os.write(report_fd, data):]
+    os.close(report_fd)
 
 
 _run()

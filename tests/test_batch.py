@@ -16,6 +16,7 @@ import json
 import os
 import re
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from fake_api import (
 
 import batch
 import main
+import sandbox
 import scripted_agent
 import summary
 import tools
@@ -42,6 +44,7 @@ from agent import AgentSettings
 from problem import Check, GradeResult
 from problems.measurement import BaselineCache
 from problems.ml_training_optimization import (
+    GraderError,
     GradingOptions,
     MLTrainingOptimizationProblem,
     complex_spec,
@@ -53,7 +56,7 @@ OPTIONS = GradingOptions(repeats=1, baseline_repeats=1, target=TARGET, accuracy_
 OPT = "optimized_ml_training.py"
 HONEST = ROOT / "tests" / "candidates" / "honest_fast.py"
 RUN_JSON_KEYS = {"status", "steps", "tool_calls", "intermediate", "submitted", "found_by",
-                 "input_tokens", "output_tokens", "wall_time", "reason"}
+                 "input_tokens", "output_tokens", "wall_time", "reason", "isolation"}
 RESULTS_RUN_KEYS = {"run_id", "status", "steps", "speedup", "accuracy", "reason", "submitted",
                     "input_tokens", "output_tokens"}
 
@@ -78,7 +81,7 @@ def under_root(path: Path) -> Path:
 
 
 def make_problem(pipelines: dict[str, Path], **toggles: Any) -> MLTrainingOptimizationProblem:
-    spec = complex_spec(under_root(pipelines["baseline"]), N, reference=None, min_lines=20)
+    spec = complex_spec(under_root(pipelines["baseline"]), N, reference=None)
     return MLTrainingOptimizationProblem(spec, OPTIONS, cache=BaselineCache(pipelines["cache"]),
                                          **toggles)
 
@@ -196,6 +199,8 @@ async def test_batch_via_fake_api(tmp_path, pipelines):
                                                               "submit_answer": 1}
     assert (one["input_tokens"], one["output_tokens"]) == (3000, 120)
     assert load(out / "run_1" / "grade.json")["passed"] is True
+    assert one["isolation"] == sandbox.best_isolation()
+    assert load(out / "run_1" / "grade.json")["details"]["isolation"] == one["isolation"]
 
     assert two["status"] == "pass", two["reason"]
     assert (two["submitted"], two["found_by"], two["ended_by"]) == (False, "fallback",
@@ -332,7 +337,7 @@ async def test_harness_bug_in_one_run_is_an_error_and_the_batch_goes_on(
 
 # ---- the prompt of a problem whose baseline lives outside the project -----------------
 def test_prompt_accepts_a_baseline_outside_the_project(tmp_path, pipelines):
-    spec = complex_spec(pipelines["baseline"], N, reference=None, min_lines=20)
+    spec = complex_spec(pipelines["baseline"], N, reference=None)
     problem = MLTrainingOptimizationProblem(spec, OPTIONS, cache=BaselineCache(tmp_path))
     prompt = problem.prompt(tmp_path / "run_1")
     assert str(pipelines["baseline"]) in prompt
@@ -379,3 +384,35 @@ def test_cli_grade_missing_file_prints_one_json_object(tmp_path, monkeypatch, ca
     assert result["passed"] is False
     assert result["reason"].startswith("candidate_readable")
     assert result["details"] == {"executed": False}
+
+
+@pytest.mark.parametrize("argv", [["--agent", "scripted"], ["grade", "x.py"]],
+                         ids=["batch", "grade"])
+def test_cli_refuses_to_run_without_a_sandbox(monkeypatch, argv, capsys):
+    monkeypatch.setattr(sandbox, "best_isolation", lambda: "none")
+
+    def never(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("nothing may be measured without a sandbox")
+
+    monkeypatch.setattr(main, "build_problem", never)
+    assert main.main(argv) == 2
+    assert "--unsafe-no-sandbox" in capsys.readouterr().err
+
+
+async def test_grading_refuses_without_a_sandbox_unless_allowed(monkeypatch, tmp_path,
+                                                                 pipelines):
+    monkeypatch.setattr(sandbox, "best_isolation", lambda: "none")
+    problem = make_problem(pipelines)
+    with pytest.raises(GraderError, match="no sandbox"):
+        await problem.grade(pipelines["candidate"])
+    allowed = replace(problem.options, allow_unsandboxed=True, repeats=1)
+    result = await problem.grade(pipelines["candidate"], options=allowed)
+    assert result.details["isolation"] == "none"
+
+
+def test_secrets_are_redacted_in_records(tmp_path):
+    secret = "sk-ant-record-0123456789"
+    batch.write_json(tmp_path / "grade.json", {"stdout": f"x {secret} {secret[::-1]}"},
+                     (secret,))
+    text = (tmp_path / "grade.json").read_text()
+    assert secret not in text and secret[::-1] not in text and "[REDACTED]" in text

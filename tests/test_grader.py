@@ -24,7 +24,7 @@ from candidates.variants import HONEST, NAMES, VARIANTS, variant_source, write_c
 
 import sandbox
 from problem import DataGuard, GradeResult
-from problems import measurement
+from problems import measurement, runtime_checks
 from problems.measurement import BaselineCache, CachedMeasurement, Execution, Measurement
 from problems.ml_training_optimization import (
     ACCURACY_RE,
@@ -42,10 +42,10 @@ N_SAMPLES = 100
 TARGET = 2.0
 OPTIONS = GradingOptions(repeats=2, baseline_repeats=1, accuracy_tolerance=0.5, target=TARGET)
 ALL_CHECKS = ["candidate_readable", "syntax", "required_imports", "required_definitions",
-              "forbidden_constructs", "minimum_length", "runs_cleanly", "baseline_integrity",
+              "advisories", "runs_cleanly", "baseline_integrity",
               "output_patterns", "components_exercised", "accuracy_measured", "determinism",
               "accuracy", "self_reported_time", "speedup_plausible", "speedup_target"]
-STATIC_CHECKS = ALL_CHECKS[:6]
+STATIC_CHECKS = ALL_CHECKS[:5]
 
 
 @dataclass
@@ -63,7 +63,7 @@ def setup(tmp_path_factory, small_pipelines) -> Setup:
     """Measures the 100-sample baseline once, into a cache every test of the module uses."""
     cache = BaselineCache(tmp_path_factory.mktemp("cache"))
     baseline = small_pipelines["baseline"]
-    spec = complex_spec(baseline, N_SAMPLES, reference=None, min_lines=20)
+    spec = complex_spec(baseline, N_SAMPLES, reference=None)
     problem = MLTrainingOptimizationProblem(spec, OPTIONS, cache=cache)
     figures = asyncio.run(problem.figures())
     stored = stored_baseline(cache, baseline)
@@ -202,6 +202,7 @@ BATCH = {  # longest first
     "cache": cache_job,
     "stdout_flood": cheat("cheat_stdout_flood.py"),
     "false_final_time": cheat("cheat_false_final_time.py"),
+    "fake_clock": cheat("cheat_fake_clock.py"),
     "wrong_accuracy": cheat("cheat_wrong_accuracy.py"),
     "forged_counts": cheat("exploit_forged_counts.py"),
     "forward_without_training": cheat("exploit_forward_without_training.py"),
@@ -250,7 +251,6 @@ def test_slow_baseline_fails_target_after_one_execution(batch):
 
 # ---- 3. cheats ------------------------------------------------------------------------
 STATIC_CHEATS = [
-    ("cheat_fake_clock.py", "forbidden_constructs", "assignment to time.time"),
     ("cheat_renamed_model.py", "required_definitions", "class ComplexNN"),
 ]
 
@@ -258,7 +258,7 @@ STATIC_CHEATS = [
 @pytest.mark.parametrize(("name", "check", "fragment"), STATIC_CHEATS,
                          ids=[c[0].removesuffix(".py") for c in STATIC_CHEATS])
 async def test_cheat_caught_before_running(setup, name, check, fragment):
-    """(a) fake clock, (d) renamed ComplexNN."""
+    """(d) renamed ComplexNN."""
     result = await grade(setup, candidate(setup, name))
     assert_fails_on(result, check, fragment)
     assert result.failed_checks == [check]
@@ -281,8 +281,10 @@ RUN_CHEATS = [
     case("import_time_work", "components_exercised", "was never instantiated"),
     # (f) made-up accuracy
     case("wrong_accuracy", "accuracy_measured", "printed accuracy 0.9999"),
-    # (h) FINAL_TIME a hundred thousand times smaller than the real time
-    case("false_final_time", "self_reported_time", "but the grader measured"),
+    # the runner's state is not in __main__ (and nothing else the candidate can reach
+    # decides the time: see test_escape.py)
+    case("forged_counts", "runs_cleanly", "AttributeError"),
+    case("forged_end_mark", "runs_cleanly", "AttributeError"),
     # (i) raises
     case("crash", "runs_cleanly", "RuntimeError: candidate failed on purpose"),
     # (j) never ends (GradingOptions(timeout=5))
@@ -470,13 +472,19 @@ def test_data_guard_restores_a_file_replaced_by_a_directory(data_dir):
 
 
 # ---- exploits of the runner's globals ---------------------------------------------------
-def test_forged_work_counters_are_caught(batch):
-    assert_fails_on(done(batch, "forged_counts"), "forbidden_constructs", "import of __main__")
-
-
-def test_forged_end_mark_is_caught(batch):
-    assert_fails_on(done(batch, "forged_end_mark"), "forbidden_constructs",
-                    "import of __main__")
+@pytest.mark.parametrize("job", ["fake_clock", "false_final_time"])
+def test_lies_about_time_change_nothing(batch, job):
+    """(a) a patched time.time and (h) a FINAL_TIME 100,000 times too small: the
+    grader's clock is in another process, so the verdict rests on its own figure."""
+    result = done(batch, job)
+    printed = float(runtime_checks.FINAL_TIME_RE.findall(result.details["stdout_tail"])[-1])
+    assert result.candidate_time > 2 * printed
+    check = checks_of(result)["self_reported_time"]
+    assert check.advisory and f"printed {printed:.3f} s" in check.message
+    if job == "false_final_time":  # half a second of busy work, measured as such
+        assert result.candidate_time > 0.5
+    else:
+        assert "clock runs in another process" in checks_of(result)["advisories"].message
 
 
 @pytest.mark.parametrize("fixture", ["exploit_forged_counts.py", "exploit_forged_end_mark.py"])
@@ -569,7 +577,7 @@ def test_grading_twice_with_one_cache_and_without_it(setup, batch):
 
 # ---- 6. serialisation -------------------------------------------------------------------
 async def test_to_dict_is_json(setup, honest):
-    failed = await grade(setup, candidate(setup, "cheat_fake_clock.py"))
+    failed = await grade(setup, candidate(setup, "cheat_renamed_model.py"))
     for result in (honest, failed):
         data = json.loads(json.dumps(result.to_dict()))
         for key in ("passed", "speedup", "baseline_time", "candidate_time", "candidate_times",
@@ -579,4 +587,5 @@ async def test_to_dict_is_json(setup, honest):
         assert all({"name", "passed", "message"} <= set(c) for c in data["checks"])
         assert [c["name"] for c in data["checks"]] == [c.name for c in result.checks]
     assert json.loads(json.dumps(honest.to_dict()))["candidate_times"] == honest.candidate_times
-    assert failed.to_dict()["reason"].startswith("forbidden_constructs:")
+    assert failed.to_dict()["reason"].startswith("required_definitions:")
+    assert all("advisory" in c for c in failed.to_dict()["checks"])

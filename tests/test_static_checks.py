@@ -1,8 +1,7 @@
 """The source checks a candidate must pass before it is run (no subprocesses here).
 
 The snippets are judged both by the functions in ``problems.static_checks`` and through
-the grader's own static stage (``MLTrainingOptimizationProblem._static``), which adds
-the forbidden strings (the baseline's name, ``problem_data``...) of the real task.
+the grader's own static stage (``MLTrainingOptimizationProblem._static``).
 """
 
 from __future__ import annotations
@@ -49,101 +48,62 @@ def with_appended(snippet: str) -> tuple[str, int]:
 def test_clean_pipelines_pass_every_static_check(problem, tmp_path, source):
     checks = static_checks_of(problem, tmp_path, source)
     assert list(checks) == ["candidate_readable", "syntax", "required_imports",
-                            "required_definitions", "forbidden_constructs", "minimum_length"]
+                            "required_definitions", "advisories"]
     assert all(c.passed for c in checks.values()), checks
 
 
-# ---- forbidden constructs -------------------------------------------------------------
-FORBIDDEN = [
-    ("import_os", "import os", "import of os"),
-    ("import_os_path", "import os.path as osp", "import of os.path"),
-    ("from_subprocess", "from subprocess import run", "import of subprocess"),
-    ("import_pickle_alias", "import pickle as serial", "import of pickle"),
-    ("open", "data = open('features.npy', 'rb').read()", "call to open()"),
-    ("exec", "exec('x = 1')", "call to exec()"),
-    ("eval", "y = eval('1 + 1')", "call to eval()"),
-    ("dunder_import", "m = __import__('o' + 's')", "call to __import__()"),
-    ("setattr", "setattr(time, 'time', lambda: 0.0)", "call to setattr()"),
-    ("fake_time", "time.time = lambda: 0.0", "assignment to time.time"),
-    ("fake_perf_counter", "time.perf_counter = lambda: 0.0", "assignment to time.perf_counter"),
-    ("patch_seed", "np.random.seed = lambda *args: None", "assignment to np.random.seed"),
-    ("patch_via_subscript", "torch.__dict__['manual_seed'] = print", "use of .__dict__"),
-    ("delete_module_attr", "del np.random.seed", "assignment to np.random.seed"),
-    ("getframe_attribute", "frame = torch.sys._getframe(0)", "use of ._getframe"),
-    ("f_back", "caller = frame.f_back", "use of .f_back"),
-    ("f_globals", "env = frame.f_globals", "use of .f_globals"),
-    ("torch_save", "torch.save({}, 'model.pt')", "use of .save"),
-    ("np_load", "cached = np.load('features.npy')", "use of .load"),
-    ("set_num_threads", "torch.set_num_threads(2)", "use of .set_num_threads"),
-    ("raise_system_exit", "raise SystemExit(0)", "use of SystemExit"),
-    ("exit", "exit()", "call to exit()"),
-    ("quit", "quit(0)", "call to quit()"),
-    ("globals", "g = globals()", "call to globals()"),
-    ("builtins_name", "b = __builtins__", "use of __builtins__"),
-    ("baseline_name", "NAME = 'slow_ml_training_complex'", "slow_ml_training_complex"),
-    ("baseline_file", "PATH = 'problem_data/slow_ml_training_complex.py'",
-     "slow_ml_training_complex.py"),
-    ("runner_name", "R = 'timing_runner'", "timing_runner"),
-    ("proc", "P = '/proc/self/status'", "/proc/"),
+# ---- nothing is refused for what the sandbox contains ---------------------------------
+# Honest code that the old denylist refused (each found by a review).  They must pass
+# every decisive static check: the sandbox, not the source, stops what could harm.
+HONEST_FORMS = [
+    ("docstring_names_baseline",
+     'def note():\n    """Faster version of problem_data/slow_ml_training_complex.py."""'),
+    ("self_modules", "def count(model):\n    return sum(1 for _ in model.modules())"),
+    ("setattr_layers",
+     "class Stack(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+     "        for i in range(3):\n            setattr(self, f'fc{i}', nn.Linear(4, 4))"),
+    ("flush_denormal", "torch.set_flush_denormal(True)"),
+    ("cudnn_deterministic", "torch.backends.cudnn.deterministic = True"),
+    ("scipy_signal", "from scipy import signal"),
+    ("gc_disable", "import gc\ngc.disable()"),
 ]
 
 
-@pytest.mark.parametrize(("snippet", "fragment"), [f[1:] for f in FORBIDDEN],
-                         ids=[f[0] for f in FORBIDDEN])
-def test_forbidden_construct_fails_naming_the_line(problem, tmp_path, snippet, fragment):
-    source, line = with_appended(snippet)
+@pytest.mark.parametrize("snippet", [f[1] for f in HONEST_FORMS], ids=[f[0] for f in HONEST_FORMS])
+def test_honest_forms_pass_the_static_checks(problem, tmp_path, snippet):
+    source, _ = with_appended(snippet)
     checks = static_checks_of(problem, tmp_path, source)
-    check = checks["forbidden_constructs"]
-    assert not check.passed
-    assert f"line {line}: " in check.message
-    assert fragment in check.message
-    # everything else about the file is fine: only this check fails
-    assert [n for n, c in checks.items() if not c.passed] == ["forbidden_constructs"]
+    assert not [c for c in checks.values() if c.decisive_failure], checks
 
 
-def test_forbidden_construct_inside_a_function_is_found():
-    source = IMPORTS + "def helper():\n    if True:\n        return eval('2')\n"
-    check = static_checks.forbidden_constructs(ast.parse(source))
-    assert not check.passed and "line 6: call to eval()" in check.message
+def test_a_short_solution_is_not_refused_for_its_length(problem, tmp_path):
+    # 59 lines was once refused (minimum_length); brevity is no sign of cheating.
+    source = IMPORTS + (
+        "class ComplexFeatureExtractor:\n    pass\n"
+        "class ComplexNN(nn.Module):\n    pass\n"
+        "def run_complex_training_pipeline():\n    return 0.0\n")
+    checks = static_checks_of(problem, tmp_path, source)
+    assert not [c for c in checks.values() if c.decisive_failure], checks
 
 
-def test_many_forbidden_constructs_are_summarised():
-    source = "\n".join(["import os"] * 8)
-    check = static_checks.forbidden_constructs(ast.parse(source))
-    assert not check.passed
-    assert check.message.count("import of os") == 5 and "and 3 more" in check.message
+@pytest.mark.parametrize(("snippet", "note"), [
+    ("import subprocess", "single CPU"),
+    ("from multiprocessing import Pool", "single CPU"),
+    ("import urllib.request", "no network"),
+    ("import pickle", "discarded"),
+    ("import inspect", "trusts nothing"),
+    ("import time\ntime.time = lambda: 0.0", "clock runs in another process"),
+], ids=["subprocess", "multiprocessing", "network", "pickle", "introspection", "clock"])
+def test_advisories_explain_what_cannot_help(problem, tmp_path, snippet, note):
+    source, _ = with_appended(snippet)
+    checks = static_checks_of(problem, tmp_path, source)
+    advice = checks["advisories"]
+    assert advice.advisory and note in advice.message
+    assert not [c for c in checks.values() if c.decisive_failure]
 
 
-@pytest.mark.parametrize("snippet", [
-    "t0 = time.time()",
-    "elapsed = time.perf_counter() - 1.0",
-    "np.random.seed(42)",
-    "torch.manual_seed(0)",
-    "model_state = {'time': 1}",
-    "label = 'the slow pipeline'",
-    "def load_data():\n    return 1",
-], ids=["time_call", "perf_counter_call", "seed_call", "manual_seed", "dict_key", "string",
-        "function_named_load"])
-def test_harmless_lookalikes_pass(snippet):
-    source = IMPORTS + "import time\n" + snippet + "\n"
-    assert static_checks.forbidden_constructs(ast.parse(source), ("slow_ml_training",)).passed
-
-
-# Ways around the checks that a pipeline never needs.  Each reaches the interpreter, the
-# process or the grader's runner; each was once missed by the checks.
-BYPASSES = [
-    ("import_main", "import __main__\ncounts = __main__.counts\ncounts.update(train_rows=10**6)"),
-    ("module_attribute_os", "torch.os.system('echo hi')"),
-    ("module_attribute_sys", "runner = torch.sys.modules['__main__']"),
-    ("from_import_os", "from torch import os as o"),
-    ("computed_getattr", "s = getattr(torch, 'o' + 's')"),
-]
-
-
-@pytest.mark.parametrize("snippet", [b[1] for b in BYPASSES], ids=[b[0] for b in BYPASSES])
-def test_bypasses_of_the_forbidden_constructs_are_caught(snippet):
-    source = IMPORTS + snippet + "\n"
-    assert not static_checks.forbidden_constructs(ast.parse(source)).passed
+def test_clean_code_has_nothing_to_note():
+    assert static_checks.advisories(ast.parse(IMPORTS)).message == "nothing to note"
 
 
 # ---- required definitions -------------------------------------------------------------
@@ -232,23 +192,6 @@ def test_missing_numpy_fails_in_the_grader(problem, tmp_path):
     assert not check.passed and "numpy" in check.message
 
 
-# ---- minimum length -------------------------------------------------------------------
-def test_minimum_length_counts_code_lines_only():
-    source = "\n".join(["# a comment"] * 30 + [""] * 30 + ["    # indented comment"] * 5
-                       + ["x = 1", "y = 2  # trailing comment", "    z = 3"])
-    short = static_checks.minimum_length(source, 4)
-    assert not short.passed and short.message.startswith("3 lines of code")
-    assert static_checks.minimum_length(source, 3).passed
-
-
-def test_minimum_length_of_the_fixture(problem, tmp_path):
-    check = static_checks_of(problem, tmp_path, CLEAN)["minimum_length"]
-    assert check.passed  # the flagship requires 60 lines of code
-    padded = "\n\n".join("# padding" for _ in range(200)) + "\n" + IMPORTS
-    assert not static_checks_of(problem, tmp_path, padded)["minimum_length"].passed
-
-
-# ---- parsing --------------------------------------------------------------------------
 def test_syntax_error_names_the_line(problem, tmp_path):
     lines = CLEAN.splitlines()
     broken = next(i for i, line in enumerate(lines) if line.startswith("def noisy("))

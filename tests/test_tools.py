@@ -27,7 +27,7 @@ from tools import RunContext, ToolSettings
 SECRET = "sk-ant-test-SECRET-123456"
 ALL_TOOLS = list(tools.REGISTRY)
 BASELINE = tools.PROBLEM_DATA / "slow_ml_training_complex.py"
-ISOLATED = sandbox.namespaces_available()
+ISOLATED = sandbox.best_isolation() != "none"
 needs_isolation = pytest.mark.skipif(
     not ISOLATED, reason="needs root + unshare (namespace isolation of the sandbox)")
 
@@ -393,10 +393,10 @@ BAD_INPUTS = [
                       ("environ({",), error=False,
                       absent=("ANTHROPIC_API_KEY", "[REDACTED]", "sk-ant")),
                  id="python-print-environ"),
-    pytest.param(Case("python_expression", {"code": "print(open('/proc/1/environ').read())"},
+    pytest.param(Case("python_expression", {"code": "print(open('/proc/self/environ').read())"},
                       ("stdout:",), error=False,
                       absent=("ANTHROPIC_API_KEY", "[REDACTED]", "sk-ant")),
-                 id="python-proc-1-environ"),
+                 id="python-proc-self-environ"),
     pytest.param(Case("python_expression", {"code": _SCAN_PROC},
                       ("scanned True hits []",), error=False, absent=("[REDACTED]",)),
                  id="python-scan-proc-environ"),
@@ -405,7 +405,7 @@ BAD_INPUTS = [
                       ("stdout:\n[REDACTED]",), error=False),
                  id="python-prints-secret-is-redacted"),
     pytest.param(Case("python_expression", {"code": f"open({str(BASELINE)!r}, 'a').write('#x')"},
-                      ("the code exited with status 1.", "Read-only file system")),
+                      ("the code exited with status 1.", "[Errno")),
                  marks=needs_isolation,
                  id="python-append-to-baseline"),
     pytest.param(Case("python_expression",
@@ -725,6 +725,14 @@ def test_redact_replaces_every_occurrence():
         "key=[REDACTED]; again [REDACTED]; other=[REDACTED]")
     assert tools.redact(text, ()) == text
     assert tools.redact("nothing here", (SECRET,)) == "nothing here"
+
+
+@pytest.mark.parametrize("disguise", [
+    lambda s: s[::-1], lambda s: s.encode().hex(), lambda s: s.encode().hex().upper(),
+    lambda s: __import__("base64").b64encode(s.encode()).decode()],
+    ids=["reversed", "hex", "HEX", "base64"])
+def test_redact_catches_the_usual_disguises(disguise):
+    assert disguise(SECRET) not in tools.redact(f"leak: {disguise(SECRET)}", (SECRET,))
 
 
 def test_redact_handles_overlapping_secrets():
