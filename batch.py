@@ -154,6 +154,7 @@ async def run_batch(problem: MLTrainingOptimizationProblem, client: Any, s: Batc
     baseline = {"time_median_s": round(figures.baseline.median, 3),
                 "times_s": [round(t, 3) for t in figures.baseline.times],
                 "accuracy": figures.baseline.accuracy,
+                "oracle_agreement": figures.baseline.oracle_agreement,
                 "reference_speedup": figures.reference_speedup,
                 "target": figures.target, "speedup_ceiling": figures.ceiling}
     api_slots = asyncio.Semaphore(s.max_api_calls)

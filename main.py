@@ -39,6 +39,7 @@ class Config:
     max_tokens: int = 8192
     target: float = 33.0  # speedup needed to pass
     relative_target: float | None = None  # or: this fraction of the reference's speedup
+    semantics: str = "seed"  # "seed": quality must hold; "strict": same functions as the original
     repeats: int = 3  # timed executions per candidate (median reported)
     baseline_repeats: int = 3
     threads: int = 1  # same for baseline and candidate
@@ -88,6 +89,9 @@ def _grading_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", type=_positive(float), help="speedup needed to pass")
     p.add_argument("--relative-target", type=_fraction, dest="relative_target",
                    help="pass at this fraction of the reference solution's speedup")
+    p.add_argument("--semantics", choices=["seed", "strict"],
+                   help="seed: model quality must hold; strict: each component computes the "
+                        "original's function")
     p.add_argument("--repeats", type=_positive(int), help="timed executions per candidate")
     p.add_argument("--baseline-repeats", dest="baseline_repeats", type=_positive(int),
                    help="timed executions of the baseline (when not cached)")
@@ -134,6 +138,7 @@ def build_problem(cfg: Config, progress: Any) -> Any:
     from problems.ml_training_optimization import ComplexMLTrainingWithProfiler, GradingOptions
 
     options = GradingOptions(target=cfg.target, relative_target=cfg.relative_target,
+                             semantics=cfg.semantics,
                              repeats=cfg.repeats, baseline_repeats=cfg.baseline_repeats,
                              threads=cfg.threads, use_cache=cfg.use_cache,
                              allow_unsandboxed=cfg.unsafe_no_sandbox)
@@ -209,8 +214,8 @@ def format_report(result: Any) -> str:
         return "–" if value is None else format(value, spec)
 
     lines = ["=" * 50, "PERFORMANCE METRICS", "=" * 50,
-             f"  Baseline:  time {fmt(result.baseline_time, '.2f')} s, "
-             f"accuracy {fmt(result.baseline_accuracy, '.4f')}",
+             f"  Baseline:  time {fmt(result.baseline_time, '.2f')} s, accuracy on the "
+             f"same fresh data {fmt(result.baseline_accuracy, '.4f')}",
              f"  Candidate: time {fmt(result.candidate_time, '.3f')} s (median of "
              f"{len(result.candidate_times)}: "
              f"{', '.join(f'{t:.3f}' for t in result.candidate_times) or '–'}), "

@@ -41,8 +41,8 @@ class GradeResult:
     baseline_time: float | None = None
     candidate_time: float | None = None
     candidate_times: list[float] = field(default_factory=list)
-    accuracy: float | None = None
-    baseline_accuracy: float | None = None
+    accuracy: float | None = None  # on hidden labels of fresh data (mean over executions)
+    baseline_accuracy: float | None = None  # the original's on the same data (the oracle)
     target: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -72,7 +72,8 @@ class GradeResult:
             lines.append(f"candidate time (median): {self.candidate_time:.3f} s; "
                          f"baseline: {self.baseline_time:.2f} s")
         if self.accuracy is not None:
-            lines.append(f"accuracy: {self.accuracy:.4f} (baseline {self.baseline_accuracy:.4f})")
+            lines.append(f"accuracy on fresh data: {self.accuracy:.4f} (the original on the same "
+                         f"data: {self.baseline_accuracy:.4f})")
         for check in self.checks:
             if check.decisive_failure:
                 lines.append(f"FAILED {check.name}: {check.message}")

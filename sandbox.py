@@ -66,7 +66,7 @@ MEMORY_SIGNS = ("MemoryError", "std::bad_alloc", "can't allocate memory",
                  "Cannot allocate memory")
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _CHILD_HOME = "/tmp/home"
-_LINE_CAP = 65536  # longest control line handed to on_control
+_LINE_CAP = 1 << 23  # longest control line handed to on_control (8 MiB)
 
 
 _harness_paths: set[Path] = set()
@@ -170,6 +170,8 @@ def child_environment(threads: int, home: str, tmpdir: str) -> dict[str, str]:
     env.update(
         HOME=home,
         TMPDIR=tmpdir,
+        USER="sandbox",  # the sandbox uid has no passwd entry; getpass reads these first
+        LOGNAME="sandbox",
         PYTHONHASHSEED="0",
         PYTHONDONTWRITEBYTECODE="1",
         PYTHONUNBUFFERED="1",

@@ -23,7 +23,7 @@ import statistics
 import sys
 import tempfile
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,10 @@ import sandbox
 log = logging.getLogger(__name__)
 
 RUNNER_SOURCE = (Path(__file__).parent / "timing_runner.py").read_text()
+# What a cached measurement depends on besides the file: how executions are run and timed
+# and how their data is made.  A change to either invalidates the cache.
+PROTOCOL = hashlib.sha256((RUNNER_SOURCE + (Path(__file__).parent / "fresh_inputs.py")
+                           .read_text()).encode()).hexdigest()[:16]
 _timing_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -53,6 +57,7 @@ class Instrumentation:
     feature_method: str
     model_class: str
     keep_predictions: int
+    data_function: str = "generate_synthetic_data"
 
 
 @dataclass
@@ -66,6 +71,8 @@ class Execution:
     stderr_tail: str
     wall_time: float
     report: dict[str, Any] | None = None
+    probes: dict[str, Any] | None = None  # strict mode's component outputs (untimed)
+    seed: int | None = None  # the fresh data set it ran on
     observed_time: float | None = None  # START to END as they arrived here
     isolation: str = "none"
     cpu_limit: str = "none"
@@ -85,56 +92,54 @@ class Measurement:
 
 
 async def execute(path: Path, inst: Instrumentation, *, threads: int, limits: sandbox.Limits,
-                  read_only: tuple[Path, ...] = ()) -> Execution:
+                  read_only: tuple[Path, ...] = (), data: dict[str, Any] | None = None,
+                  probes: dict[str, Any] | None = None, timed: bool = True) -> Execution:
     """Run ``path`` once, timed by the harness.  Never raises for what the file does.
 
+    ``data`` (a ``fresh_inputs.DataSet.job()``) is injected through the pipeline's data
+    function; ``probes`` (strict mode) are run on the components after the timed part.
     The time is the timer process's (``problems/timing_runner.py``): from just before it
-    forks the execution to the moment that process has exited and closed its report.
-    The harness also timestamps both marks as they arrive on the private control
-    channel and keeps that interval beside it."""
+    forks the execution to the moment every holder of the execution's report pipe has
+    closed it.  The harness also timestamps both marks as they arrive on the private
+    control channel and keeps that interval beside it."""
     marks: dict[str, tuple[float, str]] = {}
 
     def on_control(arrived: float, line: str) -> None:
         kind, _, payload = line.partition(" ")
-        if kind in ("START", "END", "REPORT") and kind not in marks:
+        if kind in ("START", "END", "EXIT", "REPORT", "PROBES") and kind not in marks:
             marks[kind] = (arrived, payload)
 
     isolation = sandbox.best_isolation()
     job = dict(module_path="candidate.py", entry=inst.entry, threads=threads,
                control_fd=sandbox.CONTROL_FD, own_pid_namespace=isolation != "none",
                feature_class=inst.feature_class, feature_method=inst.feature_method,
-               model_class=inst.model_class, keep_predictions=inst.keep_predictions)
+               model_class=inst.model_class, keep_predictions=inst.keep_predictions,
+               data_function=inst.data_function, data=data, probes=probes,
+               probe_timeout=min(60.0, limits.timeout))
     workdir = Path(tempfile.mkdtemp(prefix="hp-exec-"))
     try:
         shutil.copyfile(path, workdir / "candidate.py")
         result = await sandbox.run_python(
             ["-c", RUNNER_SOURCE], visibility=sandbox.Visibility(workdir, read_only=read_only),
             limits=limits, threads=threads, stdin_data=(json.dumps(job) + "\n").encode(),
-            on_control=on_control, isolation=isolation, timed=True)
+            on_control=on_control, isolation=isolation, timed=timed)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    elapsed = observed = None
-    exit_code = None
-    report: dict[str, Any] = {}
+    elapsed = observed = exit_code = None
     if "START" in marks and "END" in marks:
         observed = marks["END"][0] - marks["START"][0]
         try:
-            own, code = marks["END"][1].split()
-            elapsed, exit_code = float(own), int(code)
+            elapsed = float(marks["END"][1])
+            exit_code = int(marks["EXIT"][1]) if "EXIT" in marks else None
         except ValueError:
-            log.warning("unreadable END mark from the timer for %s", path)
-    if "REPORT" in marks:
-        try:
-            parsed = json.loads(marks["REPORT"][1] or "null")
-            report = parsed if isinstance(parsed, dict) else {}
-        except json.JSONDecodeError:
-            report = {}
+            log.warning("unreadable mark from the timer for %s", path)
+    report, probe_out = (_payload(marks, kind) for kind in ("REPORT", "PROBES"))
     error = ""
     if report.get("missing_entry"):
         error = f"the entry function {inst.entry}() is not defined"
     elif result.timed_out:
         error = f"the program {result.failure()}"
-    elif elapsed is None:
+    elif elapsed is None or exit_code is None:
         error = f"the timer did not finish (the program {result.failure() or 'was stopped'})"
     elif exit_code != 0:
         error = (f"the program exited with status {exit_code}" if exit_code > 0
@@ -146,22 +151,38 @@ async def execute(path: Path, inst: Instrumentation, *, threads: int, limits: sa
     return Execution(ok=not error, error=error, time=elapsed if not error else None,
                      stdout=result.stdout, stderr_tail=result.stderr[-3000:],
                      wall_time=result.wall_time, report=report or None,
+                     probes=probe_out or None, seed=(data or {}).get("seed"),
                      observed_time=observed, isolation=result.isolation,
                      cpu_limit=result.cpu_limit)
+
+
+def _payload(marks: dict[str, tuple[float, str]], kind: str) -> dict[str, Any]:
+    """A JSON object the execution sent (its own output: untrusted, only parsed)."""
+    if kind not in marks:
+        return {}
+    try:
+        parsed = json.loads(marks[kind][1] or "null")
+    except json.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 async def measure(path: Path, inst: Instrumentation, *, repeats: int, threads: int,
                   limits: sandbox.Limits, read_only: tuple[Path, ...] = (),
                   keep_going: Callable[[Execution], bool] = lambda e: e.ok,
                   on_progress: Callable[[int, int, Execution], None] | None = None,
-                  after_each: Callable[[], Any] | None = None) -> Measurement:
-    """Execute ``path`` up to ``repeats`` times, serialised with every other timing.
-    Stops early when ``keep_going`` says so (a crash, or far below target)."""
+                  after_each: Callable[[], Any] | None = None,
+                  data: Sequence[dict[str, Any] | None] = (),
+                  probes: dict[str, Any] | None = None) -> Measurement:
+    """Execute ``path`` up to ``repeats`` times, serialised with every other timing;
+    execution i runs on ``data[i]`` when given.  Stops early when ``keep_going`` says so
+    (a crash, or far below target)."""
     executions: list[Execution] = []
     for i in range(repeats):
         async with timing_lock():
             execution = await execute(path, inst, threads=threads, limits=limits,
-                                      read_only=read_only)
+                                      read_only=read_only,
+                                      data=data[i] if i < len(data) else None, probes=probes)
         executions.append(execution)
         if after_each is not None:
             after_each()
@@ -196,6 +217,7 @@ class CachedMeasurement:
     times: list[float]
     accuracy: float
     key: dict[str, Any] = field(default_factory=dict)
+    oracle_agreement: list[float] = field(default_factory=list)  # per execution (baseline)
 
     @property
     def median(self) -> float:
@@ -214,6 +236,7 @@ class BaselineCache:
         return {
             "label": label,
             "sha256": file_digest(path),
+            "protocol": PROTOCOL,
             "python": sys.version.split()[0],
             "torch": _version("torch"),
             "numpy": _version("numpy"),

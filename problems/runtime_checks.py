@@ -65,48 +65,124 @@ def components_exercised(report: dict[str, Any] | None, *, feature_rows: int, tr
                  f"{r['eval_rows']} eval rows")
 
 
-def accuracy_measured(stdout: str, measured: float | None, have_labels: bool) -> Check:
+def accuracy_measured(stdout: str, visible: float | None) -> Check:
+    """The printed accuracy is what the model's predictions score against the labels the
+    pipeline was handed (a cross-check of the output contract; quality is judged by
+    :func:`accuracy` on labels the pipeline never saw)."""
     name = "accuracy_measured"
-    if not have_labels:
-        return Check(name, True, "no labels to measure against", skipped=True)
-    if measured is None:
-        return Check(name, False, "the model's eval-mode predictions could not be matched to "
-                                  "the test labels")
+    if visible is None:
+        return Check(name, False, "the model's eval-mode predictions do not cover the test "
+                                  "rows (same split and test order?)")
     printed = ACCURACY_RE.findall(stdout)
     if not printed:
         return Check(name, False, "no 'Test accuracy:' line printed")
-    if abs(float(printed[-1]) - measured) > 1e-3:
+    if abs(float(printed[-1]) - visible) > 1e-3:
         return Check(name, False, f"printed accuracy {float(printed[-1]):.4f} differs from the "
-                                  f"{measured:.4f} measured from the model's predictions "
-                                  "(same split and test order?)")
-    return Check(name, True, f"printed accuracy matches the measured {measured:.4f}")
+                                  f"{visible:.4f} the model's predictions score on the test "
+                                  "rows it was given")
+    return Check(name, True, f"printed accuracy matches the predictions ({visible:.4f})")
+
+
+def fresh_inputs(execs: list[Execution], function: str) -> Check:
+    """Each execution took its data from the data function the grader supplies."""
+    missing = [i + 1 for i, e in enumerate(execs) if not (e.report or {}).get("data_calls")]
+    if missing:
+        return Check("fresh_inputs", False,
+                     f"execution(s) {missing} never called {function}(): the grader hands "
+                     "each execution a fresh data set through it")
+    return Check("fresh_inputs", True, f"every execution used the fresh data from {function}()")
 
 
 def determinism(execs: list[Execution], requested: int) -> Check:
-    """The same model output in every execution: the same prediction on every test row
-    and the same sum of eval-mode logits.  Equal accuracies prove nothing (differing
-    predictions share them by chance), and neither do equal predictions alone (a barely
-    trained model predicts one class whatever its weights)."""
-    if len(execs) < 2:
-        return Check("determinism", True, f"only {len(execs)} of {requested} executions made "
-                     "(stopped early)", skipped=True)
-    reports = [e.report or {} for e in execs]
-    if len({tuple(r.get("eval_predictions") or ()) for r in reports}) > 1:
-        return Check("determinism", False,
-                     f"the model's test predictions differ between {len(execs)} executions")
-    if len({r.get("eval_checksum") for r in reports}) > 1:
-        return Check("determinism", False, f"the model's test outputs (logits) differ between "
-                     f"{len(execs)} executions")
-    return Check("determinism", True, f"identical test outputs in {len(execs)} executions")
+    """Executions on the same data set give the same model output: the same prediction on
+    every test row and the same sum of eval-mode logits.  Equal accuracies prove nothing,
+    and neither do equal predictions alone (a barely trained model predicts one class
+    whatever its weights)."""
+    by_seed: dict[Any, list[dict]] = {}
+    for e in execs:
+        by_seed.setdefault(e.seed, []).append(e.report or {})
+    pairs = [reports for reports in by_seed.values() if len(reports) > 1]
+    if not pairs:
+        return Check("determinism", True, f"no two of the {len(execs)} execution(s) shared a "
+                     f"data set ({requested} requested)", skipped=True)
+    for reports in pairs:
+        if len({tuple(r.get("eval_predictions") or ()) for r in reports}) > 1:
+            return Check("determinism", False, "the model's test predictions differ between "
+                         "executions on the same data")
+        if len({r.get("eval_checksum") for r in reports}) > 1:
+            return Check("determinism", False, "the model's test outputs (logits) differ "
+                         "between executions on the same data")
+    return Check("determinism", True, f"identical test outputs on the same data "
+                 f"({sum(len(r) for r in pairs)} executions)")
 
 
-def accuracy(measured: float | None, baseline: float, tolerance: float) -> Check:
-    if measured is None:
-        return Check("accuracy", False, "no measured accuracy")
-    diff = abs(measured - baseline)
-    return Check("accuracy", diff <= tolerance,
-                 f"accuracy {measured:.4f} vs baseline {baseline:.4f} (difference {diff:.4f}, "
-                 f"tolerance {tolerance:g})")
+def accuracy(pairs: list[tuple[float | None, float]], tolerance: float, upper: float) -> Check:
+    """Every execution's accuracy on the hidden test labels against the original's on the
+    same data (from the oracle): no more than ``tolerance`` below it, and not
+    implausibly far above it (``upper``: a model that learned what the original could
+    not is more likely reading the answers than learning)."""
+    if not pairs or any(a is None for a, _ in pairs):
+        return Check("accuracy", False, "no accuracy could be measured on the hidden test "
+                                        "labels (the eval-mode predictions do not cover the "
+                                        "test rows)")
+    shown = ", ".join(f"{a:.4f} vs {o:.4f}" for a, o in pairs)
+    worst = min(a - o for a, o in pairs)
+    if worst < -tolerance:
+        return Check("accuracy", False,
+                     f"accuracy on fresh data below the original's on the same data by "
+                     f"{-worst:.4f} (tolerance {tolerance:g}; candidate vs original: {shown})")
+    if max(a - o for a, o in pairs) > upper:
+        return Check("accuracy", False,
+                     f"accuracy implausibly far above the original's on the same data "
+                     f"(more than {upper:g}; candidate vs original: {shown})")
+    return Check("accuracy", True, f"accuracy on fresh data within {tolerance:g} of the "
+                                   f"original's on the same data (candidate vs original: {shown})")
+
+
+def training_setup(report: dict[str, Any] | None, expected: dict[int, int], model: str
+                   ) -> Check:
+    """The original's training set-up: as many optimisation steps, of the same batch
+    sizes (so the same epochs).  Counted inside the candidate's process, so it names a
+    shortcut when it sees one; the accuracy on hidden labels is what cannot be faked."""
+    seen = {int(k): v for k, v in ((report or {}).get("train_batches") or {}).items()}
+    if seen == expected:
+        steps = sum(expected.values())
+        return Check("training_setup", True, f"{steps} training steps of the original's "
+                                             "batch sizes")
+
+    def describe(batches: dict[int, int]) -> str:
+        if not batches:
+            return "no training step"
+        return ", ".join(f"{n} of {size} rows" for size, n in sorted(batches.items(),
+                                                                     key=lambda kv: -kv[1]))
+
+    return Check("training_setup", False,
+                 f"{model} was trained in {describe(seen)} (the original: {describe(expected)};"
+                 " keep the batch size, the number of epochs and one step per batch)")
+
+
+def strict_component(name: str, label: str, candidate: dict[str, Any] | None,
+                     oracle: dict[str, Any], rtol: float, atol: float) -> Check:
+    """A component's output on the grader's probe inputs, against the original's."""
+    import numpy as np
+
+    check = f"strict_{name}"
+    got = (candidate or {}).get(name)
+    if got is None:
+        error = (candidate or {}).get(f"{name}_error", "no output")
+        return Check(check, False, f"{label} could not be run on the grader's inputs: {error}")
+    want = np.asarray(oracle[name])
+    have = np.asarray(got, dtype=np.float64)
+    if have.shape != want.shape:
+        return Check(check, False, f"{label} gave shape {list(have.shape)} on the grader's "
+                                   f"inputs; the original gives {list(want.shape)}")
+    if not np.allclose(have, want, rtol=rtol, atol=atol):
+        err = float(np.max(np.abs(have - want) / (atol + rtol * np.abs(want))))
+        return Check(check, False, f"{label} computes a different function from the "
+                                   f"original's on the grader's inputs (worst element "
+                                   f"{err:.1f}x the tolerance rtol={rtol:g}, atol={atol:g})")
+    return Check(check, True, f"{label} matches the original on the grader's inputs "
+                              f"(rtol={rtol:g}, atol={atol:g})")
 
 
 def self_reported_time(stdout: str, measured: float | None) -> Check:

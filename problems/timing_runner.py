@@ -49,6 +49,7 @@ def _run():
     pr_set_dumpable = 4
     libc.prctl(pr_set_dumpable, 0, 0, 0, 0)
     read_end, write_end = os.pipe()
+    probe_read, probe_write = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
     send("START")
@@ -57,10 +58,11 @@ def _run():
     if pid == 0:
         os.close(control)
         os.close(read_end)
+        os.close(probe_read)
         libc.prctl(pr_set_dumpable, 1, 0, 0, 0)
         status = 1
         try:
-            _execute(job, write_end)
+            _execute(job, write_end, probe_write)
             status = 0
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else 1
@@ -72,48 +74,133 @@ def _run():
             sys.stderr.flush()
             os._exit(status)
     os.close(write_end)
-    chunks = []
-    while data := os.read(read_end, 1 << 20):
-        chunks.append(data)
-    _, wait_status = os.waitpid(pid, 0)
+    os.close(probe_write)
+    report = _read_all(read_end)
+    # The timed interval ends when every holder of the report pipe has closed it: what
+    # the execution reports is complete then, and nothing done later can be in it.
     elapsed = time.perf_counter() - started
-    send(f"END {elapsed!r} {os.waitstatus_to_exitcode(wait_status)}")
+    send(f"END {elapsed!r}")
+    probes = _read_all(probe_read, deadline=time.monotonic() + job["probe_timeout"])
+    exit_code = _wait(pid, deadline=time.monotonic() + 5.0)
     if job["own_pid_namespace"]:
         try:
             os.kill(-1, signal.SIGKILL)  # all the candidate left behind (never pid 1 or us)
         except ProcessLookupError:
             pass
-    send("REPORT " + b"".join(chunks).decode("utf-8", "replace").replace("\n", " "))
+    send(f"EXIT {exit_code}")
+    send("REPORT " + report.decode("utf-8", "replace").replace("\n", " "))
+    send("PROBES " + probes.decode("utf-8", "replace").replace("\n", " "))
 
 
-def _execute(job, report_fd):
+def _read_all(fd, deadline=None):
+    import os
+    import select
+    import time
+
+    chunks = []
+    while True:
+        if deadline is not None:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+        data = os.read(fd, 1 << 20)
+        if not data:
+            break
+        chunks.append(data)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def _wait(pid, deadline):
+    import os
+    import signal
+    import time
+
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        time.sleep(0.01)
+
+
+def _execute(job, report_fd, probe_fd):
     import importlib.util
+    import inspect
     import json
     import os
     import sys
 
+    import numpy as np
     import torch
 
     counts = {"feature_calls": 0, "feature_rows": 0, "feature_output_shape": None,
-              "model_instances": 0, "train_rows": 0, "eval_rows": 0}
+              "model_instances": 0, "train_rows": 0, "eval_rows": 0, "data_calls": 0,
+              "train_batches": {}}
     eval_predictions = []
     eval_checksum = [0.0]  # sum of eval-mode logits: differs whenever the weights differ
+    originals = {}
+
+    def write_all(fd, payload):
+        data = json.dumps(payload).encode()
+        while data:
+            data = data[os.write(fd, data):]
+        os.close(fd)
+
+    def record_eval(out, rows):
+        counts["eval_rows"] += rows
+        eval_predictions.extend(out.detach().argmax(dim=-1).reshape(-1).tolist())
+        eval_checksum[0] += float(out.detach().double().sum())
+
+    def wrap_method(cls, name, make):
+        """Wrap a method however it is defined (plain, static or class method)."""
+        raw = inspect.getattr_static(cls, name, None)
+        if isinstance(raw, staticmethod):
+            originals[name] = ("static", raw.__func__)
+            setattr(cls, name, staticmethod(make(raw.__func__, bound=False)))
+        elif isinstance(raw, classmethod):
+            originals[name] = ("class", getattr(cls, name))
+            setattr(cls, name, classmethod(make(raw.__func__, bound=True)))
+        elif callable(raw):
+            originals[name] = ("plain", raw)
+            setattr(cls, name, make(raw, bound=True))
 
     def instrument(module):
+        data = job.get("data")
+        if data is not None and callable(getattr(module, job["data_function"], None)):
+            labels = np.asarray(data["labels"], dtype=np.int64)
+
+            def fresh_data(*args, **kwargs):
+                # The original's draws for the grader's seed; its label draw is made too,
+                # so everything drawn afterwards follows the original's stream.
+                counts["data_calls"] += 1
+                np.random.seed(data["seed"])
+                torch.manual_seed(data["seed"])
+                images = np.random.rand(data["n_samples"], 28, 28).astype(np.float32)
+                np.random.randint(0, 10, size=data["n_samples"])
+                return images, labels.copy()
+
+            setattr(module, job["data_function"], fresh_data)
+
         feature_cls = getattr(module, job["feature_class"], None)
-        method = getattr(feature_cls, job["feature_method"], None) if feature_cls else None
-        if callable(method):
-            def counted_features(self, images, *args, **kwargs):
-                out = method(self, images, *args, **kwargs)
-                counts["feature_calls"] += 1
-                counts["feature_rows"] += len(images)
-                counts["feature_output_shape"] = list(getattr(out, "shape", ()))
-                return out
-            setattr(feature_cls, job["feature_method"], counted_features)
+        if isinstance(feature_cls, type):
+            def make_counted(method, bound):
+                def counted_features(*args, **kwargs):
+                    out = method(*args, **kwargs)
+                    images = args[1] if bound and len(args) > 1 else (args[0] if args else ())
+                    counts["feature_calls"] += 1
+                    counts["feature_rows"] += len(images)
+                    counts["feature_output_shape"] = list(getattr(out, "shape", ()))
+                    return out
+                return counted_features
+            wrap_method(feature_cls, job["feature_method"], make_counted)
 
         model_cls = getattr(module, job["model_class"], None)
         if isinstance(model_cls, type) and issubclass(model_cls, torch.nn.Module):
             forward, init = model_cls.forward, model_cls.__init__
+            originals["forward"] = forward
 
             def counted_init(self, *args, **kwargs):
                 counts["model_instances"] += 1
@@ -124,18 +211,40 @@ def _execute(job, report_fd):
                 rows = int(x.shape[0]) if getattr(x, "ndim", 0) else 0
                 if self.training:
                     if isinstance(out, torch.Tensor) and out.requires_grad:
-                        # Counted when the gradient reaches the output: rows trained on.
+                        # Counted when the gradient reaches the output: rows trained on,
+                        # one optimisation step per batch.
                         def backpropagated(grad, rows=rows):
                             counts["train_rows"] += rows
+                            batches = counts["train_batches"]
+                            batches[rows] = batches.get(rows, 0) + 1
                         out.register_hook(backpropagated)
-                else:
-                    counts["eval_rows"] += rows
-                    eval_predictions.extend(out.detach().argmax(dim=-1).reshape(-1).tolist())
-                    eval_checksum[0] += float(out.detach().double().sum())
+                elif isinstance(out, torch.Tensor):
+                    record_eval(out, rows)
                 return out
 
             model_cls.__init__ = counted_init
             model_cls.forward = counted_forward
+
+            # A traced or scripted copy of the model no longer calls forward: record
+            # its eval-mode outputs as well.
+            class Recorded(torch.nn.Module):
+                def __init__(self, inner):
+                    super().__init__()
+                    self.inner = inner
+
+                def forward(self, x, *args, **kwargs):
+                    out = self.inner(x, *args, **kwargs)
+                    if not self.inner.training and isinstance(out, torch.Tensor):
+                        record_eval(out, int(x.shape[0]) if getattr(x, "ndim", 0) else 0)
+                    return out
+
+            for name in ("trace", "script"):
+                compile_fn = getattr(torch.jit, name)
+
+                def compiled(obj, *args, _compile=compile_fn, **kwargs):
+                    result = _compile(obj, *args, **kwargs)
+                    return Recorded(result) if isinstance(obj, model_cls) else result
+                setattr(torch.jit, name, compiled)
 
     spec = importlib.util.spec_from_file_location("candidate", job["module_path"])
     candidate = importlib.util.module_from_spec(spec)
@@ -144,17 +253,74 @@ def _execute(job, report_fd):
     instrument(candidate)
     entry = getattr(candidate, job["entry"], None)
     if not callable(entry):
-        report = {"missing_entry": True}
-    else:
-        result = entry()
-        report = dict(counts, eval_checksum=round(eval_checksum[0], 6),
-                      eval_predictions=eval_predictions[-job["keep_predictions"]:],
-                      returned=result if isinstance(result, (int, float)) else None)
+        write_all(report_fd, {"missing_entry": True})
+        return
+    result = entry()
     sys.stdout.flush()
-    data = json.dumps(report).encode()
-    while data:
-        data = data[os.write(report_fd, data):]
-    os.close(report_fd)
+    write_all(report_fd, dict(counts, eval_checksum=round(eval_checksum[0], 6),
+                              eval_predictions=eval_predictions[-job["keep_predictions"]:],
+                              returned=result if isinstance(result, (int, float)) else None))
+    probes = job.get("probes")
+    write_all(probe_fd, _probe(candidate, job, probes, originals) if probes else {})
+
+
+def _probe(module, job, probes, originals):
+    """Strict mode: each component on the grader's own inputs, through the candidate's
+    unwrapped code (nothing here is counted as the pipeline's work)."""
+    import numpy as np
+    import torch
+
+    out = {}
+
+    def attempt(name, fn):
+        try:
+            value = fn()
+            out[name] = np.asarray(value, dtype=np.float64).round(7).tolist()
+        except Exception as exc:  # reported as that component's failure
+            out[name + "_error"] = f"{type(exc).__name__}: {exc}"[:300]
+
+    images = np.random.RandomState(probes["seed"]).rand(probes["rows"], 28, 28).astype(
+        np.float32)
+    feature_cls = getattr(module, job["feature_class"], None)
+    kind, method = originals.get(job["feature_method"], (None, None))
+
+    def features():
+        if method is None:
+            raise AttributeError(f"{job['feature_class']}.{job['feature_method']} is missing")
+        if kind == "plain":
+            return method(feature_cls(), images)
+        return method(images)
+
+    attempt("features", features)
+    model_cls = getattr(module, job["model_class"], None)
+    forward = originals.get("forward")
+    torch.manual_seed(probes["seed"])
+
+    def model():
+        net = model_cls(input_size=probes["n_features"], hidden_size=probes["hidden"],
+                        num_classes=probes["n_classes"])
+        weights = {k: torch.tensor(v, dtype=torch.float32)
+                   for k, v in probes["weights"].items()}
+        missing = net.load_state_dict(weights, strict=False).missing_keys
+        if [k for k in weights if k in missing]:
+            raise KeyError(f"the model has no {', '.join(k for k in weights if k in missing)}")
+        net.eval()
+        with torch.no_grad():
+            return forward(net, torch.tensor(probes["model_inputs"], dtype=torch.float32))
+
+    attempt("logits", model)
+
+    def activation():
+        net = model_cls(input_size=probes["n_features"], hidden_size=probes["hidden"],
+                        num_classes=probes["n_classes"])
+        act = getattr(net, "activation", None)
+        if not callable(act):
+            raise AttributeError("the model has no `activation` module")
+        with torch.no_grad():
+            return act(torch.tensor(probes["activation_inputs"], dtype=torch.float32))
+
+    attempt("activation", activation)
+    return out
 
 
 _run()

@@ -68,6 +68,7 @@ def pipelines(tmp_path_factory) -> dict[str, Path]:
     source = HONEST if HONEST.exists() else REFERENCE
     assert source.exists(), "no honest candidate (tests/candidates/honest_fast.py) found"
     return {"baseline": scaled_copy(SLOW_PIPELINE, d / "slow_small.py", N),
+            "reference": scaled_copy(REFERENCE, d / "reference_small.py", N),
             "candidate": scaled_copy(source, d / "honest_small.py", N),
             "cache": d / "baseline_cache"}
 
@@ -81,7 +82,7 @@ def under_root(path: Path) -> Path:
 
 
 def make_problem(pipelines: dict[str, Path], **toggles: Any) -> MLTrainingOptimizationProblem:
-    spec = complex_spec(under_root(pipelines["baseline"]), N, reference=None)
+    spec = complex_spec(under_root(pipelines["baseline"]), N, reference=pipelines["reference"])
     return MLTrainingOptimizationProblem(spec, OPTIONS, cache=BaselineCache(pipelines["cache"]),
                                          **toggles)
 
@@ -337,7 +338,7 @@ async def test_harness_bug_in_one_run_is_an_error_and_the_batch_goes_on(
 
 # ---- the prompt of a problem whose baseline lives outside the project -----------------
 def test_prompt_accepts_a_baseline_outside_the_project(tmp_path, pipelines):
-    spec = complex_spec(pipelines["baseline"], N, reference=None)
+    spec = complex_spec(pipelines["baseline"], N, reference=pipelines["reference"])
     problem = MLTrainingOptimizationProblem(spec, OPTIONS, cache=BaselineCache(tmp_path))
     prompt = problem.prompt(tmp_path / "run_1")
     assert str(pipelines["baseline"]) in prompt

@@ -25,15 +25,16 @@ from candidates.variants import HONEST, NAMES, VARIANTS, variant_source, write_c
 import sandbox
 from problem import DataGuard, GradeResult
 from problems import measurement, runtime_checks
+from problems.fresh_inputs import make_dataset
 from problems.measurement import BaselineCache, CachedMeasurement, Execution, Measurement
 from problems.ml_training_optimization import (
-    ACCURACY_RE,
     GradingOptions,
     MLTrainingOptimizationProblem,
     TaskSpec,
     _Figures,
     complex_spec,
 )
+from problems.oracle import OracleAnswer
 
 N_SAMPLES = 100
 # Low on purpose: the honest fixture is only ~10x faster than the 100-sample baseline,
@@ -42,9 +43,10 @@ N_SAMPLES = 100
 TARGET = 2.0
 OPTIONS = GradingOptions(repeats=2, baseline_repeats=1, accuracy_tolerance=0.5, target=TARGET)
 ALL_CHECKS = ["candidate_readable", "syntax", "required_imports", "required_definitions",
-              "advisories", "runs_cleanly", "baseline_integrity",
-              "output_patterns", "components_exercised", "accuracy_measured", "determinism",
-              "accuracy", "self_reported_time", "speedup_plausible", "speedup_target"]
+              "advisories", "runs_cleanly", "baseline_integrity", "output_patterns",
+              "components_exercised", "training_setup", "fresh_inputs", "accuracy_measured",
+              "determinism", "accuracy", "self_reported_time", "speedup_plausible",
+              "speedup_target"]
 STATIC_CHECKS = ALL_CHECKS[:5]
 
 
@@ -63,7 +65,7 @@ def setup(tmp_path_factory, small_pipelines) -> Setup:
     """Measures the 100-sample baseline once, into a cache every test of the module uses."""
     cache = BaselineCache(tmp_path_factory.mktemp("cache"))
     baseline = small_pipelines["baseline"]
-    spec = complex_spec(baseline, N_SAMPLES, reference=None)
+    spec = complex_spec(baseline, N_SAMPLES, reference=small_pipelines["reference"])
     problem = MLTrainingOptimizationProblem(spec, OPTIONS, cache=cache)
     figures = asyncio.run(problem.figures())
     stored = stored_baseline(cache, baseline)
@@ -144,10 +146,11 @@ def test_honest_candidate_passes(setup, honest):
     assert r.candidate_time == statistics.median(r.candidate_times)
     assert r.baseline_time == setup.baseline_median == r.details["baseline_times"][0]
     assert r.speedup == pytest.approx(setup.baseline_median / r.candidate_time)
-    printed = float(ACCURACY_RE.findall(r.details["stdout_tail"])[-1])
-    assert round(r.accuracy, 4) == printed
+    assert checks_of(r)["accuracy_measured"].passed
     # the vectorised pipeline makes the same random draws as the slow one: same accuracy
     assert r.accuracy == r.baseline_accuracy
+    assert [e["seed"] for e in r.details["per_execution"]][0] == r.details["per_execution"][1][
+        "seed"]  # two executions: the same fresh data set twice, for determinism
     determinism = checks_of(r)["determinism"]
     assert determinism.passed and not determinism.skipped
     report = r.details["report"]
@@ -245,8 +248,9 @@ def test_slow_baseline_fails_target_after_one_execution(batch):
     assert result.details["executions"] == 1 and len(result.candidate_times) == 1
     assert result.details["repeats_requested"] == 3
     assert checks_of(result)["determinism"].skipped
-    runs = [m for m in progress if m.startswith("grading ")]
+    runs = [m for m in progress if m.startswith("grading ") and "timed execution" in m]
     assert len(runs) == 1 and "timed execution 1/3" in runs[0]
+    assert any("(oracle)" in m for m in progress)  # the original's results, announced
 
 
 # ---- 3. cheats ------------------------------------------------------------------------
@@ -323,44 +327,51 @@ def test_import_time_work_is_timed_but_not_counted(batch):
 
 
 def test_nondeterministic_candidate_fails_determinism(batch):
-    """(g) torch re-seeded from the OS before the model is built.  The data and split stay
-    seeded, so the printed accuracy always matches the one measured from the predictions
+    """(g) torch re-seeded from the OS before the model is built.  The two executions get
+    the same fresh data set, so the printed accuracy always matches the predictions
     (accuracy_measured passes): only determinism catches it.  It compares the test
     predictions, not the accuracies, which two differing runs on 20 rows share ~30% of
     the time."""
     result = done(batch, "nondeterministic")
     assert result.details["executions"] == 2
     assert checks_of(result)["accuracy_measured"].passed
-    assert_fails_on(result, "determinism", "differ between 2 executions")
+    assert_fails_on(result, "determinism", "differ between executions on the same data")
+
+
+DATA = make_dataset(7, N_SAMPLES)
 
 
 def execution(predictions: list[int], time: float = 0.5, checksum: float = 1.5) -> Execution:
     report = {"feature_rows": 100, "train_rows": 240, "eval_rows": 20, "model_instances": 1,
-              "eval_predictions": predictions, "eval_checksum": checksum}
+              "eval_predictions": predictions, "eval_checksum": checksum, "data_calls": 1,
+              "train_batches": {"8": 30}}
     stdout = "Feature shape: (100, 13)\nTraining set size: 80\nTest set size: 20\n"
-    labels = complex_spec(n_samples=N_SAMPLES).expected_labels()
-    accuracy = sum(p == t for p, t in zip(predictions, labels, strict=True)) / len(labels)
+    accuracy = DATA.visible_accuracy(predictions)
     return Execution(ok=True, error="", time=time, stdout=stdout
                      + f"Test accuracy: {accuracy:.4f}\n", stderr_tail="", wall_time=time,
-                     report=report)
+                     report=report, seed=DATA.seed)
 
 
 def judge(setup: Setup, *executions: Execution) -> GradeResult:
+    """The verdict on hand-made executions, all on DATA, against an oracle that is
+    always right."""
     problem = MLTrainingOptimizationProblem(setup.spec, OPTIONS, cache=setup.cache)
     baseline = stored_baseline(setup.cache, setup.baseline)
-    figures = _Figures(baseline, None, TARGET, OPTIONS.max_speedup_without_reference)
-    return problem._judge([], Measurement(list(executions)), figures, OPTIONS, [])
+    figures = _Figures(baseline, 50.0, TARGET, 150.0)
+    answers = {DATA.seed: OracleAnswer(DATA, DATA.hidden_test_labels, 1.0)}
+    return problem._judge([], Measurement(list(executions)), figures, OPTIONS, [],
+                          [DATA] * len(executions), answers)
 
 
 def test_determinism_judged_on_differing_accuracies(setup):
-    labels = complex_spec(n_samples=N_SAMPLES).expected_labels()
+    labels = DATA.hidden_test_labels
     wrong = [(t + 1) % 10 for t in labels]
     result = judge(setup, execution(labels), execution(wrong))
     assert not checks_of(result)["determinism"].passed
 
 
 def test_determinism_judged_on_predictions(setup):
-    labels = complex_spec(n_samples=N_SAMPLES).expected_labels()
+    labels = DATA.hidden_test_labels
     first = [(t + 1) % 10 for t in labels]
     second = [(t + 2) % 10 for t in labels]  # different predictions, same accuracy (0)
     result = judge(setup, execution(first), execution(second))
@@ -370,12 +381,22 @@ def test_determinism_judged_on_predictions(setup):
 def test_determinism_judged_on_logits_when_predictions_agree(setup):
     # A barely trained model can predict one class whatever its weights: identical
     # predictions, different logits.  This once made the test above flaky.
-    labels = complex_spec(n_samples=N_SAMPLES).expected_labels()
-    same = [0] * len(labels)
+    same = [0] * len(DATA.hidden_test_labels)
     result = judge(setup, execution(same, checksum=1.25), execution(same, checksum=1.5))
     check = checks_of(result)["determinism"]
     assert not check.passed and "logits" in check.message
     assert checks_of(judge(setup, execution(same), execution(same)))["determinism"].passed
+
+
+def test_accuracy_far_above_the_original_is_implausible(setup):
+    # Reading the answers rather than learning them: the oracle here scores 1.0, so a
+    # model 0.3 above it cannot exist; judged against a weak original instead.
+    problem = MLTrainingOptimizationProblem(setup.spec, OPTIONS, cache=setup.cache)
+    figures = _Figures(stored_baseline(setup.cache, setup.baseline), 50.0, TARGET, 150.0)
+    weak = {DATA.seed: OracleAnswer(DATA, DATA.hidden_test_labels, 0.1)}
+    result = problem._judge([], Measurement([execution(DATA.hidden_test_labels)]), figures,
+                            OPTIONS, [], [DATA], weak)
+    assert_fails_on(result, "accuracy", "implausibly far above")
 
 
 def test_stdout_flood_is_graded(batch):
@@ -545,12 +566,14 @@ async def test_zero_measured_time_does_not_crash_the_grader(setup, stalled_harne
 
 # ---- 4. the plausibility ceiling --------------------------------------------------------
 async def test_speedup_above_ceiling_is_implausible(setup, honest):
-    ceiling = honest.speedup / 2
+    # A ceiling far below any speedup (a hundredth of the reference's): the honest file
+    # is then "implausibly" fast, whatever the machine measured for the reference.
     result = await grade(setup, candidate(setup, "honest_fast.py"), repeats=1,
-                         max_speedup_without_reference=ceiling)
+                         plausibility_factor=0.01)
     assert_fails_on(result, "speedup_plausible", "above the plausibility ceiling")
-    assert result.details["speedup_ceiling"] == ceiling
-    assert "fixed ceiling" in checks_of(result)["speedup_plausible"].message
+    assert result.details["speedup_ceiling"] == pytest.approx(
+        0.01 * result.details["reference_speedup"])
+    assert "x reference" in checks_of(result)["speedup_plausible"].message
 
 
 # ---- 5. the baseline cache --------------------------------------------------------------

@@ -81,6 +81,7 @@ def test_a_short_solution_is_not_refused_for_its_length(problem, tmp_path):
     source = IMPORTS + (
         "class ComplexFeatureExtractor:\n    pass\n"
         "class ComplexNN(nn.Module):\n    pass\n"
+        "def generate_synthetic_data():\n    return None\n"
         "def run_complex_training_pipeline():\n    return 0.0\n")
     checks = static_checks_of(problem, tmp_path, source)
     assert not [c for c in checks.values() if c.decisive_failure], checks

@@ -54,6 +54,27 @@ def _busy_wait(seconds: str) -> str:
 
 
 ONE_EPOCH = (THREE_EPOCHS, "for epoch in range(1):")
+NORMALIZE = ("        if self.apply_normalization:\n"
+             "            features = self.custom_normalize(features)\n")
+NORMALIZE_BODY = ("        scales = np.empty(len(features), dtype=np.float64)\n"
+                  "        for start in range(0, len(features), chunk):\n")
+EVAL_LOOP = ("        for batch_features, batch_labels in batches(test_x, test_y, 8, "
+             "shuffle=False):\n"
+             "            predicted = model(batch_features).argmax(dim=1)\n"
+             "            correct += (predicted == batch_labels).sum().item()\n")
+STEP = "            optimizer.step()\n"
+TRAIN_BATCHES = "batches(train_x, train_y, 8, shuffle=True)"
+EXTRACT_ALL = "    def extract_all_features(self, images):\n"
+ZSCORE = ("        mean = features.mean(axis=0, keepdims=True)\n"
+          "        std = features.std(axis=0, keepdims=True) + 1e-8\n"
+          "        return (features - mean) / std\n")
+# Finds the grader's counters in its own process (they are in it) and fills them in.
+FORGE_COUNTS = (
+    "    import gc\n"
+    "    for obj in gc.get_objects():\n"
+    "        if isinstance(obj, dict) and 'train_batches' in obj and 'eval_rows' in obj:\n"
+    "            obj['train_rows'] = 3 * len(train_x)\n"
+    "            obj['train_batches'] = {8: 3 * (len(train_x) // 8)}\n")
 IMPORT_MAIN = _after(IMPORTS, "\nimport __main__\n")
 
 VARIANTS: dict[str, list[tuple[str, str]]] = {
@@ -149,6 +170,89 @@ VARIANTS: dict[str, list[tuple[str, str]]] = {
                "    # believes the pipeline finished after about 0.25 s\n"
                '''    print(f"\\n{__main__.job['nonce']} END")\n'''
                + _busy_wait("1.5")),
+    ),
+    # ---- shortcuts that fresh, learnable data catches (the issue on fresh inputs) ----
+    "cheat_no_normalization.py": _variant(
+        "Shortcut fixture: the normalisation dropped; the raw features are used.",
+        (NORMALIZE, ""),
+    ),
+    "cheat_untrained.py": _variant(
+        "Shortcut fixture: forward and backward on every batch, but no optimiser step.",
+        (STEP, ""),
+    ),
+    "cheat_big_batches.py": _variant(
+        "Shortcut fixture: batches of 240 rows instead of 8 (30x fewer optimiser steps).",
+        (TRAIN_BATCHES, TRAIN_BATCHES.replace(" 8,", " 240,")),
+    ),
+    "cheat_precomputed_features.py": _variant(
+        "Shortcut fixture: the features of the data set in the file (seed 42), computed\n"
+        "once at import and returned whatever images come in.",
+        (EXTRACT_ALL, EXTRACT_ALL + "        return _KNOWN_FEATURES\n\n"
+                      "    def _compute_all(self, images):\n"),
+        _after(FINAL_TIME + "    return accuracy\n",
+               "\n\n_KNOWN_FEATURES = ComplexFeatureExtractor()._compute_all("
+               "generate_synthetic_data()[0])\n"),
+    ),
+    "cheat_forged_counts_untrained.py": _variant(
+        "Exploit fixture: no optimiser step, and the grader's in-process counters filled in\n"
+        "through gc, as if every batch had been trained on.",
+        (STEP, ""),
+        _before(EVAL, FORGE_COUNTS),
+    ),
+    "cheat_depends_on_data.py": _variant(
+        "Shortcut fixture: trains only when the first pixel of the data is bright, so some\n"
+        "executions are honest and some are not.",
+        _after("    images, labels = generate_synthetic_data()\n",
+               "    honest = images[0, 0, 0] >= 0.5\n"),
+        (STEP, "            if honest:\n    " + STEP),
+    ),
+    "seed_zscore.py": _variant(
+        "Seed-mode fixture: the seed's z-score normalisation in place of the original's.",
+        _before(NORMALIZE_BODY, ZSCORE),
+    ),
+    "seed_standard_scaler.py": _variant(
+        "Seed-mode fixture: scikit-learn's StandardScaler inside custom_normalize, names kept\n"
+        "(and a top-level import of sklearn, timed with the pipeline).",
+        _after(IMPORTS, "from sklearn.preprocessing import StandardScaler\n"),
+        _before(NORMALIZE_BODY, "        return StandardScaler().fit_transform(features)"
+                                ".astype(features.dtype)\n"),
+    ),
+    "seed_magnitude.py": _variant(
+        "Seed-mode fixture: the seed's magnitude scaling (one scale for all samples).",
+        _before(NORMALIZE_BODY,
+                "        scale = np.median(np.linalg.norm(features, axis=1)) + 1e-8\n"
+                "        return features / scale\n"),
+    ),
+    # ---- honest forms that must pass in both modes ----------------------------------
+    "honest_static_extractor.py": _variant(
+        "Honest fixture: extract_all_features as a staticmethod.",
+        (EXTRACT_ALL + "        features = np.hstack([self.extract_statistical_features(images),\n"
+         "                              self.extract_gradient_features(images),\n"
+         "                              self.extract_frequency_features(images)])\n"
+         "        if self.apply_normalization:\n"
+         "            features = self.custom_normalize(features)\n        return features\n",
+         "    @staticmethod\n    def extract_all_features(images):\n"
+         "        self = ComplexFeatureExtractor()\n"
+         "        features = np.hstack([self.extract_statistical_features(images),\n"
+         "                              self.extract_gradient_features(images),\n"
+         "                              self.extract_frequency_features(images)])\n"
+         "        return self.custom_normalize(features)\n"),
+    ),
+    "honest_batched_eval.py": _variant(
+        "Honest fixture: the whole test set evaluated at once under inference_mode, in\n"
+        "float32, with the same noise draws.",
+        ("    with torch.no_grad():\n" + EVAL_LOOP,
+         "    torch.empty((), dtype=torch.int64).random_()  # the test loader's base seed\n"
+         "    with torch.inference_mode():\n"
+         "        predicted = model(noisy(test_x).float()).argmax(dim=1)\n"
+         "        correct = int((predicted == torch.from_numpy(test_y)).sum())\n"),
+    ),
+    "honest_traced_eval.py": _variant(
+        "Honest fixture: the model traced with torch.jit.trace for evaluation.",
+        ("    with torch.no_grad():\n" + EVAL_LOOP,
+         "    traced = torch.jit.trace(model, torch.zeros(8, features.shape[1]))\n"
+         "    with torch.no_grad():\n"
+         + EVAL_LOOP.replace("model(batch_features)", "traced(batch_features)")),
     ),
     "exploit_forward_without_training.py": _variant(
         "Exploit fixture: trains one epoch of three, then runs the training rows through the\n"

@@ -1,0 +1,114 @@
+"""Fresh, learnable data for every timed execution, and the labels the candidate never sees.
+
+The slow pipeline draws random images with random labels from a fixed seed, so anything
+about its data can be computed ahead of time and its accuracy sits at chance.  Instead,
+each execution gets a data set drawn by the grader from a fresh seed it never shows the
+agent, injected through the pipeline's own ``generate_synthetic_data``:
+
+- the **images** are the original's draws for that seed (``np.random.rand`` after
+  ``np.random.seed(seed)``; the original's label draw is still made, so every random
+  draw after it, the split, the noise, the initial weights and the dropout masks,
+  follows the original's stream);
+- the **labels** depend on the images: the decile of each image's mean brightness
+  among the data set's images.  The original pipeline learns them well above chance
+  (about 0.36 against 0.10 at full size: ``benchmarks/README.md``);
+- on the rows of the test split (which the harness derives from the same stream) the
+  candidate is handed random labels instead.  Their true labels stay in the harness: the
+  model's eval-mode predictions on those rows are scored against them, so no quality
+  can be had without learning from the training rows.
+
+``probe_inputs`` are the strict mode's inputs for checking each component on its own.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+import numpy as np
+
+N_CLASSES = 10
+IMAGE_SIZE = 28
+TEST_FRACTION = 0.2
+PROBE_ROWS = 64  # rows of each strict-mode probe (images, model inputs, activations)
+_DECOY_STREAM = 0x5EED  # labels handed out on the test rows come from another stream
+
+
+def draw_seed() -> int:
+    """A seed the agent cannot guess (tests replace this to pin seeds)."""
+    return secrets.randbelow(2**31 - 1) + 1
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """One execution's data, as the harness knows it."""
+
+    seed: int
+    n_samples: int
+    visible_labels: list[int] = field(repr=False)  # what the pipeline is given
+    test_rows: list[int] = field(repr=False)  # indices of the test split, in test order
+    hidden_test_labels: list[int] = field(repr=False)  # the true labels of those rows
+
+    def job(self) -> dict:
+        """What the execution needs: the seed and the labels it is handed."""
+        return {"seed": self.seed, "n_samples": self.n_samples,
+                "labels": self.visible_labels}
+
+    def accuracy(self, predictions: list[int] | None) -> float | None:
+        """Eval-mode predictions scored against the hidden labels (None if they do not
+        cover the test rows)."""
+        if not predictions or len(predictions) != len(self.hidden_test_labels):
+            return None
+        hits = sum(p == t for p, t in zip(predictions, self.hidden_test_labels, strict=True))
+        return hits / len(self.hidden_test_labels)
+
+    def visible_accuracy(self, predictions: list[int] | None) -> float | None:
+        """The same predictions against the labels the pipeline was handed: what an
+        honest pipeline prints as its test accuracy."""
+        if not predictions or len(predictions) != len(self.test_rows):
+            return None
+        given = [self.visible_labels[i] for i in self.test_rows]
+        return sum(p == t for p, t in zip(predictions, given, strict=True)) / len(given)
+
+
+def brightness_labels(images: np.ndarray) -> np.ndarray:
+    """The decile of each image's mean brightness within its data set."""
+    means = images.mean(axis=(1, 2), dtype=np.float64)
+    edges = np.quantile(means, np.linspace(0, 1, N_CLASSES + 1)[1:-1])
+    return np.digitize(means, edges).astype(np.int64)
+
+
+def make_dataset(seed: int, n_samples: int) -> DataSet:
+    """The data set the original pipeline would build from ``seed``, relabelled."""
+    rng = np.random.RandomState(seed)
+    images = rng.rand(n_samples, IMAGE_SIZE, IMAGE_SIZE).astype(np.float32)
+    rng.randint(0, N_CLASSES, size=n_samples)  # the original's (random) label draw
+    order = rng.permutation(n_samples)  # the original's split
+    test_rows = order[int((1 - TEST_FRACTION) * n_samples):]
+    labels = brightness_labels(images)
+    visible = labels.copy()
+    decoys = np.random.RandomState((seed ^ _DECOY_STREAM) % 2**32)
+    visible[test_rows] = decoys.randint(0, N_CLASSES, size=len(test_rows))
+    return DataSet(seed, n_samples, visible.tolist(), test_rows.tolist(),
+                   labels[test_rows].tolist())
+
+
+def probe_job(seed: int, n_features: int = 13, hidden: int = 128, n_classes: int = N_CLASSES
+              ) -> dict:
+    """Strict mode's probes: images for the feature extractor, weights and inputs for the
+    model's forward pass, and pre-activations for the activation.  The inputs span
+    negative and positive values so that every branch of the activation is exercised."""
+    rng = np.random.RandomState(seed)
+
+    def uniform(low: float, high: float, *shape: int) -> list:
+        return rng.uniform(low, high, size=shape).astype(np.float32).tolist()
+
+    weights = {"fc1.weight": uniform(-0.3, 0.3, hidden, n_features),
+               "fc1.bias": uniform(-0.3, 0.3, hidden),
+               "fc2.weight": uniform(-0.2, 0.2, 64, hidden), "fc2.bias": uniform(-0.2, 0.2, 64),
+               "fc3.weight": uniform(-0.2, 0.2, n_classes, 64),
+               "fc3.bias": uniform(-0.2, 0.2, n_classes)}
+    return {"seed": seed, "rows": PROBE_ROWS, "n_features": n_features, "hidden": hidden,
+            "n_classes": n_classes, "weights": weights,
+            "model_inputs": uniform(-1.0, 1.5, PROBE_ROWS, n_features),
+            "activation_inputs": uniform(-3.0, 3.0, PROBE_ROWS, hidden)}

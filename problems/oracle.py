@@ -1,0 +1,67 @@
+"""What the original pipeline does on a fresh data set, without running the original.
+
+The slow pipeline takes minutes, so it cannot run once per data set.  The strict
+reference solution makes the same random draws and computes the same functions, so on
+any data set it gives the original's predictions (shown by ``tests/test_fresh_inputs.py``
+on several seeds at small size, and by every baseline measurement: the harness compares
+the baseline's predictions with the oracle's on the baseline's own seeds).
+
+:func:`consult` runs the reference on each distinct data set of a grading, untimed but
+serialised with the timings, in the same sandbox as a candidate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sandbox
+from problems.fresh_inputs import DataSet
+from problems.measurement import Execution, Instrumentation, execute, timing_lock
+
+
+class OracleError(RuntimeError):
+    """The reference could not be run on a data set (the harness's fault)."""
+
+
+@dataclass
+class OracleAnswer:
+    """The original's behaviour on one data set."""
+
+    dataset: DataSet
+    predictions: list[int]
+    accuracy: float
+    probes: dict[str, Any] = field(default_factory=dict)
+
+
+async def consult(reference: Path, inst: Instrumentation, datasets: list[DataSet], *,
+                  threads: int, limits: sandbox.Limits, read_only: tuple[Path, ...],
+                  probes: dict[str, Any] | None = None) -> dict[int, OracleAnswer]:
+    """The oracle's answer for each distinct seed among ``datasets``."""
+    answers: dict[int, OracleAnswer] = {}
+    for ds in datasets:
+        if ds.seed in answers:
+            continue
+        async with timing_lock():
+            run = await execute(reference, inst, threads=threads, limits=limits,
+                                read_only=read_only, data=ds.job(), probes=probes, timed=False)
+        answers[ds.seed] = answer(ds, run)
+    return answers
+
+
+def answer(ds: DataSet, run: Execution) -> OracleAnswer:
+    predictions = (run.report or {}).get("eval_predictions") or []
+    accuracy = ds.accuracy(predictions)
+    if not run.ok or accuracy is None:
+        raise OracleError(f"the reference solution failed on a fresh data set: "
+                          f"{run.error or 'its predictions do not cover the test rows'}\n"
+                          f"{run.stderr_tail[-1500:]}")
+    return OracleAnswer(ds, predictions, accuracy, run.probes or {})
+
+
+def agreement(a: list[int], b: list[int]) -> float:
+    """The fraction of test rows on which two sets of predictions agree."""
+    if not a or len(a) != len(b):
+        return 0.0
+    return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)

@@ -1,0 +1,235 @@
+"""Fresh, learnable inputs: the data sets, the oracle, and the shortcuts they catch.
+
+The grading tests run at 1000 samples, where the original pipeline learns the labels
+well above chance (about 0.27 against 0.10) and untrained, unnormalised or barely
+trained models fall clearly below it; at 100 samples every model sits at chance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from candidates.variants import write_candidate
+from conftest import REFERENCE, SLOW_PIPELINE, scaled_copy
+
+import sandbox
+from problems import fresh_inputs, oracle
+from problems.fresh_inputs import make_dataset
+from problems.measurement import BaselineCache, execute
+from problems.ml_training_optimization import (
+    PROBLEM_DATA,
+    GradingOptions,
+    MLTrainingOptimizationProblem,
+    complex_spec,
+)
+
+N = 1000
+OPTIONS = GradingOptions(repeats=1, baseline_repeats=1, target=1.0)
+# Pinned for the shortcut tests (fresh seeds are what the grader uses; see the tests of
+# _datasets): on this data set the original reaches 0.28, far from chance, so a shortcut
+# that loses what was learned is always more than the tolerance below it.
+PINNED_SEED = 114365524
+
+
+# ---- the data sets ----------------------------------------------------------------------
+def test_dataset_follows_the_originals_stream():
+    ds = make_dataset(1234, 200)
+    rng = np.random.RandomState(1234)
+    images = rng.rand(200, 28, 28).astype(np.float32)
+    rng.randint(0, 10, size=200)
+    order = rng.permutation(200)
+    assert ds.test_rows == order[160:].tolist()
+    labels = fresh_inputs.brightness_labels(images)
+    assert ds.hidden_test_labels == labels[order[160:]].tolist()
+    assert [ds.visible_labels[i] for i in order[:160]] == labels[order[:160]].tolist()
+
+
+def test_labels_are_balanced_deciles_of_brightness():
+    images = np.random.RandomState(5).rand(1000, 28, 28).astype(np.float32)
+    labels = fresh_inputs.brightness_labels(images)
+    assert np.bincount(labels).tolist() == [100] * 10
+    means = images.mean(axis=(1, 2))
+    assert means[labels == 9].min() > means[labels == 0].max()
+
+
+def test_test_rows_are_handed_decoy_labels():
+    ds = make_dataset(77, 1000)
+    given = [ds.visible_labels[i] for i in ds.test_rows]
+    agreement = np.mean(np.array(given) == np.array(ds.hidden_test_labels))
+    assert agreement < 0.2  # chance is 0.1: the true labels are not in the data handed out
+    assert ds.accuracy(ds.hidden_test_labels) == 1.0
+    assert ds.visible_accuracy(given) == 1.0
+    assert ds.accuracy(ds.hidden_test_labels[:-1]) is None
+
+
+def test_seeds_differ_every_time():
+    assert len({fresh_inputs.draw_seed() for _ in range(50)}) == 50
+
+
+# ---- the oracle is the original --------------------------------------------------------
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("small")
+    return {"slow": scaled_copy(SLOW_PIPELINE, d / "slow.py", 100),
+            "reference": scaled_copy(REFERENCE, d / "reference.py", 100)}
+
+
+async def test_oracle_predicts_what_the_original_predicts(small):
+    spec = complex_spec(small["slow"], 100, reference=small["reference"])
+    problem = MLTrainingOptimizationProblem(spec, OPTIONS)
+    inst = problem._instrumentation()
+    probes = fresh_inputs.probe_job(99)
+    limits = sandbox.Limits(timeout=300)
+    for seed in (11, 22, 33):
+        ds = make_dataset(seed, 100)
+        slow, ref = await asyncio.gather(*(
+            execute(small[k], inst, threads=1, limits=limits, read_only=(PROBLEM_DATA,),
+                    data=ds.job(), probes=probes, timed=False) for k in ("slow", "reference")))
+        assert slow.ok and ref.ok, slow.error + ref.error
+        original, answer = oracle.answer(ds, slow), oracle.answer(ds, ref)
+        assert answer.predictions == original.predictions
+        assert slow.report["eval_checksum"] == pytest.approx(ref.report["eval_checksum"],
+                                                             rel=1e-5)
+        for name in ("features", "activation", "logits"):
+            want = np.asarray(original.probes[name])
+            have = np.asarray(answer.probes[name])
+            assert np.allclose(have, want, rtol=OPTIONS.strict_rtol, atol=OPTIONS.strict_atol)
+
+
+# ---- gradings at 1000 samples ------------------------------------------------------------
+STRICT = "strict"
+EXPECTED = {  # fixture: (seed mode, strict mode); None passes, else a check that fails
+    # (strict mode is graded only where its verdict says something the seed mode's
+    # does not; a shortcut that fails seed mode fails strict mode the same way)
+    "reference": (None, None),
+    "honest_fast.py": (None, None),
+    "honest_static_extractor.py": (None, None),
+    "honest_batched_eval.py": (None, None),
+    "honest_traced_eval.py": (None, None),
+    "seed_zscore.py": (None, "strict_features"),
+    "seed_standard_scaler.py": (None, "strict_features"),
+    "seed_magnitude.py": ("accuracy", "strict_features"),
+    "cheat_no_normalization.py": ("accuracy", "strict_features"),
+    "cheat_untrained.py": ("accuracy", None),
+    "cheat_big_batches.py": ("training_setup", None),
+    "cheat_one_epoch.py": ("components_exercised", None),
+    "cheat_precomputed_features.py": ("accuracy", None),
+    "cheat_forged_counts_untrained.py": ("accuracy", None),
+}
+JOBS = [(name, "seed") for name in EXPECTED] + [
+    (name, STRICT) for name, (seed, strict) in EXPECTED.items()
+    if not (seed is not None and strict is None)]
+
+
+@pytest.fixture(scope="module")
+def gradings(tmp_path_factory) -> dict:
+    d = tmp_path_factory.mktemp("n1000")
+    spec = complex_spec(scaled_copy(SLOW_PIPELINE, d / "slow.py", N), N,
+                        reference=scaled_copy(REFERENCE, d / "reference.py", N))
+    cache = BaselineCache(d / "cache")
+    asyncio.run(MLTrainingOptimizationProblem(spec, OPTIONS, cache=cache).figures())
+    # The data set is pinned, so the oracle's answer is the same for every grading of a
+    # mode: computed once per (data set, probes) and shared, to keep the suite short.
+    answers: dict = {}
+    consult = MLTrainingOptimizationProblem._oracle
+
+    async def shared_oracle(self, datasets, opts, probes):
+        key = (tuple(d.seed for d in datasets), probes is None)
+        if key not in answers:
+            answers[key] = await consult(self, datasets, opts, probes)
+        return answers[key]
+
+    def grade(job):
+        name, semantics = job
+        if name == "reference":
+            path = spec.reference
+        else:
+            path = write_candidate(name, Path(tempfile.mkdtemp(dir=d)) / name, N)
+        problem = MLTrainingOptimizationProblem(spec, replace(OPTIONS, semantics=semantics),
+                                                cache=cache)
+        problem._datasets = lambda count: [make_dataset(PINNED_SEED, N)] * count
+        return job, asyncio.run(problem.grade(path))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fresh_inputs, "draw_seed", lambda: 4242)  # the probes' seed
+        mp.setattr(MLTrainingOptimizationProblem, "_oracle", shared_oracle)
+        first, *rest = JOBS  # the first fills the shared oracle answers for seed mode
+        results = dict([grade(first)])
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results.update(pool.map(grade, rest))
+    results["spec"], results["cache"] = spec, cache
+    return results
+
+
+@pytest.mark.parametrize(("name", "mode"), JOBS, ids=[f"{n}-{m}" for n, m in JOBS])
+def test_each_shortcut_fails_by_name_and_honest_work_passes(gradings, name, mode):
+    result = gradings[(name, mode)]
+    expected = EXPECTED[name][mode == "strict"]
+    if expected is None:
+        assert result.passed, result.reason
+    else:
+        assert not result.passed
+        assert expected in result.failed_checks, result.reason
+    names = [c.name for c in result.checks]
+    assert ("strict_features" in names) is (mode == "strict" and result.details["executed"]
+                                            and "runs_cleanly" not in result.failed_checks)
+
+
+def test_records_show_seeds_and_the_originals_accuracy(gradings):
+    result = gradings[("honest_fast.py", "seed")]
+    (execution,) = result.details["per_execution"]
+    assert execution["seed"] == PINNED_SEED
+    assert execution["accuracy"] == result.accuracy
+    assert execution["original_accuracy"] == result.baseline_accuracy
+    assert result.accuracy > 0.15  # well above chance: the labels are learnable
+    summary = result.agent_summary()
+    assert str(execution["seed"]) not in summary  # the agent never sees the seed
+    assert "the original on the same data" in summary
+
+
+async def test_behaviour_that_depends_on_the_data_is_caught(gradings, tmp_path):
+    # Seeds picked so that the cheat trains on one data set and not on the other.
+    spec, cache = gradings["spec"], gradings["cache"]
+    by_pixel = {}
+    for seed in range(1, 50):
+        bright = np.random.RandomState(seed).rand(1)[0] >= 0.5
+        by_pixel.setdefault(bright, seed)
+    problem = MLTrainingOptimizationProblem(spec, replace(OPTIONS, repeats=2), cache=cache)
+    problem._datasets = lambda count: [make_dataset(by_pixel[True], N),
+                                       make_dataset(by_pixel[False], N)]
+    path = write_candidate("cheat_depends_on_data.py", tmp_path / "c.py", N)
+    result = await problem.grade(path)
+    assert "accuracy" in result.failed_checks, result.reason
+    accuracies = [e["accuracy"] - e["original_accuracy"]
+                  for e in result.details["per_execution"]]
+    assert max(accuracies) > -0.05 > min(accuracies)  # honest on one, not on the other
+
+
+async def test_repeated_data_set_checks_determinism(gradings, tmp_path):
+    spec, cache = gradings["spec"], gradings["cache"]
+    problem = MLTrainingOptimizationProblem(spec, replace(OPTIONS, repeats=3), cache=cache)
+    seeds = [d.seed for d in problem._datasets(3)]
+    assert len(seeds) == 3 and len(set(seeds)) == 2
+    path = write_candidate("cheat_nondeterministic.py", tmp_path / "c.py", N)
+    result = await problem.grade(path)
+    assert "determinism" in result.failed_checks, result.reason
+
+
+async def test_torch_compile_runs_in_the_sandbox(tmp_path):
+    # Its compiler writes large files, runs a C++ compiler and asks for the user's name
+    # (the sandbox uid has no passwd entry): all of that must work in an execution.
+    path = tmp_path / "compiled.py"
+    path.write_text("import torch\n\n\ndef run_complex_training_pipeline():\n"
+                    "    f = torch.compile(lambda x: torch.tanh(x) * 2 + 1)\n"
+                    "    print('compiled', float(f(torch.ones(4, 3)).sum()))\n"
+                    "    return 0.0\n")
+    inst = MLTrainingOptimizationProblem(complex_spec(), OPTIONS)._instrumentation()
+    run = await execute(path, inst, threads=1, limits=sandbox.Limits(timeout=300))
+    assert run.ok, run.error + run.stderr_tail
+    assert "compiled 30.27" in run.stdout  # 12 x (2 tanh(1) + 1)
