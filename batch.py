@@ -77,7 +77,8 @@ async def run_one(run_id: int, problem: MLTrainingOptimizationProblem, client: A
     started = time.monotonic()
     outcome = AgentOutcome()
     entry: dict[str, Any] = {"run_id": run_id, "status": "error", "submitted": False,
-                             "found_by": None, "speedup": None, "accuracy": None,
+                             "found_by": None, "speedup": None, "speedup_ci95": None,
+                             "score": None, "accuracy": None,
                              "baseline_accuracy": None, "reason": "", "failed_checks": []}
     try:
         outcome = await run_agent(
@@ -101,6 +102,7 @@ async def run_one(run_id: int, problem: MLTrainingOptimizationProblem, client: A
             result = await problem.grade(candidate, progress=ctx.progress)
             write_json(workspace / "grade.json", result.to_dict(), ctx.secrets)
             entry.update(status="pass" if result.passed else "fail", speedup=result.speedup,
+                         speedup_ci95=result.speedup_ci95, score=result.score,
                          accuracy=result.accuracy, baseline_accuracy=result.baseline_accuracy,
                          reason=result.reason, failed_checks=result.failed_checks,
                          candidate=str(candidate.relative_to(workspace))
@@ -126,7 +128,8 @@ async def run_one(run_id: int, problem: MLTrainingOptimizationProblem, client: A
 
 
 def _results_entry(e: dict[str, Any]) -> dict[str, Any]:
-    keys = ("run_id", "status", "steps", "speedup", "accuracy", "baseline_accuracy", "reason",
+    keys = ("run_id", "status", "steps", "speedup", "speedup_ci95", "score", "accuracy",
+            "baseline_accuracy", "reason",
             "submitted", "found_by", "failed_checks", "tool_calls", "intermediate",
             "input_tokens", "output_tokens", "wall_time")
     return {k: e.get(k) for k in keys}
@@ -156,7 +159,9 @@ async def run_batch(problem: MLTrainingOptimizationProblem, client: Any, s: Batc
                 "accuracy": figures.baseline.accuracy,
                 "oracle_agreement": figures.baseline.oracle_agreement,
                 "reference_speedup": figures.reference_speedup,
-                "target": figures.target, "speedup_ceiling": figures.ceiling}
+                "target": figures.target, "target_rule": figures.rule,
+                "speedup_ceiling": figures.ceiling,
+                "ladder": figures.ladder.to_json() if figures.ladder else None}
     api_slots = asyncio.Semaphore(s.max_api_calls)
     entries: list[dict[str, Any]] = []
 

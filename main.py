@@ -3,6 +3,7 @@
     uv run main.py                         # a batch with CONFIG (needs ANTHROPIC_API_KEY)
     uv run main.py --agent scripted        # the whole pipeline offline, no key
     uv run main.py grade FILE [--json]     # grade one file, no agent
+    uv run main.py calibrate [--json]      # the baseline and the tiers on this machine
 
 This module parses flags, builds the problem and the client, and prints progress and
 results.  The loop lives in ``agent``, the batch and its records in ``batch``, the
@@ -37,8 +38,8 @@ class Config:
     model: str = "claude-haiku-4-5"
     max_steps: int = 15
     max_tokens: int = 8192
-    target: float = 33.0  # speedup needed to pass
-    relative_target: float | None = None  # or: this fraction of the reference's speedup
+    target: str = "vectorized"  # a rule: a speedup (33), a tier (vectorized), 0.9*strict
+    relative_target: float | None = None  # the rule F*strict, spelt as a fraction
     semantics: str = "seed"  # "seed": quality must hold; "strict": same functions as the original
     repeats: int = 3  # timed executions per candidate (median reported)
     baseline_repeats: int = 3
@@ -79,6 +80,16 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _target_rule(text: str) -> str:
+    from problems.calibration import RuleError, TargetRule
+
+    try:
+        TargetRule.parse(text)  # the tier's existence is checked against the problem
+    except RuleError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip()
+
+
 def _save_name(text: str) -> str:
     if not text or "/" in text or text.startswith(".") or "\x00" in text:
         raise argparse.ArgumentTypeError(f"a plain folder name, got {text!r}")
@@ -86,7 +97,9 @@ def _save_name(text: str) -> str:
 
 
 def _grading_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", type=_positive(float), help="speedup needed to pass")
+    p.add_argument("--target", type=_target_rule,
+                   help="what passes: a speedup (33), a tier (vectorized) or a fraction of one "
+                        "(0.9*strict); see `main.py calibrate`")
     p.add_argument("--relative-target", type=_fraction, dest="relative_target",
                    help="pass at this fraction of the reference solution's speedup")
     p.add_argument("--semantics", choices=["seed", "strict"],
@@ -110,6 +123,15 @@ def parse_args(argv: list[str]) -> tuple[str, argparse.Namespace, Config]:
         _grading_flags(p)
         args = p.parse_args(argv[1:])
         command = "grade"
+    elif argv[:1] == ["calibrate"]:
+        p = argparse.ArgumentParser(
+            prog="main.py calibrate",
+            description="Measure (or show, when cached) the baseline and the calibration "
+                        "tiers on this machine, and what each target rule resolves to.")
+        p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+        _grading_flags(p)
+        args = p.parse_args(argv[1:])
+        command = "calibrate"
     else:
         p = argparse.ArgumentParser(prog="main.py", description="Run a batch of agent runs.")
         p.add_argument("--runs", type=_positive(int))
@@ -156,6 +178,20 @@ def build_client(cfg: Config) -> Any:
 
     # The SDK reads ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL itself.
     return anthropic.AsyncAnthropic(max_retries=cfg.api_retries)
+
+
+def invalid_target_message(cfg: Config) -> str | None:
+    """A target rule naming a tier the problem does not have (checked before anything
+    is measured)."""
+    from problems.calibration import RuleError, TargetRule
+    from problems.ml_training_optimization import COMPLEX_SPEC
+
+    text = f"{cfg.relative_target:g}*strict" if cfg.relative_target else cfg.target
+    try:
+        TargetRule.parse(text, list(COMPLEX_SPEC.tiers))
+    except RuleError as exc:
+        return f"--target: {exc}"
+    return None
 
 
 def missing_key_message(cfg: Config) -> str | None:
@@ -209,6 +245,54 @@ async def grade_command(cfg: Config, args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+async def calibrate_command(cfg: Config, args: argparse.Namespace) -> int:
+    from problems.calibration import DEFAULT_TARGET_RULE, TargetRule
+    from problems.ml_training_optimization import GraderError
+
+    isolation, warning = isolation_notice(cfg)
+    if warning:
+        console.print(warning)
+        if not cfg.unsafe_no_sandbox:
+            return 2
+    problem = build_problem(cfg, _say)
+    try:
+        ladder = await problem.ladder()
+    except GraderError as exc:
+        console.print(f"[red]could not calibrate:[/red] {exc}")
+        return 3
+    tiers = ladder.names()
+    rules = dict.fromkeys([DEFAULT_TARGET_RULE, problem.target_rule().text, "33",
+                           *tiers, *(f"0.9*{t}" for t in tiers)])
+    resolved = {r: TargetRule.parse(r, tiers).resolve(ladder) for r in rules}
+    data = {**ladder.to_json(),
+            "default_target_rule": DEFAULT_TARGET_RULE,
+            "default_target": resolved[DEFAULT_TARGET_RULE],
+            "target_rule": problem.target_rule().text,
+            "target": resolved[problem.target_rule().text],
+            "rules": resolved,
+            "scores": {t.name: ladder.score(t.speedup, True) for t in ladder.tiers},
+            "isolation": isolation}
+    if args.json:
+        print(json.dumps(data, default=str))
+        return 0
+    shown = ", ".join(f"{t:.2f}" for t in ladder.baseline_times)
+    lines = [f"baseline: {ladder.baseline_time:.2f} s (median of "
+             f"{len(ladder.baseline_times)}: {shown})",
+             "", f"{'tier':<12} {'time':>9} {'speedup':>9}  95 % interval   score"]
+    for t in ladder.tiers:
+        ci = f"{t.speedup_ci95[0]:.1f}-{t.speedup_ci95[1]:.1f}x" if t.speedup_ci95 else "–"
+        lines.append(f"{t.name:<12} {t.time:>8.3f}s {t.speedup:>8.1f}x  {ci:<14} "
+                     f"{data['scores'][t.name]:.2f}")
+    lines += ["", "target rules here:"]
+    for rule, value in resolved.items():
+        marks = [m for m, on in (("default", rule == DEFAULT_TARGET_RULE),
+                                 ("in use", rule == data["target_rule"])) if on]
+        lines.append(f"  {rule:<16} -> {value:.1f}x" + (f"  ({', '.join(marks)})" if marks
+                                                        else ""))
+    print("\n".join(lines))
+    return 0
+
+
 def format_report(result: Any) -> str:
     def fmt(value: float | None, spec: str) -> str:
         return "–" if value is None else format(value, spec)
@@ -220,7 +304,11 @@ def format_report(result: Any) -> str:
              f"{len(result.candidate_times)}: "
              f"{', '.join(f'{t:.3f}' for t in result.candidate_times) or '–'}), "
              f"accuracy {fmt(result.accuracy, '.4f')}",
-             f"  Speedup:   {fmt(result.speedup, '.2f')}x (target {fmt(result.target, '.2f')}x)",
+             f"  Speedup:   {fmt(result.speedup, '.2f')}x"
+             + (f" (95 % interval {result.speedup_ci95[0]:.2f}-{result.speedup_ci95[1]:.2f}x)"
+                if result.speedup_ci95 else "")
+             + f", target {fmt(result.target, '.2f')}x ({result.target_rule}); "
+             f"score {fmt(result.score, '.3f')}",
              "=" * 50, "CHECKS"]
     for c in result.checks:
         mark = "skip" if c.skipped else ("ok  " if c.passed else "FAIL")
@@ -291,8 +379,13 @@ async def batch_command(cfg: Config) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     command, args, cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    if message := invalid_target_message(cfg):
+        console.print(f"[red]error:[/red] {message}")
+        return 2
     if command == "grade":
         return asyncio.run(grade_command(cfg, args))
+    if command == "calibrate":
+        return asyncio.run(calibrate_command(cfg, args))
     if message := missing_key_message(cfg):
         console.print(f"[red]error:[/red] {message}")
         return 2

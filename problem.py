@@ -44,6 +44,9 @@ class GradeResult:
     accuracy: float | None = None  # on hidden labels of fresh data (mean over executions)
     baseline_accuracy: float | None = None  # the original's on the same data (the oracle)
     target: float | None = None
+    target_rule: str = ""  # what the target stands for: 33, vectorized, 0.9*strict
+    speedup_ci95: tuple[float, float] | None = None
+    score: float | None = None  # 0 at the baseline, 1 at the strict tier (log); 0 if failed
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -67,7 +70,9 @@ class GradeResult:
         """The short message an agent sees: figures and failing checks, no internals."""
         lines = ["PASSED" if self.passed else "NOT PASSED"]
         if self.speedup is not None:
-            lines.append(f"speedup: {self.speedup:.2f}x (target {self.target:.1f}x)")
+            ci = (f", 95 % interval {self.speedup_ci95[0]:.1f}-{self.speedup_ci95[1]:.1f}x"
+                  if self.speedup_ci95 else "")
+            lines.append(f"speedup: {self.speedup:.2f}x{ci} (target {self.target:.1f}x)")
         if self.candidate_time is not None:
             lines.append(f"candidate time (median): {self.candidate_time:.3f} s; "
                          f"baseline: {self.baseline_time:.2f} s")

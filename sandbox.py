@@ -42,7 +42,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,6 +238,12 @@ class _Cgroup:
         for d in self.dirs:
             with open(d / "cgroup.procs", "w") as f:
                 f.write(pid)
+
+    def set_cpu(self, cpu: int) -> None:
+        """Move the child (every thread it has) to another CPU."""
+        for d in self.dirs:
+            if (d / "cpuset.cpus").exists():
+                (d / "cpuset.cpus").write_text(str(cpu))
 
     def pids(self) -> set[int]:
         found: set[int] = set()
@@ -467,7 +473,7 @@ async def run_python(
     visibility: Visibility,
     limits: Limits = Limits(),
     threads: int = 1,
-    stdin_data: bytes | None = None,
+    stdin_data: bytes | Callable[[], Awaitable[bytes]] | None = None,
     on_control: Callable[[float, str], None] | None = None,
     isolation: str | None = None,
     timed: bool = False,
@@ -475,11 +481,17 @@ async def run_python(
     """Run ``python ARGS`` in ``visibility.workdir`` under the limits; never raises for
     anything the child does.  ``on_control(t, line)`` sees each line the child writes to
     fd 3 with the monotonic time it arrived.  ``timed`` puts the child on the CPU kept
-    for timed executions."""
+    for timed executions.
+
+    ``stdin_data`` may be a coroutine function: the child is then started at once (it
+    can import what it needs) and its input is written when the coroutine returns it;
+    only from then on does it get the timed CPU and does ``limits.timeout`` run.  This
+    is how a timed execution is prepared while the previous one runs."""
     backend = isolation or best_isolation()
     python = [sys.executable, "-X", "utf8", *args]
     workdir = visibility.workdir
-    cpu = default_cpu(timed)
+    gated = callable(stdin_data)
+    cpu = default_cpu(timed and not gated)
     cgroup = _cgroup_for(cpu, limits)
     control_r = control_w = None
     if on_control is not None:
@@ -531,18 +543,25 @@ async def run_python(
                 lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(control_r, "rb", 0))
             pumps.append(_pump(reader, _Capture(limits.max_output, on_control)))
         timed_out = False
+        tasks = [asyncio.ensure_future(t) for t in (*pumps, proc.wait())]
         try:
             if stdin_data is not None:
+                data = await stdin_data() if gated else stdin_data
+                if gated and timed and cgroup is not None:
+                    cgroup.set_cpu(default_cpu(True))
+                started = time.monotonic()
                 try:
-                    proc.stdin.write(stdin_data)
+                    proc.stdin.write(data)
                     await proc.stdin.drain()
                     proc.stdin.close()
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the child exited before reading its input; its status says why
-            await asyncio.wait_for(asyncio.gather(*pumps, proc.wait()), timeout=limits.timeout)
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout=limits.timeout)
         except TimeoutError:
             timed_out = True
         finally:
+            for task in tasks:
+                task.cancel()
             _kill_tree(proc, cgroup)
             if proc.returncode is None:
                 await proc.wait()

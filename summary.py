@@ -12,6 +12,8 @@ import math
 from collections import Counter
 from typing import Any
 
+from problems import calibration
+
 Z95 = 1.959963984540054
 
 
@@ -35,6 +37,15 @@ def geometric_mean(values: list[float]) -> float | None:
     return math.exp(sum(math.log(v) for v in positive) / len(positive))
 
 
+def score_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean normalised score of the graded runs (a failed run scores 0), with a 95 %
+    bootstrap interval."""
+    scores = [r.get("score") or 0.0 for r in runs if r["status"] in ("pass", "fail")]
+    interval = calibration.mean_interval(scores)
+    return {"mean_score": sum(scores) / len(scores) if scores else None,
+            "mean_score_ci95": list(interval) if interval else None}
+
+
 def batch_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Totals over the runs that finished.  Errors are not failures: they are counted
     apart and left out of the pass rate's denominator, which counts graded runs."""
@@ -54,6 +65,7 @@ def batch_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "geomean_speedup_passing": geometric_mean(
             [r["speedup"] for r in runs if r["status"] == "pass" and r.get("speedup")]),
         "check_failures": dict(check_failures.most_common()),
+        **score_figures(runs),
         "input_tokens": sum(r.get("input_tokens", 0) for r in runs),
         "output_tokens": sum(r.get("output_tokens", 0) for r in runs),
     }
@@ -74,9 +86,9 @@ def render_markdown(config: dict[str, Any], baseline: dict[str, Any],
     lines += ["", "## Baseline", ""]
     lines += [f"- {k}: {v}" for k, v in baseline.items()]
     lines += ["", "## Runs", "",
-              "| run | verdict | speedup | accuracy diff | reason | steps | tools used | "
+              "| run | verdict | speedup | score | accuracy diff | reason | steps | tools used | "
               "intermediate | tokens in/out |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         diff = (None if r.get("accuracy") is None or r.get("baseline_accuracy") is None
                 else r["accuracy"] - r["baseline_accuracy"])
@@ -86,7 +98,8 @@ def render_markdown(config: dict[str, Any], baseline: dict[str, Any],
         reason = (r.get("reason") or "").replace("|", "\\|").replace("\n", " ")[:160]
         lines.append(
             f"| {r['run_id']} | {r['status']} | {_fmt(r.get('speedup'), '.2f', 'x')} | "
-            f"{_fmt(diff, '+.4f')} | {reason} | {r['steps']} | {used} | {inter or '–'} | "
+            f"{_fmt(r.get('score'), '.3f')} | {_fmt(diff, '+.4f')} | {reason} | "
+            f"{r['steps']} | {used} | {inter or '–'} | "
             f"{r.get('input_tokens', 0)}/{r.get('output_tokens', 0)} |")
     t = totals
     ci = t["pass_rate_ci95"]
@@ -98,6 +111,10 @@ def render_markdown(config: dict[str, Any], baseline: dict[str, Any],
         + (f"{t['pass_rate']:.1%} (95 % Wilson interval {ci[0]:.1%}–{ci[1]:.1%})"
            if t["pass_rate"] is not None else "–"),
         f"- Average steps: {_fmt(t['average_steps'], '.1f')}",
+        f"- Mean score (0 at the baseline, 1 at the strict tier, 0 when failed): "
+        f"{_fmt(t.get('mean_score'), '.3f')}"
+        + (f" (95 % bootstrap interval {t['mean_score_ci95'][0]:.3f}–"
+           f"{t['mean_score_ci95'][1]:.3f})" if t.get("mean_score_ci95") else ""),
         f"- Geometric-mean speedup of passing runs: "
         f"{_fmt(t['geomean_speedup_passing'], '.2f', 'x')}",
         f"- Tokens: {t['input_tokens']} in, {t['output_tokens']} out",

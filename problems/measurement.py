@@ -12,6 +12,7 @@ Judging the figures is the grader's job (``problems.ml_training_optimization``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -23,7 +24,7 @@ import statistics
 import sys
 import tempfile
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,11 +94,14 @@ class Measurement:
 
 async def execute(path: Path, inst: Instrumentation, *, threads: int, limits: sandbox.Limits,
                   read_only: tuple[Path, ...] = (), data: dict[str, Any] | None = None,
-                  probes: dict[str, Any] | None = None, timed: bool = True) -> Execution:
+                  probes: dict[str, Any] | None = None, timed: bool = True,
+                  start: Callable[[], Awaitable[None]] | None = None) -> Execution:
     """Run ``path`` once, timed by the harness.  Never raises for what the file does.
 
     ``data`` (a ``fresh_inputs.DataSet.job()``) is injected through the pipeline's data
     function; ``probes`` (strict mode) are run on the components after the timed part.
+    With ``start``, the process is started (and imports torch) at once, and the job is
+    sent when ``start()`` returns: the caller's way of preparing it ahead of time.
     The time is the timer process's (``problems/timing_runner.py``): from just before it
     forks the execution to the moment every holder of the execution's report pipe has
     closed it.  The harness also timestamps both marks as they arrive on the private
@@ -116,12 +120,18 @@ async def execute(path: Path, inst: Instrumentation, *, threads: int, limits: sa
                model_class=inst.model_class, keep_predictions=inst.keep_predictions,
                data_function=inst.data_function, data=data, probes=probes,
                probe_timeout=min(60.0, limits.timeout))
+    encoded = (json.dumps(job) + "\n").encode()
+
+    async def job_bytes() -> bytes:
+        await start()
+        return encoded
+
     workdir = Path(tempfile.mkdtemp(prefix="hp-exec-"))
     try:
         shutil.copyfile(path, workdir / "candidate.py")
         result = await sandbox.run_python(
             ["-c", RUNNER_SOURCE], visibility=sandbox.Visibility(workdir, read_only=read_only),
-            limits=limits, threads=threads, stdin_data=(json.dumps(job) + "\n").encode(),
+            limits=limits, threads=threads, stdin_data=job_bytes if start else encoded,
             on_control=on_control, isolation=isolation, timed=timed)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -173,23 +183,43 @@ async def measure(path: Path, inst: Instrumentation, *, repeats: int, threads: i
                   on_progress: Callable[[int, int, Execution], None] | None = None,
                   after_each: Callable[[], Any] | None = None,
                   data: Sequence[dict[str, Any] | None] = (),
-                  probes: dict[str, Any] | None = None) -> Measurement:
+                  probes: dict[str, Any] | None = None, timed: bool = True) -> Measurement:
     """Execute ``path`` up to ``repeats`` times, serialised with every other timing;
     execution i runs on ``data[i]`` when given.  Stops early when ``keep_going`` says so
-    (a crash, or far below target)."""
+    (a crash, or far below target).
+
+    Each execution is a fresh process, started ahead: while execution i runs (on the
+    timed CPU), execution i+1's process is started and imports torch on another CPU, and
+    it gets its job only when i is done.  So the machine's time per execution is little
+    more than its timed part, and no process ever runs the candidate twice."""
     executions: list[Execution] = []
-    for i in range(repeats):
-        async with timing_lock():
-            execution = await execute(path, inst, threads=threads, limits=limits,
-                                      read_only=read_only,
-                                      data=data[i] if i < len(data) else None, probes=probes)
-        executions.append(execution)
-        if after_each is not None:
-            after_each()
-        if on_progress is not None:
-            on_progress(i + 1, repeats, execution)
-        if not keep_going(execution):
-            break
+    gates = [asyncio.Event() for _ in range(repeats)]
+
+    def launch(i: int) -> asyncio.Future:
+        return asyncio.ensure_future(execute(
+            path, inst, threads=threads, limits=limits, read_only=read_only,
+            data=data[i] if i < len(data) else None, probes=probes, timed=timed,
+            start=gates[i].wait))
+
+    pending = launch(0)
+    try:
+        for i in range(repeats):
+            async with timing_lock():
+                gates[i].set()
+                current, pending = pending, launch(i + 1) if i + 1 < repeats else None
+                execution = await current
+            executions.append(execution)
+            if after_each is not None:
+                after_each()
+            if on_progress is not None:
+                on_progress(i + 1, repeats, execution)
+            if not keep_going(execution):
+                break
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
     return Measurement(executions)
 
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sandbox
 from problem import Check, DataGuard, GradeResult, Problem
-from problems import fresh_inputs, oracle, runtime_checks, static_checks
+from problems import calibration, fresh_inputs, oracle, runtime_checks, static_checks
 from problems.fresh_inputs import DataSet
 from problems.measurement import (
     BaselineCache,
@@ -78,12 +78,18 @@ class TaskSpec:
     model_class: str
     output_patterns: tuple[str, ...]
     workload: Workload
-    reference: Path  # the strict reference: the oracle, and the speed ceiling's basis
+    reference: Path  # the strict reference: the oracle, the strict tier, the ceiling's basis
     data_function: str = "generate_synthetic_data"
     n_samples: int = 3000
     epochs: int = 3
     batch_size: int = 8
     optimized_name: str = "optimized_ml_training.py"
+    extra_tiers: tuple[tuple[str, Path], ...] = ()  # calibration tiers below strict
+
+    @property
+    def tiers(self) -> dict[str, Path]:
+        """The calibration ladder's reference solutions, slowest first."""
+        return {**dict(self.extra_tiers), calibration.STRICT_TIER: self.reference}
 
     def training_batches(self) -> dict[int, int]:
         """The original's optimisation steps, by batch size, over all epochs."""
@@ -99,8 +105,8 @@ class TaskSpec:
 class GradingOptions:
     """How a grading measures and judges.  Defaults are the seed's."""
 
-    target: float = 33.0
-    relative_target: float | None = None  # fraction of the reference's speedup
+    target: str | float = calibration.DEFAULT_TARGET_RULE  # a rule: 33, vectorized, 0.9*strict
+    relative_target: float | None = None  # another spelling of the rule F*strict
     semantics: str = "seed"  # or "strict": every component computes the original's function
     accuracy_tolerance: float = 0.05  # below the original's accuracy on the same data
     accuracy_upper_margin: float = 0.3  # above it: implausible (reading the answers)
@@ -112,6 +118,7 @@ class GradingOptions:
     timeout: float = 600.0
     memory_bytes: int = 6 * sandbox.GIB
     plausibility_factor: float = 3.0  # ceiling = factor x the reference's speedup
+    max_repeats: int = 9  # executions at most, when the interval straddles the target
     use_cache: bool = True
     allow_unsandboxed: bool = False  # grade even where no isolation is available
 
@@ -119,9 +126,11 @@ class GradingOptions:
 @dataclass
 class _Figures:
     baseline: CachedMeasurement
-    reference_speedup: float
+    reference_speedup: float  # the strict tier's
     target: float
     ceiling: float
+    ladder: calibration.Ladder | None = None
+    rule: str = ""
 
 
 SEMANTICS = ("seed", "strict")
@@ -157,9 +166,8 @@ class MLTrainingOptimizationProblem(Problem):
             PROJECT_ROOT) else workspace
         baseline = (spec.baseline.relative_to(PROJECT_ROOT)
                     if spec.baseline.is_relative_to(PROJECT_ROOT) else spec.baseline)
-        target = (f"at least {opts.relative_target:.0%} of the speedup a reference solution "
-                  "reaches on this machine" if opts.relative_target
-                  else f"at least {opts.target:g}x faster")
+        target = (f"at least {self._figures.target:.1f}x faster" if self._figures is not None
+                  else f"as fast as the target ({self.target_rule(opts).text}) requires")
         steps = [
             f"1. Read `{baseline}` (read_file) to understand the pipeline.",
         ]
@@ -318,21 +326,38 @@ class MLTrainingOptimizationProblem(Problem):
         self.cache.store(found)
         return found
 
+    def target_rule(self, opts: GradingOptions | None = None) -> calibration.TargetRule:
+        opts = opts or self.options
+        text = f"{opts.relative_target:g}*strict" if opts.relative_target else str(opts.target)
+        return calibration.TargetRule.parse(text, list(self.spec.tiers))
+
+    async def ladder(self, opts: GradingOptions | None = None,
+                     baseline: CachedMeasurement | None = None) -> calibration.Ladder:
+        """The baseline and every tier, measured on first need (cached)."""
+        opts = opts or self.options
+        check_isolation(opts)
+        if baseline is None:
+            baseline = await self._measure_reference_file(
+                self.spec.baseline, "baseline", opts.baseline_repeats, opts)
+        ladder = calibration.Ladder(baseline.times)
+        for name, path in self.spec.tiers.items():
+            tier = await self._measure_reference_file(path, f"tier-{name}", opts.repeats, opts)
+            ladder.add(name, tier.times)
+        return ladder
+
     async def figures(self, opts: GradingOptions | None = None) -> _Figures:
-        """Baseline (and reference, when there is one), measured on first need."""
+        """Baseline, tiers and the resolved target, measured on first need."""
         opts = opts or self.options
         if self._figures is not None and opts == self.options:
             return self._figures
+        rule = self.target_rule(opts)
         check_isolation(opts)
         baseline = await self._measure_reference_file(
             self.spec.baseline, "baseline", opts.baseline_repeats, opts)
-        ref = await self._measure_reference_file(self.spec.reference, "reference",
-                                                 opts.repeats, opts)
-        reference_speedup = baseline.median / ref.median
-        target = (opts.relative_target * reference_speedup
-                  if opts.relative_target and reference_speedup else opts.target)
-        ceiling = opts.plausibility_factor * reference_speedup
-        figures = _Figures(baseline, reference_speedup, target, ceiling)
+        ladder = await self.ladder(opts, baseline)
+        reference_speedup = ladder.speedup(calibration.STRICT_TIER)
+        figures = _Figures(baseline, reference_speedup, rule.resolve(ladder),
+                           opts.plausibility_factor * reference_speedup, ladder, rule.text)
         if opts == self.options:
             self._figures = figures
         return figures
@@ -401,9 +426,52 @@ class MLTrainingOptimizationProblem(Problem):
                                read_only=(PROBLEM_DATA,), keep_going=keep_going,
                                on_progress=report, after_each=after_each,
                                data=[d.job() for d in datasets], probes=probes)
+
+        async def one_more(ds: DataSet) -> Measurement:
+            return await measure(Path(candidate), self._instrumentation(), repeats=1,
+                                 threads=opts.threads, limits=self._limits(timeout),
+                                 read_only=(PROBLEM_DATA,), keep_going=keep_going,
+                                 on_progress=report, after_each=after_each, data=[ds.job()],
+                                 probes=probes)
+
+        adaptive = await self._decide(result, figures, opts, datasets, one_more)
         graded = self._judge(checks, result, figures, opts, tampered, datasets, answers)
         graded.details["oracle_wall_time"] = round(oracle_wall, 3)
+        graded.details["adaptive"] = adaptive
         return graded
+
+    @staticmethod
+    async def _decide(result: Measurement, fig: _Figures, opts: GradingOptions,
+                      datasets: list[DataSet],
+                      one_more: Callable[[DataSet], Awaitable[Measurement]]) -> dict[str, Any]:
+        """More executions, up to ``max_repeats``, while the speedup's 95 % interval
+        straddles the target.  The extra executions reuse the grading's data sets in
+        turn (their oracle answers are known); ``datasets`` grows to match."""
+        added, reason = 0, "decided with the requested executions"
+        while True:
+            times = result.times
+            if len(times) < len(result.executions) or not times:
+                reason = "not adaptive: an execution failed or stopped early"
+                break
+            ci = calibration.speedup_interval(fig.baseline.times, times)
+            if ci is None:
+                reason = "not adaptive: too few executions for an interval"
+                break
+            if not ci[0] < fig.target < ci[1]:
+                if added:
+                    reason = (f"the 95 % interval [{ci[0]:.1f}x, {ci[1]:.1f}x] no longer "
+                              f"contains the target {fig.target:.1f}x")
+                break
+            if len(result.executions) >= opts.max_repeats:
+                reason = (f"the interval [{ci[0]:.1f}x, {ci[1]:.1f}x] still contains the "
+                          f"target {fig.target:.1f}x at the cap of {opts.max_repeats} "
+                          "executions: decided on the median")
+                break
+            ds = datasets[len(result.executions) % len(datasets)]
+            result.executions.extend((await one_more(ds)).executions)
+            datasets.append(ds)
+            added += 1
+        return {"added_executions": added, "reason": reason}
 
     def _judge(self, checks: list[Check], result: Measurement, fig: _Figures,
                opts: GradingOptions, tampered: list[str], datasets: list[DataSet],
@@ -413,6 +481,7 @@ class MLTrainingOptimizationProblem(Problem):
         times = result.times
         median = result.median
         speedup = fig.baseline.median / median if median else None
+        ci = calibration.speedup_interval(fig.baseline.times, times)
         pairs = [(ds.accuracy((e.report or {}).get("eval_predictions")),
                   answers[ds.seed].accuracy) for e, ds in zip(execs, datasets, strict=False)]
         measured = [a for a, _ in pairs if a is not None]
@@ -421,7 +490,7 @@ class MLTrainingOptimizationProblem(Problem):
                           candidate_times=times,
                           accuracy=statistics.mean(measured) if measured else None,
                           baseline_accuracy=statistics.mean(o for _, o in pairs),
-                          target=fig.target)
+                          target=fig.target, target_rule=fig.rule, speedup_ci95=ci)
         out.details = {
             "executed": True, "semantics": opts.semantics, "executions": len(execs),
             "repeats_requested": opts.repeats, "baseline_times": fig.baseline.times,
@@ -442,6 +511,7 @@ class MLTrainingOptimizationProblem(Problem):
         checks += [runtime_checks.runs_cleanly(execs), runtime_checks.baseline_integrity(tampered)]
         if crashed:
             out.details["skipped_after_crash"] = True
+            out.score = 0.0
             return out
         s, w = self.spec, self.spec.workload
         visible = datasets[0].visible_accuracy((first.report or {}).get("eval_predictions"))
@@ -467,16 +537,22 @@ class MLTrainingOptimizationProblem(Problem):
         checks += [
             runtime_checks.self_reported_time(first.stdout, first.time),
             runtime_checks.speedup_plausible(speedup, fig.ceiling, fig.reference_speedup),
-            runtime_checks.speedup_target(speedup, fig.target, len(times)),
+            runtime_checks.speedup_target(speedup, fig.target, len(times), fig.rule, ci),
         ]
         out.passed = not any(c.decisive_failure for c in checks)
+        out.score = fig.ladder.score(speedup, out.passed) if fig.ladder else None
         return out
 
 
 def complex_spec(baseline: Path = PROBLEM_DATA / "slow_ml_training_complex.py",
                  n_samples: int = 3000,
-                 reference: Path = REFERENCE_DIR / "ml_training_reference.py") -> TaskSpec:
-    """The flagship's contract; tests use it with scaled-down copies (``n_samples``)."""
+                 reference: Path = REFERENCE_DIR / "ml_training_reference.py",
+                 vectorized: Path | None = REFERENCE_DIR / "ml_training_vectorized.py"
+                 ) -> TaskSpec:
+    """The flagship's contract; tests use it with scaled-down copies (``n_samples``), and
+    without the ``vectorized`` tier unless they scale that too."""
+    if n_samples != 3000 and vectorized == REFERENCE_DIR / "ml_training_vectorized.py":
+        vectorized = None  # the full-size tier cannot calibrate a scaled-down problem
     n_train = int(0.8 * n_samples)
     return TaskSpec(
         baseline=baseline,
@@ -493,6 +569,7 @@ def complex_spec(baseline: Path = PROBLEM_DATA / "slow_ml_training_complex.py",
                           eval_rows=n_samples - n_train),
         reference=reference,
         n_samples=n_samples,
+        extra_tiers=(("vectorized", vectorized),) if vectorized is not None else (),
     )
 
 
@@ -500,7 +577,7 @@ COMPLEX_SPEC = complex_spec()
 
 
 class ComplexMLTrainingWithProfiler(MLTrainingOptimizationProblem):
-    """The flagship: the slow complex pipeline, with the seed's defaults (33x, 0.05)."""
+    """The flagship: the slow complex pipeline; target: the ``vectorized`` tier here."""
 
     name = "complex_ml_training"
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import sandbox
 from problems.fresh_inputs import DataSet
-from problems.measurement import Execution, Instrumentation, execute, timing_lock
+from problems.measurement import Execution, Instrumentation, measure
 
 
 class OracleError(RuntimeError):
@@ -39,15 +39,12 @@ async def consult(reference: Path, inst: Instrumentation, datasets: list[DataSet
                   threads: int, limits: sandbox.Limits, read_only: tuple[Path, ...],
                   probes: dict[str, Any] | None = None) -> dict[int, OracleAnswer]:
     """The oracle's answer for each distinct seed among ``datasets``."""
-    answers: dict[int, OracleAnswer] = {}
-    for ds in datasets:
-        if ds.seed in answers:
-            continue
-        async with timing_lock():
-            run = await execute(reference, inst, threads=threads, limits=limits,
-                                read_only=read_only, data=ds.job(), probes=probes, timed=False)
-        answers[ds.seed] = answer(ds, run)
-    return answers
+    distinct = list({ds.seed: ds for ds in datasets}.values())
+    result = await measure(reference, inst, repeats=len(distinct), threads=threads,
+                           limits=limits, read_only=read_only, keep_going=lambda e: True,
+                           data=[ds.job() for ds in distinct], probes=probes, timed=False)
+    return {ds.seed: answer(ds, run) for ds, run in zip(distinct, result.executions,
+                                                         strict=True)}
 
 
 def answer(ds: DataSet, run: Execution) -> OracleAnswer:

@@ -206,7 +206,10 @@ def speedup_plausible(speedup: float, ceiling: float, reference_speedup: float |
                  f"ceiling {ceiling:.1f}x ({basis})")
 
 
-def speedup_target(speedup: float, target: float, executions: int) -> Check:
+def speedup_target(speedup: float, target: float, executions: int, rule: str = "",
+                   ci: tuple[float, float] | None = None) -> Check:
     ok = speedup >= target
+    basis = f" ({rule})" if rule and rule != f"{target:g}" else ""
+    interval = f", 95 % interval {ci[0]:.2f}-{ci[1]:.2f}x" if ci else ""
     return Check("speedup_target", ok, f"speedup {speedup:.2f}x {'>=' if ok else '<'} target "
-                 f"{target:.2f}x (median of {executions})")
+                 f"{target:.2f}x{basis} (median of {executions}{interval})")

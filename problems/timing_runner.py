@@ -3,8 +3,9 @@
 The harness passes this file's source with ``python -c`` (so the child needs no access
 to the harness's files) and a JSON job on stdin.  Two processes take part:
 
-- the **timer** reads the job, imports numpy and torch (not timed, as in the seed's
-  FINAL_TIME), fixes the thread count, makes itself non-dumpable (so a process of the
+- the **timer** imports numpy and torch (not timed, as in the seed's FINAL_TIME), reads
+  the job (the harness sends it when the machine is free to time it), fixes the thread
+  count, makes itself non-dumpable (so a process of the
   same uid can neither trace it nor open its file descriptors), then writes ``START`` on
   the private control channel (fd 3, read only by the harness) and forks.  It waits
   until the execution process has exited *and* every holder of the report pipe has
@@ -29,13 +30,6 @@ def _run():
     import sys
     import time
 
-    job = json.loads(sys.stdin.readline())
-    sys.stdin.close()
-    control = job["control_fd"]
-
-    def send(text):
-        os.write(control, (text + "\n").encode())
-
     import numpy  # noqa: F401  (imported before the timed region on purpose)
     import torch
     import torch._dynamo  # noqa: F401  (optimizers import it lazily: not the candidate's cost)
@@ -43,6 +37,15 @@ def _run():
     import torch.nn.functional  # noqa: F401
     import torch.optim  # noqa: F401
     import torch.utils.data  # noqa: F401
+
+    # The job comes once the harness is ready to time this execution (the process may
+    # have been started, and torch imported, while the previous one ran).
+    job = json.loads(sys.stdin.readline())
+    sys.stdin.close()
+    control = job["control_fd"]
+
+    def send(text):
+        os.write(control, (text + "\n").encode())
 
     torch.set_num_threads(job["threads"])
     libc = ctypes.CDLL(None, use_errno=True)

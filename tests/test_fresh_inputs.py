@@ -30,6 +30,7 @@ from problems.ml_training_optimization import (
 )
 
 N = 1000
+VECTORIZED = REFERENCE.parent / "ml_training_vectorized.py"
 OPTIONS = GradingOptions(repeats=1, baseline_repeats=1, target=1.0)
 # Pinned for the shortcut tests (fresh seeds are what the grader uses; see the tests of
 # _datasets): on this data set the original reaches 0.28, far from chance, so a shortcut
@@ -108,6 +109,7 @@ EXPECTED = {  # fixture: (seed mode, strict mode); None passes, else a check tha
     # (strict mode is graded only where its verdict says something the seed mode's
     # does not; a shortcut that fails seed mode fails strict mode the same way)
     "reference": (None, None),
+    "tier_vectorized": (None, None),  # every calibration tier passes both modes
     "honest_fast.py": (None, None),
     "honest_static_extractor.py": (None, None),
     "honest_batched_eval.py": (None, None),
@@ -149,6 +151,8 @@ def gradings(tmp_path_factory) -> dict:
         name, semantics = job
         if name == "reference":
             path = spec.reference
+        elif name == "tier_vectorized":
+            path = scaled_copy(VECTORIZED, Path(tempfile.mkdtemp(dir=d)) / "vec.py", N)
         else:
             path = write_candidate(name, Path(tempfile.mkdtemp(dir=d)) / name, N)
         problem = MLTrainingOptimizationProblem(spec, replace(OPTIONS, semantics=semantics),

@@ -72,6 +72,16 @@ def test_check_failure_counts():
     assert summary.batch_figures(runs)["check_failures"] == {"speedup_target": 2, "accuracy": 1}
 
 
+def test_mean_score_counts_failed_runs_as_zero_and_leaves_errors_out():
+    runs = [_run(1, "pass", 40.0), _run(2, "fail", 20.0), _run(3, "error")]
+    runs[0]["score"], runs[1]["score"], runs[2]["score"] = 0.8, None, None
+    t = summary.batch_figures(runs)
+    assert t["mean_score"] == pytest.approx(0.4)
+    low, high = t["mean_score_ci95"]
+    assert low == pytest.approx(0.0) and high == pytest.approx(0.8)
+    assert summary.batch_figures(runs[:1])["mean_score_ci95"] is None  # one run: no interval
+
+
 def test_no_runs():
     t = summary.batch_figures([])
     assert t["pass_rate"] is None and t["average_steps"] is None and t["runs"] == 0
@@ -82,9 +92,12 @@ def test_markdown_shows_every_figure():
     runs[1]["reason"] = "speedup_target: speedup 20.00x < target 33.00x | x"
     runs[0]["tool_calls"] = {"read_file": 2, "submit_answer": 1}
     runs[0]["intermediate"] = [{"speedup": 35.5, "passed": True}]
+    runs[0]["score"], runs[1]["score"] = 0.75, 0.0
     t = summary.batch_figures(runs)
     text = summary.render_markdown({"runs": 2}, {"time_median_s": 119.0}, runs, t)
-    assert "| 1 | pass | 40.00x | +0.0100 |" in text
+    assert "| 1 | pass | 40.00x | 0.750 | +0.0100 |" in text
+    assert "Mean score (0 at the baseline, 1 at the strict tier, 0 when failed): 0.375" in text
+    assert "(95 % bootstrap interval 0.000–0.750)" in text
     assert "read_file×2, submit_answer×1" in text and "35.5x✓" in text
     assert "\\|" in text  # a pipe in a reason cannot break the table
     assert "Pass rate (of 2 graded runs): 50.0% (95 % Wilson interval 9.5%–90.5%)" in text

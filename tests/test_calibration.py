@@ -1,0 +1,153 @@
+"""Target rules, the normalised score, speedup intervals and adaptive repeats (no timing)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+import main
+from problems import calibration
+from problems.calibration import Ladder, RuleError, TargetRule
+from problems.fresh_inputs import make_dataset
+from problems.measurement import Execution, Measurement
+from problems.ml_training_optimization import (
+    GradingOptions,
+    MLTrainingOptimizationProblem,
+    _Figures,
+)
+
+TIERS = ["vectorized", "strict"]
+
+
+def ladder() -> Ladder:
+    lad = Ladder([100.0, 101.0, 99.0])
+    lad.add("vectorized", [2.0, 2.1, 1.9])  # 50x
+    lad.add("strict", [0.25, 0.26, 0.24])  # 400x
+    return lad
+
+
+# ---- rules ------------------------------------------------------------------------------
+@pytest.mark.parametrize(("text", "factor", "tier", "resolved"), [
+    ("33", 33.0, None, 33.0),
+    ("vectorized", 1.0, "vectorized", 50.0),
+    ("0.9*strict", 0.9, "strict", 360.0),
+    (" 2 * vectorized ", 2.0, "vectorized", 100.0),
+])
+def test_rules_parse_and_resolve(text, factor, tier, resolved):
+    rule = TargetRule.parse(text, TIERS)
+    assert (rule.factor, rule.tier) == (factor, tier)
+    assert rule.resolve(ladder()) == pytest.approx(resolved)
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("0", "positive"), ("-3", "positive"), ("inf", "positive"), ("nan", "positive"),
+    ("0*strict", "greater than 0"), ("fast", "unknown tier 'fast'"),
+    ("0.9*", "not a target rule"), ("strict*0.9", "not a target rule"),
+    ("", "not a target rule"), ("0.9 strict", "not a target rule"),
+])
+def test_bad_rules_are_refused_with_a_reason(text, fragment):
+    with pytest.raises(RuleError, match=fragment):
+        TargetRule.parse(text, TIERS)
+
+
+@pytest.mark.parametrize("argv", [["grade", "x.py", "--target", "0*strict"],
+                                  ["grade", "x.py", "--target", "fast"],
+                                  ["--agent", "scripted", "--target", "nonsense rule"],
+                                  ["calibrate", "--target", "-1"]])
+def test_cli_refuses_a_bad_rule_with_status_2(argv, capsys):
+    try:
+        status = main.main(argv)
+    except SystemExit as exc:  # argparse's own usage error
+        status = exc.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "target" in err and ("tier" in err or "rule" in err or "positive" in err
+                                or "greater than 0" in err)
+
+
+def test_default_rule_is_a_tier_of_the_flagship():
+    assert TargetRule.parse(calibration.DEFAULT_TARGET_RULE).tier == "vectorized"
+    assert main.build_problem(main.CONFIG, print).target_rule().tier == "vectorized"
+
+
+# ---- score -----------------------------------------------------------------------------
+def test_score_is_zero_at_the_baseline_one_at_strict_and_more_above():
+    lad = ladder()
+    assert lad.score(1.0, True) == 0.0
+    assert lad.score(400.0, True) == pytest.approx(1.0)
+    assert lad.score(50.0, True) == pytest.approx(math.log(50) / math.log(400))
+    assert lad.score(800.0, True) > 1.0
+    assert lad.score(0.5, True) == 0.0  # slower than the baseline
+
+
+def test_score_is_zero_on_a_failed_check():
+    assert ladder().score(400.0, False) == 0.0
+
+
+# ---- intervals -------------------------------------------------------------------------
+def test_speedup_interval_contains_the_ratio_of_medians():
+    low, high = calibration.speedup_interval([100, 102, 98, 101], [1.0, 1.1, 0.9, 1.05])
+    assert low <= 100 / 1.025 <= high and high / low < 1.5
+
+
+def test_speedup_interval_needs_two_times_each():
+    assert calibration.speedup_interval([100], [1.0, 1.1]) is None
+
+
+def test_ladder_tiers_carry_intervals():
+    lad = ladder()
+    (vec, strict) = lad.tiers
+    assert vec.speedup == pytest.approx(50.0) and vec.speedup_ci95[0] <= 50 <= vec.speedup_ci95[1]
+    assert json.loads(json.dumps(lad.to_json()))["tiers"][1]["name"] == "strict"
+
+
+# ---- adaptive repeats (stubbed measurement) --------------------------------------------
+def run(time: float) -> Execution:
+    return Execution(ok=True, error="", time=time, stdout="", stderr_tail="", wall_time=time)
+
+
+def figures(target: float) -> _Figures:
+    from problems.measurement import CachedMeasurement
+
+    base = CachedMeasurement(times=[100.0, 100.5, 99.5], accuracy=0.3)
+    return _Figures(base, 400.0, target, 1200.0, ladder(), str(target))
+
+
+async def decide(times: list[float], target: float, more: list[float], cap: int = 9):
+    result = Measurement([run(t) for t in times])
+    queue = list(more)
+    calls = []
+
+    async def one_more(ds):
+        calls.append(ds.seed)
+        return Measurement([run(queue.pop(0))])
+
+    datasets = [make_dataset(1, 50), make_dataset(2, 50), make_dataset(1, 50)]
+    opts = GradingOptions(max_repeats=cap)
+    verdict = await MLTrainingOptimizationProblem._decide(result, figures(target), opts,
+                                                          datasets, one_more)
+    return verdict, result, calls, datasets
+
+
+async def test_clear_verdicts_take_no_extra_executions():
+    verdict, result, calls, _ = await decide([1.0, 1.01, 0.99], target=50.0, more=[])
+    assert verdict["added_executions"] == 0 and calls == []
+
+
+async def test_a_straddling_interval_adds_executions_until_decided():
+    # 100x, 50x, 100x: the interval spans the 70x target; two more fast runs settle it.
+    verdict, result, calls, datasets = await decide([1.0, 2.0, 1.0], target=70.0,
+                                                    more=[1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    assert 1 <= verdict["added_executions"] <= 6
+    assert "no longer contains the target" in verdict["reason"]
+    assert len(result.executions) == 3 + verdict["added_executions"] == len(datasets)
+    assert calls[0] in (1, 2)  # the grading's own data sets are reused
+
+
+async def test_adaptive_repeats_stop_at_the_cap():
+    verdict, result, _, _ = await decide([1.0, 2.0, 1.0], target=70.0,
+                                         more=[2.0, 1.0, 2.0, 1.0], cap=5)
+    assert len(result.executions) == 5 and verdict["added_executions"] == 2
+    assert "at the cap of 5" in verdict["reason"]
