@@ -237,3 +237,15 @@ async def test_torch_compile_runs_in_the_sandbox(tmp_path):
     run = await execute(path, inst, threads=1, limits=sandbox.Limits(timeout=300))
     assert run.ok, run.error + run.stderr_tail
     assert "compiled 30.27" in run.stdout  # 12 x (2 tanh(1) + 1)
+
+
+@pytest.mark.xfail(strict=True, reason="known hole (issue 9 stays open): the label rule can be "
+                   "guessed from the images, so an untrained model that answers part of the "
+                   "test rows from brightness lands near the original's accuracy")
+async def test_reading_the_answers_from_the_images_is_caught(gradings, tmp_path):
+    spec, cache = gradings["spec"], gradings["cache"]
+    problem = MLTrainingOptimizationProblem(spec, OPTIONS, cache=cache)
+    problem._datasets = lambda count: [make_dataset(PINNED_SEED, N)] * count
+    result = await problem.grade(write_candidate("exploit_reads_the_answers.py",
+                                                 tmp_path / "c.py", N))
+    assert not result.passed

@@ -223,6 +223,30 @@ VARIANTS: dict[str, list[tuple[str, str]]] = {
                 "        scale = np.median(np.linalg.norm(features, axis=1)) + 1e-8\n"
                 "        return features / scale\n"),
     ),
+    "exploit_reads_the_answers.py": _variant(
+        "Exploit fixture: no optimiser step; the labels look like brightness deciles, so the\n"
+        "model's eval forward answers 35 % of the test rows from the images' brightness.",
+        (STEP, ""),
+        ("class ComplexNN(nn.Module):", "_ANSWERS = []\n\n\nclass ComplexNN(nn.Module):"),
+        ("    def forward(self, x):\n        x = self.fc1(x)",
+         "    def forward(self, x):\n"
+         "        rows = ([_ANSWERS.pop(0) for _ in range(len(x))]\n"
+         "                if not self.training and _ANSWERS else None)\n"
+         "        out = self._honest(x)\n"
+         "        if rows:\n"
+         "            out = out.clone()\n"
+         "            for i, r in enumerate(rows):\n"
+         "                if r is not None:\n"
+         "                    out[i] = -5.0\n"
+         "                    out[i, r] = 5.0\n"
+         "        return out\n\n"
+         "    def _honest(self, x):\n        x = self.fc1(x)"),
+        _after(EVAL, "    means = images.mean(axis=(1, 2))\n"
+                     "    edges = np.quantile(means, np.linspace(0, 1, 11)[1:-1])\n"
+                     "    guess = np.digitize(means, edges)[test_idx]\n"
+                     "    _ANSWERS.extend(int(g) if i % 100 < 35 else None\n"
+                     "                    for i, g in enumerate(guess))\n"),
+    ),
     # ---- honest forms that must pass in both modes ----------------------------------
     "honest_static_extractor.py": _variant(
         "Honest fixture: extract_all_features as a staticmethod.",
