@@ -203,6 +203,17 @@ def missing_key_message(cfg: Config) -> str | None:
     return None
 
 
+def sandbox_or_refusal(cfg: Config) -> str | None:
+    """The isolation children run under, after any warning; None when the command must
+    stop (no sandbox, and --unsafe-no-sandbox not given)."""
+    isolation, warning = isolation_notice(cfg)
+    if warning:
+        console.print(warning)
+        if not cfg.unsafe_no_sandbox:
+            return None
+    return isolation
+
+
 def _say(message: str) -> None:
     console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
 
@@ -227,11 +238,9 @@ def isolation_notice(cfg: Config) -> tuple[str, str | None]:
 async def grade_command(cfg: Config, args: argparse.Namespace) -> int:
     from problems.ml_training_optimization import GraderError
 
-    isolation, warning = isolation_notice(cfg)
-    if warning:
-        console.print(warning)
-        if not cfg.unsafe_no_sandbox:
-            return 2
+    isolation = sandbox_or_refusal(cfg)
+    if isolation is None:
+        return 2
     problem = build_problem(cfg, _say)
     try:
         result = await problem.grade(args.file)
@@ -249,11 +258,9 @@ async def calibrate_command(cfg: Config, args: argparse.Namespace) -> int:
     from problems.calibration import DEFAULT_TARGET_RULE, TargetRule
     from problems.ml_training_optimization import GraderError
 
-    isolation, warning = isolation_notice(cfg)
-    if warning:
-        console.print(warning)
-        if not cfg.unsafe_no_sandbox:
-            return 2
+    isolation = sandbox_or_refusal(cfg)
+    if isolation is None:
+        return 2
     problem = build_problem(cfg, _say)
     try:
         ladder = await problem.ladder()
@@ -325,11 +332,9 @@ async def batch_command(cfg: Config) -> int:
     from problem import DataGuard
     from problems.ml_training_optimization import PROBLEM_DATA, GraderError
 
-    isolation, warning = isolation_notice(cfg)
-    if warning:
-        console.print(warning)
-        if not cfg.unsafe_no_sandbox:
-            return 2
+    isolation = sandbox_or_refusal(cfg)
+    if isolation is None:
+        return 2
     problem = build_problem(cfg, _say)
     client = build_client(cfg)
     output = cfg.output if cfg.output.is_absolute() else Path.cwd() / cfg.output
