@@ -75,15 +75,24 @@ class TargetRule:
 
 def speedup_interval(baseline_times: Sequence[float], candidate_times: Sequence[float],
                      confidence: float = 0.95) -> tuple[float, float] | None:
-    """A bootstrap interval of median(baseline) / median(candidate), resampling both
-    (None with fewer than two times on either side: no spread to resample)."""
-    if len(baseline_times) < 2 or len(candidate_times) < 2:
+    """A bootstrap interval of median(baseline) / median(candidate), resampling both.
+    A baseline measured once is taken as fixed (only the candidate's spread counts);
+    None with fewer than two candidate times: no spread to resample."""
+    if len(candidate_times) < 2 or not baseline_times:
         return None
     b = np.asarray(baseline_times, dtype=float)
     c = np.asarray(candidate_times, dtype=float)
     if np.ptp(b) == 0 and np.ptp(c) == 0:
         point = float(np.median(b) / np.median(c))
         return point, point
+    if len(b) < 2:
+        fixed = float(b[0])
+        result = stats.bootstrap((c,), lambda y, axis=-1: fixed / np.median(y, axis=axis),
+                                 confidence_level=confidence, n_resamples=2000,
+                                 method="percentile", vectorized=True,
+                                 rng=np.random.default_rng(0))
+        low, high = result.confidence_interval
+        return float(low), float(high)
 
     def ratio(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
         return np.median(x, axis=axis) / np.median(y, axis=axis)

@@ -92,8 +92,13 @@ def test_speedup_interval_contains_the_ratio_of_medians():
     assert low <= 100 / 1.025 <= high and high / low < 1.5
 
 
-def test_speedup_interval_needs_two_times_each():
-    assert calibration.speedup_interval([100], [1.0, 1.1]) is None
+def test_speedup_interval_needs_two_candidate_times():
+    assert calibration.speedup_interval([100, 101], [1.0]) is None
+
+
+def test_a_baseline_measured_once_is_taken_as_fixed():
+    low, high = calibration.speedup_interval([100], [1.0, 1.1, 0.9, 1.05])
+    assert low <= 100 / 1.025 <= high and high <= 100 / 0.9 + 1e-9
 
 
 def test_ladder_tiers_carry_intervals():
