@@ -154,7 +154,7 @@ async def execute(path: Path, inst: Instrumentation, *, threads: int, limits: sa
     elif exit_code != 0:
         error = (f"the program exited with status {exit_code}" if exit_code > 0
                  else f"the program was killed by signal {-exit_code}")
-        if any(sign in result.stderr[-3000:] for sign in sandbox.MEMORY_SIGNS):
+        if result.memory_error:
             error = "the program ran out of memory (the memory limit was reached)"
     elif not report or "eval_predictions" not in report:
         error = "the program exited before its entry function returned"
