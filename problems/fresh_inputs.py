@@ -10,8 +10,10 @@ agent, injected through the pipeline's own ``generate_synthetic_data``:
   draw after it, the split, the noise, the initial weights and the dropout masks,
   follows the original's stream);
 - the **labels** depend on the images: the decile of each image's mean brightness
-  among the data set's images.  The original pipeline learns them well above chance
-  (about 0.36 against 0.10 at full size: ``benchmarks/README.md``);
+  among the data set's images, under a class order of its own for every data set
+  (derived from the seed, which the execution never sees), so that no fixed
+  brightness-to-class table answers the test rows.  The original pipeline learns them
+  well above chance (about 0.36 against 0.10 at full size: ``benchmarks/README.md``);
 - on the rows of the test split (which the harness derives from the same stream) the
   candidate is handed random labels instead.  Their true labels stay in the harness: the
   model's eval-mode predictions on those rows are scored against them, so no quality
@@ -32,6 +34,7 @@ IMAGE_SIZE = 28
 TEST_FRACTION = 0.2
 PROBE_ROWS = 64  # rows of each strict-mode probe (images, model inputs, activations)
 _DECOY_STREAM = 0x5EED  # labels handed out on the test rows come from another stream
+_ORDER_STREAM = 0xC1A55  # and each data set's class order from a third
 
 
 def draw_seed() -> int:
@@ -78,6 +81,11 @@ def brightness_labels(images: np.ndarray) -> np.ndarray:
     return np.digitize(means, edges).astype(np.int64)
 
 
+def class_order(seed: int) -> np.ndarray:
+    """The data set's secret class order: brightness decile d is labelled order[d]."""
+    return np.random.RandomState((seed ^ _ORDER_STREAM) % 2**32).permutation(N_CLASSES)
+
+
 def make_dataset(seed: int, n_samples: int) -> DataSet:
     """The data set the original pipeline would build from ``seed``, relabelled."""
     rng = np.random.RandomState(seed)
@@ -85,7 +93,7 @@ def make_dataset(seed: int, n_samples: int) -> DataSet:
     rng.randint(0, N_CLASSES, size=n_samples)  # the original's (random) label draw
     order = rng.permutation(n_samples)  # the original's split
     test_rows = order[int((1 - TEST_FRACTION) * n_samples):]
-    labels = brightness_labels(images)
+    labels = class_order(seed)[brightness_labels(images)]
     visible = labels.copy()
     decoys = np.random.RandomState((seed ^ _DECOY_STREAM) % 2**32)
     visible[test_rows] = decoys.randint(0, N_CLASSES, size=len(test_rows))

@@ -46,7 +46,7 @@ def test_dataset_follows_the_originals_stream():
     rng.randint(0, 10, size=200)
     order = rng.permutation(200)
     assert ds.test_rows == order[160:].tolist()
-    labels = fresh_inputs.brightness_labels(images)
+    labels = fresh_inputs.class_order(1234)[fresh_inputs.brightness_labels(images)]
     assert ds.hidden_test_labels == labels[order[160:]].tolist()
     assert [ds.visible_labels[i] for i in order[:160]] == labels[order[:160]].tolist()
 
@@ -57,6 +57,18 @@ def test_labels_are_balanced_deciles_of_brightness():
     assert np.bincount(labels).tolist() == [100] * 10
     means = images.mean(axis=(1, 2))
     assert means[labels == 9].min() > means[labels == 0].max()
+
+
+def test_each_data_set_orders_its_classes_its_own_way():
+    """No fixed brightness-to-class table answers the test rows: the class order changes
+    with the (secret) seed, and brightness deciles taken as labels score near chance."""
+    orders = {tuple(fresh_inputs.class_order(seed)) for seed in range(1, 21)}
+    assert len(orders) == 20
+    for seed in range(1, 6):
+        ds = make_dataset(seed, 1000)
+        images = np.random.RandomState(seed).rand(1000, 28, 28).astype(np.float32)
+        guessed = fresh_inputs.brightness_labels(images)[ds.test_rows].tolist()
+        assert ds.accuracy(guessed) < 0.5  # 1.0 if the order were the identity
 
 
 def test_test_rows_are_handed_decoy_labels():
@@ -239,13 +251,22 @@ async def test_torch_compile_runs_in_the_sandbox(tmp_path):
     assert "compiled 30.27" in run.stdout  # 12 x (2 tanh(1) + 1)
 
 
-@pytest.mark.xfail(strict=True, reason="known hole (issue 9 stays open): the label rule can be "
-                   "guessed from the images, so an untrained model that answers part of the "
-                   "test rows from brightness lands near the original's accuracy")
 async def test_reading_the_answers_from_the_images_is_caught(gradings, tmp_path):
     spec, cache = gradings["spec"], gradings["cache"]
     problem = MLTrainingOptimizationProblem(spec, OPTIONS, cache=cache)
     problem._datasets = lambda count: [make_dataset(PINNED_SEED, N)] * count
     result = await problem.grade(write_candidate("exploit_reads_the_answers.py",
+                                                 tmp_path / "c.py", N))
+    assert not result.passed
+
+
+@pytest.mark.xfail(strict=True, reason="known hole (issue 9 stays open): the class order is "
+                   "secret, but the training rows reveal it, so a brightness-to-class table "
+                   "fitted to them answers part of the test rows without any model being trained")
+async def test_fitting_the_answer_table_from_the_training_rows_is_caught(gradings, tmp_path):
+    spec, cache = gradings["spec"], gradings["cache"]
+    problem = MLTrainingOptimizationProblem(spec, OPTIONS, cache=cache)
+    problem._datasets = lambda count: [make_dataset(PINNED_SEED, N)] * count
+    result = await problem.grade(write_candidate("exploit_learns_the_answer_table.py",
                                                  tmp_path / "c.py", N))
     assert not result.passed
