@@ -15,22 +15,13 @@ inputs; ``_g2``/``_g4`` sharper, ``_f9`` first 9 features, ``_raw`` on the raw f
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
+from bench_labels import ref  # the strict reference, loaded once (and the project on sys.path)
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from problems.fresh_inputs import brightness_labels  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location(
-    "reference", ROOT / "problems" / "reference" / "ml_training_reference.py")
-ref = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ref)
+from problems.fresh_inputs import brightness_labels
 
 VARIANTS = {"orig": {}, "other_traj": {"tseed": "other"}, "2ep": {"epochs": 2},
             "1ep": {"epochs": 1}, "b240": {"batch": 240}, "untrained": {"train": False},
@@ -41,17 +32,12 @@ def deciles(v: np.ndarray) -> np.ndarray:
     return np.digitize(v, np.quantile(v, np.linspace(0, 1, 11)[1:-1]))
 
 
-def raw_features(images: np.ndarray) -> np.ndarray:
-    return ref.ComplexFeatureExtractor(False).extract_all_features(images)
-
-
-def rule_labels(rule: str, images: np.ndarray, feats: np.ndarray,
+def rule_labels(rule: str, images: np.ndarray, feats: np.ndarray, raw: np.ndarray,
                 rs: np.random.RandomState) -> np.ndarray:
     x = np.clip(feats, 0, 1)
     if rule == "bright":
         return brightness_labels(images)
     if rule.startswith("s_"):
-        raw = raw_features(images)
         scale = raw[:, 0].astype(np.float64) / feats[:, 0]
         if rule == "s_dec":
             return deciles(scale)
@@ -62,7 +48,7 @@ def rule_labels(rule: str, images: np.ndarray, feats: np.ndarray,
         w = np.where(s > 1e-6, rs.normal(size=x.shape[1]) / np.maximum(s, 1e-6), 0)
         return deciles(x @ w)
     if "_raw" in rule:
-        x = raw_features(images)
+        x = raw
     xs = (x - x.mean(0)) / np.maximum(x.std(0), 1e-6)
     xs[:, x.std(0) < 1e-6] = 0
     if "_f9" in rule:
@@ -87,9 +73,9 @@ def run(n: int, seed: int, rule: str, rule_seed: int, epochs: int = 3, batch: in
     images = np.random.rand(n, 28, 28).astype(np.float32)
     np.random.randint(0, 10, size=n)
     feats = ref.ComplexFeatureExtractor(True).extract_all_features(images)
-    labels = rule_labels(rule, images, feats, np.random.RandomState(rule_seed))
+    raw = ref.ComplexFeatureExtractor(False).extract_all_features(images)
+    labels = rule_labels(rule, images, feats, raw, np.random.RandomState(rule_seed))
     if norm != "orig":
-        raw = raw_features(images)
         if norm == "zscore":
             feats = ((raw - raw.mean(0)) / (raw.std(0) + 1e-8)).astype(np.float32)
         elif norm == "none":

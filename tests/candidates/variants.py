@@ -42,6 +42,34 @@ def _variant(description: str, *edits: tuple[str, str]) -> list[tuple[str, str]]
 def _after(anchor: str, added: str) -> tuple[str, str]:
     return anchor, anchor + added
 
+def _answering_exploit(description: str, guess: str) -> list[tuple[str, str]]:
+    """No optimiser step; the model's eval forward answers 35 % of the test rows with
+    ``guess`` (lines computing it from each image's brightness ``decile``)."""
+    return _variant(
+        description,
+        (STEP, ""),
+        ("class ComplexNN(nn.Module):", "_ANSWERS = []\n\n\nclass ComplexNN(nn.Module):"),
+        ("    def forward(self, x):\n        x = self.fc1(x)",
+         "    def forward(self, x):\n"
+         "        rows = ([_ANSWERS.pop(0) for _ in range(len(x))]\n"
+         "                if not self.training and _ANSWERS else None)\n"
+         "        out = self._honest(x)\n"
+         "        if rows:\n"
+         "            out = out.clone()\n"
+         "            for i, r in enumerate(rows):\n"
+         "                if r is not None:\n"
+         "                    out[i] = -5.0\n"
+         "                    out[i, r] = 5.0\n"
+         "        return out\n\n"
+         "    def _honest(self, x):\n        x = self.fc1(x)"),
+        _after(EVAL, "    means = images.mean(axis=(1, 2))\n"
+                     "    edges = np.quantile(means, np.linspace(0, 1, 11)[1:-1])\n"
+                     "    decile = np.digitize(means, edges)\n" + guess +
+                     "    _ANSWERS.extend(int(g) if i % 100 < 35 else None\n"
+                     "                    for i, g in enumerate(guess))\n"),
+    )
+
+
 
 def _before(anchor: str, added: str) -> tuple[str, str]:
     return anchor, added + anchor
@@ -223,59 +251,18 @@ VARIANTS: dict[str, list[tuple[str, str]]] = {
                 "        scale = np.median(np.linalg.norm(features, axis=1)) + 1e-8\n"
                 "        return features / scale\n"),
     ),
-    "exploit_reads_the_answers.py": _variant(
+    "exploit_reads_the_answers.py": _answering_exploit(
         "Exploit fixture: no optimiser step; the labels look like brightness deciles, so the\n"
         "model's eval forward answers 35 % of the test rows from the images' brightness.",
-        (STEP, ""),
-        ("class ComplexNN(nn.Module):", "_ANSWERS = []\n\n\nclass ComplexNN(nn.Module):"),
-        ("    def forward(self, x):\n        x = self.fc1(x)",
-         "    def forward(self, x):\n"
-         "        rows = ([_ANSWERS.pop(0) for _ in range(len(x))]\n"
-         "                if not self.training and _ANSWERS else None)\n"
-         "        out = self._honest(x)\n"
-         "        if rows:\n"
-         "            out = out.clone()\n"
-         "            for i, r in enumerate(rows):\n"
-         "                if r is not None:\n"
-         "                    out[i] = -5.0\n"
-         "                    out[i, r] = 5.0\n"
-         "        return out\n\n"
-         "    def _honest(self, x):\n        x = self.fc1(x)"),
-        _after(EVAL, "    means = images.mean(axis=(1, 2))\n"
-                     "    edges = np.quantile(means, np.linspace(0, 1, 11)[1:-1])\n"
-                     "    guess = np.digitize(means, edges)[test_idx]\n"
-                     "    _ANSWERS.extend(int(g) if i % 100 < 35 else None\n"
-                     "                    for i, g in enumerate(guess))\n"),
-    ),
-    "exploit_learns_the_answer_table.py": _variant(
+        "    guess = decile[test_idx]\n"),
+    "exploit_learns_the_answer_table.py": _answering_exploit(
         "Exploit fixture: no optimiser step; the labels are brightness deciles under a class\n"
         "order the training rows reveal: a table fitted to them answers 35 % of the test rows.",
-        (STEP, ""),
-        ("class ComplexNN(nn.Module):", "_ANSWERS = []\n\n\nclass ComplexNN(nn.Module):"),
-        ("    def forward(self, x):\n        x = self.fc1(x)",
-         "    def forward(self, x):\n"
-         "        rows = ([_ANSWERS.pop(0) for _ in range(len(x))]\n"
-         "                if not self.training and _ANSWERS else None)\n"
-         "        out = self._honest(x)\n"
-         "        if rows:\n"
-         "            out = out.clone()\n"
-         "            for i, r in enumerate(rows):\n"
-         "                if r is not None:\n"
-         "                    out[i] = -5.0\n"
-         "                    out[i, r] = 5.0\n"
-         "        return out\n\n"
-         "    def _honest(self, x):\n        x = self.fc1(x)"),
-        _after(EVAL, "    means = images.mean(axis=(1, 2))\n"
-                     "    edges = np.quantile(means, np.linspace(0, 1, 11)[1:-1])\n"
-                     "    decile = np.digitize(means, edges)\n"
-                     "    seen = decile[train_idx]\n"
-                     "    table = np.array([np.bincount(labels[train_idx][seen == d],\n"
-                     "                                  minlength=10)\n"
-                     "                      .argmax() for d in range(10)])\n"
-                     "    guess = table[decile][test_idx]\n"
-                     "    _ANSWERS.extend(int(g) if i % 100 < 35 else None\n"
-                     "                    for i, g in enumerate(guess))\n"),
-    ),
+        "    seen = decile[train_idx]\n"
+        "    table = np.array([np.bincount(labels[train_idx][seen == d],\n"
+        "                                  minlength=10)\n"
+        "                      .argmax() for d in range(10)])\n"
+        "    guess = table[decile][test_idx]\n"),
     # ---- honest forms that must pass in both modes ----------------------------------
     "honest_static_extractor.py": _variant(
         "Honest fixture: extract_all_features as a staticmethod.",
