@@ -12,7 +12,9 @@ agent, injected through the pipeline's own ``generate_synthetic_data``:
 - the **labels** depend on the images: the decile of each image's mean brightness
   among the data set's images, under a class order of its own for every data set
   (derived from the seed, which the execution never sees), so that no fixed
-  brightness-to-class table answers the test rows.  The original pipeline learns them
+  brightness-to-class table answers the test rows.  A data set can be *relabelled*:
+  the same images under another class order (``labelling``), so that a grading can
+  show that the features depend on the images alone.  The original pipeline learns them
   well above chance (about 0.36 against 0.10 at full size: ``benchmarks/README.md``);
 - on the rows of the test split (which the harness derives from the same stream) the
   candidate is handed random labels instead.  Their true labels stay in the harness: the
@@ -35,6 +37,7 @@ TEST_FRACTION = 0.2
 PROBE_ROWS = 64  # rows of each strict-mode probe (images, model inputs, activations)
 _DECOY_STREAM = 0x5EED  # labels handed out on the test rows come from another stream
 _ORDER_STREAM = 0xC1A55  # and each data set's class order from a third
+_RELABEL_STEP = 0x9E3779B1  # another labelling of the same images: another order
 
 
 def draw_seed() -> int:
@@ -48,13 +51,19 @@ class DataSet:
 
     seed: int
     n_samples: int
+    labelling: int  # 0: the seed's own class order; k > 0: the same images relabelled
     visible_labels: list[int] = field(repr=False)  # what the pipeline is given
     test_rows: list[int] = field(repr=False)  # indices of the test split, in test order
     hidden_test_labels: list[int] = field(repr=False)  # the true labels of those rows
 
+    @property
+    def key(self) -> tuple[int, int]:
+        """Which data set it is: its images (the seed) and their labels."""
+        return self.seed, self.labelling
+
     def job(self) -> dict:
         """What the execution needs: the seed and the labels it is handed."""
-        return {"seed": self.seed, "n_samples": self.n_samples,
+        return {"seed": self.seed, "n_samples": self.n_samples, "labelling": self.labelling,
                 "labels": self.visible_labels}
 
     def accuracy(self, predictions: list[int] | None) -> float | None:
@@ -81,23 +90,29 @@ def brightness_labels(images: np.ndarray) -> np.ndarray:
     return np.digitize(means, edges).astype(np.int64)
 
 
-def class_order(seed: int) -> np.ndarray:
-    """The data set's secret class order: brightness decile d is labelled order[d]."""
-    return np.random.RandomState((seed ^ _ORDER_STREAM) % 2**32).permutation(N_CLASSES)
+def class_order(seed: int, labelling: int = 0) -> np.ndarray:
+    """The data set's secret class order: brightness decile d is labelled order[d].
+    Another ``labelling`` of the same images gives another order."""
+    rng = np.random.RandomState(((seed ^ _ORDER_STREAM) + labelling * _RELABEL_STEP) % 2**32)
+    order = rng.permutation(N_CLASSES)
+    if labelling:
+        while (order == class_order(seed)).any():  # no decile keeps its class
+            order = rng.permutation(N_CLASSES)
+    return order
 
 
-def make_dataset(seed: int, n_samples: int) -> DataSet:
+def make_dataset(seed: int, n_samples: int, labelling: int = 0) -> DataSet:
     """The data set the original pipeline would build from ``seed``, relabelled."""
     rng = np.random.RandomState(seed)
     images = rng.rand(n_samples, IMAGE_SIZE, IMAGE_SIZE).astype(np.float32)
     rng.randint(0, N_CLASSES, size=n_samples)  # the original's (random) label draw
     order = rng.permutation(n_samples)  # the original's split
     test_rows = order[int((1 - TEST_FRACTION) * n_samples):]
-    labels = class_order(seed)[brightness_labels(images)]
+    labels = class_order(seed, labelling)[brightness_labels(images)]
     visible = labels.copy()
     decoys = np.random.RandomState((seed ^ _DECOY_STREAM) % 2**32)
     visible[test_rows] = decoys.randint(0, N_CLASSES, size=len(test_rows))
-    return DataSet(seed, n_samples, visible.tolist(), test_rows.tolist(),
+    return DataSet(seed, n_samples, labelling, visible.tolist(), test_rows.tolist(),
                    labels[test_rows].tolist())
 
 

@@ -73,7 +73,8 @@ class Execution:
     wall_time: float
     report: dict[str, Any] | None = None
     probes: dict[str, Any] | None = None  # strict mode's component outputs (untimed)
-    seed: int | None = None  # the fresh data set it ran on
+    seed: int | None = None  # the fresh data set it ran on: its images
+    labelling: int = 0  # and their labels (fresh_inputs.DataSet.key)
     observed_time: float | None = None  # START to END as they arrived here
     isolation: str = "none"
     cpu_limit: str = "none"
@@ -162,6 +163,7 @@ async def execute(path: Path, inst: Instrumentation, *, threads: int, limits: sa
                      stdout=result.stdout, stderr_tail=result.stderr[-3000:],
                      wall_time=result.wall_time, report=report or None,
                      probes=probe_out or None, seed=(data or {}).get("seed"),
+                     labelling=(data or {}).get("labelling", 0),
                      observed_time=observed, isolation=result.isolation,
                      cpu_limit=result.cpu_limit)
 

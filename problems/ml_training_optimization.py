@@ -21,7 +21,14 @@ from typing import Any
 
 import sandbox
 from problem import Check, DataGuard, GradeResult, Problem
-from problems import calibration, fresh_inputs, oracle, runtime_checks, static_checks
+from problems import (
+    calibration,
+    fresh_inputs,
+    model_checks,
+    oracle,
+    runtime_checks,
+    static_checks,
+)
 from problems.fresh_inputs import DataSet
 from problems.measurement import (
     BaselineCache,
@@ -85,6 +92,8 @@ class TaskSpec:
     batch_size: int = 8
     optimized_name: str = "optimized_ml_training.py"
     extra_tiers: tuple[tuple[str, Path], ...] = ()  # calibration tiers below strict
+    # the model in eval mode, as the original defines it: (weights, inputs) -> logits
+    model_forward: model_checks.Forward = model_checks.complex_nn_forward
 
     @property
     def tiers(self) -> dict[str, Path]:
@@ -112,6 +121,7 @@ class GradingOptions:
     accuracy_upper_margin: float = 0.3  # above it: implausible (reading the answers)
     strict_rtol: float = 1e-4  # strict mode: component outputs against the original's
     strict_atol: float = 1e-5
+    strict_weights_tolerance: float = 1e-3  # trained weights, of each tensor's scale
     repeats: int = 3
     baseline_repeats: int = 3
     threads: int = 1
@@ -134,6 +144,13 @@ class _Figures:
 
 
 SEMANTICS = ("seed", "strict")
+# what an execution records for the grader's own computations: not copied into grade.json
+_BULKY_REPORT_KEYS = ("eval_predictions", "eval_inputs", "eval_weights", "features")
+
+
+def _first_failure(checks: list[Check]) -> Check:
+    """One check over every execution: the first that failed, else the first."""
+    return next((c for c in checks if not c.passed), checks[0])
 
 
 class MLTrainingOptimizationProblem(Problem):
@@ -192,6 +209,9 @@ class MLTrainingOptimizationProblem(Problem):
                 f"`{spec.model_class}`'s `activation` and its forward pass with weights it "
                 "loads into `fc1`, `fc2` and `fc3`, on inputs of its own, and compares the "
                 f"outputs with the original's (relative tolerance {opts.strict_rtol:g}). "
+                "Training must make the same random draws in the same order, so that the "
+                "trained weights match the original's on the same data (within "
+                f"{opts.strict_weights_tolerance:g} of each tensor's scale). "
                 "Make the same computation fast; do not change the algorithm."]
         else:
             semantics = [
@@ -220,6 +240,11 @@ class MLTrainingOptimizationProblem(Problem):
             f"{w.train_rows} rows in total (all epochs, gradients flowing back through its "
             f"output) and, in eval mode, called on the {w.eval_rows} test rows in their "
             "original order.",
+            f"- The grader computes the model's test predictions itself, from the weights "
+            f"`{spec.model_class}` has in eval mode and the inputs it is called on: keep its "
+            "layers (`fc1`, `fc2`, `fc3`) and architecture, and call it in eval mode on "
+            f"the features `{spec.feature_method}` computed for the test images. Features "
+            "must depend on the images alone.",
             *semantics,
             "- Same split; keep the printed lines (feature shape, split sizes, "
             "`Test accuracy: x.xxxx`, `FINAL_TIME: s`). Results must be deterministic.",
@@ -261,20 +286,22 @@ class MLTrainingOptimizationProblem(Problem):
         return sandbox.Limits(timeout=timeout, memory_bytes=self.options.memory_bytes)
 
     def _datasets(self, count: int) -> list[DataSet]:
-        """Fresh data sets for ``count`` executions.  With two or more, one data set is
-        used twice, at a random place, so that determinism can be judged; no execution
-        can tell whether it is the repeated one."""
+        """Fresh data sets for ``count`` executions, in a random order.  With two or
+        more, one data set is used twice, so that determinism can be judged; with three
+        or more, its images are used once more under other labels, so that the features
+        can be shown to depend on the images alone.  Every further execution gets fresh
+        images.  No execution can tell which one it is."""
         n = self.spec.n_samples
-        distinct = [fresh_inputs.make_dataset(fresh_inputs.draw_seed(), n)
-                    for _ in range(max(1, count - 1))]
-        if count < 2:
-            return distinct[:count]
-        datasets = [*distinct, distinct[0]]
+        first = fresh_inputs.make_dataset(fresh_inputs.draw_seed(), n)
+        datasets = [first, first, fresh_inputs.make_dataset(first.seed, n, labelling=1)]
+        datasets += [fresh_inputs.make_dataset(fresh_inputs.draw_seed(), n)
+                     for _ in range(count - len(datasets))]
+        datasets = datasets[:max(0, count)]
         random.SystemRandom().shuffle(datasets)
         return datasets
 
     async def _oracle(self, datasets: list[DataSet], opts: GradingOptions,
-                      probes: dict[str, Any] | None) -> dict[int, oracle.OracleAnswer]:
+                      probes: dict[str, Any] | None) -> dict[tuple[int, int], oracle.OracleAnswer]:
         try:
             limits = self._limits(max(opts.timeout, ORACLE_TIMEOUT))  # not the candidate's
             return await oracle.consult(self.spec.reference, self._instrumentation(), datasets,
@@ -316,7 +343,7 @@ class MLTrainingOptimizationProblem(Problem):
             # Every baseline measurement checks the oracle: on the baseline's own data sets
             # the reference must predict exactly what the original predicted.
             answers = await self._oracle(datasets, opts, None)
-            agreement = [oracle.agreement(answers[ds.seed].predictions, p)
+            agreement = [oracle.agreement(answers[ds.key].predictions, p)
                          for ds, p in zip(datasets, predictions, strict=True)]
             if min(agreement) < 1.0:
                 self.progress(f"[yellow]warning[/yellow]: the oracle agrees with the original "
@@ -416,7 +443,7 @@ class MLTrainingOptimizationProblem(Problem):
         probes = (fresh_inputs.probe_job(fresh_inputs.draw_seed())
                   if opts.semantics == "strict" else None)
         say(f"grading {Path(candidate).name}: the original's results on "
-            f"{len({d.seed for d in datasets})} fresh data set(s) (oracle)")
+            f"{len({d.key for d in datasets})} fresh data set(s) (oracle)")
         consulted = time.monotonic()
         answers = await self._oracle(datasets, opts, probes)
         oracle_wall = time.monotonic() - consulted
@@ -475,15 +502,20 @@ class MLTrainingOptimizationProblem(Problem):
 
     def _judge(self, checks: list[Check], result: Measurement, fig: _Figures,
                opts: GradingOptions, tampered: list[str], datasets: list[DataSet],
-               answers: dict[int, oracle.OracleAnswer]) -> GradeResult:
+               answers: dict[tuple[int, int], oracle.OracleAnswer]) -> GradeResult:
         execs = result.executions
         first = execs[0]
         times = result.times
         median = result.median
         speedup = fig.baseline.median / median if median else None
         ci = calibration.speedup_interval(fig.baseline.times, times)
-        pairs = [(ds.accuracy((e.report or {}).get("eval_predictions")),
-                  answers[ds.seed].accuracy) for e, ds in zip(execs, datasets, strict=False)]
+        s = self.spec
+        # The model's predictions as the grader computes them from its weights and inputs:
+        # what is scored, whatever the execution reported.
+        computed = [model_checks.model_outputs(e.report, s.model_forward, s.model_class)
+                    for e in execs]
+        pairs = [(ds.accuracy(mine), answers[ds.key].accuracy)
+                 for (_, mine), ds in zip(computed, datasets, strict=False)]
         measured = [a for a, _ in pairs if a is not None]
         out = GradeResult(passed=False, checks=checks, speedup=speedup,
                           baseline_time=fig.baseline.median, candidate_time=median,
@@ -498,13 +530,14 @@ class MLTrainingOptimizationProblem(Problem):
             "time_min": min(times) if times else None,
             "time_max": max(times) if times else None, "tampered_files": tampered,
             "per_execution": [
-                {"seed": ds.seed, "time": e.time, "observed_time": e.observed_time,
+                {"seed": ds.seed, "labelling": ds.labelling, "time": e.time,
+                 "observed_time": e.observed_time,
                  "wall_time": round(e.wall_time, 3), "accuracy": acc,
                  "original_accuracy": orig}
                 for e, ds, (acc, orig) in zip(execs, datasets, pairs, strict=False)],
             "isolation": first.isolation, "cpu_limit": first.cpu_limit,
             "report": first.report and {k: v for k, v in first.report.items()
-                                        if k != "eval_predictions"},
+                                        if k not in _BULKY_REPORT_KEYS},
             "stdout_tail": first.stdout[-4000:], "stderr_tail": first.stderr_tail,
         }
         crashed = any(not e.ok for e in execs)
@@ -513,7 +546,7 @@ class MLTrainingOptimizationProblem(Problem):
             out.details["skipped_after_crash"] = True
             out.score = 0.0
             return out
-        s, w = self.spec, self.spec.workload
+        w = s.workload
         visible = datasets[0].visible_accuracy((first.report or {}).get("eval_predictions"))
         checks += [
             runtime_checks.output_patterns(first.stdout, s.output_patterns),
@@ -523,17 +556,28 @@ class MLTrainingOptimizationProblem(Problem):
                 model=s.model_class),
             runtime_checks.training_setup(first.report, s.training_batches(), s.model_class),
             runtime_checks.fresh_inputs(execs, s.data_function),
+            _first_failure([check for check, _ in computed]),
+            _first_failure([model_checks.inputs_are_features(
+                e.report, ds.test_rows, f"{s.feature_class}.{s.feature_method}", s.model_class)
+                for e, ds in zip(execs, datasets, strict=False)]),
+            model_checks.features_from_images(
+                [(ds.seed, ds.labelling, e.report) for e, ds in zip(execs, datasets,
+                                                                     strict=False)],
+                f"{s.feature_class}.{s.feature_method}"),
             runtime_checks.accuracy_measured(first.stdout, visible),
             runtime_checks.determinism(execs, opts.repeats),
             runtime_checks.accuracy(pairs, opts.accuracy_tolerance, opts.accuracy_upper_margin),
         ]
         if opts.semantics == "strict":
-            want = answers[datasets[0].seed].probes
+            want = answers[datasets[0].key].probes
             for name, label in (("features", f"{s.feature_class}.{s.feature_method}"),
                                 ("activation", f"{s.model_class}.activation"),
                                 ("logits", f"{s.model_class}.forward (same weights)")):
                 checks.append(runtime_checks.strict_component(
                     name, label, first.probes, want, opts.strict_rtol, opts.strict_atol))
+            checks.append(_first_failure([model_checks.same_training(
+                e.report, answers[ds.key].report, s.model_class, opts.strict_weights_tolerance)
+                for e, ds in zip(execs, datasets, strict=False)]))
         checks += [
             runtime_checks.self_reported_time(first.stdout, first.time),
             runtime_checks.speedup_plausible(speedup, fig.ceiling, fig.reference_speedup),

@@ -33,17 +33,19 @@ class OracleAnswer:
     predictions: list[int]
     accuracy: float
     probes: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict, repr=False)  # its weights, inputs
 
 
 async def consult(reference: Path, inst: Instrumentation, datasets: list[DataSet], *,
                   threads: int, limits: sandbox.Limits, read_only: tuple[Path, ...],
-                  probes: dict[str, Any] | None = None) -> dict[int, OracleAnswer]:
-    """The oracle's answer for each distinct seed among ``datasets``."""
-    distinct = list({ds.seed: ds for ds in datasets}.values())
+                  probes: dict[str, Any] | None = None
+                  ) -> dict[tuple[int, int], OracleAnswer]:
+    """The oracle's answer for each distinct data set (``DataSet.key``) among ``datasets``."""
+    distinct = list({ds.key: ds for ds in datasets}.values())
     result = await measure(reference, inst, repeats=len(distinct), threads=threads,
                            limits=limits, read_only=read_only, keep_going=lambda e: True,
                            data=[ds.job() for ds in distinct], probes=probes, timed=False)
-    return {ds.seed: answer(ds, run) for ds, run in zip(distinct, result.executions,
+    return {ds.key: answer(ds, run) for ds, run in zip(distinct, result.executions,
                                                          strict=True)}
 
 
@@ -54,7 +56,7 @@ def answer(ds: DataSet, run: Execution) -> OracleAnswer:
         raise OracleError(f"the reference solution failed on a fresh data set: "
                           f"{run.error or 'its predictions do not cover the test rows'}\n"
                           f"{run.stderr_tail[-1500:]}")
-    return OracleAnswer(ds, predictions, accuracy, run.probes or {})
+    return OracleAnswer(ds, predictions, accuracy, run.probes or {}, run.report or {})
 
 
 def agreement(a: list[int], b: list[int]) -> float:

@@ -100,7 +100,7 @@ def determinism(execs: list[Execution], requested: int) -> Check:
     whatever its weights)."""
     by_seed: dict[Any, list[dict]] = {}
     for e in execs:
-        by_seed.setdefault(e.seed, []).append(e.report or {})
+        by_seed.setdefault((e.seed, e.labelling), []).append(e.report or {})
     pairs = [reports for reports in by_seed.values() if len(reports) > 1]
     if not pairs:
         return Check("determinism", True, f"no two of the {len(execs)} execution(s) shared a "

@@ -10,6 +10,7 @@ What the code does at run time is judged elsewhere (``problems.runtime_checks``)
 from __future__ import annotations
 
 import ast
+import threading
 from collections.abc import Iterable
 
 from problem import Check
@@ -31,9 +32,15 @@ ADVISORIES: tuple[tuple[frozenset[str], str], ...] = (
 _CLOCK_MODULES = frozenset({"time", "datetime"})
 
 
+# CPython 3.11 can fail ast.parse run in two threads at once ("AST constructor recursion
+# depth mismatch", a SystemError): gradings that run in threads parse one at a time.
+_PARSE_LOCK = threading.Lock()
+
+
 def parse(source: str, filename: str) -> tuple[ast.Module | None, Check]:
     try:
-        tree = ast.parse(source, filename=filename)
+        with _PARSE_LOCK:
+            tree = ast.parse(source, filename=filename)
     except (SyntaxError, ValueError) as exc:
         lineno = getattr(exc, "lineno", None)
         if lineno is None and "\0" in source:  # Python gives no line for null bytes

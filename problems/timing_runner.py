@@ -130,6 +130,7 @@ def _wait(pid, deadline):
 
 
 def _execute(job, report_fd, probe_fd):
+    import base64
     import importlib.util
     import inspect
     import json
@@ -144,7 +145,19 @@ def _execute(job, report_fd, probe_fd):
               "train_batches": {}}
     eval_predictions = []
     eval_checksum = [0.0]  # sum of eval-mode logits: differs whenever the weights differ
+    eval_inputs = []  # what the model was given in eval mode, call by call
+    eval_weights = []  # [rows, state_dict] for each run of calls with the same weights
+    features_out = [None]  # the last output of the feature extractor
     originals = {}
+
+    def pack(array):
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        return {"shape": list(array.shape), "b64": base64.b64encode(array.tobytes()).decode()}
+
+    def as_array(value):
+        if isinstance(value, torch.Tensor):
+            return value.detach().cpu().float().numpy().copy()
+        return np.array(value, dtype=np.float32)
 
     def write_all(fd, payload):
         data = json.dumps(payload).encode()
@@ -152,10 +165,46 @@ def _execute(job, report_fd, probe_fd):
             data = data[os.write(fd, data):]
         os.close(fd)
 
-    def record_eval(out, rows):
+    def record_eval(module, x, out, rows):
         counts["eval_rows"] += rows
         eval_predictions.extend(out.detach().argmax(dim=-1).reshape(-1).tolist())
         eval_checksum[0] += float(out.detach().double().sum())
+        # The model's inputs and weights, so the harness can compute what this model
+        # predicts by itself rather than take the predictions on trust.
+        try:
+            eval_inputs.append(as_array(x).reshape(rows, -1))
+            state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        except Exception:
+            return
+        last = eval_weights[-1][1] if eval_weights else None
+        if last is not None and last.keys() == state.keys() and all(
+                torch.equal(last[k], state[k]) for k in state):
+            eval_weights[-1][0] += rows
+        else:
+            eval_weights.append([rows, state])
+
+    def model_evidence():
+        """The last ``keep_predictions`` eval rows: inputs, and the weights they met."""
+        keep = job["keep_predictions"]
+        out = {}
+        if features_out[0] is not None:
+            out["features"] = pack(features_out[0])
+        if not eval_inputs:
+            return out
+        try:
+            inputs = np.concatenate(eval_inputs)[-keep:]
+        except ValueError:
+            return out
+        segments, skip = [], sum(rows for rows, _ in eval_weights) - len(inputs)
+        for rows, state in eval_weights:
+            used = rows - min(rows, max(skip, 0))
+            skip -= rows
+            if used > 0:
+                segments.append({"rows": used,
+                                 "weights": {k: pack(v.float().numpy()) for k, v in
+                                             state.items() if v.is_floating_point()}})
+        out.update(eval_inputs=pack(inputs), eval_weights=segments)
+        return out
 
     def wrap_method(cls, name, make):
         """Wrap a method however it is defined (plain, static or class method)."""
@@ -196,6 +245,10 @@ def _execute(job, report_fd, probe_fd):
                     counts["feature_calls"] += 1
                     counts["feature_rows"] += len(images)
                     counts["feature_output_shape"] = list(getattr(out, "shape", ()))
+                    try:
+                        features_out[0] = as_array(out)
+                    except Exception:
+                        features_out[0] = None
                     return out
                 return counted_features
             wrap_method(feature_cls, job["feature_method"], make_counted)
@@ -222,7 +275,7 @@ def _execute(job, report_fd, probe_fd):
                             batches[rows] = batches.get(rows, 0) + 1
                         out.register_hook(backpropagated)
                 elif isinstance(out, torch.Tensor):
-                    record_eval(out, rows)
+                    record_eval(self, x, out, rows)
                 return out
 
             model_cls.__init__ = counted_init
@@ -238,7 +291,8 @@ def _execute(job, report_fd, probe_fd):
                 def forward(self, x, *args, **kwargs):
                     out = self.inner(x, *args, **kwargs)
                     if not self.inner.training and isinstance(out, torch.Tensor):
-                        record_eval(out, int(x.shape[0]) if getattr(x, "ndim", 0) else 0)
+                        record_eval(self.inner, x, out,
+                                    int(x.shape[0]) if getattr(x, "ndim", 0) else 0)
                     return out
 
             for name in ("trace", "script"):
@@ -262,7 +316,8 @@ def _execute(job, report_fd, probe_fd):
     sys.stdout.flush()
     write_all(report_fd, dict(counts, eval_checksum=round(eval_checksum[0], 6),
                               eval_predictions=eval_predictions[-job["keep_predictions"]:],
-                              returned=result if isinstance(result, (int, float)) else None))
+                              returned=result if isinstance(result, (int, float)) else None,
+                              **model_evidence()))
     probes = job.get("probes")
     write_all(probe_fd, _probe(candidate, job, probes, originals) if probes else {})
 

@@ -42,3 +42,24 @@ def small_pipelines(tmp_path_factory) -> dict[str, Path]:
     if REFERENCE.exists():
         out["reference"] = scaled_copy(REFERENCE, d / "reference_small.py", 100)
     return out
+
+
+def model_evidence(test_rows: list[int], predictions: list[int], n_samples: int = 100,
+                   n_features: int = 13) -> dict:
+    """What an execution records of its model (``problems/model_checks.py``), for a model
+    built to give ``predictions``: one-hot features on the test rows, and weights that
+    read them (the harness's own computation of the model then gives those predictions)."""
+    import numpy as np
+
+    from problems.model_checks import pack
+
+    features = np.full((n_samples, n_features), 0.5, dtype=np.float32)
+    features[test_rows] = 0.0
+    features[test_rows, predictions] = 1.0
+    weights = {}
+    for name, shape in (("fc1", (128, n_features)), ("fc2", (64, 128)), ("fc3", (10, 64))):
+        w = np.zeros(shape, dtype=np.float32)
+        w[:10, :10] = 5.0 * np.eye(10)
+        weights |= {f"{name}.weight": pack(w), f"{name}.bias": pack(np.zeros(shape[0]))}
+    return {"features": pack(features), "eval_inputs": pack(features[test_rows]),
+            "eval_weights": [{"rows": len(test_rows), "weights": weights}]}

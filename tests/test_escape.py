@@ -100,7 +100,7 @@ PARALLEL_ATTACK = textwrap.dedent("""
         pass
     def burn():
         x = 0
-        for i in range(3_000_000):
+        for i in range(6_000_000):
             x += i
     def timed(workers):
         start = time.perf_counter()
@@ -114,8 +114,8 @@ PARALLEL_ATTACK = textwrap.dedent("""
         for pid in pids:
             os.waitpid(pid, 0)
         return time.perf_counter() - start
-    one = min(timed(1) for _ in range(2))
-    two = min(timed(2) for _ in range(2))
+    one = min(timed(1) for _ in range(3))  # the least disturbed of three
+    two = min(timed(2) for _ in range(3))
     print('RATIO', two / one, 'AFFINITY', sorted(os.sched_getaffinity(0)))
 """)
 

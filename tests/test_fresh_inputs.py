@@ -135,6 +135,7 @@ EXPECTED = {  # fixture: (seed mode, strict mode); None passes, else a check tha
     "cheat_one_epoch.py": ("components_exercised", None),
     "cheat_precomputed_features.py": ("accuracy", None),
     "cheat_forged_counts_untrained.py": ("accuracy", None),
+    "cheat_one_epoch_forged_counts.py": ("accuracy", "strict_training"),
 }
 JOBS = [(name, "seed") for name in EXPECTED] + [
     (name, STRICT) for name, (seed, strict) in EXPECTED.items()
@@ -230,8 +231,8 @@ async def test_behaviour_that_depends_on_the_data_is_caught(gradings, tmp_path):
 async def test_repeated_data_set_checks_determinism(gradings, tmp_path):
     spec, cache = gradings["spec"], gradings["cache"]
     problem = MLTrainingOptimizationProblem(spec, replace(OPTIONS, repeats=3), cache=cache)
-    seeds = [d.seed for d in problem._datasets(3)]
-    assert len(seeds) == 3 and len(set(seeds)) == 2
+    keys = [d.key for d in problem._datasets(3)]
+    assert len(keys) == 3 and len(set(keys)) == 2
     path = write_candidate("cheat_nondeterministic.py", tmp_path / "c.py", N)
     result = await problem.grade(path)
     assert "determinism" in result.failed_checks, result.reason
@@ -251,22 +252,41 @@ async def test_torch_compile_runs_in_the_sandbox(tmp_path):
     assert "compiled 30.27" in run.stdout  # 12 x (2 tanh(1) + 1)
 
 
+async def _graded(gradings, name, tmp_path, datasets=None, repeats=1):
+    """Fixture ``name`` graded in seed mode on ``datasets`` (default: the pinned one)."""
+    problem = MLTrainingOptimizationProblem(gradings["spec"], replace(OPTIONS, repeats=repeats),
+                                            cache=gradings["cache"])
+    problem._datasets = lambda count: list(datasets or [make_dataset(PINNED_SEED, N)])
+    return await problem.grade(write_candidate(name, tmp_path / "c.py", N))
+
+
 async def test_reading_the_answers_from_the_images_is_caught(gradings, tmp_path):
-    spec, cache = gradings["spec"], gradings["cache"]
-    problem = MLTrainingOptimizationProblem(spec, OPTIONS, cache=cache)
-    problem._datasets = lambda count: [make_dataset(PINNED_SEED, N)] * count
-    result = await problem.grade(write_candidate("exploit_reads_the_answers.py",
-                                                 tmp_path / "c.py", N))
+    result = await _graded(gradings, "exploit_reads_the_answers.py", tmp_path)
     assert not result.passed
 
 
-@pytest.mark.xfail(strict=True, reason="known hole (issue 9 stays open): the class order is "
-                   "secret, but the training rows reveal it, so a brightness-to-class table "
-                   "fitted to them answers part of the test rows without any model being trained")
 async def test_fitting_the_answer_table_from_the_training_rows_is_caught(gradings, tmp_path):
-    spec, cache = gradings["spec"], gradings["cache"]
-    problem = MLTrainingOptimizationProblem(spec, OPTIONS, cache=cache)
-    problem._datasets = lambda count: [make_dataset(PINNED_SEED, N)] * count
-    result = await problem.grade(write_candidate("exploit_learns_the_answer_table.py",
-                                                 tmp_path / "c.py", N))
+    # The training rows reveal the secret class order; a table fitted to them answers
+    # rows of the eval pass while no model is trained.  The grader scores what the
+    # model's own weights predict, so the answers count for nothing.
+    result = await _graded(gradings, "exploit_learns_the_answer_table.py", tmp_path)
+    assert "model_outputs" in result.failed_checks, result.reason
+    assert "accuracy" in result.failed_checks, result.reason  # of the model's predictions
+
+
+async def test_weights_built_for_made_up_inputs_are_caught(gradings, tmp_path):
+    # The next move: make the model itself give the table's answers, with hand-built
+    # weights reading one-hot codes in place of the features.
+    result = await _graded(gradings, "exploit_builds_the_weights.py", tmp_path)
+    assert "model_inputs" in result.failed_checks, result.reason
+    assert "model_outputs" not in result.failed_checks  # the model does give those answers
+
+
+async def test_labels_fed_into_the_features_are_caught(gradings, tmp_path):
+    # And the next: put the table's answers into the features, and train the model on
+    # them honestly.  The same images under other labels give other features.
+    result = await _graded(gradings, "exploit_labels_in_the_features.py", tmp_path,
+                           [make_dataset(PINNED_SEED, N),
+                            make_dataset(PINNED_SEED, N, labelling=1)], repeats=2)
     assert not result.passed
+    assert result.failed_checks == ["features_from_images"], result.reason

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from candidates.variants import HONEST, NAMES, VARIANTS, variant_source, write_candidate
+from conftest import model_evidence
 
 import sandbox
 from problem import DataGuard, GradeResult
@@ -44,7 +45,8 @@ TARGET = 2.0
 OPTIONS = GradingOptions(repeats=2, baseline_repeats=1, accuracy_tolerance=0.5, target=TARGET)
 ALL_CHECKS = ["candidate_readable", "syntax", "required_imports", "required_definitions",
               "advisories", "runs_cleanly", "baseline_integrity", "output_patterns",
-              "components_exercised", "training_setup", "fresh_inputs", "accuracy_measured",
+              "components_exercised", "training_setup", "fresh_inputs", "model_outputs",
+              "model_inputs", "features_from_images", "accuracy_measured",
               "determinism", "accuracy", "self_reported_time", "speedup_plausible",
               "speedup_target"]
 STATIC_CHECKS = ALL_CHECKS[:5]
@@ -344,7 +346,7 @@ DATA = make_dataset(7, N_SAMPLES)
 def execution(predictions: list[int], time: float = 0.5, checksum: float = 1.5) -> Execution:
     report = {"feature_rows": 100, "train_rows": 240, "eval_rows": 20, "model_instances": 1,
               "eval_predictions": predictions, "eval_checksum": checksum, "data_calls": 1,
-              "train_batches": {"8": 30}}
+              "train_batches": {"8": 30}, **model_evidence(DATA.test_rows, predictions)}
     stdout = "Feature shape: (100, 13)\nTraining set size: 80\nTest set size: 20\n"
     accuracy = DATA.visible_accuracy(predictions)
     return Execution(ok=True, error="", time=time, stdout=stdout
@@ -358,7 +360,7 @@ def judge(setup: Setup, *executions: Execution) -> GradeResult:
     problem = MLTrainingOptimizationProblem(setup.spec, OPTIONS, cache=setup.cache)
     baseline = stored_baseline(setup.cache, setup.baseline)
     figures = _Figures(baseline, 50.0, TARGET, 150.0)
-    answers = {DATA.seed: OracleAnswer(DATA, DATA.hidden_test_labels, 1.0)}
+    answers = {DATA.key: OracleAnswer(DATA, DATA.hidden_test_labels, 1.0)}
     return problem._judge([], Measurement(list(executions)), figures, OPTIONS, [],
                           [DATA] * len(executions), answers)
 
@@ -393,7 +395,7 @@ def test_accuracy_far_above_the_original_is_implausible(setup):
     # model 0.3 above it cannot exist; judged against a weak original instead.
     problem = MLTrainingOptimizationProblem(setup.spec, OPTIONS, cache=setup.cache)
     figures = _Figures(stored_baseline(setup.cache, setup.baseline), 50.0, TARGET, 150.0)
-    weak = {DATA.seed: OracleAnswer(DATA, DATA.hidden_test_labels, 0.1)}
+    weak = {DATA.key: OracleAnswer(DATA, DATA.hidden_test_labels, 0.1)}
     result = problem._judge([], Measurement([execution(DATA.hidden_test_labels)]), figures,
                             OPTIONS, [], [DATA], weak)
     assert_fails_on(result, "accuracy", "implausibly far above")

@@ -1,0 +1,217 @@
+"""What the trained model predicts, computed by the harness from the model itself.
+
+The execution reports the model's eval-mode predictions, and beside them the evidence
+they came from: the inputs the model was called on in eval mode, the weights it had,
+and the output of the feature extractor (``problems/timing_runner.py``).  All of it is
+the candidate's to forge, so none of it is believed alone.  Instead the pieces must fit:
+
+- :func:`model_outputs`: the predictions are what the task's own model function (the
+  original's architecture, in numpy here) gives with those weights on those inputs.
+  The accuracy the grader scores is of *these* predictions, never of the reported ones,
+  so an eval pass that answers rows by other means scores nothing for it;
+- :func:`inputs_are_features`: those inputs are the extracted features of the test
+  images (up to the pipeline's noise and clip), so they cannot be made up;
+- :func:`features_from_images`: executions on the same images, under different labels,
+  extracted the same features, so the labels cannot have been fed into them.
+
+To pass, a candidate must then hand the grader weights that, on features computed
+from the images alone, predict labels it never saw: a trained model.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from problem import Check
+
+Forward = Callable[[Mapping[str, np.ndarray], np.ndarray], np.ndarray]
+MIN_AGREEMENT = 0.99  # of rows: float32 against float64 can flip an exact near-tie
+INPUT_TOLERANCE = 0.08  # the pipeline's noise has std 0.01: 8 standard deviations
+
+
+class EvidenceError(ValueError):
+    """The execution's evidence is missing or malformed."""
+
+
+def pack(array: Any) -> dict[str, Any]:
+    """An array as the runner records it (the harness's side makes records for tests)."""
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    return {"shape": list(array.shape), "b64": base64.b64encode(array.tobytes()).decode()}
+
+
+def unpack(packed: Any, what: str) -> np.ndarray:
+    """An array the runner packed (float32, base64); malformed input raises."""
+    try:
+        shape = [int(n) for n in packed["shape"]]
+        data = np.frombuffer(base64.b64decode(packed["b64"], validate=True), dtype=np.float32)
+        return data.reshape(shape).astype(np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EvidenceError(f"the execution's record of {what} is unreadable") from exc
+
+
+def complex_nn_forward(w: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """The flagship's ``ComplexNN`` in eval mode (dropout off): fc1, the custom
+    activation (0.9x + 0.1 tanh x above 0, 0.5 tanh x otherwise), fc2, ReLU, fc3."""
+    h = x @ w["fc1.weight"].T + w["fc1.bias"]
+    h = np.where(h > 0, 0.9 * h + 0.1 * np.tanh(h), 0.5 * np.tanh(h))
+    h = np.maximum(h @ w["fc2.weight"].T + w["fc2.bias"], 0.0)
+    return h @ w["fc3.weight"].T + w["fc3.bias"]
+
+
+def recompute(report: Mapping[str, Any], forward: Forward) -> np.ndarray:
+    """The predictions of the reported weights on the reported eval inputs."""
+    inputs = unpack(report.get("eval_inputs"), "the model's eval inputs")
+    segments = report.get("eval_weights")
+    if not isinstance(segments, list) or not segments:
+        raise EvidenceError("the execution recorded no weights for its eval-mode calls")
+    predictions, start = [], 0
+    for segment in segments:
+        try:
+            rows = int(segment["rows"])
+            weights = {k: unpack(v, f"the weight {k}") for k, v in segment["weights"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise EvidenceError("the execution's record of the weights is unreadable") from exc
+        if rows <= 0 or start + rows > len(inputs):
+            raise EvidenceError("the recorded weights do not cover the eval inputs")
+        try:
+            with np.errstate(all="ignore"):
+                logits = forward(weights, inputs[start:start + rows])
+        except KeyError as exc:
+            raise EvidenceError(f"the model has no parameter {exc}: keep the original's "
+                                "layers and their names") from exc
+        except ValueError as exc:
+            raise EvidenceError(f"the model's weights do not fit the original's "
+                                f"architecture ({exc})") from exc
+        predictions.append(np.asarray(logits).argmax(axis=-1))
+        start += rows
+    if start != len(inputs):
+        raise EvidenceError("the recorded weights do not cover the eval inputs")
+    return np.concatenate(predictions)
+
+
+def model_outputs(report: Mapping[str, Any] | None, forward: Forward, model: str
+                  ) -> tuple[Check, list[int] | None]:
+    """The check, and the predictions the harness computed (None when it could not)."""
+    name = "model_outputs"
+    report = report or {}
+    try:
+        mine = recompute(report, forward)
+    except EvidenceError as exc:
+        return Check(name, False, f"the grader could not compute {model}'s predictions "
+                                  f"itself: {exc}"), None
+    reported = report.get("eval_predictions") or []
+    if len(reported) != len(mine):
+        return Check(name, False, f"{model} was called in eval mode on {len(mine)} recorded "
+                                  f"rows but {len(reported)} predictions were recorded"), None
+    agree = float(np.mean(mine == np.asarray(reported)))
+    if agree < MIN_AGREEMENT:
+        return Check(name, False,
+                     f"the eval-mode predictions are not {model}'s: on {1 - agree:.1%} of the "
+                     "test rows they differ from what its weights give on its inputs "
+                     "(the grader computes the model itself)"), mine.tolist()
+    return Check(name, True, f"the predictions are what {model}'s weights give on its inputs "
+                             f"({agree:.1%} of rows, computed by the grader)"), mine.tolist()
+
+
+def inputs_are_features(report: Mapping[str, Any] | None, test_rows: list[int],
+                        feature: str, model: str) -> Check:
+    """The model's eval inputs are the extractor's features of the test rows, in order,
+    up to the pipeline's noise (std 0.01) and its clip to [0, 1]."""
+    name = "model_inputs"
+    report = report or {}
+    try:
+        inputs = unpack(report.get("eval_inputs"), "the model's eval inputs")
+        features = unpack(report.get("features"), f"{feature}'s output")
+    except EvidenceError as exc:
+        return Check(name, False, str(exc))
+    if features.ndim != 2 or max(test_rows) >= len(features):
+        return Check(name, False, f"{feature} returned shape {list(features.shape)}: not "
+                                  "one row of features per image")
+    want = features[test_rows]
+    if inputs.shape != want.shape:
+        return Check(name, False, f"{model} was evaluated on inputs of shape "
+                                  f"{list(inputs.shape)}; the test rows' features have shape "
+                                  f"{list(want.shape)}")
+    gap = np.minimum(np.abs(inputs - want), np.abs(inputs - np.clip(want, 0.0, 1.0)))
+    worst = float(np.nanmax(gap)) if gap.size else 0.0
+    if not np.isfinite(gap).all() or worst > INPUT_TOLERANCE:
+        return Check(name, False, f"{model} was evaluated on inputs that are not {feature}'s "
+                                  "features of the test images (an element differs by "
+                                  f"{worst:.3g}; the pipeline's noise allows {INPUT_TOLERANCE})")
+    return Check(name, True, f"{model} was evaluated on the test images' features "
+                             f"(within {worst:.3g})")
+
+
+def features_from_images(reports: list[tuple[int, int, Mapping[str, Any] | None]],
+                         feature: str) -> Check:
+    """``reports`` are (image seed, labelling, report): the features of the same images
+    are the same in every execution, whatever their labels."""
+    name = "features_from_images"
+    by_images: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for seed, labelling, report in reports:
+        try:
+            by_images.setdefault(seed, []).append(
+                (labelling, unpack((report or {}).get("features"), f"{feature}'s output")))
+        except EvidenceError as exc:
+            return Check(name, False, str(exc))
+    compared = [runs for runs in by_images.values() if len(runs) > 1]
+    if not compared:
+        return Check(name, True, "no two executions shared their images", skipped=True)
+    relabelled = any(len({lab for lab, _ in runs}) > 1 for runs in compared)
+    for runs in compared:
+        first_labelling, first = runs[0]
+        for labelling, other in runs[1:]:
+            if other.shape != first.shape or not np.allclose(other, first, rtol=1e-4,
+                                                             atol=1e-5, equal_nan=True):
+                why = ("under different labels: features must be computed from the images "
+                       "alone" if labelling != first_labelling else "between executions on "
+                       "the same data")
+                return Check(name, False, f"{feature} gave different features for the same "
+                                          f"images {why}")
+    basis = "under different labels" if relabelled else "on repeated data"
+    return Check(name, True, f"{feature} gave the same features for the same images {basis}")
+
+
+def trained_weights(report: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+    """The weights of the model's last eval-mode calls (raises EvidenceError)."""
+    segments = (report or {}).get("eval_weights")
+    if not isinstance(segments, list) or not segments:
+        raise EvidenceError("the execution recorded no weights for its eval-mode calls")
+    try:
+        return {k: unpack(v, f"the weight {k}") for k, v in segments[-1]["weights"].items()}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise EvidenceError("the execution's record of the weights is unreadable") from exc
+
+
+def same_training(report: Mapping[str, Any] | None, original: Mapping[str, Any] | None,
+                  model: str, tolerance: float) -> Check:
+    """Strict mode: the same computation from the same random draws trains the same
+    weights, so the model's trained weights match the original's on the same data, each
+    tensor within ``tolerance`` of its largest element.  Fewer epochs or steps, other
+    batches, another order or another optimiser all end elsewhere."""
+    name = "strict_training"
+    try:
+        have = trained_weights(report)
+        want = trained_weights(original)
+    except EvidenceError as exc:
+        return Check(name, False, f"{model}'s trained weights could not be compared: {exc}")
+    worst, where = 0.0, ""
+    for key, target in want.items():
+        got = have.get(key)
+        if got is None or got.shape != target.shape:
+            return Check(name, False, f"{model} has no parameter {key} of shape "
+                                      f"{list(target.shape)}, as the original has")
+        gap = float(np.max(np.abs(got - target)) / (np.max(np.abs(target)) or 1.0))
+        if not np.isfinite(gap) or gap > worst:
+            worst, where = (gap if np.isfinite(gap) else float("inf")), key
+    if worst > tolerance:
+        return Check(name, False, f"{model}'s trained weights differ from the original's, "
+                                  f"trained on the same data ({where} by {worst:.2g} of its "
+                                  f"scale; tolerance {tolerance:g}): keep the epochs, the "
+                                  "batches, their order, the random draws and the optimiser")
+    return Check(name, True, f"{model}'s trained weights match the original's on the same "
+                             f"data (within {worst:.2g} of each tensor's scale)")
