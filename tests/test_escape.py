@@ -103,7 +103,9 @@ PARALLEL_ATTACK = textwrap.dedent("""
         for i in range(6_000_000):
             x += i
     def timed(workers):
-        start = time.perf_counter()
+        # CPU seconds the workers got per second of wall time: above 1 only if they
+        # ran in parallel (other load on the machine can only lower it)
+        start, before = time.perf_counter(), os.times()
         pids = []
         for _ in range(workers):
             pid = os.fork()
@@ -113,10 +115,12 @@ PARALLEL_ATTACK = textwrap.dedent("""
             pids.append(pid)
         for pid in pids:
             os.waitpid(pid, 0)
-        return time.perf_counter() - start
-    one = min(timed(1) for _ in range(3))  # the least disturbed of three
-    two = min(timed(2) for _ in range(3))
-    print('RATIO', two / one, 'AFFINITY', sorted(os.sched_getaffinity(0)))
+        after = os.times()
+        cpu = (after.children_user - before.children_user
+               + after.children_system - before.children_system)
+        return cpu / (time.perf_counter() - start)
+    print('PARALLELISM', max(timed(2) for _ in range(2)),
+          'AFFINITY', sorted(os.sched_getaffinity(0)))
 """)
 
 CANDIDATE_TAIL = textwrap.dedent("""
@@ -242,11 +246,13 @@ async def test_no_file_is_kept_between_executions(channel, backend, run_ctx):
 
 @pytest.mark.parametrize("channel", CHANNELS)
 async def test_extra_processes_buy_no_time(channel, backend, run_ctx):
-    # Two busy processes take about twice as long as one: the child has one CPU, and
-    # widening its own affinity does not give it another.
+    # Two busy processes get no more than one CPU-second per second between them: the
+    # child has one CPU, and widening its own affinity does not give it another.  (CPU
+    # time over wall time, not a ratio of wall times, which load elsewhere distorts;
+    # unconfined on this 2-core machine the same code measures about 2.)
     output = await run_through(channel, PARALLEL_ATTACK, run_ctx)
-    ratio = float(output.split("RATIO")[1].split()[0])
-    assert ratio > 1.6, output
+    parallelism = float(output.split("PARALLELISM")[1].split()[0])
+    assert 0.2 < parallelism < 1.3, output
 
 
 FORGE_MARKERS = textwrap.dedent("""

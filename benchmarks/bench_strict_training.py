@@ -1,0 +1,75 @@
+"""Strict mode's `strict_training`: how close honest versions' trained weights come to the
+oracle's on the same data, and how far a shortcut lands.
+
+    uv run python benchmarks/bench_strict_training.py [--samples 1000] [--seed 114365524]
+        [FIXTURE ...]
+
+Runs the strict reference (the oracle) and then each named file on one fresh data set,
+through the grader's own timed execution, and prints, for each: its time, the largest
+difference of a trained weight from the oracle's relative to that tensor's largest
+element (what `strict_training` compares with its tolerance, 1e-3), the largest
+difference of its eval inputs, and its accuracy on the hidden labels.  Names are
+fixtures of tests/candidates (e.g. honest_fast.py, cheat_one_epoch.py) or `vectorized`.
+Results: benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from candidates.variants import write_candidate  # noqa: E402
+from conftest import REFERENCE, scaled_copy  # noqa: E402
+
+import sandbox  # noqa: E402
+from problems.fresh_inputs import make_dataset  # noqa: E402
+from problems.measurement import execute  # noqa: E402
+from problems.ml_training_optimization import MLTrainingOptimizationProblem as Problem  # noqa: E402
+from problems.ml_training_optimization import complex_spec  # noqa: E402
+from problems.model_checks import trained_weights, unpack  # noqa: E402
+
+
+async def main(samples: int, seed: int, names: list[str]) -> None:
+    import numpy as np
+
+    work = Path(tempfile.mkdtemp(prefix="bench-strict-"))
+    inst = Problem(complex_spec(n_samples=samples))._instrumentation()
+    ds = make_dataset(seed, samples)
+    files = {"reference": scaled_copy(REFERENCE, work / "reference.py", samples),
+             "vectorized": scaled_copy(REFERENCE.parent / "ml_training_vectorized.py",
+                                       work / "vectorized.py", samples)}
+    original = None
+    print(f"{samples} samples, data seed {seed}")
+    print("| file | time (s) | trained weights vs oracle | eval inputs vs oracle | accuracy |")
+    print("|---|---|---|---|---|")
+    for name in ["reference", *names]:
+        path = files.get(name) or write_candidate(name, work / name, samples)
+        run = await execute(path, inst, threads=1, limits=sandbox.Limits(timeout=900),
+                            data=ds.job())
+        if not run.ok:
+            print(f"| {name} | failed: {run.error} | | | |")
+            continue
+        original = original or run.report
+        have, want = trained_weights(run.report), trained_weights(original)
+        gap = max(float(np.max(np.abs(have[k] - want[k])) / np.max(np.abs(want[k])))
+                  for k in want)
+        inputs = float(np.max(np.abs(unpack(run.report["eval_inputs"], "x")
+                                     - unpack(original["eval_inputs"], "x"))))
+        print(f"| {name} | {run.time:.2f} | {gap:.2e} | {inputs:.2e} | "
+              f"{ds.accuracy(run.report['eval_predictions']):.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=114365524)
+    parser.add_argument("names", nargs="*", default=["vectorized", "honest_fast.py",
+                                                     "cheat_one_epoch.py"])
+    args = parser.parse_args()
+    asyncio.run(main(args.samples, args.seed, args.names))
