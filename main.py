@@ -381,10 +381,22 @@ async def batch_command(cfg: Config) -> int:
     return 0
 
 
+MIN_REPEATS = 3  # two executions on one data set (determinism), one relabelled (features)
+
+
+def invalid_repeats_message(cfg: Config) -> str | None:
+    """Fewer executions than the grader's checks need: refused, not quietly weakened."""
+    if cfg.repeats < MIN_REPEATS:
+        return (f"repeats must be at least {MIN_REPEATS}, got {cfg.repeats}: the grader runs "
+                "one data set twice (determinism) and its images once more under other "
+                "labels (features_from_images)")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     command, args, cfg = parse_args(sys.argv[1:] if argv is None else argv)
-    if message := invalid_target_message(cfg):
+    if message := invalid_target_message(cfg) or invalid_repeats_message(cfg):
         console.print(f"[red]error:[/red] {message}")
         return 2
     if command == "grade":

@@ -1,5 +1,6 @@
-"""Strict mode's `strict_training`: how close honest versions' trained weights come to the
-oracle's on the same data, and how far a shortcut lands.
+"""`trained_weights` (strict mode's `strict_training` when this was written): how close
+honest versions' trained weights come to the oracle's on the same data, and how far a
+shortcut lands.
 
     uv run python benchmarks/bench_strict_training.py [--samples 1000] [--seed 114365524]
         [FIXTURE ...]
@@ -32,7 +33,7 @@ from problems.fresh_inputs import make_dataset  # noqa: E402
 from problems.measurement import execute  # noqa: E402
 from problems.ml_training_optimization import MLTrainingOptimizationProblem as Problem  # noqa: E402
 from problems.ml_training_optimization import complex_spec  # noqa: E402
-from problems.model_checks import trained_weights, unpack  # noqa: E402
+from problems.model_checks import final_weights, same_features, unpack  # noqa: E402
 
 
 async def main(samples: int, seed: int, names: list[str]) -> None:
@@ -46,8 +47,9 @@ async def main(samples: int, seed: int, names: list[str]) -> None:
                                        work / "vectorized.py", samples)}
     original = None
     print(f"{samples} samples, data seed {seed}")
-    print("| file | time (s) | trained weights vs oracle | eval inputs vs oracle | accuracy |")
-    print("|---|---|---|---|---|")
+    print("| file | time (s) | trained weights vs oracle | vs the replay on its features "
+          "| eval inputs vs oracle | accuracy |")
+    print("|---|---|---|---|---|---|")
     for name in ["reference", *names]:
         path = files.get(name) or write_candidate(name, work / name, samples)
         run = await execute(path, inst, threads=1, limits=sandbox.Limits(timeout=900),
@@ -56,12 +58,21 @@ async def main(samples: int, seed: int, names: list[str]) -> None:
             print(f"| {name} | failed: {run.error} | | | |")
             continue
         original = original or run.report
-        have, want = trained_weights(run.report), trained_weights(original)
-        gap = max(float(np.max(np.abs(have[k] - want[k])) / np.max(np.abs(want[k])))
-                  for k in want)
+        def gap(report: dict, against: dict) -> float:
+            have, want = final_weights(report), final_weights(against)
+            return max(float(np.max(np.abs(have[k] - want[k])) / np.max(np.abs(want[k])))
+                       for k in want)
+
+        replayed = "(same features)"
+        if not same_features(run.report, original):  # what the grader does in seed mode
+            again = await execute(files["reference"], inst, threads=1,
+                                  limits=sandbox.Limits(timeout=900), timed=False,
+                                  data=dict(ds.job(), features=run.report["features"]))
+            replayed = f"{gap(run.report, again.report):.2e}" if again.ok else again.error
         inputs = float(np.max(np.abs(unpack(run.report["eval_inputs"], "x")
                                      - unpack(original["eval_inputs"], "x"))))
-        print(f"| {name} | {run.time:.2f} | {gap:.2e} | {inputs:.2e} | "
+        print(f"| {name} | {run.time:.2f} | {gap(run.report, original):.2e} | {replayed} | "
+              f"{inputs:.2e} | "
               f"{ds.accuracy(run.report['eval_predictions']):.3f} |", flush=True)
 
 
@@ -69,7 +80,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=114365524)
-    parser.add_argument("names", nargs="*", default=["vectorized", "honest_fast.py",
-                                                     "cheat_one_epoch.py"])
+    parser.add_argument("names", nargs="*", default=[
+        "vectorized", "honest_fast.py", "seed_zscore.py", "seed_standard_scaler.py",
+        "cheat_one_epoch.py", "cheat_zscore_one_epoch_forged_counts.py"])
     args = parser.parse_args()
     asyncio.run(main(args.samples, args.seed, args.names))

@@ -121,7 +121,7 @@ class GradingOptions:
     accuracy_upper_margin: float = 0.3  # above it: implausible (reading the answers)
     strict_rtol: float = 1e-4  # strict mode: component outputs against the original's
     strict_atol: float = 1e-5
-    strict_weights_tolerance: float = 1e-3  # trained weights, of each tensor's scale
+    weights_tolerance: float = 1e-3  # trained weights, of each tensor's scale
     repeats: int = 3
     baseline_repeats: int = 3
     threads: int = 1
@@ -211,16 +211,20 @@ class MLTrainingOptimizationProblem(Problem):
                 f"outputs with the original's (relative tolerance {opts.strict_rtol:g}). "
                 "Training must make the same random draws in the same order, so that the "
                 "trained weights match the original's on the same data (within "
-                f"{opts.strict_weights_tolerance:g} of each tensor's scale). "
+                f"{opts.weights_tolerance:g} of each tensor's scale). "
                 "Make the same computation fast; do not change the algorithm."]
         else:
             semantics = [
                 "- Semantics: seed. You may change how a component computes (a different "
                 "normalisation, say) as long as the model's quality holds: its accuracy on "
                 f"fresh data must stay within {opts.accuracy_tolerance:g} of what the "
-                "original reaches on the same data. The training set-up must stay: "
-                f"{spec.epochs} epochs of optimiser steps on batches of {spec.batch_size}, "
-                "with the same model."]
+                "original reaches on the same data. The model and its training must stay "
+                f"the original's: {spec.epochs} epochs of optimiser steps on batches of "
+                f"{spec.batch_size}, with the same random draws in the same order (shuffle, "
+                "noise, initial weights, dropout). The grader replays the original's "
+                "training on your features and your trained weights must match it (within "
+                f"{opts.weights_tolerance:g} of each tensor's scale): make the training "
+                "fast, do not change what it computes."]
         return "\n".join([
             f"Optimise the training pipeline in `{baseline}` so that it runs {target} "
             "than the original, with the same model quality.",
@@ -462,10 +466,59 @@ class MLTrainingOptimizationProblem(Problem):
                                  probes=probes)
 
         adaptive = await self._decide(result, figures, opts, datasets, one_more)
-        graded = self._judge(checks, result, figures, opts, tampered, datasets, answers)
+        training = await self._training_basis(result, datasets, answers, opts, say,
+                                              Path(candidate).name)
+        graded = self._judge(checks, result, figures, opts, tampered, datasets, answers,
+                             training)
         graded.details["oracle_wall_time"] = round(oracle_wall, 3)
         graded.details["adaptive"] = adaptive
+        # The data sets on which the original's training was rerun on the candidate's features.
+        graded.details["training_replays"] = sum(
+            replayed and not isinstance(b, str) for b, replayed in training.values())
         return graded
+
+    async def _training_basis(self, result: Measurement, datasets: list[DataSet],
+                              answers: dict[tuple[int, int], oracle.OracleAnswer],
+                              opts: GradingOptions, say: Callable[[str], None], label: str
+                              ) -> dict[tuple[int, int], tuple[dict[str, Any] | str, bool]]:
+        """For each data set, what the candidate's trained weights must match: the
+        oracle's run, when the candidate's features are the original's, or else (seed
+        mode lets the features change) the original's training replayed by the harness on
+        the candidate's own features.  A value is (report or why there is none, replayed)."""
+        basis: dict[tuple[int, int], tuple[dict[str, Any] | str, bool]] = {}
+        if any(not e.ok for e in result.executions):
+            return basis
+        pending: dict[tuple[int, int], tuple[DataSet, dict[str, Any]]] = {}
+        for e, ds in zip(result.executions, datasets, strict=False):
+            if ds.key in basis or ds.key in pending:
+                continue
+            original = answers[ds.key].report
+            packed = (e.report or {}).get("features")
+            if opts.semantics == "strict" or model_checks.same_features(e.report, original):
+                basis[ds.key] = (original, False)
+                continue
+            try:
+                features = model_checks.unpack(packed, "the features")
+            except model_checks.EvidenceError as exc:
+                basis[ds.key] = (str(exc), True)
+                continue
+            if features.shape[:1] != (ds.n_samples,) or features.ndim != 2:
+                basis[ds.key] = (f"the features have shape {list(features.shape)}, not one "
+                                 "row per image", True)
+                continue
+            pending[ds.key] = (ds, packed)
+        if pending:
+            say(f"grading {label}: replaying the original's training on the candidate's "
+                f"features ({len(pending)} data set(s))")
+            limits = self._limits(max(opts.timeout, ORACLE_TIMEOUT))
+            runs = await oracle.replay(self.spec.reference, self._instrumentation(), pending,
+                                       threads=opts.threads, limits=limits,
+                                       read_only=(PROBLEM_DATA,))
+            for key, run in runs.items():
+                basis[key] = ((run.report or {}, True) if run.ok else
+                              (f"the original's training failed on these features "
+                               f"({run.error})", True))
+        return basis
 
     @staticmethod
     async def _decide(result: Measurement, fig: _Figures, opts: GradingOptions,
@@ -502,7 +555,9 @@ class MLTrainingOptimizationProblem(Problem):
 
     def _judge(self, checks: list[Check], result: Measurement, fig: _Figures,
                opts: GradingOptions, tampered: list[str], datasets: list[DataSet],
-               answers: dict[tuple[int, int], oracle.OracleAnswer]) -> GradeResult:
+               answers: dict[tuple[int, int], oracle.OracleAnswer],
+               training: dict[tuple[int, int], tuple[dict[str, Any] | str, bool]]
+               ) -> GradeResult:
         execs = result.executions
         first = execs[0]
         times = result.times
@@ -567,6 +622,8 @@ class MLTrainingOptimizationProblem(Problem):
             runtime_checks.accuracy_measured(first.stdout, visible),
             runtime_checks.determinism(execs, opts.repeats),
             runtime_checks.accuracy(pairs, opts.accuracy_tolerance, opts.accuracy_upper_margin),
+            _first_failure([self._trained_weights(e.report, training.get(ds.key), opts)
+                            for e, ds in zip(execs, datasets, strict=False)]),
         ]
         if opts.semantics == "strict":
             want = answers[datasets[0].key].probes
@@ -575,9 +632,6 @@ class MLTrainingOptimizationProblem(Problem):
                                 ("logits", f"{s.model_class}.forward (same weights)")):
                 checks.append(runtime_checks.strict_component(
                     name, label, first.probes, want, opts.strict_rtol, opts.strict_atol))
-            checks.append(_first_failure([model_checks.same_training(
-                e.report, answers[ds.key].report, s.model_class, opts.strict_weights_tolerance)
-                for e, ds in zip(execs, datasets, strict=False)]))
         checks += [
             runtime_checks.self_reported_time(first.stdout, first.time),
             runtime_checks.speedup_plausible(speedup, fig.ceiling, fig.reference_speedup),
@@ -586,6 +640,18 @@ class MLTrainingOptimizationProblem(Problem):
         out.passed = not any(c.decisive_failure for c in checks)
         out.score = fig.ladder.score(speedup, out.passed) if fig.ladder else None
         return out
+
+
+    def _trained_weights(self, report: dict[str, Any] | None,
+                         basis: tuple[dict[str, Any] | str, bool] | None,
+                         opts: GradingOptions) -> Check:
+        model = self.spec.model_class
+        if basis is None or isinstance(basis[0], str):
+            why = basis[0] if basis else "no run of the original to compare with"
+            return Check("trained_weights", False, f"{model}'s trained weights could not be "
+                                                   f"checked: {why}")
+        return model_checks.same_training(report, basis[0], model,
+                                          opts.weights_tolerance, replayed=basis[1])
 
 
 def complex_spec(baseline: Path = PROBLEM_DATA / "slow_ml_training_complex.py",

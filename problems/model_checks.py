@@ -12,7 +12,10 @@ the candidate's to forge, so none of it is believed alone.  Instead the pieces m
 - :func:`inputs_are_features`: those inputs are the extracted features of the test
   images (up to the pipeline's noise and clip), so they cannot be made up;
 - :func:`features_from_images`: executions on the same images, under different labels,
-  extracted the same features, so the labels cannot have been fed into them.
+  extracted the same features, so the labels cannot have been fed into them;
+- :func:`same_training`: the weights are what the original's training, from the same
+  random draws, makes of those features (the oracle's run, or a replay on the
+  candidate's own features), so they were trained, fully, not made some other way.
 
 To pass, a candidate must then hand the grader weights that, on features computed
 from the images alone, predict labels it never saw: a trained model.
@@ -176,7 +179,7 @@ def features_from_images(reports: list[tuple[int, int, Mapping[str, Any] | None]
     return Check(name, True, f"{feature} gave the same features for the same images {basis}")
 
 
-def trained_weights(report: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+def final_weights(report: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
     """The weights of the model's last eval-mode calls (raises EvidenceError)."""
     segments = (report or {}).get("eval_weights")
     if not isinstance(segments, list) or not segments:
@@ -187,18 +190,36 @@ def trained_weights(report: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
         raise EvidenceError("the execution's record of the weights is unreadable") from exc
 
 
-def same_training(report: Mapping[str, Any] | None, original: Mapping[str, Any] | None,
-                  model: str, tolerance: float) -> Check:
-    """Strict mode: the same computation from the same random draws trains the same
-    weights, so the model's trained weights match the original's on the same data, each
-    tensor within ``tolerance`` of its largest element.  Fewer epochs or steps, other
-    batches, another order or another optimiser all end elsewhere."""
-    name = "strict_training"
+def same_features(report: Mapping[str, Any] | None, original: Mapping[str, Any] | None
+                  ) -> bool:
+    """Whether two executions' extractors gave the same features (then the original's
+    trained weights are the ones to compare with; else its training is replayed)."""
     try:
-        have = trained_weights(report)
-        want = trained_weights(original)
+        a = unpack((report or {}).get("features"), "the features")
+        b = unpack((original or {}).get("features"), "the features")
+    except EvidenceError:
+        return False
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-4, atol=1e-5))
+
+
+def same_training(report: Mapping[str, Any] | None, original: Mapping[str, Any] | None,
+                  model: str, tolerance: float, replayed: bool = False) -> Check:
+    """The same training from the same random draws gives the same weights, so the
+    model's trained weights match ``original``'s, each tensor within ``tolerance`` of its
+    largest element.  ``original`` is the original's run on the same data, or, when the
+    candidate's features differ (``replayed``), the original's training replayed by the
+    harness on the candidate's own features.  Fewer epochs or steps, other batches,
+    another order, other random draws, another optimiser or weights made any other way
+    all end elsewhere."""
+    name = "trained_weights"
+    basis = ("the original's training replayed on its own features" if replayed
+             else "the original's, trained on the same data")
+    try:
+        have = final_weights(report)
+        want = final_weights(original)
     except EvidenceError as exc:
-        return Check(name, False, f"{model}'s trained weights could not be compared: {exc}")
+        return Check(name, False, f"{model}'s trained weights could not be compared with "
+                                  f"{basis}: {exc}")
     worst, where = 0.0, ""
     for key, target in want.items():
         got = have.get(key)
@@ -209,9 +230,9 @@ def same_training(report: Mapping[str, Any] | None, original: Mapping[str, Any] 
         if not np.isfinite(gap) or gap > worst:
             worst, where = (gap if np.isfinite(gap) else float("inf")), key
     if worst > tolerance:
-        return Check(name, False, f"{model}'s trained weights differ from the original's, "
-                                  f"trained on the same data ({where} by {worst:.2g} of its "
-                                  f"scale; tolerance {tolerance:g}): keep the epochs, the "
-                                  "batches, their order, the random draws and the optimiser")
-    return Check(name, True, f"{model}'s trained weights match the original's on the same "
-                             f"data (within {worst:.2g} of each tensor's scale)")
+        return Check(name, False, f"{model}'s trained weights differ from {basis} ({where} "
+                                  f"by {worst:.2g} of its scale; tolerance {tolerance:g}): "
+                                  "keep the epochs, the batches, their order, the random "
+                                  "draws and the optimiser")
+    return Check(name, True, f"{model}'s trained weights match {basis} (within {worst:.2g} "
+                             "of each tensor's scale)")

@@ -7,7 +7,8 @@ on several seeds at small size, and by every baseline measurement: the harness c
 the baseline's predictions with the oracle's on the baseline's own seeds).
 
 :func:`consult` runs the reference on each distinct data set of a grading, untimed but
-serialised with the timings, in the same sandbox as a candidate.
+serialised with the timings, in the same sandbox as a candidate.  :func:`replay` runs
+it with another pipeline's features in place of its own: the original's training on them.
 """
 
 from __future__ import annotations
@@ -47,6 +48,22 @@ async def consult(reference: Path, inst: Instrumentation, datasets: list[DataSet
                            data=[ds.job() for ds in distinct], probes=probes, timed=False)
     return {ds.key: answer(ds, run) for ds, run in zip(distinct, result.executions,
                                                          strict=True)}
+
+
+async def replay(reference: Path, inst: Instrumentation,
+                 features: dict[tuple[int, int], tuple[DataSet, dict[str, Any]]], *,
+                 threads: int, limits: sandbox.Limits, read_only: tuple[Path, ...]
+                 ) -> dict[tuple[int, int], Execution]:
+    """The original's training replayed on other features: for each data set, the
+    reference is run on it with ``features`` (packed as the runner packs them) in place
+    of its own extractor's output, so its trained weights are what the original's
+    training, with the original's random draws, makes of those features."""
+    jobs = list(features.items())
+    result = await measure(reference, inst, repeats=len(jobs), threads=threads,
+                           limits=limits, read_only=read_only, keep_going=lambda e: True,
+                           data=[dict(ds.job(), features=packed) for _, (ds, packed) in jobs],
+                           timed=False)
+    return {key: run for (key, _), run in zip(jobs, result.executions, strict=True)}
 
 
 def answer(ds: DataSet, run: Execution) -> OracleAnswer:

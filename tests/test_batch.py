@@ -366,6 +366,17 @@ def test_cli_rejects_zero_runs():
     assert exc.value.code == 2
 
 
+@pytest.mark.parametrize("argv", [["--agent", "scripted", "--repeats", "2"],
+                                  ["grade", "x.py", "--repeats", "1"]], ids=["batch", "grade"])
+def test_cli_refuses_fewer_executions_than_the_checks_need(monkeypatch, argv, capsys):
+    def never(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("nothing may be measured with too few executions")
+
+    monkeypatch.setattr(main, "build_problem", never)
+    assert main.main(argv) == 2
+    assert "repeats must be at least 3" in capsys.readouterr().err
+
+
 def test_cli_without_a_key_stops_before_measuring(monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)

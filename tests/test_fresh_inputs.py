@@ -135,7 +135,8 @@ EXPECTED = {  # fixture: (seed mode, strict mode); None passes, else a check tha
     "cheat_one_epoch.py": ("components_exercised", None),
     "cheat_precomputed_features.py": ("accuracy", None),
     "cheat_forged_counts_untrained.py": ("accuracy", None),
-    "cheat_one_epoch_forged_counts.py": ("accuracy", "strict_training"),
+    "cheat_one_epoch_forged_counts.py": ("trained_weights", "trained_weights"),
+    "cheat_zscore_one_epoch_forged_counts.py": ("trained_weights", "strict_features"),
 }
 JOBS = [(name, "seed") for name in EXPECTED] + [
     (name, STRICT) for name, (seed, strict) in EXPECTED.items()

@@ -47,8 +47,8 @@ ALL_CHECKS = ["candidate_readable", "syntax", "required_imports", "required_defi
               "advisories", "runs_cleanly", "baseline_integrity", "output_patterns",
               "components_exercised", "training_setup", "fresh_inputs", "model_outputs",
               "model_inputs", "features_from_images", "accuracy_measured",
-              "determinism", "accuracy", "self_reported_time", "speedup_plausible",
-              "speedup_target"]
+              "determinism", "accuracy", "trained_weights", "self_reported_time",
+              "speedup_plausible", "speedup_target"]
 STATIC_CHECKS = ALL_CHECKS[:5]
 
 
@@ -361,8 +361,9 @@ def judge(setup: Setup, *executions: Execution) -> GradeResult:
     baseline = stored_baseline(setup.cache, setup.baseline)
     figures = _Figures(baseline, 50.0, TARGET, 150.0)
     answers = {DATA.key: OracleAnswer(DATA, DATA.hidden_test_labels, 1.0)}
+    trained = {DATA.key: (executions[0].report, False)}  # the original trained the same
     return problem._judge([], Measurement(list(executions)), figures, OPTIONS, [],
-                          [DATA] * len(executions), answers)
+                          [DATA] * len(executions), answers, trained)
 
 
 def test_determinism_judged_on_differing_accuracies(setup):
@@ -396,8 +397,9 @@ def test_accuracy_far_above_the_original_is_implausible(setup):
     problem = MLTrainingOptimizationProblem(setup.spec, OPTIONS, cache=setup.cache)
     figures = _Figures(stored_baseline(setup.cache, setup.baseline), 50.0, TARGET, 150.0)
     weak = {DATA.key: OracleAnswer(DATA, DATA.hidden_test_labels, 0.1)}
-    result = problem._judge([], Measurement([execution(DATA.hidden_test_labels)]), figures,
-                            OPTIONS, [], [DATA], weak)
+    answering = execution(DATA.hidden_test_labels)
+    result = problem._judge([], Measurement([answering]), figures, OPTIONS, [], [DATA], weak,
+                            {DATA.key: (answering.report, False)})
     assert_fails_on(result, "accuracy", "implausibly far above")
 
 

@@ -92,7 +92,7 @@ def test_features_must_not_depend_on_the_labels():
     assert model_checks.features_from_images([(5, 0, same), (6, 0, other)], "F").skipped
 
 
-def test_strict_training_compares_the_trained_weights():
+def test_trained_weights_are_compared_tensor_by_tensor():
     original = model_evidence(TEST_ROWS, [2, 7, 1, 9], 6)
     assert model_checks.same_training(original, original, "Net", 1e-3).passed
     weights = original["eval_weights"][-1]["weights"]
@@ -102,3 +102,14 @@ def test_strict_training_compares_the_trained_weights():
     check = model_checks.same_training(drifted, original, "Net", 1e-3)
     assert not check.passed and "fc2.weight" in check.message
     assert model_checks.same_training(drifted, original, "Net", 2e-2).passed
+
+
+def test_replayed_training_is_named_and_features_decide_when_to_replay():
+    original = model_evidence(TEST_ROWS, [2, 7, 1, 9], 6)
+    check = model_checks.same_training(original, original, "Net", 1e-3, replayed=True)
+    assert check.passed and "replayed on its own features" in check.message
+    assert model_checks.same_features(original, original)
+    features = model_checks.unpack(original["features"], "f")
+    nudged = dict(original, features=pack(features + 1e-3))
+    assert not model_checks.same_features(nudged, original)
+    assert not model_checks.same_features({}, original)

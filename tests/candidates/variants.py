@@ -241,6 +241,14 @@ VARIANTS: dict[str, list[tuple[str, str]]] = {
         ONE_EPOCH,
         _before(EVAL, FORGE_COUNTS),
     ),
+    "cheat_zscore_one_epoch_forged_counts.py": _variant(
+        "Exploit fixture: the z-score normalisation (seed mode allows it, and it learns the\n"
+        "labels better) buys back the quality of two skipped epochs of three; the grader's\n"
+        "in-process counters are filled in through gc, as if all three had been trained.",
+        _before(NORMALIZE_BODY, ZSCORE),
+        ONE_EPOCH,
+        _before(EVAL, FORGE_COUNTS),
+    ),
     "cheat_depends_on_data.py": _variant(
         "Shortcut fixture: trains only when the first pixel of the data is bright, so some\n"
         "executions are honest and some are not.",
