@@ -20,7 +20,9 @@ nothing of the harness's (``setpriv``: every capability, the bounding set and
 supplementary groups dropped, ``no_new_privs`` set).  With cgroups it is confined to one
 CPU (``cpuset``) and a process count (``pids``); otherwise its affinity is set to one CPU.
 It always gets an environment built from an allow-list (no API keys), rlimits (address
-space, file size, core dumps), a timeout that kills the whole tree, and truncated output.
+space, file size, core dumps, no POSIX message queues), a timeout that kills the whole
+tree, and truncated output.  :func:`run_python` runs a child to its end;
+:func:`start_python` hands back a running one (a warm process that forks executions).
 
 ``on_control`` gives the caller a private channel: the child's fd 3 (``CONTROL_FD``) is a
 pipe whose lines the harness timestamps on arrival.  The timing runner uses it from a
@@ -42,7 +44,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -326,6 +328,18 @@ def _layout(vis: Visibility) -> _Layout:
     return _Layout(hidden, keep)
 
 
+def writable_places(visibility: Visibility) -> dict[str, list[str]]:
+    """Inside the sandbox of ``visibility`` (bwrap or unshare): the directories a child
+    may be able to write in (``scratch``: what it makes there is its own), what the
+    sandbox bound into them read-only, and the directories that must stay (``emptied``:
+    the child's own directory and home)."""
+    layout = _layout(visibility)
+    workdir = str(visibility.workdir.resolve())
+    return {"scratch": [*(str(p) for p in layout.hidden), workdir],
+            "read_only": [str(p) for p, ro in layout.keep if ro],
+            "emptied": [workdir, _CHILD_HOME]}
+
+
 def _bwrap_argv(vis: Visibility, layout: _Layout) -> list[str]:
     argv = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session",
@@ -376,6 +390,7 @@ def _unshare_script(vis: Visibility, layout: _Layout) -> str:
         if ro:
             lines.append(f"mount -o remount,bind,ro {q(str(path))}")
     lines += [f"umount -l {q(stage)}", "mount -o remount,bind,ro / 2>/dev/null || true",
+              "rm -rf /run/mount",  # libmount's notes in the private /run: not the child's
               f"mkdir -p {_CHILD_HOME} && chmod 0777 {_CHILD_HOME}",
               f"cd {q(str(vis.workdir.resolve()))}", 'exec "$@"']
     return "\n".join(lines)
@@ -456,6 +471,8 @@ def _preexec(limits: Limits, cgroup: _Cgroup | None, cpu: int, control_w: int | 
         size = limits.file_size_bytes
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        # No POSIX message queues: they outlive their processes and cannot be listed.
+        resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
 
     return apply
 
@@ -467,37 +484,140 @@ def _kill_tree(proc: asyncio.subprocess.Process, cgroup: _Cgroup | None) -> None
         cgroup.kill()
 
 
-async def run_python(
+class Child:
+    """A sandboxed Python process that may still be running (see :func:`start_python`).
+
+    Its stdout and stderr are captured (head and tail), its control lines go to the
+    caller's ``on_control`` as they arrive.  :meth:`stop` kills it and everything it
+    started and releases what it held; it is safe to call more than once."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, cgroup: _Cgroup | None,
+                 backend: str, limits: Limits, scratch: str | None,
+                 on_control: Callable[[float, str], None] | None, control_r: int | None):
+        self.proc = proc
+        self.backend = backend
+        self.started = time.monotonic()
+        self._cgroup = cgroup
+        self._scratch = scratch
+        self._out = _Capture(limits.max_output)
+        self._err = _Capture(limits.max_output)
+        self._pumps = [asyncio.ensure_future(_pump(proc.stdout, self._out)),
+                       asyncio.ensure_future(_pump(proc.stderr, self._err))]
+        self._control_r = control_r
+        self._on_control = on_control
+        self._transport: asyncio.BaseTransport | None = None
+        self._waiter = asyncio.ensure_future(proc.wait())
+        self._result: ProcessResult | None = None
+
+    async def _open_control(self, limits: Limits) -> None:
+        if self._control_r is None:
+            return
+        reader = asyncio.StreamReader(limit=2**22)
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(self._control_r, "rb", 0))
+        self._pumps.append(asyncio.ensure_future(
+            _pump(reader, _Capture(limits.max_output, self._on_control))))
+
+    @property
+    def cpu_limit(self) -> str:
+        return "cgroup" if self._cgroup is not None else "affinity"
+
+    @property
+    def running(self) -> bool:
+        return self._result is None and self.proc.returncode is None
+
+    async def send(self, data: bytes, *, close: bool = False) -> bool:
+        """Write ``data`` to the child's stdin; False if the child no longer reads it."""
+        try:
+            self.proc.stdin.write(data)
+            await self.proc.stdin.drain()
+            if close:
+                self.proc.stdin.close()
+        except (BrokenPipeError, ConnectionResetError, AttributeError):
+            return False
+        return True
+
+    def move_to_timed_cpu(self) -> None:
+        """Give the child (every thread it has) the CPU kept for timed executions.
+        Without a cgroup the child keeps the CPU it was started on."""
+        if self._cgroup is not None:
+            self._cgroup.set_cpu(default_cpu(True))
+
+    async def wait(self, seconds: float | None) -> bool:
+        """Wait until the child has exited and its output is read; False on timeout."""
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.gather(self._waiter, *self._pumps)),
+                                   timeout=seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def exited(self) -> None:
+        await asyncio.shield(self._waiter)
+
+    async def stop(self, *, timed_out: bool = False) -> ProcessResult:
+        """Kill the child's whole tree and release its cgroup, pipes and scratch space."""
+        if self._result is not None:
+            return self._result
+        for task in self._pumps:
+            task.cancel()
+        _kill_tree(self.proc, self._cgroup)
+        if self.proc.returncode is None:
+            await self.proc.wait()
+        self._waiter.cancel()
+        if self._transport is not None:
+            self._transport.close()
+        elif self._control_r is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._control_r)
+        if self._cgroup is not None:
+            self._cgroup.remove()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+        stderr = self._err.text()
+        self._result = ProcessResult(
+            returncode=None if timed_out else self.proc.returncode,
+            stdout=self._out.text(),
+            stderr=stderr,
+            wall_time=time.monotonic() - self.started,
+            timed_out=timed_out,
+            output_truncated=bool(self._out.dropped or self._err.dropped),
+            memory_error=any(sign in stderr[-3000:] for sign in MEMORY_SIGNS),
+            isolation=self.backend,
+            cpu_limit=self.cpu_limit,
+        )
+        return self._result
+
+
+async def start_python(
     args: Sequence[str],
     *,
     visibility: Visibility,
     limits: Limits = Limits(),
     threads: int = 1,
-    stdin_data: bytes | Callable[[], Awaitable[bytes]] | None = None,
+    stdin: bool = False,
     on_control: Callable[[float, str], None] | None = None,
     isolation: str | None = None,
     timed: bool = False,
-) -> ProcessResult:
-    """Run ``python ARGS`` in ``visibility.workdir`` under the limits; never raises for
-    anything the child does.  ``on_control(t, line)`` sees each line the child writes to
-    fd 3 with the monotonic time it arrived.  ``timed`` puts the child on the CPU kept
-    for timed executions.
-
-    ``stdin_data`` may be a coroutine function: the child is then started at once (it
-    can import what it needs) and its input is written when the coroutine returns it;
-    only from then on does it get the timed CPU and does ``limits.timeout`` run.  This
-    is how a timed execution is prepared while the previous one runs."""
+) -> Child:
+    """Start ``python ARGS`` in ``visibility.workdir`` under the limits (all but the
+    timeout, which is the caller's) and return it running.  ``stdin`` gives it a pipe to
+    write to (:meth:`Child.send`), else it reads from /dev/null.  ``on_control(t, line)``
+    sees each line the child writes to fd 3 with the monotonic time it arrived.
+    ``timed`` puts it on the CPU kept for timed executions from the start."""
     backend = isolation or best_isolation()
     python = [sys.executable, "-X", "utf8", *args]
     workdir = visibility.workdir
-    gated = callable(stdin_data)
-    cpu = default_cpu(timed and not gated)
+    cpu = default_cpu(timed)
     cgroup = _cgroup_for(cpu, limits)
     control_r = control_w = None
     if on_control is not None:
         control_r, control_w = os.pipe()
-    with tempfile.TemporaryDirectory(prefix="hp-env-") as scratch:
+    scratch = None
+    try:
         if backend == "none":
+            scratch = tempfile.mkdtemp(prefix="hp-env-")
             home = os.path.join(scratch, "home")
             os.mkdir(home)
             env = child_environment(threads, home, scratch)
@@ -515,70 +635,54 @@ async def run_python(
                         "--ipc", "--uts", "--propagation", "private", "--kill-child", "--",
                         "/bin/sh", "-c", _unshare_script(visibility, layout), "sh",
                         *drop, *python]
-        started = time.monotonic()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=workdir, env=env,
-                stdin=asyncio.subprocess.PIPE if stdin_data is not None
-                else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                start_new_session=True, pass_fds=(CONTROL_FD,) if control_w is not None else (),
-                preexec_fn=_preexec(limits, cgroup, cpu, control_w))
-        except BaseException:
-            for fd in (control_r, control_w):
-                if fd is not None:
-                    os.close(fd)
-            if cgroup is not None:
-                cgroup.remove()
-            raise
-        out = _Capture(limits.max_output)
-        err = _Capture(limits.max_output)
-        pumps = [_pump(proc.stdout, out), _pump(proc.stderr, err)]
-        control_transport = None
-        if control_w is not None:
-            os.close(control_w)
-            reader = asyncio.StreamReader(limit=2**22)
-            loop = asyncio.get_running_loop()
-            control_transport, _ = await loop.connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(control_r, "rb", 0))
-            pumps.append(_pump(reader, _Capture(limits.max_output, on_control)))
-        timed_out = False
-        tasks = [asyncio.ensure_future(t) for t in (*pumps, proc.wait())]
-        try:
-            if stdin_data is not None:
-                data = await stdin_data() if gated else stdin_data
-                if gated and timed and cgroup is not None:
-                    cgroup.set_cpu(default_cpu(True))
-                started = time.monotonic()
-                try:
-                    proc.stdin.write(data)
-                    await proc.stdin.drain()
-                    proc.stdin.close()
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the child exited before reading its input; its status says why
-            await asyncio.wait_for(asyncio.gather(*tasks), timeout=limits.timeout)
-        except TimeoutError:
-            timed_out = True
-        finally:
-            for task in tasks:
-                task.cancel()
-            _kill_tree(proc, cgroup)
-            if proc.returncode is None:
-                await proc.wait()
-            if control_transport is not None:
-                control_transport.close()
-            if cgroup is not None:
-                cgroup.remove()
-        wall = time.monotonic() - started
-    stderr = err.text()
-    return ProcessResult(
-        returncode=None if timed_out else proc.returncode,
-        stdout=out.text(),
-        stderr=stderr,
-        wall_time=wall,
-        timed_out=timed_out,
-        output_truncated=bool(out.dropped or err.dropped),
-        memory_error=any(sign in stderr[-3000:] for sign in MEMORY_SIGNS),
-        isolation=backend,
-        cpu_limit="cgroup" if cgroup is not None else "affinity",
-    )
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=workdir, env=env,
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True, pass_fds=(CONTROL_FD,) if control_w is not None else (),
+            preexec_fn=_preexec(limits, cgroup, cpu, control_w))
+    except BaseException:
+        for fd in (control_r, control_w):
+            if fd is not None:
+                os.close(fd)
+        if cgroup is not None:
+            cgroup.remove()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    if control_w is not None:
+        os.close(control_w)
+    child = Child(proc, cgroup, backend, limits, scratch, on_control, control_r)
+    try:
+        await child._open_control(limits)
+    except BaseException:
+        await child.stop()
+        raise
+    return child
+
+
+async def run_python(
+    args: Sequence[str],
+    *,
+    visibility: Visibility,
+    limits: Limits = Limits(),
+    threads: int = 1,
+    stdin_data: bytes | None = None,
+    on_control: Callable[[float, str], None] | None = None,
+    isolation: str | None = None,
+    timed: bool = False,
+) -> ProcessResult:
+    """Run ``python ARGS`` to its end (or its timeout) under the limits; never raises for
+    anything the child does.  See :func:`start_python` for the arguments."""
+    child = await start_python(args, visibility=visibility, limits=limits, threads=threads,
+                               stdin=stdin_data is not None, on_control=on_control,
+                               isolation=isolation, timed=timed)
+    try:
+        if stdin_data is not None:
+            await child.send(stdin_data, close=True)
+        finished = await child.wait(limits.timeout)
+    finally:
+        result = await child.stop(timed_out=False)
+    if not finished:
+        result.returncode, result.timed_out = None, True
+    return result

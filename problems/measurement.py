@@ -1,17 +1,20 @@
 """Timed executions of a pipeline file, and the on-disk cache of baseline measurements.
 
-:func:`execute` runs one file once in the sandbox under ``problems/timing_runner.py``
-and returns what the *harness* observed: the time between the runner's START and END
-lines as they arrived here, the stdout, and the runner's counts of the work done.
-:func:`measure` repeats that k times, one timed execution on the machine at a time.
+An :class:`Executor` is one warm sandbox for one file, under
+``problems/timing_runner.py``: it imports torch once, and each execution is a fresh fork
+of a pristine template, wiped away before the next.  An execution returns what the
+*harness* observed: the timer's interval, the harness's own timestamps of the runner's
+START and END lines, the output, and the execution's counts of the work done (its own,
+to be checked).  :func:`execute` is one execution in a sandbox of its own;
+:func:`measure` repeats executions, one timed execution on the machine at a time.
 :class:`BaselineCache` keeps measurements keyed by everything that changes them.
 
-Judging the figures is the grader's job (``problems.ml_training_optimization``).
-"""
+Judging the figures is the grader's job (``problems.ml_training_optimization``)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import importlib.metadata
@@ -23,8 +26,9 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,79 +97,232 @@ class Measurement:
         return statistics.median(self.times) if self.times else None
 
 
+class Executor:
+    """A warm sandbox that runs one file, job after job (``problems/timing_runner.py``).
+
+    The sandbox starts once and imports torch once; each execution is a fresh fork of a
+    pristine template inside it, and between executions the runner kills what the
+    execution left running and wipes every place it could write, or says so and ends
+    (then the next execution gets a new sandbox).  Use as ``async with``.
+
+    Every figure comes from what the harness observed: the timer's interval (its clock,
+    its pipe), the harness's own timestamps of START and END, and the execution's output
+    as the timer relayed it.  Nothing the execution sends is believed, only parsed."""
+
+    STARTUP_TIMEOUT = 300.0  # importing torch on a loaded machine
+
+    def __init__(self, path: Path, inst: Instrumentation, *, threads: int,
+                 limits: sandbox.Limits, read_only: tuple[Path, ...] = ()):
+        self.path, self.inst, self.threads, self.limits = path, inst, threads, limits
+        self.read_only = read_only
+        self.source = base64.b64encode(path.read_bytes()).decode()
+        self.sandboxes = 0  # started so far (a DIRTY report or a timeout starts another)
+        self._child: sandbox.Child | None = None
+        self._queue: asyncio.Queue | None = None
+        self._workdir: Path | None = None
+        self._ready = False
+        self._isolation = "none"
+        self._cpu_limit = "none"
+        self._starting = asyncio.Lock()
+
+    async def __aenter__(self) -> Executor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _spawn(self) -> None:
+        await self._discard()
+        self._isolation = sandbox.best_isolation()
+        self._workdir = Path(tempfile.mkdtemp(prefix="hp-exec-"))
+        visibility = sandbox.Visibility(self._workdir, read_only=self.read_only)
+        queue: asyncio.Queue = asyncio.Queue()
+        self._queue = queue
+
+        def on_control(arrived: float, line: str) -> None:
+            kind, _, payload = line.partition(" ")
+            queue.put_nowait((arrived, kind, payload))
+
+        own = self._isolation != "none"
+        places = sandbox.writable_places(visibility) if own else {
+            "scratch": [], "read_only": [], "emptied": []}
+        config = dict(control_fd=sandbox.CONTROL_FD, workdir=str(self._workdir.resolve()),
+                      threads=self.threads, max_output=self.limits.max_output,
+                      own_pid_namespace=own, **places)
+        self.sandboxes += 1
+        child = await sandbox.start_python(
+            ["-P", "-c", RUNNER_SOURCE, json.dumps(config)], visibility=visibility,
+            limits=self.limits, threads=self.threads, stdin=True, on_control=on_control,
+            isolation=self._isolation, timed=False)
+        self._child = child
+        self._cpu_limit = child.cpu_limit
+
+        async def watch() -> None:
+            await child.exited()
+            await child.wait(2.0)  # the last control lines
+            queue.put_nowait((time.monotonic(), "GONE", ""))
+        self._watcher = asyncio.ensure_future(watch())
+
+    async def _discard(self) -> sandbox.ProcessResult | None:
+        self._ready = False
+        result = None
+        if self._child is not None:
+            self._watcher.cancel()
+            result = await self._child.stop()
+            self._child = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+        return result
+
+    async def _next(self, kinds: tuple[str, ...]) -> tuple[float, str, str]:
+        while True:
+            item = await self._queue.get()
+            if item[1] in kinds or item[1] == "GONE":
+                return item
+
+    async def ready(self) -> str:
+        """Start the sandbox if needed and wait until it can take a job ('' then, else
+        why it cannot).  Takes no timing lock: the start is on an untimed CPU."""
+        async with self._starting:
+            return await self._make_ready()
+
+    async def _make_ready(self) -> str:
+        reason = ""
+        for _ in range(2):
+            if self._ready:
+                return ""
+            if self._child is None:
+                await self._spawn()
+            try:
+                async with asyncio.timeout(self.STARTUP_TIMEOUT):
+                    _, kind, payload = await self._next(("READY", "DIRTY"))
+            except TimeoutError:
+                kind, payload = "GONE", "it did not start in time"
+            if kind == "READY":
+                self._ready = True
+                return ""
+            result = await self._discard()
+            reason = payload or (result.failure() if result else "") or "it ended"
+            log.warning("the sandbox for %s could not run jobs: %s %s", self.path.name,
+                        reason, (result.stderr[-500:] if result else ""))
+        return f"the sandbox could not be started ({reason})"
+
+    async def run(self, *, data: dict[str, Any] | None = None,
+                  probes: dict[str, Any] | None = None, timed: bool = True,
+                  seconds: float | None = None) -> Execution:
+        """One execution of the file, killed after ``seconds`` (default: the limits'
+        timeout); ``timed`` puts it on the CPU kept for timings.  Call :meth:`ready`
+        first, outside any timing lock.  Never raises for what the file does."""
+        seconds = self.limits.timeout if seconds is None else seconds
+        problem = await self.ready()
+        if problem:
+            return Execution(ok=False, error=problem, time=None, stdout="", stderr_tail="",
+                             wall_time=0.0, seed=(data or {}).get("seed"),
+                             labelling=(data or {}).get("labelling", 0),
+                             isolation=self._isolation)
+        child = self._child
+        self._ready = False
+        if timed:
+            child.move_to_timed_cpu()
+        job = dict(source=self.source, entry=self.inst.entry, threads=self.threads,
+                   module_path="candidate.py", feature_class=self.inst.feature_class,
+                   feature_method=self.inst.feature_method,
+                   model_class=self.inst.model_class,
+                   keep_predictions=self.inst.keep_predictions,
+                   data_function=self.inst.data_function, data=data, probes=probes,
+                   probe_timeout=min(60.0, seconds))
+        marks: dict[str, tuple[float, str]] = {}
+        sent = time.monotonic()
+        timed_out = False
+        if await child.send((json.dumps(job) + "\n").encode()):
+            try:
+                async with asyncio.timeout(seconds):
+                    while "OUTPUT" not in marks:
+                        arrived, kind, payload = await self._next(
+                            ("START", "END", "EXIT", "REPORT", "PROBES", "OUTPUT"))
+                        if kind == "GONE":
+                            break
+                        marks.setdefault(kind, (arrived, payload))
+            except TimeoutError:
+                timed_out = True
+        wall = time.monotonic() - sent
+        gone = None
+        if "OUTPUT" in marks:
+            try:  # the runner cleans up, then says whether the sandbox can go on
+                async with asyncio.timeout(30.0):
+                    _, kind, payload = await self._next(("READY", "DIRTY"))
+            except TimeoutError:
+                kind, payload = "DIRTY", "the clean-up did not finish"
+            if kind == "READY":
+                self._ready = True
+            else:
+                log.info("a new sandbox for %s: %s", self.path.name, payload or kind)
+                await self._discard()
+        else:
+            gone = await self._discard()
+        return self._execution(marks, data, timed_out, seconds, wall, gone)
+
+    def _execution(self, marks: dict[str, tuple[float, str]], data: dict[str, Any] | None,
+                   timed_out: bool, seconds: float, wall: float,
+                   gone: sandbox.ProcessResult | None) -> Execution:
+        elapsed = observed = exit_code = None
+        if "START" in marks and "END" in marks:
+            observed = marks["END"][0] - marks["START"][0]
+            try:
+                elapsed = float(marks["END"][1])
+                exit_code = int(marks["EXIT"][1]) if "EXIT" in marks else None
+            except ValueError:
+                log.warning("unreadable mark from the timer for %s", self.path)
+        report, probe_out, output = (_payload(marks, kind)
+                                     for kind in ("REPORT", "PROBES", "OUTPUT"))
+        stdout, stderr = (str(output.get(k, "")) for k in ("stdout", "stderr"))
+        memory = any(sign in stderr[-3000:] for sign in sandbox.MEMORY_SIGNS)
+        error = ""
+        if report.get("missing_entry"):
+            error = f"the entry function {self.inst.entry}() is not defined"
+        elif timed_out:
+            error = f"the program timed out after {seconds:.0f} s and was killed"
+        elif elapsed is None or exit_code is None:
+            why = (gone.failure() if gone else "") or "was stopped"
+            error = f"the timer did not finish (the program {why})"
+            if gone is not None and not stderr:
+                stderr = gone.stderr
+        elif exit_code != 0:
+            error = (f"the program exited with status {exit_code}" if exit_code > 0
+                     else f"the program was killed by signal {-exit_code}")
+            if memory:
+                error = "the program ran out of memory (the memory limit was reached)"
+        elif not report or "eval_predictions" not in report:
+            error = "the program exited before its entry function returned"
+        return Execution(ok=not error, error=error, time=elapsed if not error else None,
+                         stdout=stdout, stderr_tail=stderr[-3000:], wall_time=wall,
+                         report=report or None, probes=probe_out or None,
+                         seed=(data or {}).get("seed"),
+                         labelling=(data or {}).get("labelling", 0),
+                         observed_time=observed, isolation=self._isolation,
+                         cpu_limit=self._cpu_limit)
+
+    async def close(self) -> None:
+        """End the sandbox (killed: nothing in it is worth waiting for)."""
+        await self._discard()
+
+
 async def execute(path: Path, inst: Instrumentation, *, threads: int, limits: sandbox.Limits,
                   read_only: tuple[Path, ...] = (), data: dict[str, Any] | None = None,
-                  probes: dict[str, Any] | None = None, timed: bool = True,
-                  start: Callable[[], Awaitable[None]] | None = None) -> Execution:
-    """Run ``path`` once, timed by the harness.  Never raises for what the file does.
+                  probes: dict[str, Any] | None = None, timed: bool = True) -> Execution:
+    """Run ``path`` once in a sandbox of its own, timed by the harness.  Never raises for
+    what the file does.
 
     ``data`` (a ``fresh_inputs.DataSet.job()``) is injected through the pipeline's data
     function; ``probes`` (strict mode) are run on the components after the timed part.
-    With ``start``, the process is started (and imports torch) at once, and the job is
-    sent when ``start()`` returns: the caller's way of preparing it ahead of time.
     The time is the timer process's (``problems/timing_runner.py``): from just before it
-    forks the execution to the moment every holder of the execution's report pipe has
-    closed it.  The harness also timestamps both marks as they arrive on the private
+    lets the execution start to the moment every holder of the execution's report pipe
+    has closed it.  The harness also timestamps both marks as they arrive on the private
     control channel and keeps that interval beside it."""
-    marks: dict[str, tuple[float, str]] = {}
-
-    def on_control(arrived: float, line: str) -> None:
-        kind, _, payload = line.partition(" ")
-        if kind in ("START", "END", "EXIT", "REPORT", "PROBES") and kind not in marks:
-            marks[kind] = (arrived, payload)
-
-    isolation = sandbox.best_isolation()
-    job = dict(module_path="candidate.py", entry=inst.entry, threads=threads,
-               control_fd=sandbox.CONTROL_FD, own_pid_namespace=isolation != "none",
-               feature_class=inst.feature_class, feature_method=inst.feature_method,
-               model_class=inst.model_class, keep_predictions=inst.keep_predictions,
-               data_function=inst.data_function, data=data, probes=probes,
-               probe_timeout=min(60.0, limits.timeout))
-    encoded = (json.dumps(job) + "\n").encode()
-
-    async def job_bytes() -> bytes:
-        await start()
-        return encoded
-
-    workdir = Path(tempfile.mkdtemp(prefix="hp-exec-"))
-    try:
-        shutil.copyfile(path, workdir / "candidate.py")
-        result = await sandbox.run_python(
-            ["-c", RUNNER_SOURCE], visibility=sandbox.Visibility(workdir, read_only=read_only),
-            limits=limits, threads=threads, stdin_data=job_bytes if start else encoded,
-            on_control=on_control, isolation=isolation, timed=timed)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    elapsed = observed = exit_code = None
-    if "START" in marks and "END" in marks:
-        observed = marks["END"][0] - marks["START"][0]
-        try:
-            elapsed = float(marks["END"][1])
-            exit_code = int(marks["EXIT"][1]) if "EXIT" in marks else None
-        except ValueError:
-            log.warning("unreadable mark from the timer for %s", path)
-    report, probe_out = (_payload(marks, kind) for kind in ("REPORT", "PROBES"))
-    error = ""
-    if report.get("missing_entry"):
-        error = f"the entry function {inst.entry}() is not defined"
-    elif result.timed_out:
-        error = f"the program {result.failure()}"
-    elif elapsed is None or exit_code is None:
-        error = f"the timer did not finish (the program {result.failure() or 'was stopped'})"
-    elif exit_code != 0:
-        error = (f"the program exited with status {exit_code}" if exit_code > 0
-                 else f"the program was killed by signal {-exit_code}")
-        if result.memory_error:
-            error = "the program ran out of memory (the memory limit was reached)"
-    elif not report or "eval_predictions" not in report:
-        error = "the program exited before its entry function returned"
-    return Execution(ok=not error, error=error, time=elapsed if not error else None,
-                     stdout=result.stdout, stderr_tail=result.stderr[-3000:],
-                     wall_time=result.wall_time, report=report or None,
-                     probes=probe_out or None, seed=(data or {}).get("seed"),
-                     labelling=(data or {}).get("labelling", 0),
-                     observed_time=observed, isolation=result.isolation,
-                     cpu_limit=result.cpu_limit)
+    async with Executor(path, inst, threads=threads, limits=limits,
+                        read_only=read_only) as executor:
+        return await executor.run(data=data, probes=probes, timed=timed)
 
 
 def _payload(marks: dict[str, tuple[float, str]], kind: str) -> dict[str, Any]:
@@ -185,31 +342,26 @@ async def measure(path: Path, inst: Instrumentation, *, repeats: int, threads: i
                   on_progress: Callable[[int, int, Execution], None] | None = None,
                   after_each: Callable[[], Any] | None = None,
                   data: Sequence[dict[str, Any] | None] = (),
-                  probes: dict[str, Any] | None = None, timed: bool = True) -> Measurement:
+                  probes: dict[str, Any] | None = None, timed: bool = True,
+                  executor: Executor | None = None) -> Measurement:
     """Execute ``path`` up to ``repeats`` times, serialised with every other timing;
     execution i runs on ``data[i]`` when given.  Stops early when ``keep_going`` says so
     (a crash, or far below target).
 
-    Each execution is a fresh process, started ahead: while execution i runs (on the
-    timed CPU), execution i+1's process is started and imports torch on another CPU, and
-    it gets its job only when i is done.  So the machine's time per execution is little
-    more than its timed part, and no process ever runs the candidate twice."""
+    All executions share one warm sandbox (``executor``, or one of its own): it starts
+    and imports torch outside the timing lock, and each execution is a fresh fork of its
+    pristine template, wiped away before the next (see :class:`Executor`)."""
     executions: list[Execution] = []
-    gates = [asyncio.Event() for _ in range(repeats)]
-
-    def launch(i: int) -> asyncio.Future:
-        return asyncio.ensure_future(execute(
-            path, inst, threads=threads, limits=limits, read_only=read_only,
-            data=data[i] if i < len(data) else None, probes=probes, timed=timed,
-            start=gates[i].wait))
-
-    pending = launch(0)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        if executor is None:
+            executor = await stack.enter_async_context(Executor(
+                path, inst, threads=threads, limits=limits, read_only=read_only))
         for i in range(repeats):
+            await executor.ready()
             async with timing_lock():
-                gates[i].set()
-                current, pending = pending, launch(i + 1) if i + 1 < repeats else None
-                execution = await current
+                execution = await executor.run(data=data[i] if i < len(data) else None,
+                                               probes=probes, timed=timed,
+                                               seconds=limits.timeout)
             executions.append(execution)
             if after_each is not None:
                 after_each()
@@ -217,11 +369,6 @@ async def measure(path: Path, inst: Instrumentation, *, repeats: int, threads: i
                 on_progress(i + 1, repeats, execution)
             if not keep_going(execution):
                 break
-    finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pending
     return Measurement(executions)
 
 

@@ -11,6 +11,8 @@ Progress goes to an optional callback; nothing here prints.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import statistics
 import time
@@ -34,6 +36,7 @@ from problems.measurement import (
     BaselineCache,
     CachedMeasurement,
     Execution,
+    Executor,
     Instrumentation,
     Measurement,
     measure,
@@ -289,6 +292,9 @@ class MLTrainingOptimizationProblem(Problem):
     def _limits(self, timeout: float) -> sandbox.Limits:
         return sandbox.Limits(timeout=timeout, memory_bytes=self.options.memory_bytes)
 
+    def _oracle_limits(self, opts: GradingOptions) -> sandbox.Limits:
+        return self._limits(max(opts.timeout, ORACLE_TIMEOUT))  # not the candidate's
+
     def _datasets(self, count: int) -> list[DataSet]:
         """Fresh data sets for ``count`` executions, in a random order.  With two or
         more, one data set is used twice, so that determinism can be judged; with three
@@ -305,12 +311,13 @@ class MLTrainingOptimizationProblem(Problem):
         return datasets
 
     async def _oracle(self, datasets: list[DataSet], opts: GradingOptions,
-                      probes: dict[str, Any] | None) -> dict[tuple[int, int], oracle.OracleAnswer]:
+                      probes: dict[str, Any] | None, executor: Executor | None = None
+                      ) -> dict[tuple[int, int], oracle.OracleAnswer]:
         try:
-            limits = self._limits(max(opts.timeout, ORACLE_TIMEOUT))  # not the candidate's
             return await oracle.consult(self.spec.reference, self._instrumentation(), datasets,
-                                        threads=opts.threads, limits=limits,
-                                        read_only=(PROBLEM_DATA,), probes=probes)
+                                        threads=opts.threads, limits=self._oracle_limits(opts),
+                                        read_only=(PROBLEM_DATA,), probes=probes,
+                                        executor=executor)
         except oracle.OracleError as exc:
             raise GraderError(str(exc)) from exc
 
@@ -448,26 +455,44 @@ class MLTrainingOptimizationProblem(Problem):
                   if opts.semantics == "strict" else None)
         say(f"grading {Path(candidate).name}: the original's results on "
             f"{len({d.key for d in datasets})} fresh data set(s) (oracle)")
-        consulted = time.monotonic()
-        answers = await self._oracle(datasets, opts, probes)
-        oracle_wall = time.monotonic() - consulted
         timeout = min(opts.timeout, max(60.0, 2 * base.median))
-        result = await measure(Path(candidate), self._instrumentation(), repeats=opts.repeats,
-                               threads=opts.threads, limits=self._limits(timeout),
-                               read_only=(PROBLEM_DATA,), keep_going=keep_going,
-                               on_progress=report, after_each=after_each,
-                               data=[d.job() for d in datasets], probes=probes)
+        inst, limits = self._instrumentation(), self._limits(timeout)
+        # One warm sandbox for the oracle and one for the candidate, for the whole grading
+        # (each execution a fresh fork, wiped away after it): the candidate's starts on the
+        # free CPU while the oracle runs on the timing one.
+        async with (Executor(self.spec.reference, inst, threads=opts.threads,
+                             limits=self._oracle_limits(opts),
+                             read_only=(PROBLEM_DATA,)) as reference,
+                    Executor(Path(candidate), inst, threads=opts.threads, limits=limits,
+                             read_only=(PROBLEM_DATA,)) as own):
+            warming = asyncio.ensure_future(own.ready())
+            try:
+                consulted = time.monotonic()
+                answers = await self._oracle(datasets, opts, probes, reference)
+                oracle_wall = time.monotonic() - consulted
+                await warming
+            finally:
+                if not warming.done():
+                    warming.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await warming
 
-        async def one_more(ds: DataSet) -> Measurement:
-            return await measure(Path(candidate), self._instrumentation(), repeats=1,
-                                 threads=opts.threads, limits=self._limits(timeout),
-                                 read_only=(PROBLEM_DATA,), keep_going=keep_going,
-                                 on_progress=report, after_each=after_each, data=[ds.job()],
-                                 probes=probes)
+            async def measured(sets: list[DataSet]) -> Measurement:
+                return await measure(Path(candidate), inst, repeats=len(sets),
+                                     threads=opts.threads, limits=limits,
+                                     read_only=(PROBLEM_DATA,), keep_going=keep_going,
+                                     on_progress=report, after_each=after_each,
+                                     data=[d.job() for d in sets], probes=probes,
+                                     executor=own)
 
-        adaptive = await self._decide(result, figures, opts, datasets, one_more)
-        training = await self._training_basis(result, datasets, answers, opts, say,
-                                              Path(candidate).name)
+            result = await measured(datasets)
+
+            async def one_more(ds: DataSet) -> Measurement:
+                return await measured([ds])
+
+            adaptive = await self._decide(result, figures, opts, datasets, one_more)
+            training = await self._training_basis(result, datasets, answers, opts, say,
+                                                  Path(candidate).name, reference)
         graded = self._judge(checks, result, figures, opts, tampered, datasets, answers,
                              training)
         graded.details["oracle_wall_time"] = round(oracle_wall, 3)
@@ -479,12 +504,16 @@ class MLTrainingOptimizationProblem(Problem):
 
     async def _training_basis(self, result: Measurement, datasets: list[DataSet],
                               answers: dict[tuple[int, int], oracle.OracleAnswer],
-                              opts: GradingOptions, say: Callable[[str], None], label: str
+                              opts: GradingOptions, say: Callable[[str], None], label: str,
+                              executor: Executor | None = None
                               ) -> dict[tuple[int, int], tuple[dict[str, Any] | str, bool]]:
         """For each data set, what the candidate's trained weights must match: the
-        oracle's run, when the candidate's features are the original's, or else (seed
-        mode lets the features change) the original's training replayed by the harness on
-        the candidate's own features.  A value is (report or why there is none, replayed)."""
+        oracle's run, when the candidate's features are the original's bit for bit, or
+        else the original's training replayed by the harness on the candidate's own
+        features (honest vectorised features differ in the last bits, and training can
+        carry that to a few per cent of a weight).  Strict mode replays only features
+        within its tolerance of the original's; others are held to the oracle's run.
+        A value is (report or why there is none, replayed)."""
         basis: dict[tuple[int, int], tuple[dict[str, Any] | str, bool]] = {}
         if any(not e.ok for e in result.executions):
             return basis
@@ -494,7 +523,9 @@ class MLTrainingOptimizationProblem(Problem):
                 continue
             original = answers[ds.key].report
             packed = (e.report or {}).get("features")
-            if opts.semantics == "strict" or model_checks.same_features(e.report, original):
+            if model_checks.same_features(e.report, original, exact=True) or (
+                    opts.semantics == "strict"
+                    and not model_checks.same_features(e.report, original)):
                 basis[ds.key] = (original, False)
                 continue
             try:
@@ -510,10 +541,9 @@ class MLTrainingOptimizationProblem(Problem):
         if pending:
             say(f"grading {label}: replaying the original's training on the candidate's "
                 f"features ({len(pending)} data set(s))")
-            limits = self._limits(max(opts.timeout, ORACLE_TIMEOUT))
             runs = await oracle.replay(self.spec.reference, self._instrumentation(), pending,
-                                       threads=opts.threads, limits=limits,
-                                       read_only=(PROBLEM_DATA,))
+                                       threads=opts.threads, limits=self._oracle_limits(opts),
+                                       read_only=(PROBLEM_DATA,), executor=executor)
             for key, run in runs.items():
                 basis[key] = ((run.report or {}, True) if run.ok else
                               (f"the original's training failed on these features "

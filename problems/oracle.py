@@ -19,7 +19,7 @@ from typing import Any
 
 import sandbox
 from problems.fresh_inputs import DataSet
-from problems.measurement import Execution, Instrumentation, measure
+from problems.measurement import Execution, Executor, Instrumentation, measure
 
 
 class OracleError(RuntimeError):
@@ -39,21 +39,24 @@ class OracleAnswer:
 
 async def consult(reference: Path, inst: Instrumentation, datasets: list[DataSet], *,
                   threads: int, limits: sandbox.Limits, read_only: tuple[Path, ...],
-                  probes: dict[str, Any] | None = None
+                  probes: dict[str, Any] | None = None, executor: Executor | None = None
                   ) -> dict[tuple[int, int], OracleAnswer]:
-    """The oracle's answer for each distinct data set (``DataSet.key``) among ``datasets``."""
+    """The oracle's answer for each distinct data set (``DataSet.key``) among ``datasets``.
+    Untimed, but holding the timing lock like a timing, so it runs on the timing CPU and
+    leaves the other free (for the candidate's sandbox to start, say)."""
     distinct = list({ds.key: ds for ds in datasets}.values())
     result = await measure(reference, inst, repeats=len(distinct), threads=threads,
                            limits=limits, read_only=read_only, keep_going=lambda e: True,
-                           data=[ds.job() for ds in distinct], probes=probes, timed=False)
+                           data=[ds.job() for ds in distinct], probes=probes,
+                           executor=executor)
     return {ds.key: answer(ds, run) for ds, run in zip(distinct, result.executions,
                                                          strict=True)}
 
 
 async def replay(reference: Path, inst: Instrumentation,
                  features: dict[tuple[int, int], tuple[DataSet, dict[str, Any]]], *,
-                 threads: int, limits: sandbox.Limits, read_only: tuple[Path, ...]
-                 ) -> dict[tuple[int, int], Execution]:
+                 threads: int, limits: sandbox.Limits, read_only: tuple[Path, ...],
+                 executor: Executor | None = None) -> dict[tuple[int, int], Execution]:
     """The original's training replayed on other features: for each data set, the
     reference is run on it with ``features`` (packed as the runner packs them) in place
     of its own extractor's output, so its trained weights are what the original's
@@ -62,7 +65,7 @@ async def replay(reference: Path, inst: Instrumentation,
     result = await measure(reference, inst, repeats=len(jobs), threads=threads,
                            limits=limits, read_only=read_only, keep_going=lambda e: True,
                            data=[dict(ds.job(), features=packed) for _, (ds, packed) in jobs],
-                           timed=False)
+                           executor=executor)
     return {key: run for (key, _), run in zip(jobs, result.executions, strict=True)}
 
 

@@ -1,20 +1,28 @@
-"""The grader's side of one timed execution, run inside the sandboxed child process.
+"""The grader's side of timed executions, run inside one sandboxed process per file.
 
-The harness passes this file's source with ``python -c`` (so the child needs no access
-to the harness's files) and a JSON job on stdin.  Two processes take part:
+The harness passes this file's source with ``python -P -c`` (so the child needs no
+access to the harness's files and never imports from its writable directory), a JSON
+configuration as its argument and one JSON job per line on stdin.  Two kinds of
+process take part:
 
-- the **timer** imports numpy and torch (not timed, as in the seed's FINAL_TIME), reads
-  the job (the harness sends it when the machine is free to time it), fixes the thread
-  count, makes itself non-dumpable (so a process of the
-  same uid can neither trace it nor open its file descriptors), then writes ``START`` on
-  the private control channel (fd 3, read only by the harness) and forks.  It waits
-  until the execution process has exited *and* every holder of the report pipe has
-  closed it, writes ``END`` with the interval its own clock measured, kills whatever
-  the candidate left running, and relays the report.  It never runs candidate code.
-- the **execution** process closes the control channel before anything of the
-  candidate exists, imports the candidate (work at import time is timed), wraps the
-  required methods to record what passes through them, calls the entry function and
-  writes its report on the pipe.
+- the **timer** (a warm process) imports numpy and torch once (not timed, as in the
+  seed's FINAL_TIME), makes itself non-dumpable (so a process of the same uid can
+  neither trace it nor open its file descriptors) and says ``READY`` on the private
+  control channel (fd 3, read only by the harness).  The harness sends a job only when
+  the machine is free to time it.  For each job the timer writes the candidate's file,
+  writes ``START`` and forks.  It waits until the execution process has exited *and*
+  every holder of the report pipe has closed it, writes ``END`` with the interval its
+  own clock measured, kills whatever the candidate left running, relays the report and
+  the execution's output, then wipes every place the execution could write (its
+  directory, ``/tmp``, ``/dev/shm``, ...), System V IPC objects and the uid's keyrings.
+  Only when nothing of the execution is left does it say ``READY`` again; when it
+  cannot make sure of that, it says ``DIRTY`` and exits, and the harness starts a new
+  sandbox.  It never runs candidate code, and every job is a fresh fork of it: an
+  execution never meets a process, a file or a module that an earlier one touched.
+- the **execution** process closes the control channel and the job pipe before
+  anything of the candidate exists, imports the candidate (work at import time is
+  timed), wraps the required methods to record what passes through them, calls the
+  entry function and writes its report on the pipe.
 
 Everything in the execution process, the report included, is the candidate's to
 forge: the grader treats the report as the candidate's output, to be checked against
@@ -22,11 +30,15 @@ what it knows, and the time as the timer's alone.  The timer decides nothing.
 """
 
 
-def _run():
+def _serve():
+    import base64
     import ctypes
     import json
     import os
+    import platform
+    import select
     import signal
+    import socket
     import sys
     import time
 
@@ -38,34 +50,234 @@ def _run():
     import torch.optim  # noqa: F401
     import torch.utils.data  # noqa: F401
 
-    # The job comes once the harness is ready to time this execution (the process may
-    # have been started, and torch imported, while the previous one ran).
-    job = json.loads(sys.stdin.readline())
-    sys.stdin.close()
-    control = job["control_fd"]
-
-    def send(text):
-        os.write(control, (text + "\n").encode())
-
-    torch.set_num_threads(job["threads"])
+    config = json.loads(sys.argv[1])
+    control = config["control_fd"]
+    workdir = config["workdir"]
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_dumpable = 4
     libc.prctl(pr_set_dumpable, 0, 0, 0, 0)
-    read_end, write_end = os.pipe()
-    probe_read, probe_write = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    send("START")
-    started = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:
-        os.close(control)
-        os.close(read_end)
-        os.close(probe_read)
-        libc.prctl(pr_set_dumpable, 1, 0, 0, 0)
+    torch.set_num_threads(config["threads"])
+
+    def send(text):
+        data = (text + "\n").encode()
+        while data:
+            data = data[os.write(control, data):]
+
+    class Output:
+        """The head and tail of one stream of the execution's output: the rule of
+        ``sandbox._Capture``, repeated because this file runs without the harness's
+        files and imports nothing of them."""
+
+        def __init__(self, fd):
+            self.fd, self.head, self.tail, self.dropped = fd, bytearray(), bytearray(), 0
+
+        def feed(self, chunk):
+            half = config["max_output"] // 2
+            room = half - len(self.head)
+            if room > 0:
+                self.head += chunk[:room]
+                chunk = chunk[room:]
+            self.tail += chunk
+            if len(self.tail) > half:
+                self.dropped += len(self.tail) - half
+                del self.tail[:len(self.tail) - half]
+
+        def text(self):
+            head, tail = (bytes(b).decode("utf-8", "replace") for b in (self.head, self.tail))
+            if self.dropped:
+                return f"{head}\n[... {self.dropped} bytes of output truncated ...]\n{tail}"
+            return head + tail
+
+    class Collected:
+        def __init__(self, fd):
+            self.fd, self.data = fd, bytearray()
+
+        def feed(self, chunk):
+            self.data += chunk
+
+    def pump(streams, until, deadline=None):
+        """Read every open stream until ``until`` (one of them) is at its end, or the
+        deadline passes; a stream at its end is closed and dropped."""
+        while until in streams:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([s.fd for s in streams], [], [], wait)
+            if not ready:
+                return
+            for stream in [s for s in streams if s.fd in ready]:
+                chunk = os.read(stream.fd, 1 << 20)
+                if chunk:
+                    stream.feed(chunk)
+                else:
+                    os.close(stream.fd)
+                    streams.remove(stream)
+
+    def others():
+        """Processes in this PID namespace other than the timer and its init."""
+        found = set()
+        for name in os.listdir("/proc"):
+            if name.isdigit() and int(name) not in (1, os.getpid(), template_pid):
+                found.add(int(name))
+        return found
+
+    def end_leftovers(pid):
+        if not config["own_pid_namespace"]:
+            # No namespace of its own (isolation "none"): the execution's process group.
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            return True
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            left = others()
+            if not left:
+                return True
+            for other in left:  # all the candidate left (never init, us or the template)
+                try:
+                    os.kill(other, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            try:
+                while os.waitpid(-1, os.WNOHANG)[0]:
+                    pass
+            except ChildProcessError:
+                pass
+            time.sleep(0.002)
+        return False
+
+    # Where an execution may have written (emptied after each one); inside them, what the
+    # sandbox bound in read-only (left alone) and the directories that must stay (emptied).
+    if config["own_pid_namespace"]:
+        places, bound_ro, emptied = config["scratch"], config["read_only"], config["emptied"]
+    else:  # isolation "none": the execution's directory and its own TMPDIR only
+        places, bound_ro = [workdir, os.environ["TMPDIR"]], []
+        emptied = [workdir, os.environ["HOME"]]
+    scratch = [os.path.normpath(p) for p in places]
+    skip = {os.path.normpath(p) for p in bound_ro}
+    emptied = {os.path.normpath(p) for p in emptied}
+    ancestors = set()
+    for path in skip | emptied:
+        while path != os.path.dirname(path):
+            path = os.path.dirname(path)
+            ancestors.add(path)
+
+    def remove(path):
+        if os.path.islink(path) or not os.path.isdir(path):
+            os.unlink(path)
+            return
+        try:
+            os.chmod(path, 0o700)
+        except OSError:
+            pass
+        for entry in os.listdir(path):
+            remove(os.path.join(path, entry))
+        os.rmdir(path)
+
+    def wipe(directory, check=False):
+        """Empty ``directory`` but for what the sandbox put there; with ``check``, only
+        list what would go."""
+        found = []
+        for entry in os.listdir(directory):
+            path = os.path.join(directory, entry)
+            if path in skip:
+                continue
+            real_dir = os.path.isdir(path) and not os.path.islink(path)
+            if real_dir and (path in emptied or path in ancestors):
+                found += wipe(path, check)
+            elif check:
+                found.append(path)
+            else:
+                remove(path)
+        return found
+
+    keyctl = {"x86_64": 250, "aarch64": 219}.get(platform.machine())
+
+    def clear_kernel_objects():
+        """System V IPC objects of this IPC namespace, and the uid's keyrings (they
+        outlive processes).  Only inside a sandbox: outside, they are the host's."""
+        if not config["own_pid_namespace"]:
+            return
+        for kind, remove_id in (("shm", lambda i: libc.shmctl(i, 0, None)),
+                                ("sem", lambda i: libc.semctl(i, 0, 0)),
+                                ("msg", lambda i: libc.msgctl(i, 0, None))):
+            try:
+                with open(f"/proc/sysvipc/{kind}") as table:
+                    rows = table.read().splitlines()[1:]
+            except OSError:
+                continue
+            for row in rows:
+                remove_id(int(row.split()[1]))
+        if keyctl is not None:
+            for keyring in (-3, -4, -5):  # session, user, user session: KEYCTL_CLEAR
+                libc.syscall(keyctl, 7, keyring)
+
+    leftovers = []  # what the last clean-up could not remove
+
+    def clean(pid):
+        """True when nothing an execution (``pid``; None before the first) made is left."""
+        if pid is not None and not end_leftovers(pid):
+            return False
+        try:
+            clear_kernel_objects()
+            for directory in scratch:
+                wipe(directory)
+            for directory in emptied:  # a home replaced by a link or removed comes back
+                if not os.path.isdir(directory):
+                    os.makedirs(directory, 0o777)
+            left = [path for d in scratch for path in wipe(d, check=True)]
+        except (OSError, RecursionError) as exc:
+            left = [f"{type(exc).__name__}: {exc}"]
+        leftovers[:] = left[:5]
+        return not left
+
+    def template(link):
+        """The pristine process every execution is forked from: it has run nothing but
+        the imports, and it never sees a job, a report or an output (those pass between
+        the timer and the execution only), so no execution can find an earlier one's
+        data in the memory it starts with."""
+        while link.recv(1):
+            ends = [os.pipe() for _ in range(7)]  # job, ready, go, report, probes, out, err
+            pid = os.fork()
+            if pid == 0:
+                link.close()
+                for read, write in ends:
+                    os.close(write if (read, write) in (ends[0], ends[2]) else read)
+                _child(*(read if i in (0, 2) else write for i, (read, write) in
+                         enumerate(ends)))
+            mine = [write if i in (0, 2) else read for i, (read, write) in enumerate(ends)]
+            for i, (read, write) in enumerate(ends):
+                os.close(read if i in (0, 2) else write)
+            socket.send_fds(link, [str(pid).encode()], mine)
+            for fd in mine:
+                os.close(fd)
+            status = os.waitpid(pid, 0)[1]
+            link.send(str(os.waitstatus_to_exitcode(status)).encode())
+        os._exit(0)
+
+    def _child(job_r, ready_w, go_r, report_w, probe_w, out_w, err_w):
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        for fd in (null, out_w, err_w):
+            os.close(fd)
+        if not config["own_pid_namespace"]:
+            os.setpgid(0, 0)
         status = 1
         try:
-            _execute(job, write_end, probe_write)
+            chunks = []
+            while chunk := os.read(job_r, 1 << 20):
+                chunks.append(chunk)
+            os.close(job_r)
+            job = json.loads(b"".join(chunks))
+            sys.path.insert(0, workdir)  # as for `python candidate.py`
+            os.write(ready_w, b"r")
+            os.close(ready_w)
+            if os.read(go_r, 1) != b"g":
+                os._exit(1)
+            os.close(go_r)
+            libc.prctl(pr_set_dumpable, 1, 0, 0, 0)
+            _execute(job, report_w, probe_w)
             status = 0
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else 1
@@ -76,57 +288,122 @@ def _run():
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(status)
-    os.close(write_end)
-    os.close(probe_write)
-    report = _read_all(read_end)
-    # The timed interval ends when every holder of the report pipe has closed it: what
-    # the execution reports is complete then, and nothing done later can be in it.
-    elapsed = time.perf_counter() - started
-    send(f"END {elapsed!r}")
-    probes = _read_all(probe_read, deadline=time.monotonic() + job["probe_timeout"])
-    exit_code = _wait(pid, deadline=time.monotonic() + 5.0)
-    if job["own_pid_namespace"]:
+
+    link, template_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    template_pid = os.fork()
+    if template_pid == 0:
+        link.close()
+        os.close(control)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)  # the job pipe: jobs are never an execution's to read
+        os.close(null)
+        template(template_end)
+    template_end.close()
+
+    def template_state():
+        """What an execution could change in the template and so pass to the next
+        (None once the template is gone).  The CPU is not the template's own: the harness
+        moves the whole sandbox to the timing CPU, so the template must be on the one
+        CPU the timer is on."""
         try:
-            os.kill(-1, signal.SIGKILL)  # all the candidate left behind (never pid 1 or us)
-        except ProcessLookupError:
+            with open(f"/proc/{template_pid}/limits") as f:
+                limits = f.read()
+            cpus, own = os.sched_getaffinity(template_pid), os.sched_getaffinity(0)
+            return (limits, os.getpriority(os.PRIO_PROCESS, template_pid),
+                    os.getpriority(os.PRIO_PROCESS, 0), len(own) == 1 and cpus == own)
+        except OSError:
+            return None
+
+    pristine = template_state()
+    if pristine is None:
+        send("DIRTY the template process did not start")
+        return
+
+    def comm(pid):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                return f.read().strip()
+        except OSError:
+            return "gone"
+
+    def run_one(job):
+        """One execution; '' when nothing of it is left, else why the sandbox must end."""
+        with open(os.path.join(workdir, "candidate.py"), "wb") as f:
+            f.write(base64.b64decode(job.pop("source")))
+        link.send(b"f")
+        message, fds, _, _ = socket.recv_fds(link, 64, 8)
+        pid = int(message)
+        job_w, ready_r, go_w, report_r, probe_r, out_r, err_r = fds
+        data = json.dumps(job).encode()
+        try:
+            while data:
+                data = data[os.write(job_w, data):]
+        except BrokenPipeError:
             pass
-    send(f"EXIT {exit_code}")
-    send("REPORT " + report.decode("utf-8", "replace").replace("\n", " "))
-    send("PROBES " + probes.decode("utf-8", "replace").replace("\n", " "))
+        os.close(job_w)
+        ready = os.read(ready_r, 1) == b"r"
+        os.close(ready_r)
+        out, err, report, probes = (Output(out_r), Output(err_r), Collected(report_r),
+                                    Collected(probe_r))
+        streams = [report, probes, out, err]
+        sys.stdout.flush()
+        send("START")
+        started = time.perf_counter()
+        try:
+            os.write(go_w, b"g" if ready else b"x")
+        except BrokenPipeError:
+            pass
+        os.close(go_w)
+        pump(streams, report)
+        # The timed interval ends when every holder of the report pipe has closed it: what
+        # the execution reports is complete then, and nothing done later can be in it.
+        elapsed = time.perf_counter() - started
+        send(f"END {elapsed!r}")
+        pump(streams, probes, time.monotonic() + job["probe_timeout"])
+        deadline = time.monotonic() + 5.0
+        while not select.select([link], [], [], 0.01)[0]:
+            pump(streams, streams[0] if streams else None, time.monotonic() + 0.01)
+            if time.monotonic() > deadline:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        exit_code = int(link.recv(32) or b"1")
+        gone = end_leftovers(pid)
+        pump(streams, out, time.monotonic() + 1.0)
+        pump(streams, err, time.monotonic() + 1.0)
+        for stream in streams:
+            os.close(stream.fd)
+        send(f"EXIT {exit_code}")
+        send("REPORT " + report.data.decode("utf-8", "replace").replace("\n", " "))
+        send("PROBES " + probes.data.decode("utf-8", "replace").replace("\n", " "))
+        send("OUTPUT " + json.dumps({"stdout": out.text(), "stderr": err.text(),
+                                     "truncated": bool(out.dropped or err.dropped)}))
+        if not gone:
+            return "a process it started could not be killed: " + ", ".join(
+                f"{p} ({comm(p)})" for p in sorted(others())[:5])
+        if not clean(pid):
+            return "it left something that could not be removed: " + ", ".join(leftovers)
+        if template_state() != pristine:
+            return "the template process changed"
+        return ""
 
-
-def _read_all(fd, deadline=None):
-    import os
-    import select
-    import time
-
-    chunks = []
-    while True:
-        if deadline is not None:
-            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                break
-        data = os.read(fd, 1 << 20)
-        if not data:
-            break
-        chunks.append(data)
-    os.close(fd)
-    return b"".join(chunks)
-
-
-def _wait(pid, deadline):
-    import os
-    import signal
-    import time
-
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-        time.sleep(0.01)
+    if not clean(None):
+        send("DIRTY the sandbox was not empty at the start: " + ", ".join(leftovers))
+        return
+    send("READY")
+    for line in sys.stdin.buffer:
+        try:
+            left = run_one(json.loads(line))
+        except OSError as exc:  # the template is gone: the execution saw to that
+            send(f"DIRTY the template process failed ({type(exc).__name__})")
+            return
+        if left:
+            send(f"DIRTY after an execution: {left}")
+            return
+        send("READY")
 
 
 def _execute(job, report_fd, probe_fd):
@@ -391,4 +668,4 @@ def _probe(module, job, probes, originals):
     return out
 
 
-_run()
+_serve()

@@ -23,7 +23,7 @@ import pytest
 import sandbox
 import tools
 from problem import DataGuard, GradeResult, Problem
-from problems.measurement import Execution, Instrumentation, execute
+from problems.measurement import Execution, Executor, Instrumentation, execute
 
 SECRET = "sk-ant-escape-" + uuid.uuid4().hex
 PREFIX = SECRET[:14]  # what an attacker knows of the key's shape
@@ -323,3 +323,76 @@ async def test_child_runs_unprivileged(backend, tmp_path):
     assert nnp == ["1"]
     assert uid[0] != "0"
     assert result.isolation == backend
+
+
+CARRY_OVER = textwrap.dedent("""
+    import ctypes, os, re, sys, uuid
+    import numpy
+    libc = ctypes.CDLL(None, use_errno=True)
+    mark = 'hp-carry'
+    token = 'TOKEN-' + uuid.uuid4().hex
+    print(token)  # relayed by the timer: it must not reach a later execution's memory
+    # What an earlier execution could have left, looked for before leaving it again.
+    for place in ('/tmp', '/var/tmp', '/dev/shm', os.path.expanduser('~'), '.'):
+        if os.path.exists(os.path.join(place, mark)):
+            print('KEPT file in', place)
+        open(os.path.join(place, mark), 'w').write('kept')
+    if hasattr(numpy, '_hp_carry'):
+        print('KEPT a module attribute')
+    numpy._hp_carry = True
+    if libc.shmget(0x4850, 0, 0) >= 0:
+        print('KEPT a shared memory segment')
+    print('made shm', libc.shmget(0x4850, 4096, 0o1000 | 0o666) >= 0)
+    add_key, keyctl = 248, 250  # x86_64 (the suite's machines)
+    if libc.syscall(keyctl, 10, -4, b'user', b'hp-carry', 0) > 0:  # KEYCTL_SEARCH
+        print('KEPT a key in the user keyring')
+    print('made key', libc.syscall(add_key, b'user', b'hp-carry', b'x', 1, -4) > 0)
+    for pid in os.listdir('/proc'):
+        try:
+            if pid.isdigit() and open(f'/proc/{pid}/comm').read().strip() == mark:
+                print('KEPT a process', pid)
+        except OSError:
+            pass
+    if os.fork() == 0:
+        libc.prctl(15, mark.encode(), 0, 0, 0)  # PR_SET_NAME
+        os.closerange(3, 256)
+        import time
+        time.sleep(60)
+        os._exit(0)
+    # Every writable mapping of this process, for another execution's token.
+    pattern = re.compile(rb'TOKEN-[0-9a-f]{32}')
+    seen = set()
+    with open('/proc/self/maps') as maps, open('/proc/self/mem', 'rb', 0) as mem:
+        for line in maps:
+            fields = line.split()
+            start, end = (int(x, 16) for x in fields[0].split('-'))
+            if 'rw' not in fields[1] or end - start > 1 << 30:
+                continue
+            try:
+                mem.seek(start)
+                seen.update(pattern.findall(mem.read(end - start)))
+            except (OSError, OverflowError, ValueError):
+                continue
+    print('own token in memory', token.encode() in seen)
+    for other in seen - {token.encode()}:
+        print('KEPT in memory', other.decode())
+    print('done')
+""")
+
+
+async def test_nothing_carries_over_within_one_sandbox(backend, tmp_path):
+    # Three executions in one warm sandbox, as a grading runs them: each leaves files,
+    # a module attribute, a System V segment, a key in the uid's keyring, a running
+    # process and its own output behind, and looks for what the one before it left.
+    path = tmp_path / "carry.py"
+    path.write_text(CARRY_OVER + CANDIDATE_TAIL)
+    async with Executor(path, INSTRUMENTATION, threads=1, limits=sandbox.Limits(timeout=120),
+                        read_only=(tools.PROBLEM_DATA,)) as executor:
+        runs = [await executor.run() for _ in range(3)]
+    assert executor.sandboxes == 1  # one sandbox: the executions really shared it
+    for run in runs:
+        assert run.ok, run.error + run.stderr_tail
+        assert "done" in run.stdout, run.stdout + run.stderr_tail
+        assert "own token in memory True" in run.stdout, run.stdout  # the scan works
+        assert "made shm True" in run.stdout and "made key True" in run.stdout, run.stdout
+        assert "KEPT" not in run.stdout, run.stdout

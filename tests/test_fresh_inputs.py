@@ -155,10 +155,10 @@ def gradings(tmp_path_factory) -> dict:
     answers: dict = {}
     consult = MLTrainingOptimizationProblem._oracle
 
-    async def shared_oracle(self, datasets, opts, probes):
+    async def shared_oracle(self, datasets, opts, probes, executor=None):
         key = (tuple(d.seed for d in datasets), probes is None)
         if key not in answers:
-            answers[key] = await consult(self, datasets, opts, probes)
+            answers[key] = await consult(self, datasets, opts, probes, executor)
         return answers[key]
 
     def grade(job):

@@ -113,3 +113,12 @@ def test_replayed_training_is_named_and_features_decide_when_to_replay():
     nudged = dict(original, features=pack(features + 1e-3))
     assert not model_checks.same_features(nudged, original)
     assert not model_checks.same_features({}, original)
+    # The last bits of one feature: the same within tolerance, but not exactly (and
+    # only exactly the same features may be held to the oracle's own trained weights).
+    last_bit = features.astype(np.float32)
+    largest = int(np.argmax(np.abs(last_bit)))
+    last_bit.flat[largest] = np.nextafter(last_bit.flat[largest], np.float32(np.inf))
+    tiny = dict(original, features=pack(last_bit))
+    assert model_checks.same_features(tiny, original)
+    assert not model_checks.same_features(tiny, original, exact=True)
+    assert model_checks.same_features(original, original, exact=True)
