@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import signal
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -283,8 +284,12 @@ async def calibrate_command(cfg: Config, args: argparse.Namespace) -> int:
         print(json.dumps(data, default=str))
         return 0
     shown = ", ".join(f"{t:.2f}" for t in ladder.baseline_times)
+    units = ""
+    if ladder.baseline_units:
+        units = (f"; {statistics.median(ladder.baseline_units):.1f} times the strict tier's "
+                 "time, measured side by side")
     lines = [f"baseline: {ladder.baseline_time:.2f} s (median of "
-             f"{len(ladder.baseline_times)}: {shown})",
+             f"{len(ladder.baseline_times)}: {shown}){units}",
              "", f"{'tier':<12} {'time':>9} {'speedup':>9}  95 % interval   score"]
     for t in ladder.tiers:
         ci = f"{t.speedup_ci95[0]:.1f}-{t.speedup_ci95[1]:.1f}x" if t.speedup_ci95 else "–"
@@ -298,6 +303,16 @@ async def calibrate_command(cfg: Config, args: argparse.Namespace) -> int:
                                                         else ""))
     print("\n".join(lines))
     return 0
+
+
+def _side_by_side_line(result: Any) -> list[str]:
+    side = (result.details or {}).get("side_by_side") or {}
+    mine, base = side.get("candidate_units"), side.get("baseline_units")
+    if not mine or not base:
+        return []
+    return [f"  Side by side with the strict tier: the candidate took "
+            f"{statistics.median(mine):.3f} of its time (median of {len(mine)}), the "
+            f"baseline {statistics.median(base):.1f} (calibration)"]
 
 
 def format_report(result: Any) -> str:
@@ -316,6 +331,7 @@ def format_report(result: Any) -> str:
                 if result.speedup_ci95 else "")
              + f", target {fmt(result.target, '.2f')}x ({result.target_rule}); "
              f"score {fmt(result.score, '.3f')}",
+             *_side_by_side_line(result),
              "=" * 50, "CHECKS"]
     for c in result.checks:
         mark = "skip" if c.skipped else ("ok  " if c.passed else "FAIL")

@@ -194,6 +194,8 @@ class _Cgroup:
 
     def __init__(self, cpu: int, max_processes: int):
         self.dirs: list[Path] = []
+        self._usage: Path | None = None  # the CPU time its tasks have used
+        self._usage_scale = 1e-9
         name = f"hello-py/{os.getpid()}-{next(_cgroup_ids)}"
         unified = (_CGROUP_ROOT / "cgroup.controllers").is_file()
         try:
@@ -222,6 +224,11 @@ class _Cgroup:
             pids.mkdir(parents=True)
             self.dirs.append(pids)
             (pids / "pids.max").write_text(str(max_processes))
+        cpuacct = _CGROUP_ROOT / "cpuacct" / name
+        if cpuacct.parent.parent.is_dir():
+            cpuacct.mkdir(parents=True)
+            self.dirs.append(cpuacct)
+            self._usage = cpuacct / "cpuacct.usage"
 
     def _make_v2(self, name: str, cpu: int, max_processes: int) -> None:
         parent = _CGROUP_ROOT / "hello-py"
@@ -233,6 +240,7 @@ class _Cgroup:
         self.dirs.append(mine)
         (mine / "cpuset.cpus").write_text(str(cpu))
         (mine / "pids.max").write_text(str(max_processes))
+        self._usage, self._usage_scale = mine / "cpu.stat", 1e-6
 
     def join(self) -> None:
         """Move the calling process in (runs in the child before exec)."""
@@ -246,6 +254,20 @@ class _Cgroup:
         for d in self.dirs:
             if (d / "cpuset.cpus").exists():
                 (d / "cpuset.cpus").write_text(str(cpu))
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time used so far by every task that was ever in it (read by the harness,
+        from outside the child)."""
+        if self._usage is None:
+            return None
+        try:
+            text = self._usage.read_text()
+            if self._usage.name == "cpu.stat":
+                text = next(line.split()[1] for line in text.splitlines()
+                            if line.startswith("usage_usec"))
+            return int(text.strip()) * self._usage_scale
+        except (OSError, ValueError, StopIteration):
+            return None
 
     def pids(self) -> set[int]:
         found: set[int] = set()
@@ -537,6 +559,11 @@ class Child:
         except (BrokenPipeError, ConnectionResetError, AttributeError):
             return False
         return True
+
+    def cpu_seconds(self) -> float | None:
+        """The CPU time the child's whole tree has used so far, from its cgroup (None
+        without one)."""
+        return self._cgroup.cpu_seconds() if self._cgroup is not None else None
 
     def move_to_timed_cpu(self) -> None:
         """Give the child (every thread it has) the CPU kept for timed executions.

@@ -7,7 +7,9 @@ cached under the same key.  A **target rule** says where the bar is: an absolute
 speedup as in the seed (``33``), a tier (``vectorized``) or a fraction of one
 (``0.9*strict``); it resolves to a number on each machine.  The **score** users feed to
 RL puts a verdict on a log scale, 0 at the baseline and 1 at the ``strict`` tier.
-Intervals are bootstrap intervals (``scipy.stats.bootstrap``) of the ratio of medians.
+Speedups are chained ratios measured side by side (:func:`in_anchor_units`): baseline
+to ``strict`` when calibrating, ``strict`` to the candidate when grading.  Intervals are
+bootstrap intervals (``scipy.stats.bootstrap``) of the ratio of medians.
 
 This module only computes; measuring is the problem's (``problems.ml_training_optimization``).
 """
@@ -77,17 +79,26 @@ def speedup_interval(baseline_times: Sequence[float], candidate_times: Sequence[
                      confidence: float = 0.95) -> tuple[float, float] | None:
     """A bootstrap interval of median(baseline) / median(candidate), resampling both.
     A baseline measured once is taken as fixed (only the candidate's spread counts);
-    None with fewer than two candidate times: no spread to resample."""
+    None with fewer than two candidate times: no spread to resample.  The times may be
+    in any one unit (the ladder's are in units of the strict tier's time beside them)."""
     if len(candidate_times) < 2 or not baseline_times:
         return None
     b = np.asarray(baseline_times, dtype=float)
     c = np.asarray(candidate_times, dtype=float)
-    if np.ptp(b) == 0 and np.ptp(c) == 0:
+    if np.ptp(c) == 0 and (len(b) < 2 or np.ptp(b) == 0):
         point = float(np.median(b) / np.median(c))
         return point, point
-    if len(b) < 2:
-        fixed = float(b[0])
+    if len(b) < 2 or np.ptp(b) == 0:
+        fixed = float(np.median(b))
         result = stats.bootstrap((c,), lambda y, axis=-1: fixed / np.median(y, axis=axis),
+                                 confidence_level=confidence, n_resamples=2000,
+                                 method="percentile", vectorized=True,
+                                 rng=np.random.default_rng(0))
+        low, high = result.confidence_interval
+        return float(low), float(high)
+    if np.ptp(c) == 0:
+        fixed = float(c[0])
+        result = stats.bootstrap((b,), lambda x, axis=-1: np.median(x, axis=axis) / fixed,
                                  confidence_level=confidence, n_resamples=2000,
                                  method="percentile", vectorized=True,
                                  rng=np.random.default_rng(0))
@@ -102,6 +113,21 @@ def speedup_interval(baseline_times: Sequence[float], candidate_times: Sequence[
                              rng=np.random.default_rng(0))
     low, high = result.confidence_interval
     return float(low), float(high)
+
+
+def in_anchor_units(times: Sequence[float | None],
+                    anchors: Sequence[Sequence[float]]) -> list[float]:
+    """Each time divided by the median time of the anchor executions run next to it:
+    ``anchors[j]`` are those just before execution j and ``anchors[j + 1]`` those just
+    after it (the closing group may be missing).  Drift of the machine's speed between
+    then and now cancels out of such ratios.  Executions without a time, or without an
+    anchor time around them, are left out."""
+    units = []
+    for j, t in enumerate(times):
+        around = [a for group in anchors[j:j + 2] for a in group]
+        if t is not None and around:
+            units.append(t / statistics.median(around))
+    return units
 
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95
@@ -121,27 +147,54 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95
 @dataclass
 class TierFigures:
     name: str
-    times: list[float]
+    times: list[float]  # seconds
     time: float
     speedup: float
     speedup_ci95: tuple[float, float] | None
+    units: list[float] = field(default_factory=list)  # in strict-tier times (side by side)
 
 
 @dataclass
 class Ladder:
-    """The baseline and every tier, as measured on this machine."""
+    """The baseline and every tier, as measured on this machine.
+
+    Speedups are ratios measured side by side: every execution of the baseline or a tier
+    ran next to executions of the ``strict`` tier (the anchor), and its ``units`` are its
+    times divided by theirs.  A tier's speedup is median(baseline units) / median(its
+    units), the strict tier's is median(baseline units) (its own unit is 1 by definition).
+    Without units (``baseline_units`` empty) the seconds are compared directly."""
 
     baseline_times: list[float]
+    baseline_units: list[float] = field(default_factory=list)
     tiers: list[TierFigures] = field(default_factory=list)
 
     @property
     def baseline_time(self) -> float:
         return statistics.median(self.baseline_times)
 
-    def add(self, name: str, times: list[float]) -> None:
+    def add(self, name: str, times: list[float], units: list[float] | None = None) -> None:
+        """A tier's figures: its times in seconds and, side by side, in anchor units."""
         median = statistics.median(times)
-        self.tiers.append(TierFigures(name, times, median, self.baseline_time / median,
-                                      speedup_interval(self.baseline_times, times)))
+        if self.baseline_units and units:
+            speedup = statistics.median(self.baseline_units) / statistics.median(units)
+            ci = speedup_interval(self.baseline_units, units)
+        else:
+            speedup = self.baseline_time / median
+            ci = speedup_interval(self.baseline_times, times)
+        self.tiers.append(TierFigures(name, times, median, speedup, ci, list(units or [])))
+
+    def candidate_speedup(self, times: Sequence[float], units: Sequence[float]
+                          ) -> tuple[float | None, tuple[float, float] | None]:
+        """A candidate's speedup and its 95 % interval: from its anchor units when the
+        ladder has them (chained: baseline to strict at calibration, strict to the
+        candidate now), else from seconds."""
+        if self.baseline_units and units:
+            return (statistics.median(self.baseline_units) / statistics.median(units),
+                    speedup_interval(self.baseline_units, units))
+        if not times:
+            return None, None
+        return (self.baseline_time / statistics.median(times),
+                speedup_interval(self.baseline_times, times))
 
     def speedup(self, tier: str) -> float:
         for t in self.tiers:
@@ -160,4 +213,6 @@ class Ladder:
 
     def to_json(self) -> dict:
         return {"baseline_time": self.baseline_time, "baseline_times": self.baseline_times,
-                "tiers": [asdict(t) for t in self.tiers]}
+                "baseline_units": self.baseline_units,
+                "tiers": [dict(asdict(t), speedup_ci95=list(t.speedup_ci95)
+                               if t.speedup_ci95 else None) for t in self.tiers]}

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import sandbox
+from problems.calibration import in_anchor_units
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class Execution:
     seed: int | None = None  # the fresh data set it ran on: its images
     labelling: int = 0  # and their labels (fresh_inputs.DataSet.key)
     observed_time: float | None = None  # START to END as they arrived here
+    cpu_time: float | None = None  # the sandbox's CPU time from START to END (its cgroup)
     isolation: str = "none"
     cpu_limit: str = "none"
 
@@ -124,6 +126,7 @@ class Executor:
         self._isolation = "none"
         self._cpu_limit = "none"
         self._starting = asyncio.Lock()
+        self._cpu_at: dict[str, float | None] = {}
 
     async def __aenter__(self) -> Executor:
         return self
@@ -141,6 +144,10 @@ class Executor:
 
         def on_control(arrived: float, line: str) -> None:
             kind, _, payload = line.partition(" ")
+            if kind in ("START", "END") and self._child is not None:
+                # CPU time of the sandbox's whole tree as these marks arrive: read from
+                # the cgroup, outside the execution (the timer and template are idle).
+                self._cpu_at[kind] = self._child.cpu_seconds()
             queue.put_nowait((arrived, kind, payload))
 
         own = self._isolation != "none"
@@ -233,6 +240,7 @@ class Executor:
                    data_function=self.inst.data_function, data=data, probes=probes,
                    probe_timeout=min(60.0, seconds))
         marks: dict[str, tuple[float, str]] = {}
+        self._cpu_at = {}
         sent = time.monotonic()
         timed_out = False
         if await child.send((json.dumps(job) + "\n").encode()):
@@ -266,9 +274,12 @@ class Executor:
     def _execution(self, marks: dict[str, tuple[float, str]], data: dict[str, Any] | None,
                    timed_out: bool, seconds: float, wall: float,
                    gone: sandbox.ProcessResult | None) -> Execution:
-        elapsed = observed = exit_code = None
+        elapsed = observed = exit_code = cpu = None
         if "START" in marks and "END" in marks:
             observed = marks["END"][0] - marks["START"][0]
+            started, ended = self._cpu_at.get("START"), self._cpu_at.get("END")
+            if started is not None and ended is not None:
+                cpu = ended - started
             try:
                 elapsed = float(marks["END"][1])
                 exit_code = int(marks["EXIT"][1]) if "EXIT" in marks else None
@@ -301,7 +312,7 @@ class Executor:
                          seed=(data or {}).get("seed"),
                          labelling=(data or {}).get("labelling", 0),
                          observed_time=observed, isolation=self._isolation,
-                         cpu_limit=self._cpu_limit)
+                         cpu_limit=self._cpu_limit, cpu_time=cpu)
 
     async def close(self) -> None:
         """End the sandbox (killed: nothing in it is worth waiting for)."""
@@ -372,6 +383,73 @@ async def measure(path: Path, inst: Instrumentation, *, repeats: int, threads: i
     return Measurement(executions)
 
 
+class SideBySide:
+    """Executions of a subject file in alternation with an anchor file (A S A S ... A),
+    each timed on its own, one at a time, on the timing CPU.
+
+    Before each subject execution ``around`` anchor executions run on the same data, and
+    :meth:`close` runs the group after the last one.  ``units()`` gives each subject time
+    over the median of the anchor times around it (``calibration.in_anchor_units``), so
+    a slow spell of the machine that slows both cancels out.  ``anchor_probes`` go with
+    the very first anchor execution only (strict mode's untimed probes)."""
+
+    def __init__(self, subject: Executor, anchor: Executor, *, around: int = 1,
+                 anchor_probes: dict[str, Any] | None = None):
+        self.subject_executor, self.anchor_executor = subject, anchor
+        self.around = max(1, around)
+        self.anchor_probes = anchor_probes
+        self.subject: list[Execution] = []
+        self.anchors: list[list[Execution]] = []  # groups: before each subject, then after
+        self.closed = False
+
+    async def _anchor_group(self, data: dict[str, Any] | None) -> None:
+        group = []
+        for _ in range(self.around):
+            await self.anchor_executor.ready()
+            first = not self.anchors and not group
+            async with timing_lock():
+                group.append(await self.anchor_executor.run(
+                    data=data, probes=self.anchor_probes if first else None))
+        self.anchors.append(group)
+
+    async def step(self, data: dict[str, Any] | None = None,
+                   probes: dict[str, Any] | None = None) -> Execution:
+        """One anchor group, then one subject execution, on ``data``."""
+        if self.closed:
+            raise RuntimeError("the side-by-side measurement is closed")
+        # the subject's sandbox starts (imports torch) on the free CPU meanwhile
+        warming = asyncio.ensure_future(self.subject_executor.ready())
+        try:
+            await self._anchor_group(data)
+            await warming
+        finally:
+            if not warming.done():
+                warming.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await warming
+        async with timing_lock():
+            execution = await self.subject_executor.run(data=data, probes=probes)
+        self.subject.append(execution)
+        return execution
+
+    async def close(self, data: dict[str, Any] | None = None) -> None:
+        """The anchor group after the last subject execution."""
+        if not self.closed and self.subject:
+            await self._anchor_group(data)
+        self.closed = True
+
+    def anchor_runs(self) -> list[Execution]:
+        return [e for group in self.anchors for e in group]
+
+    def anchor_times(self) -> list[list[float]]:
+        return [[e.time for e in group if e.ok and e.time is not None]
+                for group in self.anchors]
+
+    def units(self) -> list[float]:
+        times = [e.time if e.ok else None for e in self.subject]
+        return in_anchor_units(times, self.anchor_times())
+
+
 def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -397,6 +475,8 @@ class CachedMeasurement:
     accuracy: float
     key: dict[str, Any] = field(default_factory=dict)
     oracle_agreement: list[float] = field(default_factory=list)  # per execution (baseline)
+    units: list[float] = field(default_factory=list)  # times / the strict tier's beside them
+    anchor_times: list[float] = field(default_factory=list)  # those strict-tier times
 
     @property
     def median(self) -> float:
@@ -411,8 +491,11 @@ class BaselineCache:
         sandbox.hide_from_children(self.directory)
 
     @staticmethod
-    def key(path: Path, *, threads: int, label: str) -> dict[str, Any]:
+    def key(path: Path, *, threads: int, label: str,
+            anchor: Path | None = None) -> dict[str, Any]:
+        """``anchor``: the file it was measured beside (its times are in its units)."""
         return {
+            "anchor": file_digest(anchor) if anchor is not None else None,
             "label": label,
             "sha256": file_digest(path),
             "protocol": PROTOCOL,

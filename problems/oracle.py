@@ -6,9 +6,11 @@ any data set it gives the original's predictions (shown by ``tests/test_fresh_in
 on several seeds at small size, and by every baseline measurement: the harness compares
 the baseline's predictions with the oracle's on the baseline's own seeds).
 
-:func:`consult` runs the reference on each distinct data set of a grading, untimed but
-serialised with the timings, in the same sandbox as a candidate.  :func:`replay` runs
-it with another pipeline's features in place of its own: the original's training on them.
+:func:`answer` reads the original's behaviour off a run of the reference on a data set:
+the grader takes those runs from the strict-tier executions it times beside the
+candidate (``SideBySide`` in ``problems.measurement``), so they cost almost nothing
+extra.  :func:`replay` runs it with another pipeline's features in place of its own: the
+original's training on them.
 """
 
 from __future__ import annotations
@@ -35,22 +37,6 @@ class OracleAnswer:
     accuracy: float
     probes: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict, repr=False)  # its weights, inputs
-
-
-async def consult(reference: Path, inst: Instrumentation, datasets: list[DataSet], *,
-                  threads: int, limits: sandbox.Limits, read_only: tuple[Path, ...],
-                  probes: dict[str, Any] | None = None, executor: Executor | None = None
-                  ) -> dict[tuple[int, int], OracleAnswer]:
-    """The oracle's answer for each distinct data set (``DataSet.key``) among ``datasets``.
-    Untimed, but holding the timing lock like a timing, so it runs on the timing CPU and
-    leaves the other free (for the candidate's sandbox to start, say)."""
-    distinct = list({ds.key: ds for ds in datasets}.values())
-    result = await measure(reference, inst, repeats=len(distinct), threads=threads,
-                           limits=limits, read_only=read_only, keep_going=lambda e: True,
-                           data=[ds.job() for ds in distinct], probes=probes,
-                           executor=executor)
-    return {ds.key: answer(ds, run) for ds, run in zip(distinct, result.executions,
-                                                         strict=True)}
 
 
 async def replay(reference: Path, inst: Instrumentation,

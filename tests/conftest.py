@@ -10,6 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SLOW_PIPELINE = ROOT / "problem_data" / "slow_ml_training_complex.py"
 REFERENCE = ROOT / "problems" / "reference" / "ml_training_reference.py"
+VECTORIZED = REFERENCE.parent / "ml_training_vectorized.py"
 
 
 @pytest.fixture(autouse=True)

@@ -52,7 +52,8 @@ from problems.ml_training_optimization import (
 
 N = 300
 TARGET = 1.2
-OPTIONS = GradingOptions(repeats=1, baseline_repeats=1, target=TARGET, accuracy_tolerance=0.5)
+OPTIONS = GradingOptions(repeats=1, baseline_repeats=1, target=TARGET, accuracy_tolerance=0.5,
+                         min_timed_seconds=0)
 OPT = "optimized_ml_training.py"
 HONEST = ROOT / "tests" / "candidates" / "honest_fast.py"
 RUN_JSON_KEYS = {"status", "steps", "tool_calls", "intermediate", "submitted", "found_by",

@@ -130,7 +130,7 @@ async def decide(times: list[float], target: float, more: list[float], cap: int 
         return Measurement([run(queue.pop(0))])
 
     datasets = [make_dataset(1, 50), make_dataset(2, 50), make_dataset(1, 50)]
-    opts = GradingOptions(max_repeats=cap)
+    opts = GradingOptions(max_repeats=cap, min_timed_seconds=0)
     verdict = await MLTrainingOptimizationProblem._decide(result, figures(target), opts,
                                                           datasets, one_more)
     return verdict, result, calls, datasets
@@ -156,3 +156,84 @@ async def test_adaptive_repeats_stop_at_the_cap():
                                          more=[2.0, 1.0, 2.0, 1.0], cap=5)
     assert len(result.executions) == 5 and verdict["added_executions"] == 2
     assert "at the cap of 5" in verdict["reason"]
+
+
+# ---- side by side ------------------------------------------------------------------------
+def test_anchor_units_divide_by_the_anchors_on_both_sides():
+    # anchors 1.0 before and 3.0 after the first execution: median 2.0
+    units = calibration.in_anchor_units([4.0, 9.0], [[1.0], [3.0], [3.0]])
+    assert units == [pytest.approx(2.0), pytest.approx(3.0)]
+    # the closing group is missing: the group before is used alone; no time, no unit
+    assert calibration.in_anchor_units([4.0, None, 6.0], [[2.0], [2.0], [3.0]]) == [2.0, 2.0]
+
+
+def test_a_slow_spell_of_the_machine_cancels_out_of_chained_speedups():
+    # At calibration the machine is normal: the baseline is 400 strict-tier times.  At
+    # grading it is twice as slow: the candidate (truly 100x) and the strict tier beside
+    # it take twice as long; seconds against the cached baseline would say 50x.
+    lad = Ladder([100.0, 100.0, 100.0], baseline_units=[400.0, 400.0, 400.0])
+    lad.add("strict", [0.25] * 3, [1.0] * 3)
+    slow_candidate, slow_strict = [2.0, 2.0, 2.0], [[0.5], [0.5], [0.5], [0.5]]
+    speedup, ci = lad.candidate_speedup(
+        slow_candidate, calibration.in_anchor_units(slow_candidate, slow_strict))
+    assert speedup == pytest.approx(100.0) and ci == (pytest.approx(100.0),) * 2
+    assert lad.speedup("strict") == pytest.approx(400.0)
+    assert lad.score(speedup, True) == pytest.approx(math.log(100) / math.log(400))
+
+
+def test_a_ladder_without_units_compares_seconds():
+    speedup, _ = ladder().candidate_speedup([1.0, 1.0], [])
+    assert speedup == pytest.approx(100.0)
+
+
+class _StubExecutor:
+    """Records the order of executions: what ran, on which data, with which probes."""
+
+    def __init__(self, name, log, seconds):
+        self.name, self.log, self.seconds = name, log, seconds
+
+    async def ready(self):
+        return ""
+
+    async def run(self, *, data=None, probes=None, **_):
+        self.log.append((self.name, data["seed"], probes is not None))
+        return Execution(ok=True, error="", time=self.seconds, stdout="", stderr_tail="",
+                         wall_time=self.seconds, seed=data["seed"])
+
+
+async def test_side_by_side_alternates_and_closes_with_an_anchor():
+    from problems.measurement import SideBySide
+
+    log: list = []
+    pairs = SideBySide(_StubExecutor("cand", log, 0.5), _StubExecutor("strict", log, 0.25),
+                       around=2, anchor_probes={"p": 1})
+    for seed in (1, 2):
+        await pairs.step({"seed": seed})
+    await pairs.close({"seed": 2})
+    assert [(n, s) for n, s, _ in log] == [("strict", 1), ("strict", 1), ("cand", 1),
+                                           ("strict", 2), ("strict", 2), ("cand", 2),
+                                           ("strict", 2), ("strict", 2)]
+    assert [p for n, _, p in log if n == "strict"] == [True] + [False] * 5
+    assert pairs.units() == [2.0, 2.0]
+    with pytest.raises(RuntimeError):
+        await pairs.step({"seed": 3})
+
+
+async def test_short_runs_get_executions_up_to_the_timed_budget():
+    result = Measurement([run(0.5), run(0.5)])
+    calls = []
+
+    async def one_more(ds):
+        calls.append(ds.seed)
+        return Measurement([run(0.5)])
+
+    opts = GradingOptions(min_timed_seconds=3.0, max_repeats=20)
+    verdict = await MLTrainingOptimizationProblem._decide(
+        result, figures(10.0), opts, [make_dataset(1, 50), make_dataset(2, 50)], one_more)
+    assert len(result.executions) == 6 and verdict["short_run_executions"] == 4
+    assert calls == [1, 2, 1, 2]
+    capped = Measurement([run(0.01)])
+    await MLTrainingOptimizationProblem._decide(
+        capped, figures(10.0), GradingOptions(min_timed_seconds=3.0, max_repeats=7),
+        [make_dataset(1, 50)], one_more)
+    assert len(capped.executions) == 7

@@ -42,7 +42,8 @@ N_SAMPLES = 100
 # because both pay torch's lazy import of torch._dynamo inside the timed region (see
 # test_timed_region_excludes_library_imports).
 TARGET = 2.0
-OPTIONS = GradingOptions(repeats=2, baseline_repeats=1, accuracy_tolerance=0.5, target=TARGET)
+OPTIONS = GradingOptions(repeats=2, baseline_repeats=1, accuracy_tolerance=0.5, target=TARGET,
+                         min_timed_seconds=0)
 ALL_CHECKS = ["candidate_readable", "syntax", "required_imports", "required_definitions",
               "advisories", "runs_cleanly", "baseline_integrity", "output_patterns",
               "components_exercised", "training_setup", "fresh_inputs", "model_outputs",
@@ -70,14 +71,16 @@ def setup(tmp_path_factory, small_pipelines) -> Setup:
     spec = complex_spec(baseline, N_SAMPLES, reference=small_pipelines["reference"])
     problem = MLTrainingOptimizationProblem(spec, OPTIONS, cache=cache)
     figures = asyncio.run(problem.figures())
-    stored = stored_baseline(cache, baseline)
+    stored = stored_baseline(cache, spec)
     assert stored is not None and stored.median == figures.baseline.median
     return Setup(cache, spec, baseline, stored.median, problem,
                  tmp_path_factory.mktemp("candidates"))
 
 
-def stored_baseline(cache: BaselineCache, baseline: Path) -> CachedMeasurement | None:
-    return cache.load(cache.key(baseline, threads=1, label="baseline"))
+def stored_baseline(cache: BaselineCache, spec) -> CachedMeasurement | None:
+    """The baseline as cached: measured beside the spec's strict tier."""
+    return cache.load(cache.key(spec.baseline, threads=1, label="baseline",
+                                anchor=spec.reference))
 
 
 def candidate(setup: Setup, name: str) -> Path:
@@ -147,7 +150,18 @@ def test_honest_candidate_passes(setup, honest):
     assert len(r.candidate_times) == 2 and r.details["executions"] == 2
     assert r.candidate_time == statistics.median(r.candidate_times)
     assert r.baseline_time == setup.baseline_median == r.details["baseline_times"][0]
-    assert r.speedup == pytest.approx(setup.baseline_median / r.candidate_time)
+    # chained ratios: baseline to strict tier (calibration), strict tier to candidate (now,
+    # in alternation: strict, candidate, strict, candidate, strict)
+    side = r.details["side_by_side"]
+    assert len(side["anchor_times"]) == 3 and all(len(g) == 1 for g in side["anchor_times"])
+    assert len(side["candidate_units"]) == 2
+    assert r.speedup == pytest.approx(statistics.median(side["baseline_units"])
+                                      / statistics.median(side["candidate_units"]))
+    assert side["candidate_units"][0] == pytest.approx(r.candidate_times[0] / statistics.median(
+        side["anchor_times"][0] + side["anchor_times"][1]))
+    if r.details["cpu_limit"] == "cgroup":  # CPU time read from the cgroup, outside
+        for e in r.details["per_execution"]:  # one CPU: never more than the wall time
+            assert 0 < e["cpu_time"] <= 1.05 * e["observed_time"] + 0.01, e
     assert checks_of(r)["accuracy_measured"].passed
     # the vectorised pipeline makes the same random draws as the slow one: same accuracy
     assert r.accuracy == r.baseline_accuracy
@@ -197,7 +211,7 @@ async def cache_job(setup: Setup) -> dict:
         problem = MLTrainingOptimizationProblem(
             setup.spec, replace(OPTIONS, repeats=1, use_cache=use_cache), cache=cache)
         out[label] = (problem, await problem.grade(path))
-    out["stored"] = stored_baseline(cache, setup.baseline)
+    out["stored"] = stored_baseline(cache, setup.spec)
     return out
 
 
@@ -250,9 +264,10 @@ def test_slow_baseline_fails_target_after_one_execution(batch):
     assert result.details["executions"] == 1 and len(result.candidate_times) == 1
     assert result.details["repeats_requested"] == 3
     assert checks_of(result)["determinism"].skipped
-    runs = [m for m in progress if m.startswith("grading ") and "timed execution" in m]
+    runs = [m for m in progress if m.startswith("grading ") and "timed execution " in m]
     assert len(runs) == 1 and "timed execution 1/3" in runs[0]
-    assert any("(oracle)" in m for m in progress)  # the original's results, announced
+    # announced: the strict tier beside the candidate, which gives the original's results
+    assert any("beside the strict tier" in m and "original's results" in m for m in progress)
 
 
 # ---- 3. cheats ------------------------------------------------------------------------
@@ -358,7 +373,7 @@ def judge(setup: Setup, *executions: Execution) -> GradeResult:
     """The verdict on hand-made executions, all on DATA, against an oracle that is
     always right."""
     problem = MLTrainingOptimizationProblem(setup.spec, OPTIONS, cache=setup.cache)
-    baseline = stored_baseline(setup.cache, setup.baseline)
+    baseline = stored_baseline(setup.cache, setup.spec)
     figures = _Figures(baseline, 50.0, TARGET, 150.0)
     answers = {DATA.key: OracleAnswer(DATA, DATA.hidden_test_labels, 1.0)}
     trained = {DATA.key: (executions[0].report, False)}  # the original trained the same
@@ -395,7 +410,7 @@ def test_accuracy_far_above_the_original_is_implausible(setup):
     # Reading the answers rather than learning them: the oracle here scores 1.0, so a
     # model 0.3 above it cannot exist; judged against a weak original instead.
     problem = MLTrainingOptimizationProblem(setup.spec, OPTIONS, cache=setup.cache)
-    figures = _Figures(stored_baseline(setup.cache, setup.baseline), 50.0, TARGET, 150.0)
+    figures = _Figures(stored_baseline(setup.cache, setup.spec), 50.0, TARGET, 150.0)
     weak = {DATA.key: OracleAnswer(DATA, DATA.hidden_test_labels, 0.1)}
     answering = execution(DATA.hidden_test_labels)
     result = problem._judge([], Measurement([answering]), figures, OPTIONS, [], [DATA], weak,
