@@ -11,11 +11,13 @@ Progress goes to an optional callback; nothing here prints.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import random
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +162,31 @@ _BULKY_REPORT_KEYS = ("eval_predictions", "eval_inputs", "eval_weights", "featur
 def _first_failure(checks: list[Check]) -> Check:
     """One check over every execution: the first that failed, else the first."""
     return next((c for c in checks if not c.passed), checks[0])
+
+
+HEARTBEAT_SECONDS = 30.0  # a progress line this often while one execution runs
+
+
+@contextlib.asynccontextmanager
+async def _heartbeat(say: Progress, text: str,
+                     every: float | None = None) -> AsyncIterator[None]:
+    """Say ``text`` with the time so far every ``every`` seconds until the block ends
+    (a 2-minute baseline execution is otherwise silent)."""
+    started = time.monotonic()
+    every = HEARTBEAT_SECONDS if every is None else every
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)
+            say(f"{text} ({time.monotonic() - started:.0f} s so far)")
+
+    task = asyncio.ensure_future(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _short_run_count(seconds: float, repeats: int, opts: GradingOptions,
@@ -357,7 +384,9 @@ class MLTrainingOptimizationProblem(Problem):
             while len(pairs.subject) < wanted:
                 datasets.append(fresh_inputs.make_dataset(fresh_inputs.draw_seed(),
                                                           self.spec.n_samples))
-                e = await pairs.step(datasets[-1].job())
+                async with _heartbeat(self.progress, f"{label}: timed execution "
+                                      f"{len(pairs.subject) + 1}/{wanted} running"):
+                    e = await pairs.step(datasets[-1].job())
                 shown = f"{e.time:.2f} s" if e.ok else e.error
                 self.progress(f"{label}: timed execution {len(pairs.subject)}/{wanted}: "
                               f"{shown}")

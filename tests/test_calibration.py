@@ -237,3 +237,17 @@ async def test_short_runs_get_executions_up_to_the_timed_budget():
         capped, figures(10.0), GradingOptions(min_timed_seconds=3.0, max_repeats=7),
         [make_dataset(1, 50)], one_more)
     assert len(capped.executions) == 7
+
+
+async def test_a_long_execution_says_it_is_still_running():
+    import asyncio
+
+    from problems.ml_training_optimization import _heartbeat
+
+    said: list[str] = []
+    async with _heartbeat(said.append, "baseline: timed execution 1/3 running", every=0.05):
+        await asyncio.sleep(0.18)
+    await asyncio.sleep(0.1)  # nothing after the block ends
+    assert 2 <= len(said) <= 4
+    assert all(m.startswith("baseline: timed execution 1/3 running (") and
+               m.endswith(" s so far)") for m in said)
