@@ -27,8 +27,7 @@ import sandbox
 import summary
 import tools
 from agent import AgentOutcome, AgentSettings, Transcript, run_agent
-from problem import DataGuard
-from problems.ml_training_optimization import GraderError, MLTrainingOptimizationProblem
+from problem import DataGuard, GraderError, Problem
 
 log = logging.getLogger(__name__)
 Note = Callable[[int | None, str], None]
@@ -65,7 +64,7 @@ def prepare_output(directory: Path) -> None:
         (directory / name).unlink(missing_ok=True)
 
 
-async def run_one(run_id: int, problem: MLTrainingOptimizationProblem, client: Any,
+async def run_one(run_id: int, problem: Problem, client: Any,
                   s: BatchSettings, guard: DataGuard | None, api_slots: asyncio.Semaphore,
                   note: Note) -> dict[str, Any]:
     """One agent run, graded and recorded.  Returns its entry for results.json."""
@@ -149,19 +148,11 @@ def write_records(s: BatchSettings, baseline: dict[str, Any], entries: list[dict
     return results
 
 
-async def run_batch(problem: MLTrainingOptimizationProblem, client: Any, s: BatchSettings,
+async def run_batch(problem: Problem, client: Any, s: BatchSettings,
                     note: Note, guard: DataGuard | None = None) -> dict[str, Any]:
     """Run the batch; on cancellation, record what finished and re-raise."""
     prepare_output(s.output_dir)
-    figures = await problem.figures()
-    baseline = {"time_median_s": round(figures.baseline.median, 3),
-                "times_s": [round(t, 3) for t in figures.baseline.times],
-                "accuracy": figures.baseline.accuracy,
-                "oracle_agreement": figures.baseline.oracle_agreement,
-                "reference_speedup": figures.reference_speedup,
-                "target": figures.target, "target_rule": figures.rule,
-                "speedup_ceiling": figures.ceiling,
-                "ladder": figures.ladder.to_json() if figures.ladder else None}
+    baseline = await problem.prepare()
     api_slots = asyncio.Semaphore(s.max_api_calls)
     entries: list[dict[str, Any]] = []
 

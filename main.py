@@ -4,6 +4,8 @@
     uv run main.py --agent scripted        # the whole pipeline offline, no key
     uv run main.py grade FILE [--json]     # grade one file, no agent
     uv run main.py calibrate [--json]      # the baseline and the tiers on this machine
+    uv run main.py problems                # every problem, its knobs and tiers
+    ... --problem NAME                     # any of these on another problem (e.g. math)
 
 This module parses flags, builds the problem and the client, and prints progress and
 results.  The loop lives in ``agent``, the batch and its records in ``batch``, the
@@ -32,12 +34,13 @@ from rich.console import Console
 
 @dataclass(frozen=True)
 class Config:
+    problem: str = "complex"  # see `main.py problems`: complex, math
     runs: int = 10
     concurrent: bool = True
     include_intermediate_answer: bool = True
     include_profiler: bool = True
     model: str = "claude-haiku-4-5"
-    max_steps: int = 15
+    max_steps: int | None = None  # None: the problem's own (15 for complex)
     max_tokens: int = 8192
     target: str = "vectorized"  # a rule: a speedup (33), a tier (vectorized), 0.9*strict
     relative_target: float | None = None  # the rule F*strict, spelt as a fraction
@@ -98,6 +101,10 @@ def _save_name(text: str) -> str:
 
 
 def _grading_flags(p: argparse.ArgumentParser) -> None:
+    from problems import registry
+
+    p.add_argument("--problem", choices=registry.names(),
+                   help=f"which problem (default {CONFIG.problem}; see `main.py problems`)")
     p.add_argument("--target", type=_target_rule,
                    help="what passes: a speedup (33), a tier (vectorized) or a fraction of one "
                         "(0.9*strict); see `main.py calibrate`")
@@ -124,6 +131,12 @@ def parse_args(argv: list[str]) -> tuple[str, argparse.Namespace, Config]:
         _grading_flags(p)
         args = p.parse_args(argv[1:])
         command = "grade"
+    elif argv[:1] == ["problems"]:
+        p = argparse.ArgumentParser(prog="main.py problems",
+                                    description="List every problem, its knobs and tiers.")
+        p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+        args = p.parse_args(argv[1:])
+        command = "problems"
     elif argv[:1] == ["calibrate"]:
         p = argparse.ArgumentParser(
             prog="main.py calibrate",
@@ -157,24 +170,24 @@ def parse_args(argv: list[str]) -> tuple[str, argparse.Namespace, Config]:
 
 
 # ---- building blocks ------------------------------------------------------------------
-def build_problem(cfg: Config, progress: Any) -> Any:
-    from problems.ml_training_optimization import ComplexMLTrainingWithProfiler, GradingOptions
+def build_problem(cfg: Config, progress: Any = None, name: str | None = None) -> Any:
+    from problems import registry
 
-    options = GradingOptions(target=cfg.target, relative_target=cfg.relative_target,
-                             semantics=cfg.semantics,
-                             repeats=cfg.repeats, baseline_repeats=cfg.baseline_repeats,
-                             threads=cfg.threads, use_cache=cfg.use_cache,
-                             allow_unsandboxed=cfg.unsafe_no_sandbox)
-    return ComplexMLTrainingWithProfiler(
+    grading = dict(target=cfg.target, relative_target=cfg.relative_target,
+                   semantics=cfg.semantics,
+                   repeats=cfg.repeats, baseline_repeats=cfg.baseline_repeats,
+                   threads=cfg.threads, use_cache=cfg.use_cache,
+                   allow_unsandboxed=cfg.unsafe_no_sandbox)
+    return registry.build(name or cfg.problem, registry.Settings(
         include_profiler=cfg.include_profiler,
         include_intermediate_answer=cfg.include_intermediate_answer,
-        options=options, progress=progress)
+        grading=grading, progress=progress))
 
 
-def build_client(cfg: Config) -> Any:
+def build_client(cfg: Config, problem: Any) -> Any:
     if cfg.agent == "scripted":
         from scripted_agent import ScriptedClient
-        return ScriptedClient()
+        return ScriptedClient(problem)
     import anthropic
 
     # The SDK reads ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL itself.
@@ -184,12 +197,15 @@ def build_client(cfg: Config) -> Any:
 def invalid_target_message(cfg: Config) -> str | None:
     """A target rule naming a tier the problem does not have (checked before anything
     is measured)."""
+    from problems import registry
     from problems.calibration import RuleError, TargetRule
-    from problems.ml_training_optimization import COMPLEX_SPEC
 
+    tiers = registry.build(cfg.problem).tier_names()  # builds only: measures nothing
+    if not tiers:
+        return None  # graded exactly: no speed target applies
     text = f"{cfg.relative_target:g}*strict" if cfg.relative_target else cfg.target
     try:
-        TargetRule.parse(text, list(COMPLEX_SPEC.tiers))
+        TargetRule.parse(text, tiers)
     except RuleError as exc:
         return f"--target: {exc}"
     return None
@@ -237,7 +253,7 @@ def isolation_notice(cfg: Config) -> tuple[str, str | None]:
 
 # ---- commands -------------------------------------------------------------------------
 async def grade_command(cfg: Config, args: argparse.Namespace) -> int:
-    from problems.ml_training_optimization import GraderError
+    from problem import GraderError
 
     isolation = sandbox_or_refusal(cfg)
     if isolation is None:
@@ -256,13 +272,19 @@ async def grade_command(cfg: Config, args: argparse.Namespace) -> int:
 
 
 async def calibrate_command(cfg: Config, args: argparse.Namespace) -> int:
+    from problem import GraderError
     from problems.calibration import DEFAULT_TARGET_RULE, TargetRule
-    from problems.ml_training_optimization import GraderError
 
+    problem = build_problem(cfg, _say)
+    if not problem.tier_names():
+        message = f"{problem.name} is graded exactly: it has no baseline or tiers to calibrate"
+        print(json.dumps({"problem": problem.name, "baseline_time": None, "tiers": [],
+                          "default_target": None, "default_target_rule": None,
+                          "note": message}) if args.json else message)
+        return 0
     isolation = sandbox_or_refusal(cfg)
     if isolation is None:
         return 2
-    problem = build_problem(cfg, _say)
     try:
         ladder = await problem.ladder()
     except GraderError as exc:
@@ -272,7 +294,7 @@ async def calibrate_command(cfg: Config, args: argparse.Namespace) -> int:
     rules = dict.fromkeys([DEFAULT_TARGET_RULE, problem.target_rule().text, "33",
                            *tiers, *(f"0.9*{t}" for t in tiers)])
     resolved = {r: TargetRule.parse(r, tiers).resolve(ladder) for r in rules}
-    data = {**ladder.to_json(),
+    data = {"problem": problem.name, **ladder.to_json(),
             "default_target_rule": DEFAULT_TARGET_RULE,
             "default_target": resolved[DEFAULT_TARGET_RULE],
             "target_rule": problem.target_rule().text,
@@ -341,27 +363,56 @@ def format_report(result: Any) -> str:
     return "\n".join(lines)
 
 
+def problems_command(cfg: Config, args: argparse.Namespace) -> int:
+    from problems import registry
+
+    listing = []
+    for name in registry.names():
+        problem = build_problem(cfg, name=name)
+        baseline = problem.cached_baseline_time()
+        listing.append({"name": name, "summary": problem.summary,
+                        "default": name == cfg.problem,
+                        "baseline_time_cached": baseline, "tiers": problem.tier_names(),
+                        "knobs": [dataclasses.asdict(k) for k in problem.knobs()]})
+    if args.json:
+        print(json.dumps({"problems": listing}, default=str))
+        return 0
+    lines = []
+    for entry in listing:
+        base = (f"{entry['baseline_time_cached']:.1f} s (cached)"
+                if entry["baseline_time_cached"] is not None
+                else "not measured yet" if entry["tiers"] else "none (graded exactly)")
+        lines += [f"{entry['name']}" + ("  (default)" if entry["default"] else ""),
+                  f"  {entry['summary']}",
+                  f"  baseline here: {base}; tiers: {', '.join(entry['tiers']) or '–'}",
+                  "  knobs: " + "; ".join(f"{k['name']}={k['default']} ({k['help']})"
+                                          for k in entry["knobs"]), ""]
+    print("\n".join(lines).rstrip())
+    return 0
+
+
 async def batch_command(cfg: Config) -> int:
     import batch
     import tools
     from agent import AgentSettings
-    from problem import DataGuard
-    from problems.ml_training_optimization import PROBLEM_DATA, GraderError
+    from problem import DataGuard, GraderError
 
     isolation = sandbox_or_refusal(cfg)
     if isolation is None:
         return 2
     problem = build_problem(cfg, _say)
-    client = build_client(cfg)
+    client = build_client(cfg, problem)
+    max_steps = cfg.max_steps or problem.max_steps
     output = cfg.output if cfg.output.is_absolute() else Path.cwd() / cfg.output
     settings = batch.BatchSettings(
         runs=cfg.runs, concurrent=cfg.concurrent, output_dir=output,
-        agent=AgentSettings(cfg.model, cfg.max_steps, cfg.max_tokens, cfg.stream),
+        agent=AgentSettings(cfg.model, max_steps, cfg.max_tokens, cfg.stream),
         tools=tools.ToolSettings(threads=cfg.threads), max_api_calls=cfg.max_api_calls,
         config={**{k: str(v) if isinstance(v, Path) else v
-                   for k, v in dataclasses.asdict(cfg).items()}, "isolation": isolation})
+                   for k, v in dataclasses.asdict(cfg).items()}, "max_steps": max_steps,
+                "isolation": isolation})
     mode = "concurrently" if cfg.concurrent else "one after another"
-    _say(f"batch: {cfg.runs} run(s) {mode}, agent {cfg.agent}"
+    _say(f"batch: problem {problem.name}, {cfg.runs} run(s) {mode}, agent {cfg.agent}"
          + (f" ({cfg.model})" if cfg.agent == "claude" else "")
          + f", sandbox {isolation}, records in {output}")
 
@@ -373,8 +424,8 @@ async def batch_command(cfg: Config) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
     try:
-        results = await batch.run_batch(problem, client, settings, note,
-                                        DataGuard(PROBLEM_DATA))
+        guard = DataGuard(problem.data_dir) if problem.data_dir is not None else None
+        results = await batch.run_batch(problem, client, settings, note, guard)
     except asyncio.CancelledError:
         _say(f"[yellow]interrupted[/yellow]: finished runs recorded in {output}/run_summary.md")
         return 130
@@ -412,9 +463,11 @@ def invalid_repeats_message(cfg: Config) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     command, args, cfg = parse_args(sys.argv[1:] if argv is None else argv)
-    if message := invalid_target_message(cfg) or invalid_repeats_message(cfg):
+    if message := invalid_repeats_message(cfg) or invalid_target_message(cfg):
         console.print(f"[red]error:[/red] {message}")
         return 2
+    if command == "problems":
+        return problems_command(cfg, args)
     if command == "grade":
         return asyncio.run(grade_command(cfg, args))
     if command == "calibrate":

@@ -87,10 +87,53 @@ class GradeResult:
         return "\n".join(lines)
 
 
+class GraderError(RuntimeError):
+    """The harness could not grade (e.g. the baseline itself failed): not the candidate's
+    fault, so never reported as a failed verdict."""
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One difficulty setting of a problem, stated once with its default."""
+
+    name: str
+    default: Any
+    help: str
+
+
 class Problem(abc.ABC):
-    """A task for an agent.  Subclasses set the prompt, the toolset and the grader."""
+    """A task for an agent.  Subclasses set the prompt, the toolset and the grader.
+
+    What the batch, the tools, the CLI and the scripted agent need from a problem is
+    declared here; nothing outside ``problems/`` names a specific problem or its files.
+    """
 
     name: str = "problem"
+    summary: str = ""  # one line for `main.py problems`
+    data_dir: Path | None = None  # what the agent may read (read-only), if anything
+    max_steps: int = 15  # model calls per run, unless the user sets --max-steps
+
+    def knobs(self) -> list[Knob]:
+        """The problem's difficulty settings and their defaults."""
+        return []
+
+    def tier_names(self) -> list[str]:
+        """The calibration ladder's tiers (target rules may name them)."""
+        return []
+
+    async def prepare(self) -> dict[str, Any]:
+        """Measure what the batch needs before its runs start (the baseline, cached);
+        returns the batch records' ``baseline`` section."""
+        return {}
+
+    def cached_baseline_time(self) -> float | None:
+        """The baseline's median time here if already measured (no measuring)."""
+        return None
+
+    def scripted_turns(self, tool_names: set[str]) -> list[list[dict[str, Any]]]:
+        """The offline scripted agent's trajectory: content blocks of each turn, playing
+        the problem's own reference solution with the tools offered."""
+        return []
 
     @abc.abstractmethod
     def prompt(self, workspace: Path) -> str:
@@ -101,8 +144,10 @@ class Problem(abc.ABC):
         """Names of the tools (from ``tools.REGISTRY``) this problem offers."""
 
     @abc.abstractmethod
-    async def grade(self, candidate: Path, **options: Any) -> GradeResult:
-        """Grade a candidate file.  Never raises for anything the candidate does."""
+    async def grade(self, candidate: Path, *, progress: Any = None,
+                    options: Any = None) -> GradeResult:
+        """Grade a candidate file.  Never raises for anything the candidate does
+        (``GraderError`` when the harness itself cannot grade)."""
 
     def fallback_candidates(self, workspace: Path) -> list[Path]:
         """Files to grade when the agent ends without submitting, best first."""

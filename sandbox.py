@@ -8,7 +8,7 @@ The operating system does the isolating, never a list of forbidden names:
   and ``/run``; a minimal ``/dev``; a new ``/proc`` for the child's own PID namespace;
   the project, the harness's home, the cache and the sibling run directories covered
   by empty file systems, with only the interpreter, the venv and the caller's
-  read-only paths (``problem_data/``) bound back, read-only, and the child's own
+  read-only paths (a problem's data directory) bound back, read-only, and the child's own
   directory read-write.
 - **unshare** (fallback when bwrap is missing and the harness is root): the same
   namespaces and hiding, built with ``unshare`` and a short mount script.

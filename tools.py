@@ -36,7 +36,6 @@ from problem import DataGuard, Problem
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent
-PROBLEM_DATA = PROJECT_ROOT / "problem_data"
 MAX_READ_CHARS = 60_000
 MAX_WRITE_BYTES = 1_000_000
 MAX_TOOL_OUTPUT = 12_000
@@ -103,14 +102,24 @@ def _display(path: Path) -> str:
         path)
 
 
+def _data_dir(ctx: RunContext) -> Path | None:
+    """The problem's read-only data directory (None: the problem has none)."""
+    return ctx.problem.data_dir
+
+
+def _in_data_dir(ctx: RunContext, given: Path) -> bool:
+    data = _data_dir(ctx)
+    return data is not None and given.parts[:1] == (data.name,)
+
+
 def _candidates(ctx: RunContext, raw: str) -> list[Path]:
     if not raw or "\x00" in raw:
         raise ToolError("the path is empty or contains a NUL byte")
     given = Path(raw)
     if given.is_absolute():
         return [given]
-    if given.parts[:1] == (PROBLEM_DATA.name,):  # the project's data, never a shadow copy
-        return [PROJECT_ROOT / given, ctx.workspace / given]
+    if _in_data_dir(ctx, given):  # the project's data, never a shadow copy
+        return [_data_dir(ctx).parent / given, ctx.workspace / given]
     return [ctx.workspace / given, PROJECT_ROOT / given]
 
 
@@ -119,8 +128,10 @@ def _within(path: Path, root: Path) -> bool:
 
 
 def resolve_readable(ctx: RunContext, raw: str) -> Path:
-    """A path the agent may read: inside problem_data/ or its own run directory."""
-    roots = (PROBLEM_DATA.resolve(), ctx.workspace.resolve())
+    """A path the agent may read: inside the problem's data directory or its own run
+    directory."""
+    data = _data_dir(ctx)
+    roots = (ctx.workspace.resolve(), *((data.resolve(),) if data is not None else ()))
     for candidate in _candidates(ctx, raw):
         try:
             resolved = candidate.resolve()
@@ -133,7 +144,8 @@ def resolve_readable(ctx: RunContext, raw: str) -> Path:
         if not resolved.is_file():
             raise ToolError(f"{raw} is not a regular file")
         return resolved
-    raise ToolError(f"cannot read {raw!r}: only files inside {_display(PROBLEM_DATA)}/ and "
+    where = f"{_display(data)}/ and " if data is not None else ""
+    raise ToolError(f"cannot read {raw!r}: only files inside {where}"
                     f"your run directory {_display(ctx.workspace)}/ can be read (no such "
                     "file there, or the path leads elsewhere)")
 
@@ -148,9 +160,9 @@ def resolve_writable(ctx: RunContext, raw: str) -> Path:
         PROJECT_ROOT) else None
     if given.is_absolute():
         target = given
-    elif given.parts[:1] == (PROBLEM_DATA.name,):
-        raise ToolError(f"cannot write {raw!r}: problem_data/ is read-only; write your files "
-                        f"inside your run directory {_display(ctx.workspace)}/")
+    elif _in_data_dir(ctx, given):
+        raise ToolError(f"cannot write {raw!r}: {given.parts[0]}/ is read-only; write your "
+                        f"files inside your run directory {_display(ctx.workspace)}/")
     elif rel_ws is not None and given.is_relative_to(rel_ws):
         target = PROJECT_ROOT / given
     else:
@@ -161,7 +173,7 @@ def resolve_writable(ctx: RunContext, raw: str) -> Path:
         raise ToolError(f"cannot write {raw!r}: {exc}") from exc
     if not _within(resolved, root) or resolved == root:
         raise ToolError(f"cannot write {raw!r}: files can only be written inside your run "
-                        f"directory {_display(ctx.workspace)}/ (problem_data/ is read-only)")
+                        f"directory {_display(ctx.workspace)}/")
     return resolved
 
 
@@ -214,7 +226,8 @@ def _process_output(result: sandbox.ProcessResult) -> str:
 
 
 def _visibility(ctx: RunContext) -> sandbox.Visibility:
-    return sandbox.Visibility(ctx.workspace, read_only=(PROBLEM_DATA,))
+    data = _data_dir(ctx)
+    return sandbox.Visibility(ctx.workspace, read_only=(data,) if data is not None else ())
 
 
 # ---- the tools ---------------------------------------------------------------------------
@@ -222,9 +235,9 @@ def _visibility(ctx: RunContext) -> sandbox.Visibility:
 async def read_file(path: str) -> str:
     """Read a text file and return its contents.
 
-    Files inside problem_data/ and inside your run directory can be read. Paths may be
-    relative to your run directory or to the project root (e.g.
-    problem_data/slow_ml_training_complex.py). Long files are truncated with a notice.
+    Files inside the task's data directory and inside your run directory can be read.
+    Paths may be relative to your run directory or to the project root (the task names
+    its files by their project path). Long files are truncated with a notice.
 
     Args:
         path: The file to read.
@@ -238,10 +251,10 @@ async def write_file(path: str, content: str) -> str:
     """Write a text file inside your run directory (parent folders are created).
 
     Relative paths are resolved in your run directory. Nothing outside it can be written;
-    problem_data/ is read-only.
+    the task's data directory is read-only.
 
     Args:
-        path: Where to write, e.g. optimized_ml_training.py.
+        path: Where to write, e.g. the file name the task asks for.
         content: The complete new contents of the file.
     """
     ctx = RUN.get()
@@ -254,9 +267,10 @@ async def write_file(path: str, content: str) -> str:
 async def python_expression(code: str) -> str:
     """Run Python code in a fresh process and return its stdout and stderr.
 
-    The working directory is your run directory; problem_data/ is readable there by its
-    project path. numpy, torch and scikit-learn are installed. There is no network, the
-    time limit is a couple of minutes and memory is limited. Use print() to see values.
+    The working directory is your run directory; the task's data directory is readable
+    there by its project path. numpy, torch and scikit-learn are installed. There is no
+    network, the time limit is a couple of minutes and memory is limited. Use print() to
+    see values.
 
     Args:
         code: Python source to run, e.g. "import numpy as np; print(np.__version__)".
@@ -277,13 +291,13 @@ async def python_expression(code: str) -> str:
 async def profile_tool(path: str) -> str:
     """Profile a Python script with cProfile and return its hottest functions.
 
-    Runs the script as __main__ (the full slow pipeline takes several minutes under the
+    Runs the script as __main__ (a slow program takes several minutes under the
     profiler) and returns the top functions by cumulative and by own time, plus the tail
     of the program's output. The raw profile is saved in your run directory under
     profiles/.
 
     Args:
-        path: The .py file to profile, in problem_data/ or your run directory.
+        path: The .py file to profile, in the task's data directory or your run directory.
     """
     ctx = RUN.get()
     script = resolve_readable(ctx, path)
@@ -334,6 +348,27 @@ async def submit_intermediate_answer(path: str) -> str:
     return result.agent_summary()
 
 
+ANSWER_FILE = "answer.txt"
+MAX_ANSWER_CHARS = 10_000
+
+
+@beta_async_tool
+async def submit_value(answer: str) -> str:
+    """Submit your final answer as text (for example a number). This ends the task.
+
+    Args:
+        answer: The answer, exactly as asked for (e.g. "1234567890").
+    """
+    ctx = RUN.get()
+    if len(answer) > MAX_ANSWER_CHARS:
+        raise ToolError(f"the answer is {len(answer)} characters; the limit is "
+                        f"{MAX_ANSWER_CHARS}")
+    target = resolve_writable(ctx, ANSWER_FILE)
+    _write_text(target, answer)
+    ctx.submitted = target
+    return "answer submitted; it will be graded after the task ends"
+
+
 @beta_async_tool
 async def submit_answer(path: str) -> str:
     """Submit your optimised file as the final answer. This ends the task.
@@ -347,7 +382,7 @@ async def submit_answer(path: str) -> str:
 
 
 REGISTRY = {t.name: t for t in (read_file, write_file, python_expression, profile_tool,
-                                submit_intermediate_answer, submit_answer)}
+                                submit_intermediate_answer, submit_answer, submit_value)}
 
 
 def schemas(names: list[str]) -> list[dict[str, Any]]:
@@ -408,7 +443,7 @@ async def dispatch(name: str, arguments: Any, allowed: list[str]) -> ToolOutcome
         outcome = ToolOutcome(_validation_message(name, exc.__cause__), is_error=True)
     if ctx.guard is not None and (changed := ctx.guard.restore()):
         ctx.tampering.append({"tool": name, "files": changed})
-        outcome.content += (f"\n(note: problem_data/ is read-only; changes to "
+        outcome.content += (f"\n(note: {ctx.guard.directory.name}/ is read-only; changes to "
                             f"{', '.join(changed)} were reverted)")
     outcome.content = redact(outcome.content, ctx.secrets)
     return outcome

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import sandbox
-from problem import Check, DataGuard, GradeResult, Problem
+from problem import Check, DataGuard, GraderError, GradeResult, Knob, Problem
 from problems import (
     calibration,
     fresh_inputs,
@@ -57,11 +57,6 @@ TIER_TIMED_FACTOR = 4
 ORACLE_TIMEOUT = 300.0  # seconds for the reference on one data set (it needs about 4)
 
 Progress = Callable[[str], None]
-
-
-class GraderError(RuntimeError):
-    """The harness could not grade (e.g. the baseline itself failed): not the candidate's
-    fault, so never reported as a failed verdict."""
 
 
 def check_isolation(opts: GradingOptions) -> str:
@@ -202,6 +197,7 @@ def _short_run_count(seconds: float, repeats: int, opts: GradingOptions,
 
 class MLTrainingOptimizationProblem(Problem):
     name = "ml_training_optimization"
+    data_dir = PROBLEM_DATA
 
     def __init__(self, spec: TaskSpec, options: GradingOptions = GradingOptions(), *,
                  include_profiler: bool = True, include_intermediate_answer: bool = True,
@@ -214,6 +210,57 @@ class MLTrainingOptimizationProblem(Problem):
         self.progress = progress or (lambda message: None)
         self._figures: _Figures | None = None
         self.baseline_executions = 0  # how many times this instance ran the baseline
+
+    # ---- the contract ----------------------------------------------------------------
+    def knobs(self) -> list[Knob]:
+        return [Knob("n_samples", self.spec.n_samples, "images in the data set"),
+                Knob("target", str(calibration.DEFAULT_TARGET_RULE),
+                     "what passes: a speedup, a tier or a fraction of one"),
+                Knob("max_steps", self.max_steps, "model calls per run"),
+                Knob("tools", ", ".join(self.tool_names()),
+                     "--no-profiler and --no-intermediate remove two")]
+
+    def tier_names(self) -> list[str]:
+        return list(self.spec.tiers)
+
+    async def prepare(self) -> dict[str, Any]:
+        figures = await self.figures()
+        return {"time_median_s": round(figures.baseline.median, 3),
+                "times_s": [round(t, 3) for t in figures.baseline.times],
+                "accuracy": figures.baseline.accuracy,
+                "oracle_agreement": figures.baseline.oracle_agreement,
+                "reference_speedup": figures.reference_speedup,
+                "target": figures.target, "target_rule": figures.rule,
+                "speedup_ceiling": figures.ceiling,
+                "ladder": figures.ladder.to_json() if figures.ladder else None}
+
+    def cached_baseline_time(self) -> float | None:
+        opts = self.options
+        key = self.cache.key(self.spec.baseline, threads=opts.threads, label="baseline",
+                             anchor=self.spec.reference)
+        found = self.cache.load(key, min_runs=opts.baseline_repeats)
+        return found.median if found else None
+
+    def scripted_turns(self, tool_names: set[str]) -> list[list[dict[str, Any]]]:
+        baseline = (self.spec.baseline.relative_to(PROJECT_ROOT)
+                    if self.spec.baseline.is_relative_to(PROJECT_ROOT) else self.spec.baseline)
+        name = self.spec.optimized_name
+
+        def turn(text: str, tool: str, **arguments: Any) -> list[dict[str, Any]]:
+            return [{"type": "text", "text": text},
+                    {"type": "tool_use", "name": tool, "input": arguments}]
+
+        turns = [turn("Let me read the pipeline first.", "read_file", path=str(baseline)),
+                 turn("The feature loops, the O(n^2) normalisation and the element-wise "
+                      "activation are the obvious costs. Writing a vectorised version that "
+                      "keeps the semantics.", "write_file", path=name,
+                      content=self.spec.reference.read_text())]
+        if "profile_tool" in tool_names:
+            turns.append(turn("Profiling the new version.", "profile_tool", path=name))
+        if "submit_intermediate_answer" in tool_names:
+            turns.append(turn("Checking it against the grader.", "submit_intermediate_answer",
+                              path=name))
+        return turns + [turn("Submitting.", "submit_answer", path=name)]
 
     # ---- what the agent sees -------------------------------------------------------
     def tool_names(self) -> list[str]:
@@ -852,7 +899,9 @@ COMPLEX_SPEC = complex_spec()
 class ComplexMLTrainingWithProfiler(MLTrainingOptimizationProblem):
     """The flagship: the slow complex pipeline; target: the ``vectorized`` tier here."""
 
-    name = "complex_ml_training"
+    name = "complex"
+    summary = ("the flagship: make a slow PyTorch/NumPy training pipeline (3,000 images) "
+               "much faster with the same model quality")
 
     def __init__(self, include_profiler: bool = True, include_intermediate_answer: bool = True,
                  options: GradingOptions = GradingOptions(), spec: TaskSpec = COMPLEX_SPEC,

@@ -23,6 +23,7 @@ import agent
 import tools
 from agent import AgentOutcome, AgentSettings
 from problem import Check, GradeResult, Problem
+from problems.ml_training_optimization import PROBLEM_DATA
 
 MODEL = "claude-test-model"
 ALLOWED = ["read_file", "write_file", "python_expression", "submit_intermediate_answer",
@@ -37,6 +38,7 @@ class StubProblem(Problem):
     """A problem whose grader answers at once with a canned verdict."""
 
     name = "stub"
+    data_dir = PROBLEM_DATA
 
     def __init__(self) -> None:
         self.graded: list[Path] = []

@@ -234,8 +234,9 @@ async def test_batch_via_fake_api(tmp_path, pipelines):
 # ---- 2. the scripted agent -------------------------------------------------------------
 async def test_scripted_agent_batch_passes(tmp_path, pipelines):
     out = tmp_path / "out"
-    client = scripted_agent.ScriptedClient(solution_path=pipelines["candidate"])
-    results = await batch.run_batch(make_problem(pipelines), client,
+    problem = make_problem(pipelines)
+    client = scripted_agent.ScriptedClient(problem, solution_path=pipelines["candidate"])
+    results = await batch.run_batch(problem, client,
                                     settings(out, 2, concurrent=False), Notes())
     assert [r["status"] for r in results["runs"]] == ["pass", "pass"], results["runs"]
     for n in (1, 2):
@@ -261,7 +262,7 @@ async def test_scripted_agent_uses_only_the_offered_tools(tmp_path, pipelines, m
 
     monkeypatch.setattr(problem, "grade", grade)  # which tools are used is the point here
     out = tmp_path / "out"
-    client = scripted_agent.ScriptedClient(solution_path=pipelines["candidate"])
+    client = scripted_agent.ScriptedClient(problem, solution_path=pipelines["candidate"])
     results = await batch.run_batch(problem, client, settings(out, 1, stream=False), Notes())
     [run] = results["runs"]
     assert run["status"] == "pass" and run["intermediate"] == []

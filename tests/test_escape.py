@@ -24,6 +24,7 @@ import sandbox
 import tools
 from problem import DataGuard, GradeResult, Problem
 from problems.measurement import Execution, Executor, Instrumentation, execute
+from problems.ml_training_optimization import PROBLEM_DATA
 
 SECRET = "sk-ant-escape-" + uuid.uuid4().hex
 PREFIX = SECRET[:14]  # what an attacker knows of the key's shape
@@ -135,6 +136,8 @@ INSTRUMENTATION = Instrumentation(entry="run_complex_training_pipeline", feature
 class StubProblem(Problem):
     """Only the code tool and the profiler are used here; nothing is graded."""
 
+    data_dir = PROBLEM_DATA
+
     def prompt(self, workspace: Path) -> str:
         return ""
 
@@ -169,7 +172,7 @@ def run_ctx(tmp_path, monkeypatch):
     (tmp_path / "output" / "run_2").mkdir()
     (tmp_path / "output" / "run_2" / "optimized_ml_training.py").write_text("# other run\n")
     ctx = tools.RunContext(workspace=workspace, problem=StubProblem(),
-                           guard=DataGuard(tools.PROBLEM_DATA),
+                           guard=DataGuard(PROBLEM_DATA),
                            settings=tools.ToolSettings(python_timeout=60, profile_timeout=60),
                            secrets=(SECRET,))
     token = tools.RUN.set(ctx)
@@ -196,7 +199,7 @@ async def run_candidate(code: str, where: Path) -> Execution:
     path = where / f"candidate_{uuid.uuid4().hex[:6]}.py"
     path.write_text(code + CANDIDATE_TAIL)
     return await execute(path, INSTRUMENTATION, threads=1, limits=sandbox.Limits(timeout=120),
-                         read_only=(tools.PROBLEM_DATA,))
+                         read_only=(PROBLEM_DATA,))
 
 
 @pytest.mark.parametrize("channel", CHANNELS)
@@ -215,7 +218,7 @@ async def test_nothing_is_written_outside_the_own_directory(channel, backend, ru
     targets = [Path("/") / tag, ROOT / tag, Path(sys.prefix) / f"{tag}.pth",
                cache / tag, Path("/dev/shm") / tag, Path("/var/tmp") / tag,
                Path("/tmp") / tag, tmp_path / tag, run_ctx.workspace.parent / "run_2" / tag,
-               tools.PROBLEM_DATA / tag]
+               PROBLEM_DATA / tag]
     output = await run_through(channel, write_attack(targets), run_ctx)
     assert "done" in output, output
     leaked = [p for t in targets for p in t.parent.glob(t.name + ".*")]
@@ -387,7 +390,7 @@ async def test_nothing_carries_over_within_one_sandbox(backend, tmp_path):
     path = tmp_path / "carry.py"
     path.write_text(CARRY_OVER + CANDIDATE_TAIL)
     async with Executor(path, INSTRUMENTATION, threads=1, limits=sandbox.Limits(timeout=120),
-                        read_only=(tools.PROBLEM_DATA,)) as executor:
+                        read_only=(PROBLEM_DATA,)) as executor:
         runs = [await executor.run() for _ in range(3)]
     assert executor.sandboxes == 1  # one sandbox: the executions really shared it
     for run in runs:

@@ -22,11 +22,12 @@ import pytest
 import sandbox
 import tools
 from problem import Check, DataGuard, GradeResult, Problem
+from problems.ml_training_optimization import PROBLEM_DATA
 from tools import RunContext, ToolSettings
 
 SECRET = "sk-ant-test-SECRET-123456"
 ALL_TOOLS = list(tools.REGISTRY)
-BASELINE = tools.PROBLEM_DATA / "slow_ml_training_complex.py"
+BASELINE = PROBLEM_DATA / "slow_ml_training_complex.py"
 ISOLATED = sandbox.best_isolation() != "none"
 needs_isolation = pytest.mark.skipif(
     not ISOLATED, reason="needs root + unshare (namespace isolation of the sandbox)")
@@ -36,6 +37,7 @@ class StubProblem(Problem):
     """A problem whose grader returns a canned result and records what it was asked."""
 
     name = "stub"
+    data_dir = PROBLEM_DATA
 
     def __init__(self) -> None:
         self.calls: list[Path] = []
@@ -59,7 +61,7 @@ class StubProblem(Problem):
 def make_context(workspace: Path) -> RunContext:
     workspace.mkdir(parents=True, exist_ok=True)
     return RunContext(
-        workspace=workspace, problem=StubProblem(), guard=DataGuard(tools.PROBLEM_DATA),
+        workspace=workspace, problem=StubProblem(), guard=DataGuard(PROBLEM_DATA),
         settings=ToolSettings(python_timeout=5, memory_bytes=2 * 1024**3),
         secrets=(SECRET,))
 
@@ -107,9 +109,10 @@ EXPECTED_SCHEMAS = [
         "name": "read_file",
         "description": (
             "Read a text file and return its contents.\n\n"
-            "Files inside problem_data/ and inside your run directory can be read. Paths may be\n"
-            "relative to your run directory or to the project root (e.g.\n"
-            "problem_data/slow_ml_training_complex.py). Long files are truncated with a notice."),
+            "Files inside the task's data directory and inside your run directory can be "
+            "read.\nPaths may be relative to your run directory or to the project root (the "
+            "task names\nits files by their project path). Long files are truncated with a "
+            "notice."),
         "input_schema": _path_only("The file to read."),
     },
     {
@@ -117,11 +120,12 @@ EXPECTED_SCHEMAS = [
         "description": (
             "Write a text file inside your run directory (parent folders are created).\n\n"
             "Relative paths are resolved in your run directory. Nothing outside it can be "
-            "written;\nproblem_data/ is read-only."),
+            "written;\nthe task's data directory is read-only."),
         "input_schema": {
             "additionalProperties": False,
             "properties": {
-                "path": {"description": "Where to write, e.g. optimized_ml_training.py.",
+                "path": {"description": "Where to write, e.g. the file name the task asks "
+                                        "for.",
                          "title": "Path", "type": "string"},
                 "content": {"description": "The complete new contents of the file.",
                             "title": "Content", "type": "string"},
@@ -134,10 +138,10 @@ EXPECTED_SCHEMAS = [
         "name": "python_expression",
         "description": (
             "Run Python code in a fresh process and return its stdout and stderr.\n\n"
-            "The working directory is your run directory; problem_data/ is readable there by "
-            "its\nproject path. numpy, torch and scikit-learn are installed. There is no "
-            "network, the\ntime limit is a couple of minutes and memory is limited. Use "
-            "print() to see values."),
+            "The working directory is your run directory; the task's data directory is "
+            "readable\nthere by its project path. numpy, torch and scikit-learn are installed. "
+            "There is no\nnetwork, the time limit is a couple of minutes and memory is "
+            "limited. Use print() to\nsee values."),
         "input_schema": {
             "additionalProperties": False,
             "properties": {
@@ -153,12 +157,12 @@ EXPECTED_SCHEMAS = [
         "name": "profile_tool",
         "description": (
             "Profile a Python script with cProfile and return its hottest functions.\n\n"
-            "Runs the script as __main__ (the full slow pipeline takes several minutes under "
+            "Runs the script as __main__ (a slow program takes several minutes under "
             "the\nprofiler) and returns the top functions by cumulative and by own time, plus "
             "the tail\nof the program's output. The raw profile is saved in your run directory "
             "under\nprofiles/."),
         "input_schema": _path_only(
-            "The .py file to profile, in problem_data/ or your run directory."),
+            "The .py file to profile, in the task's data directory or your run directory."),
     },
     {
         "name": "submit_intermediate_answer",
@@ -172,6 +176,21 @@ EXPECTED_SCHEMAS = [
         "name": "submit_answer",
         "description": "Submit your optimised file as the final answer. This ends the task.",
         "input_schema": _path_only("Your optimised .py file (in your run directory)."),
+    },
+    {
+        "name": "submit_value",
+        "description": ("Submit your final answer as text (for example a number). This ends "
+                        "the task."),
+        "input_schema": {
+            "additionalProperties": False,
+            "properties": {
+                "answer": {"description": 'The answer, exactly as asked for (e.g. '
+                                          '"1234567890").',
+                           "title": "Answer", "type": "string"},
+            },
+            "required": ["answer"],
+            "type": "object",
+        },
     },
 ]
 
@@ -328,7 +347,7 @@ BAD_INPUTS = [
                       ("cannot write '/tmp/x.py'", _WRITE_DENIED)),
                  id="write-abs-tmp"),
     pytest.param(Case("write_file", {"path": str(BASELINE), "content": "# pwned\n"},
-                      ("cannot write", _WRITE_DENIED, "(problem_data/ is read-only)")),
+                      ("cannot write", _WRITE_DENIED)),
                  id="write-abs-baseline"),
     pytest.param(Case("write_file",
                       {"path": "problem_data/slow_ml_training_complex.py", "content": "# pwned\n"},
@@ -658,7 +677,7 @@ async def test_tampering_is_reverted_and_recorded(ctx, baseline_bytes):
 
 
 async def test_added_and_deleted_files_in_problem_data_are_reverted(ctx, baseline_bytes):
-    extra = tools.PROBLEM_DATA / f"pytest-extra-{uuid.uuid4().hex}.py"
+    extra = PROBLEM_DATA / f"pytest-extra-{uuid.uuid4().hex}.py"
     try:
         extra.write_text("x = 1\n")
         BASELINE.unlink()
