@@ -42,7 +42,7 @@ class Config:
     model: str = "claude-haiku-4-5"
     max_steps: int | None = None  # None: the problem's own (15 for complex)
     max_tokens: int = 8192
-    target: str = "vectorized"  # a rule: a speedup (33), a tier (vectorized), 0.9*strict
+    target: str | None = None  # a rule: 33, vectorized, 0.9*strict; None: the problem's
     relative_target: float | None = None  # the rule F*strict, spelt as a fraction
     semantics: str = "seed"  # "seed": quality must hold; "strict": same functions as the original
     repeats: int = 3  # timed executions per candidate (median reported)
@@ -173,11 +173,13 @@ def parse_args(argv: list[str]) -> tuple[str, argparse.Namespace, Config]:
 def build_problem(cfg: Config, progress: Any = None, name: str | None = None) -> Any:
     from problems import registry
 
-    grading = dict(target=cfg.target, relative_target=cfg.relative_target,
+    grading = dict(relative_target=cfg.relative_target,
                    semantics=cfg.semantics,
                    repeats=cfg.repeats, baseline_repeats=cfg.baseline_repeats,
                    threads=cfg.threads, use_cache=cfg.use_cache,
                    allow_unsandboxed=cfg.unsafe_no_sandbox)
+    if cfg.target is not None:
+        grading["target"] = cfg.target
     return registry.build(name or cfg.problem, registry.Settings(
         include_profiler=cfg.include_profiler,
         include_intermediate_answer=cfg.include_intermediate_answer,
@@ -198,12 +200,13 @@ def invalid_target_message(cfg: Config) -> str | None:
     """A target rule naming a tier the problem does not have (checked before anything
     is measured)."""
     from problems import registry
-    from problems.calibration import RuleError, TargetRule
+    from problems.calibration import DEFAULT_TARGET_RULE, RuleError, TargetRule
 
     tiers = registry.build(cfg.problem).tier_names()  # builds only: measures nothing
     if not tiers:
         return None  # graded exactly: no speed target applies
-    text = f"{cfg.relative_target:g}*strict" if cfg.relative_target else cfg.target
+    text = (f"{cfg.relative_target:g}*strict" if cfg.relative_target
+            else cfg.target or DEFAULT_TARGET_RULE)
     try:
         TargetRule.parse(text, tiers)
     except RuleError as exc:

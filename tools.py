@@ -15,12 +15,18 @@ runs goes through ``sandbox.run_python``; nothing here executes agent code in-pr
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextvars
+import html
 import logging
 import os
+import shutil
 import stat
+import sys
 import time
+import zlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +67,131 @@ for key, title in (("cumulative", "cumulative time"), ("tottime", "own time")):
     print(f"\n=== top 15 functions by {title} ===\n" + (text[start:] if start >= 0 else text))
 sys.exit(status)
 """
+
+
+# py-spy runs the script as its own child (inside the same sandbox) and samples it from
+# outside the interpreter, native frames included; the harness reads its stacks.
+_PY_SPY_LAUNCHER = r'''
+import os, subprocess, sys, tempfile
+spy, rate, out_file, script = sys.argv[1:5]
+fd, status_file = tempfile.mkstemp()  # py-spy exits 0 whatever the script did
+os.close(fd)
+runner = """
+import runpy, sys
+script, status_file = sys.argv[1:3]
+sys.argv = [script]
+status = 0
+try:
+    runpy.run_path(script, run_name="__main__")
+except SystemExit as exc:
+    status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+except BaseException:
+    import traceback; traceback.print_exc(); status = 1
+with open(status_file, "w") as f:
+    f.write(str(status))
+sys.exit(status)
+"""
+subprocess.run([spy, "record", "--native", "--format", "raw", "--rate", rate, "-o", out_file,
+                "--", sys.executable, "-X", "utf8", "-c", runner, script, status_file])
+try:
+    with open(status_file) as f:
+        status = int(f.read().strip() or 1)
+except (OSError, ValueError):
+    status = 1
+sys.exit(status)
+'''
+PY_SPY_RATE = 100  # samples a second
+MAX_STACKS_BYTES = 20_000_000  # what the harness reads of a profile the sandbox wrote
+TOP_FRAMES = 15
+
+
+def py_spy() -> str | None:
+    """The py-spy executable beside this interpreter (the project's environment), or
+    on PATH; None when the package is not installed."""
+    beside = Path(sys.executable).parent / "py-spy"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("py-spy")
+
+
+def parse_stacks(text: str) -> Counter[tuple[str, ...]]:
+    """Collapsed stacks ('frame;frame;frame COUNT' per line) as counts; malformed lines
+    are skipped (the file was written inside the sandbox)."""
+    stacks: Counter[tuple[str, ...]] = Counter()
+    for line in text.splitlines():
+        stack, _, count = line.rstrip().rpartition(" ")
+        if stack and count.isdigit():
+            stacks[tuple(f.strip() for f in stack.split(";") if f.strip())] += int(count)
+    return stacks
+
+
+def stacks_report(stacks: Counter[tuple[str, ...]], top: int = TOP_FRAMES) -> str:
+    """The hottest frames by own samples (the stack's leaf) and by total samples (any
+    place in the stack, once per stack), as text for the model."""
+    total = sum(stacks.values())
+    if not total:
+        return "(no samples: the program ended before the first one)"
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    for stack, count in stacks.items():
+        if stack:
+            own[stack[-1]] += count
+        for frame in set(stack):
+            inclusive[frame] += count
+    lines = [f"{total} samples at {PY_SPY_RATE} per second (py-spy, native frames included)"]
+    for title, table in (("own samples (where the time is spent)", own),
+                         ("total samples (including what they call)", inclusive)):
+        lines.append(f"\n=== top {top} frames by {title} ===")
+        lines += [f"{100 * n / total:6.1f}%  {frame[:200]}" for frame, n in
+                  table.most_common(top)]
+    return "\n".join(lines)
+
+
+def flame_graph_svg(stacks: Counter[tuple[str, ...]], width: int = 1200) -> str:
+    """A static icicle-style flame graph (root at the top), every name XML-escaped."""
+    total = sum(stacks.values()) or 1
+    tree: dict = {}
+    for stack, count in stacks.items():
+        node = tree
+        for frame in stack:
+            entry = node.setdefault(frame, [0, {}])
+            entry[0] += count
+            node = entry[1]
+    rows: list[str] = []
+    depth_max = 0
+
+    def draw(node: dict, x: float, depth: int) -> None:
+        nonlocal depth_max
+        for frame, (count, children) in sorted(node.items()):
+            w = width * count / total
+            if w >= 0.5:
+                depth_max = max(depth_max, depth)
+                name = html.escape(frame, quote=True)
+                label = html.escape(frame[: int(w / 7)], quote=True) if w > 30 else ""
+                hue = 20 + zlib.crc32(frame.encode()) % 40
+                rows.append(f'<g><title>{name} ({count} samples, {100 * count / total:.1f}%)'
+                            f'</title><rect x="{x:.1f}" y="{depth * 17}" width="{w:.1f}" '
+                            f'height="16" fill="hsl({hue},90%,60%)"/><text x="{x + 2:.1f}" '
+                            f'y="{depth * 17 + 12}" font-size="11">{label}</text></g>')
+                draw(children, x, depth + 1)
+            x += w
+
+    draw(tree, 0.0, 0)
+    height = (depth_max + 1) * 17
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'font-family="monospace">\n' + "\n".join(rows) + "\n</svg>\n")
+
+
+def _read_stacks(path: Path) -> Counter[tuple[str, ...]]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return Counter()
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return Counter()
+        data = f.read(MAX_STACKS_BYTES)
+    return parse_stacks(data.decode("utf-8", errors="replace"))
 
 
 @dataclass
@@ -289,12 +420,12 @@ async def python_expression(code: str) -> str:
 
 @beta_async_tool
 async def profile_tool(path: str) -> str:
-    """Profile a Python script with cProfile and return its hottest functions.
+    """Profile a Python script and return its hottest functions.
 
-    Runs the script as __main__ (a slow program takes several minutes under the
-    profiler) and returns the top functions by cumulative and by own time, plus the tail
-    of the program's output. The raw profile is saved in your run directory under
-    profiles/.
+    Runs the script as __main__ under a sampling profiler (py-spy, native frames
+    included; cProfile when py-spy is not installed) and returns the hottest frames by
+    own and by total time, plus the tail of the program's output. The profile (and, with
+    py-spy, a flame graph) is saved in your run directory under profiles/.
 
     Args:
         path: The .py file to profile, in the task's data directory or your run directory.
@@ -306,17 +437,34 @@ async def profile_tool(path: str) -> str:
     ctx.profiles += 1
     out_dir = ctx.workspace / "profiles"
     out_dir.mkdir(exist_ok=True)
-    out_file = out_dir / f"{script.stem}-{ctx.profiles}.prof"
+    stem = out_dir / f"{script.stem}-{ctx.profiles}"
     s = ctx.settings
+    spy = py_spy()
+    if spy is not None:
+        raw = stem.with_suffix(".txt")
+        args = ["-c", _PY_SPY_LAUNCHER, spy, str(PY_SPY_RATE), str(raw), str(script)]
+    else:
+        raw = stem.with_suffix(".prof")
+        args = ["-c", _PROFILER, str(script), str(raw)]
     result = await sandbox.run_python(
-        ["-c", _PROFILER, str(script), str(out_file)], visibility=_visibility(ctx),
-        threads=s.threads,
+        args, visibility=_visibility(ctx), threads=s.threads,
         limits=sandbox.Limits(timeout=s.profile_timeout, memory_bytes=s.memory_bytes,
                               max_output=MAX_TOOL_OUTPUT * 2))
     output = _process_output(result)
     if not result.ok:
         raise ToolError(f"profiling {path}: the program {result.failure()}.\n{output}")
-    return f"profile saved to {_display(out_file)}\n{output}"
+    if spy is None:
+        return (f"(py-spy is not installed: a cProfile profile)\n"
+                f"profile saved to {_display(raw)}\n{output}")
+    stacks = await asyncio.to_thread(_read_stacks, raw)
+    svg = stem.with_suffix(".svg")
+    try:
+        await asyncio.to_thread(_write_text, svg, flame_graph_svg(stacks))
+        graph = f"flame graph: {_display(svg)}"
+    except ToolError as exc:
+        graph = f"no flame graph: {exc}"
+    return (f"profile saved to {_display(raw)} ({graph})\n"
+            f"{stacks_report(stacks)}\n\nprogram output:\n{output}")
 
 
 def _candidate_for_agent(path: str) -> tuple[RunContext, Path]:

@@ -247,7 +247,7 @@ async def test_scripted_agent_batch_passes(tmp_path, pipelines):
                                                                               "submitted")
         [intermediate] = record["intermediate"]
         assert intermediate["passed"] is True and intermediate["speedup"] >= TARGET
-        assert list((out / f"run_{n}" / "profiles").glob("*.prof"))
+        assert list((out / f"run_{n}" / "profiles").glob("*.svg"))
     t = assert_complete_records(out, [1, 2], interrupted=False)["totals"]
     assert (t["passed"], t["pass_rate"]) == (2, 1.0)
 

@@ -156,11 +156,12 @@ EXPECTED_SCHEMAS = [
     {
         "name": "profile_tool",
         "description": (
-            "Profile a Python script with cProfile and return its hottest functions.\n\n"
-            "Runs the script as __main__ (a slow program takes several minutes under "
-            "the\nprofiler) and returns the top functions by cumulative and by own time, plus "
-            "the tail\nof the program's output. The raw profile is saved in your run directory "
-            "under\nprofiles/."),
+            "Profile a Python script and return its hottest functions.\n\n"
+            "Runs the script as __main__ under a sampling profiler (py-spy, native frames\n"
+            "included; cProfile when py-spy is not installed) and returns the hottest frames "
+            "by\nown and by total time, plus the tail of the program's output. The profile "
+            "(and, with\npy-spy, a flame graph) is saved in your run directory under "
+            "profiles/."),
         "input_schema": _path_only(
             "The .py file to profile, in the task's data directory or your run directory."),
     },
@@ -607,30 +608,81 @@ async def test_python_expression_reads_problem_data(ctx, baseline_bytes):
     assert outcome.content == f"stdout:\n{len(baseline_bytes)}\n"
 
 
-async def test_profile_tool_on_small_script(ctx):
-    script = ("def work(n):\n    return sum(i * i for i in range(n))\n\n"
-              "if __name__ == '__main__':\n    print('result', work(200_000))\n")
-    await tools.dispatch("write_file", {"path": "small.py", "content": script}, ALL_TOOLS)
+SMALL_SCRIPT = ("def work(n):\n    return sum(i * i for i in range(n))\n\n"
+                "if __name__ == '__main__':\n    print('result', work(3_000_000))\n")
+
+
+async def test_profile_tool_samples_with_py_spy(ctx):
+    assert tools.py_spy() is not None, "py-spy is a dependency of the project"
+    await tools.dispatch("write_file", {"path": "small.py", "content": SMALL_SCRIPT}, ALL_TOOLS)
     outcome = await tools.dispatch("profile_tool", {"path": "small.py"}, ALL_TOOLS)
     assert not outcome.is_error, outcome.content
-    prof = ctx.workspace / "profiles" / "small-1.prof"
-    assert outcome.content.startswith(f"profile saved to {prof}\n")
-    assert "=== top 15 functions by cumulative time ===" in outcome.content
-    assert "=== top 15 functions by own time ===" in outcome.content
-    assert f"result {sum(i * i for i in range(200_000))}" in outcome.content
-    assert "work" in outcome.content
-    assert prof.is_file() and prof.stat().st_size > 0
+    raw = ctx.workspace / "profiles" / "small-1.txt"
+    svg = ctx.workspace / "profiles" / "small-1.svg"
+    assert outcome.content.startswith(f"profile saved to {raw} (flame graph: {svg})\n")
+    assert "=== top 15 frames by own samples (where the time is spent) ===" in outcome.content
+    assert "=== top 15 frames by total samples" in outcome.content
+    assert "work (small.py:2)" in outcome.content  # the hot function, by file and line
+    assert f"result {sum(i * i for i in range(3_000_000))}" in outcome.content
+    stacks = tools.parse_stacks(raw.read_text())
+    assert sum(stacks.values()) >= 1
+    assert svg.read_text().startswith("<svg") and "work (small.py:2)" in svg.read_text()
     assert ctx.profiles == 1
 
 
-async def test_profile_tool_reports_a_failing_script(ctx):
+async def test_profile_tool_falls_back_to_cprofile_and_says_so(ctx, monkeypatch):
+    monkeypatch.setattr(tools, "py_spy", lambda: None)
+    await tools.dispatch("write_file", {"path": "small.py", "content": SMALL_SCRIPT}, ALL_TOOLS)
+    outcome = await tools.dispatch("profile_tool", {"path": "small.py"}, ALL_TOOLS)
+    assert not outcome.is_error, outcome.content
+    prof = ctx.workspace / "profiles" / "small-1.prof"
+    assert outcome.content.startswith("(py-spy is not installed: a cProfile profile)\n"
+                                      f"profile saved to {prof}\n")
+    assert "=== top 15 functions by cumulative time ===" in outcome.content
+    assert "=== top 15 functions by own time ===" in outcome.content
+    assert "work" in outcome.content
+    assert prof.is_file() and prof.stat().st_size > 0
+
+
+@pytest.mark.parametrize("spy", [True, False], ids=["py-spy", "cprofile"])
+async def test_profile_tool_reports_a_failing_script(ctx, monkeypatch, spy):
+    if not spy:
+        monkeypatch.setattr(tools, "py_spy", lambda: None)
     await tools.dispatch("write_file", {"path": "bad.py", "content": "raise KeyError('k')\n"},
                          ALL_TOOLS)
     outcome = await tools.dispatch("profile_tool", {"path": "bad.py"}, ALL_TOOLS)
     assert outcome.is_error
     assert outcome.content.startswith("profiling bad.py: the program exited with status 1.")
     assert "KeyError: 'k'" in outcome.content
-    assert (ctx.workspace / "profiles" / "bad-1.prof").is_file()
+
+
+def test_profile_output_is_read_as_untrusted(tmp_path):
+    """The profiled script runs in the same sandbox as py-spy and may plant a link or a
+    FIFO where the profile goes: the harness neither follows nor blocks on it."""
+    link = tmp_path / "link.txt"
+    link.symlink_to("/etc/passwd")
+    fifo = tmp_path / "fifo.txt"
+    os.mkfifo(fifo)
+    assert tools._read_stacks(link) == {} and tools._read_stacks(fifo) == {}
+    assert tools._read_stacks(tmp_path / "missing.txt") == {}
+
+
+def test_parse_stacks_skips_malformed_lines_and_the_svg_escapes_names():
+    text = ("a (x.py:1);b (x.py:2) 5\n"
+            "garbage line\n"
+            "a (x.py:1) 3\n"
+            ";;; 2\n"
+            "<script>alert(1)</script> 4\n"
+            "a (x.py:1);b (x.py:2) notanumber\n")
+    stacks = tools.parse_stacks(text)
+    assert stacks[("a (x.py:1)", "b (x.py:2)")] == 5 and stacks[("a (x.py:1)",)] == 3
+    report = tools.stacks_report(stacks)
+    assert report.splitlines()[0].startswith("14 samples")
+    own = report.split("=== top 15 frames by total")[0]
+    assert "35.7%  b (x.py:2)" in own  # 5 of 14 samples end in b
+    svg = tools.flame_graph_svg(stacks)
+    assert "<script>" not in svg and "&lt;script&gt;" in svg
+    assert tools.stacks_report(tools.parse_stacks("")).startswith("(no samples")
 
 
 async def test_submit_intermediate_answer_grades_and_records(ctx):
