@@ -182,15 +182,21 @@ def flame_graph_svg(stacks: Counter[tuple[str, ...]], width: int = 1200) -> str:
             f'font-family="monospace">\n' + "\n".join(rows) + "\n</svg>\n")
 
 
+def read_regular(path: Path, limit: int, *, follow: bool = True) -> bytes:
+    """At most ``limit`` bytes of a regular file, never blocking: a FIFO or device planted
+    under the expected name raises ``OSError`` (as does a link, with ``follow=False``)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    with os.fdopen(os.open(path, flags), "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        return f.read(limit)
+
+
 def _read_stacks(path: Path) -> Counter[tuple[str, ...]]:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        data = read_regular(path, MAX_STACKS_BYTES, follow=False)
     except OSError:
         return Counter()
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return Counter()
-        data = f.read(MAX_STACKS_BYTES)
     return parse_stacks(data.decode("utf-8", errors="replace"))
 
 

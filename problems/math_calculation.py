@@ -8,25 +8,13 @@ against a value the harness computes itself.  The question's parameters are knob
 from __future__ import annotations
 
 import asyncio
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
 from problem import Check, GradeResult, Knob, Problem
+from tools import ANSWER_FILE, read_regular
 
-ANSWER_FILE = "answer.txt"
 MAX_ANSWER_BYTES = 10_000
-
-
-def _read_answer(path: Path) -> bytes:
-    """At most one byte over the limit, from a regular file only (a FIFO planted under
-    the answer's name must not stall the grader)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise OSError(f"{path.name} is not a regular file")
-        return f.read(MAX_ANSWER_BYTES + 1)
 
 
 def self_powers(n: int, digits: int) -> int:
@@ -74,7 +62,8 @@ class MathCalculationProblem(Problem):
         the ``answer_format`` check with the reason."""
         expected = self.answer()
         try:
-            data = await asyncio.to_thread(_read_answer, Path(candidate))
+            data = await asyncio.to_thread(read_regular, Path(candidate),
+                                           MAX_ANSWER_BYTES + 1)
         except OSError as exc:
             return self._failed("answer_format", f"cannot read {candidate}: "
                                 f"{exc.strerror or exc}")

@@ -236,8 +236,7 @@ class MLTrainingOptimizationProblem(Problem):
 
     def cached_baseline_time(self) -> float | None:
         opts = self.options
-        key = self.cache.key(self.spec.baseline, threads=opts.threads, label="baseline",
-                             anchor=self.spec.reference)
+        key = self._cache_key(self.spec.baseline, "baseline", opts)
         found = self.cache.load(key, min_runs=opts.baseline_repeats)
         return found.median if found else None
 
@@ -401,6 +400,11 @@ class MLTrainingOptimizationProblem(Problem):
         random.SystemRandom().shuffle(datasets)
         return datasets
 
+    def _cache_key(self, path: Path, label: str, opts: GradingOptions) -> dict[str, Any]:
+        """Where ``path``'s measurement beside the strict tier is cached."""
+        return self.cache.key(path, threads=opts.threads, label=label,
+                              anchor=self.spec.reference)
+
     async def _measure_beside(self, path: Path, label: str, repeats: int,
                               opts: GradingOptions, *, around: int,
                               short_runs: bool = False) -> CachedMeasurement:
@@ -409,7 +413,7 @@ class MLTrainingOptimizationProblem(Problem):
         With ``short_runs``, a fast file gets more executions, up to
         ``opts.min_timed_seconds`` of timed work (at most ``opts.max_repeats``)."""
         anchor = self.spec.reference
-        key = self.cache.key(path, threads=opts.threads, label=label, anchor=anchor)
+        key = self._cache_key(path, label, opts)
         if opts.use_cache and (found := self.cache.load(key, min_runs=repeats)):
             self.progress(f"{label}: cached, median {found.median:.2f} s "
                           f"({len(found.times)} runs beside the strict tier)")
