@@ -200,13 +200,14 @@ def invalid_target_message(cfg: Config) -> str | None:
     """A target rule naming a tier the problem does not have (checked before anything
     is measured)."""
     from problems import registry
-    from problems.calibration import DEFAULT_TARGET_RULE, RuleError, TargetRule
+    from problems.calibration import RuleError, TargetRule
 
-    tiers = registry.build(cfg.problem).tier_names()  # builds only: measures nothing
+    problem = registry.build(cfg.problem)  # builds only: measures nothing
+    tiers = problem.tier_names()
     if not tiers:
         return None  # graded exactly: no speed target applies
     text = (f"{cfg.relative_target:g}*strict" if cfg.relative_target
-            else cfg.target or DEFAULT_TARGET_RULE)
+            else cfg.target or problem.default_target())
     try:
         TargetRule.parse(text, tiers)
     except RuleError as exc:
@@ -276,7 +277,7 @@ async def grade_command(cfg: Config, args: argparse.Namespace) -> int:
 
 async def calibrate_command(cfg: Config, args: argparse.Namespace) -> int:
     from problem import GraderError
-    from problems.calibration import DEFAULT_TARGET_RULE, TargetRule
+    from problems.calibration import TargetRule
 
     problem = build_problem(cfg, _say)
     if not problem.tier_names():
@@ -294,12 +295,13 @@ async def calibrate_command(cfg: Config, args: argparse.Namespace) -> int:
         console.print(f"[red]could not calibrate:[/red] {exc}")
         return 3
     tiers = ladder.names()
-    rules = dict.fromkeys([DEFAULT_TARGET_RULE, problem.target_rule().text, "33",
+    default = problem.default_target()
+    rules = dict.fromkeys([default, problem.target_rule().text, "33",
                            *tiers, *(f"0.9*{t}" for t in tiers)])
     resolved = {r: TargetRule.parse(r, tiers).resolve(ladder) for r in rules}
     data = {"problem": problem.name, **ladder.to_json(),
-            "default_target_rule": DEFAULT_TARGET_RULE,
-            "default_target": resolved[DEFAULT_TARGET_RULE],
+            "default_target_rule": default,
+            "default_target": resolved[default],
             "target_rule": problem.target_rule().text,
             "target": resolved[problem.target_rule().text],
             "rules": resolved,
@@ -322,7 +324,7 @@ async def calibrate_command(cfg: Config, args: argparse.Namespace) -> int:
                      f"{data['scores'][t.name]:.2f}")
     lines += ["", "target rules here:"]
     for rule, value in resolved.items():
-        marks = [m for m, on in (("default", rule == DEFAULT_TARGET_RULE),
+        marks = [m for m, on in (("default", rule == default),
                                  ("in use", rule == data["target_rule"])) if on]
         lines.append(f"  {rule:<16} -> {value:.1f}x" + (f"  ({', '.join(marks)})" if marks
                                                         else ""))

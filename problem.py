@@ -121,6 +121,11 @@ class Problem(abc.ABC):
         """The calibration ladder's tiers (target rules may name them)."""
         return []
 
+    def default_target(self) -> str | None:
+        """The target rule that applies when the user gives none (None: graded without
+        a speed target)."""
+        return None
+
     async def prepare(self) -> dict[str, Any]:
         """Measure what the batch needs before its runs start (the baseline, cached);
         returns the batch records' ``baseline`` section."""

@@ -27,8 +27,7 @@ import sandbox  # noqa: E402
 from problems.measurement import Executor, Instrumentation, execute  # noqa: E402
 
 CANDIDATE = "def run_complex_training_pipeline():\n    return 0.0\n"
-INST = Instrumentation(entry="run_complex_training_pipeline", feature_class="X",
-                       feature_method="y", model_class="Z", keep_predictions=0)
+INST = Instrumentation(entry="run_complex_training_pipeline")
 
 
 async def main(repeats: int) -> None:

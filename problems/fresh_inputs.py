@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -83,55 +84,93 @@ class DataSet:
         return sum(p == t for p, t in zip(predictions, given, strict=True)) / len(given)
 
 
-def brightness_labels(images: np.ndarray) -> np.ndarray:
-    """The decile of each image's mean brightness within its data set."""
-    means = images.mean(axis=(1, 2), dtype=np.float64)
-    edges = np.quantile(means, np.linspace(0, 1, N_CLASSES + 1)[1:-1])
+@dataclass(frozen=True)
+class Recipe:
+    """How a problem's original pipeline draws and splits its data, as far as the
+    harness must replay it: ``n_classes`` of the learnable labels, the classes of the
+    original's random label draw (``label_draw``; None when its labels are computed, not
+    drawn), and its split: ``"permutation"`` (``np.random.permutation`` right after the
+    data, the last ``test_fraction`` of it the test rows) or ``"sklearn"``
+    (``train_test_split(..., test_size=test_fraction, random_state=split_seed)``)."""
+
+    n_classes: int = N_CLASSES
+    label_draw: int | None = N_CLASSES
+    split: str = "permutation"
+    test_fraction: float = TEST_FRACTION
+    split_seed: int = 42
+    image_shape: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE)
+
+    def test_rows(self, rng: np.random.RandomState, n_samples: int) -> np.ndarray:
+        if self.split == "sklearn":
+            from sklearn.model_selection import train_test_split
+
+            return np.asarray(train_test_split(np.arange(n_samples),
+                                               test_size=self.test_fraction,
+                                               random_state=self.split_seed)[1])
+        order = rng.permutation(n_samples)  # the original's split
+        return order[int((1 - self.test_fraction) * n_samples):]
+
+
+COMPLEX_RECIPE = Recipe()
+
+
+def brightness_labels(images: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
+    """The quantile (decile for 10 classes) of each image's mean brightness within its
+    data set."""
+    means = images.mean(axis=tuple(range(1, images.ndim)), dtype=np.float64)
+    edges = np.quantile(means, np.linspace(0, 1, n_classes + 1)[1:-1])
     return np.digitize(means, edges).astype(np.int64)
 
 
-def class_order(seed: int, labelling: int = 0) -> np.ndarray:
-    """The data set's secret class order: brightness decile d is labelled order[d].
+def class_order(seed: int, labelling: int = 0, n_classes: int = N_CLASSES) -> np.ndarray:
+    """The data set's secret class order: brightness quantile d is labelled order[d].
     Another ``labelling`` of the same images gives another order."""
     rng = np.random.RandomState(((seed ^ _ORDER_STREAM) + labelling * _RELABEL_STEP) % 2**32)
-    order = rng.permutation(N_CLASSES)
+    order = rng.permutation(n_classes)
     if labelling:
-        while (order == class_order(seed)).any():  # no decile keeps its class
-            order = rng.permutation(N_CLASSES)
+        while (order == class_order(seed, 0, n_classes)).any():  # no class keeps its place
+            order = rng.permutation(n_classes)
     return order
 
 
-def make_dataset(seed: int, n_samples: int, labelling: int = 0) -> DataSet:
+def make_dataset(seed: int, n_samples: int, labelling: int = 0,
+                 recipe: Recipe = COMPLEX_RECIPE) -> DataSet:
     """The data set the original pipeline would build from ``seed``, relabelled."""
     rng = np.random.RandomState(seed)
-    images = rng.rand(n_samples, IMAGE_SIZE, IMAGE_SIZE).astype(np.float32)
-    rng.randint(0, N_CLASSES, size=n_samples)  # the original's (random) label draw
-    order = rng.permutation(n_samples)  # the original's split
-    test_rows = order[int((1 - TEST_FRACTION) * n_samples):]
-    labels = class_order(seed, labelling)[brightness_labels(images)]
+    images = rng.rand(n_samples, *recipe.image_shape).astype(np.float32)
+    if recipe.label_draw:
+        rng.randint(0, recipe.label_draw, size=n_samples)  # the original's (random) labels
+    test_rows = recipe.test_rows(rng, n_samples)
+    k = recipe.n_classes
+    labels = class_order(seed, labelling, k)[brightness_labels(images, k)]
     visible = labels.copy()
     decoys = np.random.RandomState((seed ^ _DECOY_STREAM) % 2**32)
-    visible[test_rows] = decoys.randint(0, N_CLASSES, size=len(test_rows))
+    visible[test_rows] = decoys.randint(0, k, size=len(test_rows))
     return DataSet(seed, n_samples, labelling, visible.tolist(), test_rows.tolist(),
                    labels[test_rows].tolist())
 
 
-def probe_job(seed: int, n_features: int = 13, hidden: int = 128, n_classes: int = N_CLASSES
-              ) -> dict:
-    """Strict mode's probes: images for the feature extractor, weights and inputs for the
-    model's forward pass, and pre-activations for the activation.  The inputs span
-    negative and positive values so that every branch of the activation is exercised."""
+def probe_job(seed: int, module: Any = None,
+              image_shape: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE)) -> dict:
+    """Strict mode's probes: images for the feature extractor and, for a torch model
+    (``module``, a ``problems.probes.TorchModule``), weights of its declared shapes with
+    inputs for its forward pass, and inputs for each submodule it names.  The inputs
+    span negative and positive values so that every branch of an activation is
+    exercised."""
     rng = np.random.RandomState(seed)
 
     def uniform(low: float, high: float, *shape: int) -> list:
         return rng.uniform(low, high, size=shape).astype(np.float32).tolist()
 
-    weights = {"fc1.weight": uniform(-0.3, 0.3, hidden, n_features),
-               "fc1.bias": uniform(-0.3, 0.3, hidden),
-               "fc2.weight": uniform(-0.2, 0.2, 64, hidden), "fc2.bias": uniform(-0.2, 0.2, 64),
-               "fc3.weight": uniform(-0.2, 0.2, n_classes, 64),
-               "fc3.bias": uniform(-0.2, 0.2, n_classes)}
-    return {"seed": seed, "rows": PROBE_ROWS, "n_features": n_features, "hidden": hidden,
-            "n_classes": n_classes, "weights": weights,
-            "model_inputs": uniform(-1.0, 1.5, PROBE_ROWS, n_features),
-            "activation_inputs": uniform(-3.0, 3.0, PROBE_ROWS, hidden)}
+    job: dict[str, Any] = {"seed": seed, "rows": PROBE_ROWS, "image_shape": list(image_shape)}
+    if module is None:
+        return job
+    weights = {}
+    for name, shape in module.weights.items():
+        bound = 1.5 / np.sqrt(shape[-1]) if len(shape) > 1 else 0.2
+        weights[name] = uniform(-bound, bound, *shape)
+    job.update(init=dict(module.init), weights=weights,
+               model_inputs=uniform(-1.0, 1.5, PROBE_ROWS, module.inputs),
+               submodules={name: uniform(-3.0, 3.0, PROBE_ROWS, width)
+                           for name, width in module.submodules.items()})
+    return job

@@ -56,14 +56,12 @@ def timing_lock() -> asyncio.Lock:
 
 @dataclass(frozen=True)
 class Instrumentation:
-    """Which names the runner wraps to count work, and the entry it calls."""
+    """The entry the runner calls, what it watches (``problems.probes``: each probe's
+    ``job()``) and the modules its timer imports before any timed region."""
 
     entry: str
-    feature_class: str
-    feature_method: str
-    model_class: str
-    keep_predictions: int
-    data_function: str = "generate_synthetic_data"
+    watch: tuple[dict[str, Any], ...] = ()
+    preload: tuple[str, ...] = ()
 
 
 @dataclass
@@ -155,7 +153,7 @@ class Executor:
             "scratch": [], "read_only": [], "emptied": []}
         config = dict(control_fd=sandbox.CONTROL_FD, workdir=str(self._workdir.resolve()),
                       threads=self.threads, max_output=self.limits.max_output,
-                      own_pid_namespace=own, **places)
+                      own_pid_namespace=own, preload=list(self.inst.preload), **places)
         self.sandboxes += 1
         child = await sandbox.start_python(
             ["-P", "-c", RUNNER_SOURCE, json.dumps(config)], visibility=visibility,
@@ -233,12 +231,8 @@ class Executor:
         if timed:
             child.move_to_timed_cpu()
         job = dict(source=self.source, entry=self.inst.entry, threads=self.threads,
-                   module_path="candidate.py", feature_class=self.inst.feature_class,
-                   feature_method=self.inst.feature_method,
-                   model_class=self.inst.model_class,
-                   keep_predictions=self.inst.keep_predictions,
-                   data_function=self.inst.data_function, data=data, probes=probes,
-                   probe_timeout=min(60.0, seconds))
+                   module_path="candidate.py", watch=list(self.inst.watch), data=data,
+                   probes=probes, probe_timeout=min(60.0, seconds))
         marks: dict[str, tuple[float, str]] = {}
         self._cpu_at = {}
         sent = time.monotonic()

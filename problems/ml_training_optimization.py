@@ -29,6 +29,7 @@ from problems import (
     fresh_inputs,
     model_checks,
     oracle,
+    probes,
     runtime_checks,
     static_checks,
 )
@@ -59,6 +60,13 @@ ORACLE_TIMEOUT = 300.0  # seconds for the reference on one data set (it needs ab
 Progress = Callable[[str], None]
 
 
+def options_for(spec: TaskSpec, grading: dict[str, Any] | None = None) -> GradingOptions:
+    """Grading options with the task's own defaults (its target rule and accuracy
+    tolerance) under what the user set (``grading``: GradingOptions' fields)."""
+    return GradingOptions(**{"target": spec.default_target,
+                             "accuracy_tolerance": spec.accuracy_tolerance, **(grading or {})})
+
+
 def check_isolation(opts: GradingOptions) -> str:
     """The isolation gradings run under; refuses 'none' unless the user allowed it."""
     isolation = sandbox.best_isolation()
@@ -71,48 +79,70 @@ def check_isolation(opts: GradingOptions) -> str:
 
 
 @dataclass(frozen=True)
-class Workload:
-    """Rows the required components must process for the work to count as done."""
-
-    feature_rows: int
-    train_rows: int
-    eval_rows: int
-
-
-@dataclass(frozen=True)
 class TaskSpec:
+    """One ML-training task: its files, the names it must keep, its output contract,
+    the components the runner watches (``probes``, from ``problems.probes``), how its
+    data is drawn and split (``recipe``) and its defaults."""
+
     baseline: Path
     required_imports: tuple[str, ...]
     required_classes: tuple[str, ...]
     entry: str
-    feature_class: str
-    feature_method: str
-    model_class: str
     output_patterns: tuple[str, ...]
-    workload: Workload
+    probes: tuple[probes.Probe, ...]
     reference: Path  # the strict reference: the oracle, the strict tier, the ceiling's basis
-    data_function: str = "generate_synthetic_data"
     n_samples: int = 3000
-    epochs: int = 3
-    batch_size: int = 8
+    recipe: fresh_inputs.Recipe = fresh_inputs.COMPLEX_RECIPE
     optimized_name: str = "optimized_ml_training.py"
     extra_tiers: tuple[tuple[str, Path], ...] = ()  # calibration tiers below strict
-    # the model in eval mode, as the original defines it: (weights, inputs) -> logits
-    model_forward: model_checks.Forward = model_checks.complex_nn_forward
+    preload: tuple[str, ...] = ()  # imported before the timed region, beside the probes'
+    default_target: str = calibration.DEFAULT_TARGET_RULE
+    accuracy_tolerance: float = 0.05
+    # what seed mode keeps of the training, in the prompt's words
+    training: str = ""
 
     @property
     def tiers(self) -> dict[str, Path]:
         """The calibration ladder's reference solutions, slowest first."""
         return {**dict(self.extra_tiers), calibration.STRICT_TIER: self.reference}
 
-    def training_batches(self) -> dict[int, int]:
-        """The original's optimisation steps, by batch size, over all epochs."""
-        n_train = self.workload.train_rows // self.epochs
-        full, rest = divmod(n_train, self.batch_size)
-        batches = {self.batch_size: full * self.epochs} if full else {}
-        if rest:
-            batches[rest] = self.epochs
-        return batches
+    @property
+    def data(self) -> probes.DataFunction:
+        return probes.of_kind(self.probes, probes.DataFunction)
+
+    @property
+    def features(self) -> probes.RowsThrough:
+        return probes.of_kind(self.probes, probes.RowsThrough)
+
+    @property
+    def model(self) -> probes.TorchModule | None:
+        return probes.of_kind(self.probes, probes.TorchModule)
+
+    @property
+    def estimator(self) -> probes.Estimator | None:
+        return probes.of_kind(self.probes, probes.Estimator)
+
+    @property
+    def scored(self) -> probes.EvalPredictions:
+        return probes.of_kind(self.probes, probes.EvalPredictions)
+
+    @property
+    def predictor(self) -> str:
+        """The class whose eval predictions are scored."""
+        return self.scored.source
+
+    @property
+    def data_function(self) -> str:
+        return self.data.name
+
+
+def training_batches(train_rows: int, epochs: int, batch_size: int) -> dict[int, int]:
+    """A training loop's optimisation steps, by batch size, over all epochs."""
+    full, rest = divmod(train_rows, batch_size)
+    batches = {batch_size: full * epochs} if full else {}
+    if rest:
+        batches[rest] = epochs
+    return batches
 
 
 @dataclass(frozen=True)
@@ -214,14 +244,19 @@ class MLTrainingOptimizationProblem(Problem):
     # ---- the contract ----------------------------------------------------------------
     def knobs(self) -> list[Knob]:
         return [Knob("n_samples", self.spec.n_samples, "images in the data set"),
-                Knob("target", str(calibration.DEFAULT_TARGET_RULE),
+                Knob("target", self.spec.default_target,
                      "what passes: a speedup, a tier or a fraction of one"),
+                Knob("accuracy_tolerance", self.spec.accuracy_tolerance,
+                     "how far below the original's accuracy on the same data still passes"),
                 Knob("max_steps", self.max_steps, "model calls per run"),
                 Knob("tools", ", ".join(self.tool_names()),
                      "--no-profiler and --no-intermediate remove two")]
 
     def tier_names(self) -> list[str]:
         return list(self.spec.tiers)
+
+    def default_target(self) -> str:
+        return self.spec.default_target
 
     async def prepare(self) -> dict[str, Any]:
         figures = await self.figures()
@@ -250,9 +285,8 @@ class MLTrainingOptimizationProblem(Problem):
                     {"type": "tool_use", "name": tool, "input": arguments}]
 
         turns = [turn("Let me read the pipeline first.", "read_file", path=str(baseline)),
-                 turn("The feature loops, the O(n^2) normalisation and the element-wise "
-                      "activation are the obvious costs. Writing a vectorised version that "
-                      "keeps the semantics.", "write_file", path=name,
+                 turn("The Python loops are the obvious costs. Writing a vectorised version "
+                      "that keeps the semantics.", "write_file", path=name,
                       content=self.spec.reference.read_text())]
         if "profile_tool" in tool_names:
             turns.append(turn("Profiling the new version.", "profile_tool", path=name))
@@ -293,31 +327,7 @@ class MLTrainingOptimizationProblem(Problem):
                          "failing checks back, without ending the task.")
         steps.append(f"{len(steps) + 1}. Submit the file with submit_answer. This ends the "
                      "task.")
-        w = spec.workload
-        if opts.semantics == "strict":
-            semantics = [
-                "- Semantics: strict. Each component must compute the same function as the "
-                "original: the grader calls `"
-                f"{spec.feature_class}().{spec.feature_method}` (normalisation included), "
-                f"`{spec.model_class}`'s `activation` and its forward pass with weights it "
-                "loads into `fc1`, `fc2` and `fc3`, on inputs of its own, and compares the "
-                f"outputs with the original's (relative tolerance {opts.strict_rtol:g}). "
-                "Training must make the same random draws in the same order, so that the "
-                "trained weights match the original's on the same data (within "
-                f"{opts.weights_tolerance:g} of each tensor's scale). "
-                "Make the same computation fast; do not change the algorithm."]
-        else:
-            semantics = [
-                "- Semantics: seed. You may change how a component computes (a different "
-                "normalisation, say) as long as the model's quality holds: its accuracy on "
-                f"fresh data must stay within {opts.accuracy_tolerance:g} of what the "
-                "original reaches on the same data. The model and its training must stay "
-                f"the original's: {spec.epochs} epochs of optimiser steps on batches of "
-                f"{spec.batch_size}, with the same random draws in the same order (shuffle, "
-                "noise, initial weights, dropout). The grader replays the original's "
-                "training on your features and your trained weights must match it (within "
-                f"{opts.weights_tolerance:g} of each tensor's scale): make the training "
-                "fast, do not change what it computes."]
+        watched, semantics = self._rules(opts)
         return "\n".join([
             f"Optimise the training pipeline in `{baseline}` so that it runs {target} "
             "than the original, with the same model quality.",
@@ -331,17 +341,7 @@ class MLTrainingOptimizationProblem(Problem):
             "the images; the model is scored on test labels your code never sees. Nothing "
             "about the data can be computed ahead of time. Call it exactly as the original "
             "does.",
-            f"- The grader times `{spec.entry}()` itself in a fresh process and watches the "
-            f"work: `{spec.feature_class}.{spec.feature_method}` must process all "
-            f"{w.feature_rows} images, and `{spec.model_class}` must be trained on "
-            f"{w.train_rows} rows in total (all epochs, gradients flowing back through its "
-            f"output) and, in eval mode, called on the {w.eval_rows} test rows in their "
-            "original order.",
-            f"- The grader computes the model's test predictions itself, from the weights "
-            f"`{spec.model_class}` has in eval mode and the inputs it is called on: keep its "
-            "layers (`fc1`, `fc2`, `fc3`) and architecture, and call it in eval mode on "
-            f"the features `{spec.feature_method}` computed for the test images. Features "
-            "must depend on the images alone.",
+            *watched,
             *semantics,
             "- Same split; keep the printed lines (feature shape, split sizes, "
             "`Test accuracy: x.xxxx`, `FINAL_TIME: s`). Results must be deterministic.",
@@ -356,6 +356,67 @@ class MLTrainingOptimizationProblem(Problem):
             "",
             f"Your working directory is `{rel}`.",
         ])
+
+    def _rules(self, opts: GradingOptions) -> tuple[list[str], list[str]]:
+        """The prompt's rules about the watched components and the semantics mode, in
+        the words of the declared probes."""
+        spec = self.spec
+        feat, model, est = spec.features, spec.model, spec.estimator
+        n_test = spec.scored.rows
+        if model is not None:
+            layers = sorted({k.split(".")[0] for k in model.weights})
+            work = (f"`{model.cls}` must be trained on {model.train_rows} rows in total (all "
+                    "epochs, gradients flowing back through its output) and, in eval mode, "
+                    f"called on the {n_test} test rows in their original order.")
+            scored = (f"- The grader computes the model's test predictions itself, from the "
+                      f"weights `{model.cls}` has in eval mode and the inputs it is called on: "
+                      f"keep its layers (`{'`, `'.join(layers)}`) and architecture, and call it "
+                      f"in eval mode on the features `{feat.method}` computed for the test "
+                      "images. Features must depend on the images alone.")
+        else:
+            params = ", ".join(f"{k}={v!r}" for k, v in est.params.items())
+            work = (f"`{est.cls}` (scikit-learn) must be fitted on the {est.fit_rows} "
+                    f"training rows and predict the {n_test} test rows in their original "
+                    "order.")
+            scored = (f"- The test predictions scored are what `{est.cls}.predict` returns "
+                      f"on the features `{feat.method}` computed for the test images; keep "
+                      f"the estimator as the original configures it ({params}). Features "
+                      "must depend on the images alone.")
+        watched = [f"- The grader times `{spec.entry}()` itself in a fresh process and watches "
+                   f"the work: `{feat.label}` must process all {feat.rows} images, and {work}",
+                   scored]
+        if opts.semantics == "strict":
+            parts = [f"`{feat.cls}().{feat.method}` (normalisation included)"]
+            if model is not None:
+                parts += [f"`{model.cls}`'s `{name}`" for name in model.submodules]
+                parts.append(f"its forward pass with weights it loads into "
+                             f"`{'`, `'.join(sorted({k.split('.')[0] for k in model.weights}))}`")
+            text = ("- Semantics: strict. Each component must compute the same function as "
+                    f"the original: the grader calls {', '.join(parts)} on inputs of its own, "
+                    "and compares the outputs with the original's (relative tolerance "
+                    f"{opts.strict_rtol:g}). ")
+            if model is not None:
+                text += ("Training must make the same random draws in the same order, so that "
+                         "the trained weights match the original's on the same data (within "
+                         f"{opts.weights_tolerance:g} of each tensor's scale). ")
+            semantics = [text + "Make the same computation fast; do not change the algorithm."]
+        else:
+            text = ("- Semantics: seed. You may change how a component computes (a different "
+                    "normalisation, say) as long as the model's quality holds: its accuracy "
+                    f"on fresh data must stay within {opts.accuracy_tolerance:g} of what the "
+                    "original reaches on the same data. ")
+            if model is not None:
+                text += (f"The model and its training must stay the original's: "
+                         f"{spec.training}, with the same random draws in the same order. The "
+                         "grader replays the original's training on your features and your "
+                         f"trained weights must match it (within {opts.weights_tolerance:g} "
+                         "of each tensor's scale): make the training fast, do not change what "
+                         "it computes.")
+            else:
+                text += (f"The model must stay the original's: {spec.training}, fitted on "
+                         "the same training rows.")
+            semantics = [text]
+        return watched, semantics
 
     def fallback_candidates(self, workspace: Path) -> list[Path]:
         """Regular .py files of the run directory, the expected name first.  Links are
@@ -373,11 +434,11 @@ class MLTrainingOptimizationProblem(Problem):
 
     # ---- measurement -----------------------------------------------------------------
     def _instrumentation(self) -> Instrumentation:
-        s = self.spec
-        return Instrumentation(entry=s.entry, feature_class=s.feature_class,
-                               feature_method=s.feature_method, model_class=s.model_class,
-                               keep_predictions=s.workload.eval_rows,
-                               data_function=s.data_function)
+        return probes.instrumentation(self.spec.entry, self.spec.probes, self.spec.preload)
+
+    def probe_job(self, seed: int) -> dict[str, Any]:
+        """Strict mode's inputs for each declared component."""
+        return fresh_inputs.probe_job(seed, self.spec.model, self.spec.recipe.image_shape)
 
     def _limits(self, timeout: float) -> sandbox.Limits:
         return sandbox.Limits(timeout=timeout, memory_bytes=self.options.memory_bytes)
@@ -391,10 +452,11 @@ class MLTrainingOptimizationProblem(Problem):
         or more, its images are used once more under other labels, so that the features
         can be shown to depend on the images alone.  Every further execution gets fresh
         images.  No execution can tell which one it is."""
-        n = self.spec.n_samples
-        first = fresh_inputs.make_dataset(fresh_inputs.draw_seed(), n)
-        datasets = [first, first, fresh_inputs.make_dataset(first.seed, n, labelling=1)]
-        datasets += [fresh_inputs.make_dataset(fresh_inputs.draw_seed(), n)
+        n, recipe = self.spec.n_samples, self.spec.recipe
+        first = fresh_inputs.make_dataset(fresh_inputs.draw_seed(), n, recipe=recipe)
+        datasets = [first, first,
+                    fresh_inputs.make_dataset(first.seed, n, labelling=1, recipe=recipe)]
+        datasets += [fresh_inputs.make_dataset(fresh_inputs.draw_seed(), n, recipe=recipe)
                      for _ in range(count - len(datasets))]
         datasets = datasets[:max(0, count)]
         random.SystemRandom().shuffle(datasets)
@@ -433,8 +495,8 @@ class MLTrainingOptimizationProblem(Problem):
                              read_only=(PROBLEM_DATA,)) as own):
             pairs = SideBySide(own, strict, around=around)
             while len(pairs.subject) < wanted:
-                datasets.append(fresh_inputs.make_dataset(fresh_inputs.draw_seed(),
-                                                          self.spec.n_samples))
+                datasets.append(fresh_inputs.make_dataset(
+                    fresh_inputs.draw_seed(), self.spec.n_samples, recipe=self.spec.recipe))
                 async with _heartbeat(self.progress, f"{label}: timed execution "
                                       f"{len(pairs.subject) + 1}/{wanted} running"):
                     e = await pairs.step(datasets[-1].job())
@@ -596,8 +658,8 @@ class MLTrainingOptimizationProblem(Problem):
             say(f"grading {Path(candidate).name}: timed execution {i}/{n}: {shown}")
 
         datasets = self._datasets(opts.repeats)
-        probes = (fresh_inputs.probe_job(fresh_inputs.draw_seed())
-                  if opts.semantics == "strict" else None)
+        strict_probes = (self.probe_job(fresh_inputs.draw_seed())
+                         if opts.semantics == "strict" else None)
         say(f"grading {Path(candidate).name}: {len(datasets)} timed execution(s) on "
             f"{len({d.key for d in datasets})} fresh data set(s), each beside the strict "
             "tier (which gives the original's results too)")
@@ -612,11 +674,11 @@ class MLTrainingOptimizationProblem(Problem):
                              read_only=(PROBLEM_DATA,)) as reference,
                     Executor(Path(candidate), inst, threads=opts.threads, limits=limits,
                              read_only=(PROBLEM_DATA,)) as own):
-            pairs = SideBySide(own, reference, around=1, anchor_probes=probes)
+            pairs = SideBySide(own, reference, around=1, anchor_probes=strict_probes)
             started = time.monotonic()
 
             async def one_more(ds: DataSet) -> Measurement:
-                e = await pairs.step(ds.job(), probes=probes)
+                e = await pairs.step(ds.job(), probes=strict_probes)
                 after_each()
                 report(len(pairs.subject), max(len(datasets), len(pairs.subject)), e)
                 return Measurement([e])
@@ -661,8 +723,8 @@ class MLTrainingOptimizationProblem(Problem):
         within its tolerance of the original's; others are held to the oracle's run.
         A value is (report or why there is none, replayed)."""
         basis: dict[tuple[int, int], tuple[dict[str, Any] | str, bool]] = {}
-        if any(not e.ok for e in result.executions):
-            return basis
+        if self.spec.model is None or any(not e.ok for e in result.executions):
+            return basis  # no torch model: nothing trained has weights to compare
         pending: dict[tuple[int, int], tuple[DataSet, dict[str, Any]]] = {}
         for e, ds in zip(result.executions, datasets, strict=False):
             if ds.key in basis or ds.key in pending:
@@ -771,10 +833,19 @@ class MLTrainingOptimizationProblem(Problem):
             speedup = fig.baseline.median / median if median else None
             ci = calibration.speedup_interval(fig.baseline.times, times)
         s = self.spec
-        # The model's predictions as the grader computes them from its weights and inputs:
-        # what is scored, whatever the execution reported.
-        computed = [model_checks.model_outputs(e.report, s.model_forward, s.model_class)
-                    for e in execs]
+        feat, model, predictor = s.features, s.model, s.predictor
+        if model is not None:
+            # The model's predictions as the grader computes them from its weights and
+            # inputs: what is scored, whatever the execution reported.
+            computed = [model_checks.model_outputs(e.report, model.forward, model.cls)
+                        for e in execs]
+        else:
+            # A fitted forest is not the grader's to recompute: what its predict returned
+            # is scored, and its inputs must be the test images' features (model_inputs).
+            computed = [(Check("model_outputs", True, f"{predictor}.predict's output is "
+                               "scored (the grader cannot recompute this estimator)",
+                               skipped=True), (e.report or {}).get("eval_predictions"))
+                        for e in execs]
         pairs = [(ds.accuracy(mine), answers[ds.key].accuracy)
                  for (_, mine), ds in zip(computed, datasets, strict=False)]
         measured = [a for a, _ in pairs if a is not None]
@@ -807,35 +878,36 @@ class MLTrainingOptimizationProblem(Problem):
             out.details["skipped_after_crash"] = True
             out.score = 0.0
             return out
-        w = s.workload
         visible = datasets[0].visible_accuracy((first.report or {}).get("eval_predictions"))
+        setup = model.setup if model is not None else s.estimator.setup
         checks += [
             runtime_checks.output_patterns(first.stdout, s.output_patterns),
-            runtime_checks.components_exercised(
-                first.report, feature_rows=w.feature_rows, train_rows=w.train_rows,
-                eval_rows=w.eval_rows, feature=f"{s.feature_class}.{s.feature_method}",
-                model=s.model_class),
-            runtime_checks.training_setup(first.report, s.training_batches(), s.model_class),
+            probes.components_exercised(first.report, s.probes),
+            setup(first.report),
             runtime_checks.fresh_inputs(execs, s.data_function),
             _first_failure([check for check, _ in computed]),
             _first_failure([model_checks.inputs_are_features(
-                e.report, ds.test_rows, f"{s.feature_class}.{s.feature_method}", s.model_class)
+                e.report, ds.test_rows, feat.label, predictor)
                 for e, ds in zip(execs, datasets, strict=False)]),
             model_checks.features_from_images(
                 [(ds.seed, ds.labelling, e.report) for e, ds in zip(execs, datasets,
                                                                      strict=False)],
-                f"{s.feature_class}.{s.feature_method}"),
+                feat.label),
             runtime_checks.accuracy_measured(first.stdout, visible),
             runtime_checks.determinism(execs, opts.repeats),
             runtime_checks.accuracy(pairs, opts.accuracy_tolerance, opts.accuracy_upper_margin),
-            _first_failure([self._trained_weights(e.report, training.get(ds.key), opts)
-                            for e, ds in zip(execs, datasets, strict=False)]),
         ]
+        if model is not None:
+            checks.append(_first_failure([self._trained_weights(e.report, training.get(ds.key),
+                                                                opts)
+                                          for e, ds in zip(execs, datasets, strict=False)]))
         if opts.semantics == "strict":
             want = answers[datasets[0].key].probes
-            for name, label in (("features", f"{s.feature_class}.{s.feature_method}"),
-                                ("activation", f"{s.model_class}.activation"),
-                                ("logits", f"{s.model_class}.forward (same weights)")):
+            components = [("features", feat.label)]
+            if model is not None:
+                components += [(name, f"{model.cls}.{name}") for name in model.submodules]
+                components.append(("logits", f"{model.cls}.forward (same weights)"))
+            for name, label in components:
                 checks.append(runtime_checks.strict_component(
                     name, label, first.probes, want, opts.strict_rtol, opts.strict_atol))
         checks += [
@@ -859,7 +931,7 @@ class MLTrainingOptimizationProblem(Problem):
     def _trained_weights(self, report: dict[str, Any] | None,
                          basis: tuple[dict[str, Any] | str, bool] | None,
                          opts: GradingOptions) -> Check:
-        model = self.spec.model_class
+        model = self.spec.model.cls
         if basis is None or isinstance(basis[0], str):
             why = basis[0] if basis else "no run of the original to compare with"
             return Check("trained_weights", False, f"{model}'s trained weights could not be "
@@ -878,22 +950,36 @@ def complex_spec(baseline: Path = PROBLEM_DATA / "slow_ml_training_complex.py",
     if n_samples != 3000 and vectorized == REFERENCE_DIR / "ml_training_vectorized.py":
         vectorized = None  # the full-size tier cannot calibrate a scaled-down problem
     n_train = int(0.8 * n_samples)
+    n_test = n_samples - n_train
+    epochs, batch_size = 3, 8
+    hidden, n_classes = 128, fresh_inputs.N_CLASSES
     return TaskSpec(
         baseline=baseline,
         required_imports=("torch", "torch.nn", "numpy"),
         required_classes=("ComplexNN", "ComplexFeatureExtractor"),
         entry="run_complex_training_pipeline",
-        feature_class="ComplexFeatureExtractor",
-        feature_method="extract_all_features",
-        model_class="ComplexNN",
         output_patterns=(rf"Feature shape: \({n_samples}, 13\)",
                          rf"Training set size: {n_train}",
-                         rf"Test set size: {n_samples - n_train}", ACCURACY_RE.pattern),
-        workload=Workload(feature_rows=n_samples, train_rows=3 * n_train,
-                          eval_rows=n_samples - n_train),
+                         rf"Test set size: {n_test}", ACCURACY_RE.pattern),
+        probes=(
+            probes.DataFunction("generate_synthetic_data", label_draw=n_classes),
+            probes.RowsThrough("ComplexFeatureExtractor", "extract_all_features", n_samples),
+            probes.TorchModule(
+                "ComplexNN", train_rows=epochs * n_train, eval_rows=n_test,
+                batches=training_batches(n_train, epochs, batch_size),
+                forward=model_checks.complex_nn_forward, inputs=13,
+                init={"input_size": 13, "hidden_size": hidden, "num_classes": n_classes},
+                weights={"fc1.weight": (hidden, 13), "fc1.bias": (hidden,),
+                         "fc2.weight": (64, hidden), "fc2.bias": (64,),
+                         "fc3.weight": (n_classes, 64), "fc3.bias": (n_classes,)},
+                submodules={"activation": hidden}),
+            probes.EvalPredictions("ComplexNN", n_test),
+        ),
         reference=reference,
         n_samples=n_samples,
         extra_tiers=(("vectorized", vectorized),) if vectorized is not None else (),
+        training=(f"{epochs} epochs of optimiser steps on batches of {batch_size} (shuffle, "
+                  "noise, initial weights and dropout drawn as the original draws them)"),
     )
 
 

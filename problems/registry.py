@@ -26,12 +26,16 @@ class Settings:
 
 
 def _complex(s: Settings) -> Problem:
-    from problems.ml_training_optimization import ComplexMLTrainingWithProfiler, GradingOptions
+    from problems.ml_training_optimization import (
+        COMPLEX_SPEC,
+        ComplexMLTrainingWithProfiler,
+        options_for,
+    )
 
     return ComplexMLTrainingWithProfiler(
         include_profiler=s.include_profiler,
         include_intermediate_answer=s.include_intermediate_answer,
-        options=GradingOptions(**s.grading), progress=s.progress)
+        options=options_for(COMPLEX_SPEC, s.grading), progress=s.progress)
 
 
 def _math(s: Settings) -> Problem:

@@ -41,30 +41,6 @@ def output_patterns(stdout: str, patterns: tuple[str, ...]) -> Check:
     return Check("output_patterns", True, "all expected output lines present")
 
 
-def components_exercised(report: dict[str, Any] | None, *, feature_rows: int, train_rows: int,
-                         eval_rows: int, feature: str, model: str) -> Check:
-    """The work was done: rows through the feature extractor, rows the model was trained
-    on (gradients flowed back through its output) and rows it saw in eval mode."""
-    r = report or {}
-    problems = []
-    if r.get("feature_rows", 0) < feature_rows:
-        problems.append(f"{feature} processed {r.get('feature_rows', 0)} images "
-                        f"(needs {feature_rows})")
-    if not r.get("model_instances"):
-        problems.append(f"{model} was never instantiated")
-    if r.get("train_rows", 0) < train_rows:
-        problems.append(f"{model} was trained on {r.get('train_rows', 0)} rows with "
-                        f"gradients flowing back (needs {train_rows})")
-    if r.get("eval_rows", 0) < eval_rows:
-        problems.append(f"{model} saw {r.get('eval_rows', 0)} rows in eval mode "
-                        f"(needs {eval_rows})")
-    if problems:
-        return Check("components_exercised", False, "; ".join(problems))
-    return Check("components_exercised", True,
-                 f"features for {r['feature_rows']} images, {r['train_rows']} training rows, "
-                 f"{r['eval_rows']} eval rows")
-
-
 def accuracy_measured(stdout: str, visible: float | None) -> Check:
     """The printed accuracy is what the model's predictions score against the labels the
     pipeline was handed (a cross-check of the output contract; quality is judged by
@@ -137,28 +113,6 @@ def accuracy(pairs: list[tuple[float | None, float]], tolerance: float, upper: f
                      f"(more than {upper:g}; candidate vs original: {shown})")
     return Check("accuracy", True, f"accuracy on fresh data within {tolerance:g} of the "
                                    f"original's on the same data (candidate vs original: {shown})")
-
-
-def training_setup(report: dict[str, Any] | None, expected: dict[int, int], model: str
-                   ) -> Check:
-    """The original's training set-up: as many optimisation steps, of the same batch
-    sizes (so the same epochs).  Counted inside the candidate's process, so it names a
-    shortcut when it sees one; the accuracy on hidden labels is what cannot be faked."""
-    seen = {int(k): v for k, v in ((report or {}).get("train_batches") or {}).items()}
-    if seen == expected:
-        steps = sum(expected.values())
-        return Check("training_setup", True, f"{steps} training steps of the original's "
-                                             "batch sizes")
-
-    def describe(batches: dict[int, int]) -> str:
-        if not batches:
-            return "no training step"
-        return ", ".join(f"{n} of {size} rows" for size, n in sorted(batches.items(),
-                                                                     key=lambda kv: -kv[1]))
-
-    return Check("training_setup", False,
-                 f"{model} was trained in {describe(seen)} (the original: {describe(expected)};"
-                 " keep the batch size, the number of epochs and one step per batch)")
 
 
 def strict_component(name: str, label: str, candidate: dict[str, Any] | None,

@@ -5,11 +5,12 @@ access to the harness's files and never imports from its writable directory), a 
 configuration as its argument and one JSON job per line on stdin.  Two kinds of
 process take part:
 
-- the **timer** (a warm process) imports numpy and torch once (not timed, as in the
-  seed's FINAL_TIME), makes itself non-dumpable (so a process of the same uid can
-  neither trace it nor open its file descriptors) and says ``READY`` on the private
-  control channel (fd 3, read only by the harness).  The harness sends a job only when
-  the machine is free to time it.  For each job the timer writes the candidate's file,
+- the **timer** (a warm process) imports numpy and what the task preloads (torch,
+  scikit-learn) once (not timed, as in the seed's FINAL_TIME), makes itself
+  non-dumpable (so a process of the same uid can neither trace it nor open its file
+  descriptors) and says ``READY`` on the private control channel (fd 3, read only by
+  the harness).  The harness sends a job only when the machine is free to time it.
+  For each job the timer writes the candidate's file,
   writes ``START`` and forks.  It waits until the execution process has exited *and*
   every holder of the report pipe has closed it, writes ``END`` with the interval its
   own clock measured, kills whatever the candidate left running, relays the report and
@@ -33,6 +34,7 @@ what it knows, and the time as the timer's alone.  The timer decides nothing.
 def _serve():
     import base64
     import ctypes
+    import importlib
     import json
     import os
     import platform
@@ -43,20 +45,19 @@ def _serve():
     import time
 
     import numpy  # noqa: F401  (imported before the timed region on purpose)
-    import torch
-    import torch._dynamo  # noqa: F401  (optimizers import it lazily: not the candidate's cost)
-    import torch.nn
-    import torch.nn.functional  # noqa: F401
-    import torch.optim  # noqa: F401
-    import torch.utils.data  # noqa: F401
 
     config = json.loads(sys.argv[1])
+    # What the task's pipeline imports (torch and its parts, scikit-learn's estimators):
+    # imported once, before any timed region, as the seed's FINAL_TIME left them out.
+    for name in config["preload"]:
+        importlib.import_module(name)
     control = config["control_fd"]
     workdir = config["workdir"]
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_dumpable = 4
     libc.prctl(pr_set_dumpable, 0, 0, 0, 0)
-    torch.set_num_threads(config["threads"])
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(config["threads"])
 
     def send(text):
         data = (text + "\n").encode()
@@ -407,7 +408,10 @@ def _serve():
 
 
 def _execute(job, report_fd, probe_fd):
+    """Import the candidate, wrap what the task's probes watch (``job["watch"]``, made
+    by ``problems.probes``), call the entry function and report what was seen."""
     import base64
+    import importlib
     import importlib.util
     import inspect
     import json
@@ -415,11 +419,19 @@ def _execute(job, report_fd, probe_fd):
     import sys
 
     import numpy as np
-    import torch
+
+    watch = {}
+    for probe in job["watch"]:
+        watch.setdefault(probe["kind"], probe)
+    data_probe = watch.get("data") or {}
+    torch = None
+    if "torch_module" in watch or data_probe.get("seeds_torch"):
+        import torch
 
     counts = {"feature_calls": 0, "feature_rows": 0, "feature_output_shape": None,
               "model_instances": 0, "train_rows": 0, "eval_rows": 0, "data_calls": 0,
-              "train_batches": {}}
+              "train_batches": {}, "fit_calls": 0, "fit_rows": 0, "fit_params": []}
+    keep = (watch.get("eval_predictions") or {}).get("rows", 0)
     eval_predictions = []
     eval_checksum = [0.0]  # sum of eval-mode logits: differs whenever the weights differ
     eval_inputs = []  # what the model was given in eval mode, call by call
@@ -432,7 +444,7 @@ def _execute(job, report_fd, probe_fd):
         return {"shape": list(array.shape), "b64": base64.b64encode(array.tobytes()).decode()}
 
     def as_array(value):
-        if isinstance(value, torch.Tensor):
+        if torch is not None and isinstance(value, torch.Tensor):
             return value.detach().cpu().float().numpy().copy()
         return np.array(value, dtype=np.float32)
 
@@ -461,8 +473,7 @@ def _execute(job, report_fd, probe_fd):
             eval_weights.append([rows, state])
 
     def model_evidence():
-        """The last ``keep_predictions`` eval rows: inputs, and the weights they met."""
-        keep = job["keep_predictions"]
+        """The last ``keep`` eval rows: inputs, and the weights they met (a torch model)."""
         out = {}
         if features_out[0] is not None:
             out["features"] = pack(features_out[0])
@@ -472,6 +483,9 @@ def _execute(job, report_fd, probe_fd):
             inputs = np.concatenate(eval_inputs)[-keep:]
         except ValueError:
             return out
+        out["eval_inputs"] = pack(inputs)
+        if not eval_weights:
+            return out
         segments, skip = [], sum(rows for rows, _ in eval_weights) - len(inputs)
         for rows, state in eval_weights:
             used = rows - min(rows, max(skip, 0))
@@ -480,7 +494,7 @@ def _execute(job, report_fd, probe_fd):
                 segments.append({"rows": used,
                                  "weights": {k: pack(v.float().numpy()) for k, v in
                                              state.items() if v.is_floating_point()}})
-        out.update(eval_inputs=pack(inputs), eval_weights=segments)
+        out["eval_weights"] = segments
         return out
 
     def wrap_method(cls, name, make):
@@ -496,105 +510,175 @@ def _execute(job, report_fd, probe_fd):
             originals[name] = ("plain", raw)
             setattr(cls, name, make(raw, bound=True))
 
-    def instrument(module):
+    def first_argument(args, kwargs, bound, keyword):
+        rest = args[1:] if bound else args
+        return rest[0] if rest else kwargs.get(keyword, ())
+
+    def rows_of(value):
+        try:
+            return len(value)
+        except TypeError:
+            return 0
+
+    def watch_data(module, probe):
         data = job.get("data")
-        if data is not None and callable(getattr(module, job["data_function"], None)):
-            labels = np.asarray(data["labels"], dtype=np.int64)
+        if data is None or not callable(getattr(module, probe["function"], None)):
+            return
+        labels = np.asarray(data["labels"], dtype=np.int64)
+        shape = tuple(probe["image_shape"])
 
-            def fresh_data(*args, **kwargs):
-                # The original's draws for the grader's seed; its label draw is made too,
-                # so everything drawn afterwards follows the original's stream.
-                counts["data_calls"] += 1
-                np.random.seed(data["seed"])
+        def fresh_data(*args, **kwargs):
+            # The original's draws for the grader's seed; its label draw (if it makes one)
+            # is made too, so everything drawn afterwards follows the original's stream.
+            counts["data_calls"] += 1
+            np.random.seed(data["seed"])
+            if probe["seeds_torch"]:
                 torch.manual_seed(data["seed"])
-                images = np.random.rand(data["n_samples"], 28, 28).astype(np.float32)
-                np.random.randint(0, 10, size=data["n_samples"])
-                return images, labels.copy()
+            images = np.random.rand(data["n_samples"], *shape).astype(np.float32)
+            if probe["label_draw"]:
+                np.random.randint(0, probe["label_draw"], size=data["n_samples"])
+            return images, labels.copy()
 
-            setattr(module, job["data_function"], fresh_data)
+        setattr(module, probe["function"], fresh_data)
 
-        feature_cls = getattr(module, job["feature_class"], None)
-        if isinstance(feature_cls, type):
-            def make_counted(method, bound):
-                replacement = (job.get("data") or {}).get("features")
+    def watch_rows(module, probe):
+        feature_cls = getattr(module, probe["class"], None)
+        if not isinstance(feature_cls, type):
+            return
 
-                def counted_features(*args, **kwargs):
-                    out = method(*args, **kwargs)
-                    if replacement is not None:
-                        # A replay of the original's training on another pipeline's
-                        # features: the harness hands them in, in place of these.
-                        given = np.frombuffer(base64.b64decode(replacement["b64"]),
-                                              dtype=np.float32).reshape(replacement["shape"])
-                        out = (torch.tensor(given, dtype=out.dtype)
-                               if isinstance(out, torch.Tensor)
-                               else np.array(given, dtype=getattr(out, "dtype", np.float32)))
-                    images = args[1] if bound and len(args) > 1 else (args[0] if args else ())
-                    counts["feature_calls"] += 1
-                    counts["feature_rows"] += len(images)
-                    counts["feature_output_shape"] = list(getattr(out, "shape", ()))
-                    try:
-                        features_out[0] = as_array(out)
-                    except Exception:
-                        features_out[0] = None
-                    return out
-                return counted_features
-            wrap_method(feature_cls, job["feature_method"], make_counted)
+        def make_counted(method, bound):
+            replacement = (job.get("data") or {}).get("features")
 
-        model_cls = getattr(module, job["model_class"], None)
-        if isinstance(model_cls, type) and issubclass(model_cls, torch.nn.Module):
-            forward, init = model_cls.forward, model_cls.__init__
-            originals["forward"] = forward
+            def counted_features(*args, **kwargs):
+                out = method(*args, **kwargs)
+                if replacement is not None:
+                    # A replay of the original's training on another pipeline's
+                    # features: the harness hands them in, in place of these.
+                    given = np.frombuffer(base64.b64decode(replacement["b64"]),
+                                          dtype=np.float32).reshape(replacement["shape"])
+                    out = (torch.tensor(given, dtype=out.dtype)
+                           if torch is not None and isinstance(out, torch.Tensor)
+                           else np.array(given, dtype=getattr(out, "dtype", np.float32)))
+                images = args[1] if bound and len(args) > 1 else (args[0] if args else ())
+                counts["feature_calls"] += 1
+                counts["feature_rows"] += rows_of(images)
+                counts["feature_output_shape"] = list(getattr(out, "shape", ()))
+                try:
+                    features_out[0] = as_array(out)
+                except Exception:
+                    features_out[0] = None
+                return out
+            return counted_features
+        wrap_method(feature_cls, probe["method"], make_counted)
+        originals["features"] = originals.get(probe["method"])
 
-            def counted_init(self, *args, **kwargs):
-                counts["model_instances"] += 1
-                init(self, *args, **kwargs)
+    def watch_torch_module(module, probe):
+        model_cls = getattr(module, probe["class"], None)
+        if not (isinstance(model_cls, type) and issubclass(model_cls, torch.nn.Module)):
+            return
+        forward, init = model_cls.forward, model_cls.__init__
+        originals["forward"] = forward
 
-            def counted_forward(self, x, *args, **kwargs):
-                out = forward(self, x, *args, **kwargs)
-                rows = int(x.shape[0]) if getattr(x, "ndim", 0) else 0
-                if self.training:
-                    if isinstance(out, torch.Tensor) and out.requires_grad:
-                        # Counted when the gradient reaches the output: rows trained on,
-                        # one optimisation step per batch.
-                        def backpropagated(grad, rows=rows):
-                            counts["train_rows"] += rows
-                            batches = counts["train_batches"]
-                            batches[rows] = batches.get(rows, 0) + 1
-                        out.register_hook(backpropagated)
-                elif isinstance(out, torch.Tensor):
-                    record_eval(self, x, out, rows)
+        def counted_init(self, *args, **kwargs):
+            counts["model_instances"] += 1
+            init(self, *args, **kwargs)
+
+        def counted_forward(self, x, *args, **kwargs):
+            out = forward(self, x, *args, **kwargs)
+            rows = int(x.shape[0]) if getattr(x, "ndim", 0) else 0
+            if self.training:
+                if isinstance(out, torch.Tensor) and out.requires_grad:
+                    # Counted when the gradient reaches the output: rows trained on,
+                    # one optimisation step per batch.
+                    def backpropagated(grad, rows=rows):
+                        counts["train_rows"] += rows
+                        batches = counts["train_batches"]
+                        batches[rows] = batches.get(rows, 0) + 1
+                    out.register_hook(backpropagated)
+            elif isinstance(out, torch.Tensor):
+                record_eval(self, x, out, rows)
+            return out
+
+        model_cls.__init__ = counted_init
+        model_cls.forward = counted_forward
+
+        # A traced or scripted copy of the model no longer calls forward: record
+        # its eval-mode outputs as well.
+        class Recorded(torch.nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x, *args, **kwargs):
+                out = self.inner(x, *args, **kwargs)
+                if not self.inner.training and isinstance(out, torch.Tensor):
+                    record_eval(self.inner, x, out,
+                                int(x.shape[0]) if getattr(x, "ndim", 0) else 0)
                 return out
 
-            model_cls.__init__ = counted_init
-            model_cls.forward = counted_forward
+        for name in ("trace", "script"):
+            compile_fn = getattr(torch.jit, name)
 
-            # A traced or scripted copy of the model no longer calls forward: record
-            # its eval-mode outputs as well.
-            class Recorded(torch.nn.Module):
-                def __init__(self, inner):
-                    super().__init__()
-                    self.inner = inner
+            def compiled(obj, *args, _compile=compile_fn, **kwargs):
+                result = _compile(obj, *args, **kwargs)
+                return Recorded(result) if isinstance(obj, model_cls) else result
+            setattr(torch.jit, name, compiled)
 
-                def forward(self, x, *args, **kwargs):
-                    out = self.inner(x, *args, **kwargs)
-                    if not self.inner.training and isinstance(out, torch.Tensor):
-                        record_eval(self.inner, x, out,
-                                    int(x.shape[0]) if getattr(x, "ndim", 0) else 0)
-                    return out
+    def watch_estimator(probe):
+        """The estimator's class where it is defined: every name it goes by is watched."""
+        try:
+            est_cls = getattr(importlib.import_module(probe["module"]), probe["class"])
+        except (ImportError, AttributeError):
+            return
 
-            for name in ("trace", "script"):
-                compile_fn = getattr(torch.jit, name)
+        def plain(value):
+            return value if isinstance(value, (bool, int, float, str, type(None))) else repr(value)
 
-                def compiled(obj, *args, _compile=compile_fn, **kwargs):
-                    result = _compile(obj, *args, **kwargs)
-                    return Recorded(result) if isinstance(obj, model_cls) else result
-                setattr(torch.jit, name, compiled)
+        def make_fit(method, bound):
+            def counted_fit(self, *args, **kwargs):
+                X = first_argument((self, *args), kwargs, True, "X")
+                counts["fit_calls"] += 1
+                counts["fit_rows"] += rows_of(X)
+                try:
+                    counts["fit_params"].append({k: plain(v) for k, v in
+                                                 self.get_params(deep=False).items()})
+                except Exception:
+                    counts["fit_params"].append(None)
+                return method(self, *args, **kwargs)
+            return counted_fit
+
+        def make_predict(method, bound):
+            def counted_predict(self, *args, **kwargs):
+                out = method(self, *args, **kwargs)
+                X = first_argument((self, *args), kwargs, True, "X")
+                try:
+                    predicted = np.asarray(out).reshape(-1)
+                    rows = len(predicted)
+                    eval_predictions.extend(int(v) for v in predicted.tolist())
+                    eval_checksum[0] += float(predicted.astype(np.float64).sum())
+                    eval_inputs.append(np.asarray(X, dtype=np.float32).reshape(rows, -1))
+                except (TypeError, ValueError):
+                    rows = rows_of(X)
+                counts["eval_rows"] += rows
+                return out
+            return counted_predict
+
+        wrap_method(est_cls, "fit", make_fit)
+        wrap_method(est_cls, "predict", make_predict)
 
     spec = importlib.util.spec_from_file_location("candidate", job["module_path"])
     candidate = importlib.util.module_from_spec(spec)
     sys.modules["candidate"] = candidate
     spec.loader.exec_module(candidate)
-    instrument(candidate)
+    for probe in job["watch"]:
+        if probe["kind"] == "data":
+            watch_data(candidate, probe)
+        elif probe["kind"] == "rows":
+            watch_rows(candidate, probe)
+        elif probe["kind"] == "torch_module":
+            watch_torch_module(candidate, probe)
+        elif probe["kind"] == "estimator":
+            watch_estimator(probe)
     entry = getattr(candidate, job["entry"], None)
     if not callable(entry):
         write_all(report_fd, {"missing_entry": True})
@@ -602,18 +686,17 @@ def _execute(job, report_fd, probe_fd):
     result = entry()
     sys.stdout.flush()
     write_all(report_fd, dict(counts, eval_checksum=round(eval_checksum[0], 6),
-                              eval_predictions=eval_predictions[-job["keep_predictions"]:],
+                              eval_predictions=eval_predictions[-keep:] if keep else [],
                               returned=result if isinstance(result, (int, float)) else None,
                               **model_evidence()))
     probes = job.get("probes")
-    write_all(probe_fd, _probe(candidate, job, probes, originals) if probes else {})
+    write_all(probe_fd, _probe(candidate, watch, probes, originals) if probes else {})
 
 
-def _probe(module, job, probes, originals):
+def _probe(module, watch, probes, originals):
     """Strict mode: each component on the grader's own inputs, through the candidate's
     unwrapped code (nothing here is counted as the pipeline's work)."""
     import numpy as np
-    import torch
 
     out = {}
 
@@ -624,26 +707,32 @@ def _probe(module, job, probes, originals):
         except Exception as exc:  # reported as that component's failure
             out[name + "_error"] = f"{type(exc).__name__}: {exc}"[:300]
 
-    images = np.random.RandomState(probes["seed"]).rand(probes["rows"], 28, 28).astype(
-        np.float32)
-    feature_cls = getattr(module, job["feature_class"], None)
-    kind, method = originals.get(job["feature_method"], (None, None))
+    rows = watch.get("rows")
+    if rows is not None:
+        images = np.random.RandomState(probes["seed"]).rand(
+            probes["rows"], *probes["image_shape"]).astype(np.float32)
+        feature_cls = getattr(module, rows["class"], None)
+        kind, method = originals.get("features") or (None, None)
 
-    def features():
-        if method is None:
-            raise AttributeError(f"{job['feature_class']}.{job['feature_method']} is missing")
-        if kind == "plain":
-            return method(feature_cls(), images)
-        return method(images)
+        def features():
+            if method is None:
+                raise AttributeError(f"{rows['class']}.{rows['method']} is missing")
+            if kind == "plain":
+                return method(feature_cls(), images)
+            return method(images)
 
-    attempt("features", features)
-    model_cls = getattr(module, job["model_class"], None)
+        attempt("features", features)
+    torch_probe = watch.get("torch_module")
+    if torch_probe is None or "weights" not in probes:
+        return out
+    import torch
+
+    model_cls = getattr(module, torch_probe["class"], None)
     forward = originals.get("forward")
     torch.manual_seed(probes["seed"])
 
     def model():
-        net = model_cls(input_size=probes["n_features"], hidden_size=probes["hidden"],
-                        num_classes=probes["n_classes"])
+        net = model_cls(**probes["init"])
         weights = {k: torch.tensor(v, dtype=torch.float32)
                    for k, v in probes["weights"].items()}
         missing = net.load_state_dict(weights, strict=False).missing_keys
@@ -654,17 +743,16 @@ def _probe(module, job, probes, originals):
             return forward(net, torch.tensor(probes["model_inputs"], dtype=torch.float32))
 
     attempt("logits", model)
+    for name, inputs in probes["submodules"].items():
+        def submodule(name=name, inputs=inputs):
+            net = model_cls(**probes["init"])
+            part = getattr(net, name, None)
+            if not callable(part):
+                raise AttributeError(f"the model has no `{name}` module")
+            with torch.no_grad():
+                return part(torch.tensor(inputs, dtype=torch.float32))
 
-    def activation():
-        net = model_cls(input_size=probes["n_features"], hidden_size=probes["hidden"],
-                        num_classes=probes["n_classes"])
-        act = getattr(net, "activation", None)
-        if not callable(act):
-            raise AttributeError("the model has no `activation` module")
-        with torch.no_grad():
-            return act(torch.tensor(probes["activation_inputs"], dtype=torch.float32))
-
-    attempt("activation", activation)
+        attempt(name, submodule)
     return out
 
 

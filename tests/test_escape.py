@@ -129,8 +129,7 @@ CANDIDATE_TAIL = textwrap.dedent("""
     def run_complex_training_pipeline():
         return 0.0
 """)
-INSTRUMENTATION = Instrumentation(entry="run_complex_training_pipeline", feature_class="X",
-                                  feature_method="y", model_class="Z", keep_predictions=0)
+INSTRUMENTATION = Instrumentation(entry="run_complex_training_pipeline")
 
 
 class StubProblem(Problem):

@@ -97,7 +97,7 @@ async def test_oracle_predicts_what_the_original_predicts(small):
     spec = complex_spec(small["slow"], 100, reference=small["reference"])
     problem = MLTrainingOptimizationProblem(spec, OPTIONS)
     inst = problem._instrumentation()
-    probes = fresh_inputs.probe_job(99)
+    probes = problem.probe_job(99)
     limits = sandbox.Limits(timeout=300)
     for seed in (11, 22, 33):
         ds = make_dataset(seed, 100)

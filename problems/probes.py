@@ -1,0 +1,247 @@
+"""What the runner watches in a candidate's process: a small vocabulary each problem
+declares its probes from.
+
+A problem lists the components its task requires (``TaskSpec.probes``); each probe
+says what the runner (``problems/timing_runner.py``) must wrap in the execution and
+brings its own check of what it recorded.  The instrumentation is derived from the
+declaration (:func:`instrumentation`), never written out by hand, so the runner, the
+checks and the prompt cannot disagree about which names are watched.
+
+- :class:`DataFunction`: the pipeline's data function, replaced by the grader's fresh
+  data (``problems.fresh_inputs``), with the original's random draws;
+- :class:`RowsThrough`: rows through a named method (the feature extractor); its output
+  is kept as evidence;
+- :class:`TorchModule`: a ``torch.nn.Module`` class: instances, rows trained on with
+  gradients flowing back (and the optimisation steps, by batch size), eval-mode rows,
+  inputs and weights (so the grader computes the predictions itself);
+- :class:`Estimator`: a scikit-learn estimator class: ``fit`` rows, ``predict`` rows,
+  its parameters at fit time, and the inputs and outputs of ``predict``;
+- :class:`EvalPredictions`: which component's eval-mode predictions are scored, on how
+  many rows.
+
+Everything recorded is the candidate's to forge (it runs in its process): the checks
+name a shortcut when they see one, and what cannot be faked is judged elsewhere, the
+accuracy on hidden labels and the grader's own clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from problem import Check
+from problems import model_checks
+from problems.measurement import Instrumentation
+
+
+@dataclass(frozen=True)
+class DataFunction:
+    """The data function the grader replaces.  Its replacement makes the original's
+    draws for the grader's seed: ``np.random.seed``, ``torch.manual_seed`` when
+    ``seeds_torch``, ``np.random.rand(n, *image_shape)`` as float32, then the original's
+    random label draw when it makes one (``label_draw`` classes), so that every later
+    draw follows the original's stream."""
+
+    name: str = "generate_synthetic_data"
+    image_shape: tuple[int, int] = (28, 28)
+    label_draw: int | None = 10
+    seeds_torch: bool = True
+    kind: str = field(default="data", init=False)
+
+    def job(self) -> dict[str, Any]:
+        return {"kind": self.kind, "function": self.name, "image_shape": list(self.image_shape),
+                "label_draw": self.label_draw, "seeds_torch": self.seeds_torch}
+
+
+@dataclass(frozen=True)
+class RowsThrough:
+    """Rows through ``cls.method`` (its first argument after ``self``): at least
+    ``rows`` in all.  Its last output is kept (the features the model is fed)."""
+
+    cls: str
+    method: str
+    rows: int
+    kind: str = field(default="rows", init=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.cls}.{self.method}"
+
+    def job(self) -> dict[str, Any]:
+        return {"kind": self.kind, "class": self.cls, "method": self.method}
+
+    def shortfalls(self, report: Mapping[str, Any]) -> list[str]:
+        seen = report.get("feature_rows", 0)
+        return ([] if seen >= self.rows else
+                [f"{self.label} processed {seen} images (needs {self.rows})"])
+
+    def done(self, report: Mapping[str, Any]) -> str:
+        return f"features for {report.get('feature_rows', 0)} images"
+
+
+@dataclass(frozen=True)
+class TorchModule:
+    """A ``torch.nn.Module`` class: instantiated, trained on ``train_rows`` rows in all
+    with gradients flowing back through its output, in ``batches`` optimisation steps
+    (batch size -> steps), and called in eval mode on ``eval_rows`` rows.  ``forward``
+    is the original's eval-mode function in numpy (the grader's own computation of the
+    predictions); ``init`` are the constructor's arguments and ``weights`` the shapes of
+    its parameters (strict mode loads weights of its own); ``submodules`` are the named
+    parts strict mode also probes, with the width of their input."""
+
+    cls: str
+    train_rows: int
+    eval_rows: int
+    batches: Mapping[int, int]
+    forward: model_checks.Forward
+    inputs: int = 0  # the width of the model's input rows
+    init: Mapping[str, Any] = field(default_factory=dict)
+    weights: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    submodules: Mapping[str, int] = field(default_factory=dict)
+    kind: str = field(default="torch_module", init=False)
+
+    def job(self) -> dict[str, Any]:
+        return {"kind": self.kind, "class": self.cls}
+
+    def shortfalls(self, report: Mapping[str, Any]) -> list[str]:
+        found = []
+        if not report.get("model_instances"):
+            found.append(f"{self.cls} was never instantiated")
+        if report.get("train_rows", 0) < self.train_rows:
+            found.append(f"{self.cls} was trained on {report.get('train_rows', 0)} rows with "
+                         f"gradients flowing back (needs {self.train_rows})")
+        if report.get("eval_rows", 0) < self.eval_rows:
+            found.append(f"{self.cls} saw {report.get('eval_rows', 0)} rows in eval mode "
+                         f"(needs {self.eval_rows})")
+        return found
+
+    def done(self, report: Mapping[str, Any]) -> str:
+        return (f"{report.get('train_rows', 0)} training rows, "
+                f"{report.get('eval_rows', 0)} eval rows")
+
+    def setup(self, report: Mapping[str, Any] | None) -> Check:
+        """The original's training set-up: as many optimisation steps, of the same batch
+        sizes (so the same epochs)."""
+        expected = dict(self.batches)
+        seen = {int(k): v for k, v in ((report or {}).get("train_batches") or {}).items()}
+        if seen == expected:
+            return Check("training_setup", True, f"{sum(expected.values())} training steps "
+                                                 "of the original's batch sizes")
+
+        def describe(batches: dict[int, int]) -> str:
+            if not batches:
+                return "no training step"
+            return ", ".join(f"{n} of {size} rows" for size, n in
+                             sorted(batches.items(), key=lambda kv: -kv[1]))
+
+        return Check("training_setup", False,
+                     f"{self.cls} was trained in {describe(seen)} (the original: "
+                     f"{describe(expected)}; keep the batch size, the number of epochs and "
+                     "one step per batch)")
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """A scikit-learn estimator class (``module.cls``, wrapped where it is defined, so
+    every name it is imported under is watched): fitted on ``fit_rows`` rows, asked to
+    predict ``predict_rows`` rows, with ``params`` as the original sets them."""
+
+    module: str
+    cls: str
+    fit_rows: int
+    predict_rows: int
+    params: Mapping[str, Any] = field(default_factory=dict)
+    kind: str = field(default="estimator", init=False)
+
+    def job(self) -> dict[str, Any]:
+        return {"kind": self.kind, "module": self.module, "class": self.cls}
+
+    def shortfalls(self, report: Mapping[str, Any]) -> list[str]:
+        found = []
+        if report.get("fit_rows", 0) < self.fit_rows:
+            found.append(f"{self.cls}.fit saw {report.get('fit_rows', 0)} rows "
+                         f"(needs {self.fit_rows})")
+        if report.get("eval_rows", 0) < self.predict_rows:
+            found.append(f"{self.cls}.predict saw {report.get('eval_rows', 0)} rows "
+                         f"(needs {self.predict_rows})")
+        return found
+
+    def done(self, report: Mapping[str, Any]) -> str:
+        return (f"{report.get('fit_rows', 0)} rows fitted, "
+                f"{report.get('eval_rows', 0)} rows predicted")
+
+    def setup(self, report: Mapping[str, Any] | None) -> Check:
+        """The estimator as the original configures it: every declared parameter as the
+        original sets it, in every fit (fewer trees, a shallower forest or another seed
+        is another model)."""
+        fits = (report or {}).get("fit_params") or []
+        if not isinstance(fits, list) or not fits:
+            return Check("estimator_setup", False, f"{self.cls}.fit was never called")
+        for params in fits:
+            if not isinstance(params, dict):
+                return Check("estimator_setup", False,
+                             f"the record of {self.cls}'s parameters is unreadable")
+            wrong = {k: params.get(k, "unset") for k, v in self.params.items()
+                     if params.get(k, "unset") != v}
+            if wrong:
+                shown = ", ".join(f"{k}={v!r} (the original: {self.params[k]!r})"
+                                  for k, v in wrong.items())
+                return Check("estimator_setup", False,
+                             f"{self.cls} was fitted with {shown}: keep the original's model")
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return Check("estimator_setup", True, f"{self.cls} fitted as the original fits it "
+                                              f"({shown})")
+
+
+@dataclass(frozen=True)
+class EvalPredictions:
+    """The eval-mode predictions that are scored: the last ``rows`` of those ``source``
+    (a :class:`TorchModule` or :class:`Estimator` class name) made."""
+
+    source: str
+    rows: int
+    kind: str = field(default="eval_predictions", init=False)
+
+    def job(self) -> dict[str, Any]:
+        return {"kind": self.kind, "source": self.source, "rows": self.rows}
+
+
+Probe = DataFunction | RowsThrough | TorchModule | Estimator | EvalPredictions
+
+
+def of_kind(probes: tuple[Probe, ...], kind: type) -> Any:
+    """The probe of that kind (None when the problem declares none)."""
+    return next((p for p in probes if isinstance(p, kind)), None)
+
+
+def components_exercised(report: Mapping[str, Any] | None, probes: tuple[Probe, ...]
+                         ) -> Check:
+    """The work was done: each declared component's own count against its need."""
+    r = report or {}
+    watched = [p for p in probes if isinstance(p, RowsThrough | TorchModule | Estimator)]
+    found = [problem for p in watched for problem in p.shortfalls(r)]
+    if found:
+        return Check("components_exercised", False, "; ".join(found))
+    return Check("components_exercised", True, ", ".join(p.done(r) for p in watched))
+
+
+
+# What the timer imports before any timed region when the task uses torch (optimizers
+# import torch._dynamo lazily: not the candidate's cost either).
+TORCH_PRELOAD = ("torch", "torch._dynamo", "torch.nn", "torch.nn.functional", "torch.optim",
+                 "torch.utils.data")
+
+
+def instrumentation(entry: str, probes: tuple[Probe, ...],
+                    preload: tuple[str, ...] = ()) -> Instrumentation:
+    """The runner's instrumentation, derived from the declared probes: what it watches,
+    how many eval predictions it keeps, and what its timer imports untimed (torch for a
+    torch model or a torch-seeded data function, the estimator's module, and
+    ``preload``)."""
+    uses_torch = any(isinstance(p, TorchModule) or (isinstance(p, DataFunction)
+                                                    and p.seeds_torch) for p in probes)
+    modules = (TORCH_PRELOAD if uses_torch else ()) + tuple(
+        p.module for p in probes if isinstance(p, Estimator)) + preload
+    return Instrumentation(entry=entry, watch=tuple(p.job() for p in probes),
+                           preload=tuple(dict.fromkeys(modules)))
