@@ -38,13 +38,34 @@ def _complex(s: Settings) -> Problem:
         options=options_for(COMPLEX_SPEC, s.grading), progress=s.progress)
 
 
+def _numpy(s: Settings) -> Problem:
+    from problems.ml_training_optimization import options_for
+    from problems.numpy_training import NUMPY_SPEC, NumpyTrainingProblem
+
+    return NumpyTrainingProblem(
+        include_profiler=s.include_profiler,
+        include_intermediate_answer=s.include_intermediate_answer,
+        options=options_for(NUMPY_SPEC, s.grading), progress=s.progress)
+
+
+def _pytorch(s: Settings) -> Problem:
+    from problems.ml_training_optimization import options_for
+    from problems.pytorch_training import PYTORCH_SPEC, PytorchTrainingProblem
+
+    return PytorchTrainingProblem(
+        include_profiler=s.include_profiler,
+        include_intermediate_answer=s.include_intermediate_answer,
+        options=options_for(PYTORCH_SPEC, s.grading), progress=s.progress)
+
+
 def _math(s: Settings) -> Problem:
     from problems.math_calculation import MathCalculationProblem
 
     return MathCalculationProblem()
 
 
-BUILDERS: dict[str, Callable[[Settings], Problem]] = {"complex": _complex, "math": _math}
+BUILDERS: dict[str, Callable[[Settings], Problem]] = {
+    "complex": _complex, "numpy": _numpy, "pytorch": _pytorch, "math": _math}
 
 
 def names() -> list[str]:

@@ -82,3 +82,36 @@ def test_scripted_batch_then_cached_grade_at_full_size(tmp_path):
     assert ladder["default_target_rule"] == "vectorized"
     assert ladder["default_target"] == pytest.approx(tiers["vectorized"]["speedup"])
     assert ladder["scores"]["strict"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", ["numpy", "pytorch"])
+def test_each_seed_problem_at_full_size(name, tmp_path):
+    """Each seed problem at full size through the CLI on a cold cache: a scripted batch
+    (its real baseline, seconds rather than minutes; the oracle agreeing with it; the
+    problem's own reference passing its own target), then `grade --json` on the cached
+    baseline, with the problem's own checks and tolerance."""
+    out = tmp_path / "batch"
+    batch = _main("--agent", "scripted", "--problem", name, "--runs", "1",
+                  "--baseline-repeats", "1", "--output", str(out))
+    assert batch.returncode == 0, batch.stderr[-4000:]
+    results = json.loads((out / "results.json").read_text())
+    baseline = results["baseline"]
+    assert baseline["time_median_s"] > 5  # really the full-size slow pipeline
+    assert baseline["oracle_agreement"] == [1.0]
+    assert baseline["accuracy"] > 0.8  # learnable labels (chance: 0.5)
+    assert baseline["target_rule"] == "0.7*strict" and baseline["target"] > 1
+    assert [r["status"] for r in results["runs"]] == ["pass"], results["runs"]
+    assert results["config"]["problem"] == name
+
+    reference = ROOT / "problems" / "reference" / f"{name}_reference.py"
+    graded = _main("grade", str(reference), "--problem", name, "--json",
+                   "--baseline-repeats", "1")
+    assert graded.returncode == 0, graded.stderr[-4000:]
+    assert "baseline: cached" in graded.stderr
+    data = json.loads(graded.stdout)
+    assert data["passed"] and data["speedup"] >= data["target"], data
+    names = {c["name"] for c in data["checks"]}
+    assert ("trained_weights" in names) == (name == "pytorch")
+    assert ("estimator_setup" in names) == (name == "numpy")
+    accuracy = next(c for c in data["checks"] if c["name"] == "accuracy")
+    assert f"within {0.01 if name == 'numpy' else 0.02:g}" in accuracy["message"]

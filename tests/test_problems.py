@@ -31,7 +31,7 @@ def test_registry_builds_every_problem_with_its_contract():
 
 
 def test_unknown_problem_lists_the_valid_ones():
-    with pytest.raises(KeyError, match="valid: complex, math"):
+    with pytest.raises(KeyError, match="valid: complex, numpy, pytorch, math"):
         registry.build("nope")
 
 
@@ -41,19 +41,21 @@ def test_unknown_problem_is_a_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main.main(argv)
     assert exc.value.code == 2
-    assert "invalid choice: 'nope' (choose from 'complex', 'math')" in capsys.readouterr().err
+    expected = "invalid choice: 'nope' (choose from 'complex', 'numpy', 'pytorch', 'math')"
+    assert expected in capsys.readouterr().err
 
 
 def test_problems_command_lists_each_problem(capsys):
     assert main.main(["problems"]) == 0
     text = capsys.readouterr().out
-    for name in ("complex  (default)", "math"):
+    for name in ("complex  (default)", "numpy", "pytorch", "math"):
         assert re.search(rf"^{re.escape(name)}$", text, re.M), text
     assert "tiers: vectorized, strict" in text and "max_steps=5" in text
     assert main.main(["problems", "--json"]) == 0
     listing = {p["name"]: p for p in json.loads(capsys.readouterr().out)["problems"]}
     assert listing["math"]["tiers"] == [] and listing["math"]["baseline_time_cached"] is None
     assert listing["complex"]["tiers"] == ["vectorized", "strict"]
+    assert listing["numpy"]["tiers"] == listing["pytorch"]["tiers"] == ["strict"]
 
 
 def test_calibrate_on_an_exact_problem_says_there_is_nothing_to_calibrate(capsys):

@@ -1,0 +1,289 @@
+"""The seed's `numpy` and `pytorch` problems, graded at small size through the same
+grader as the flagship: their references pass in both semantics modes, the oracle
+predicts what each original predicts on fresh data, and the hostile inputs and cheats
+that apply to every ML problem fail on the check that names them (parametrized over
+the problems; the flagship's own, larger set is in test_grader.py and
+test_fresh_inputs.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sandbox
+from problems import fresh_inputs, oracle, probes, registry
+from problems.measurement import BaselineCache, execute
+from problems.ml_training_optimization import (
+    PROBLEM_DATA,
+    REFERENCE_DIR,
+    ComplexMLTrainingWithProfiler,
+    GradingOptions,
+    MLTrainingOptimizationProblem,
+    complex_spec,
+)
+from problems.numpy_training import NumpyTrainingProblem, numpy_spec
+from problems.pytorch_training import PytorchTrainingProblem, pytorch_spec
+
+N = 100
+SUITE = {  # name: (spec builder, slow file, reference, the files' own n_samples)
+    "numpy": (numpy_spec, PROBLEM_DATA / "slow_ml_training_numpy.py",
+              REFERENCE_DIR / "numpy_reference.py", 1000),
+    "pytorch": (pytorch_spec, PROBLEM_DATA / "slow_ml_training_pytorch.py",
+                REFERENCE_DIR / "pytorch_reference.py", 2000),
+    "complex": (complex_spec, PROBLEM_DATA / "slow_ml_training_complex.py",
+                REFERENCE_DIR / "ml_training_reference.py", 3000),
+}
+NEW = ["numpy", "pytorch"]
+OPTIONS = GradingOptions(repeats=3, baseline_repeats=1, accuracy_tolerance=0.5, target=2.0,
+                         min_timed_seconds=0)
+
+
+def scaled(source: Path, dest: Path, default: int, n: int = N) -> Path:
+    text, count = re.subn(rf"n_samples={default}\b", f"n_samples={n}", source.read_text())
+    assert count >= 1, f"{source} has no n_samples={default} default to scale"
+    dest.write_text(text)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> dict[str, dict]:
+    """Each problem's slow file and reference at N samples, with a cache shared by the
+    module (each baseline is measured once)."""
+    out = {}
+    for name, (spec_of, slow, reference, default) in SUITE.items():
+        d = tmp_path_factory.mktemp(name)
+        out[name] = {"baseline": scaled(slow, d / "slow.py", default),
+                     "reference": scaled(reference, d / "reference.py", default),
+                     "cache": d / "cache", "spec_of": spec_of, "default": default, "dir": d}
+    return out
+
+
+def problem_for(small: dict, name: str, **options) -> MLTrainingOptimizationProblem:
+    s = small[name]
+    spec = s["spec_of"](s["baseline"], N, reference=s["reference"])
+    opts = GradingOptions(**{**OPTIONS.__dict__, **options})
+    return MLTrainingOptimizationProblem(spec, opts, cache=BaselineCache(s["cache"]))
+
+
+def variant(small: dict, name: str, label: str, *edits: tuple[str, str]) -> Path:
+    """The problem's small reference with exact-string edits (each must occur)."""
+    text = small[name]["reference"].read_text()
+    for old, new in edits:
+        assert old in text, f"{label}: {old!r} is not in the {name} reference"
+        text = text.replace(old, new)
+    path = small[name]["dir"] / f"{label}.py"
+    path.write_text(text)
+    return path
+
+
+def failed(result) -> list[str]:
+    return [c.name for c in result.checks if c.decisive_failure]
+
+
+# ---- the registry and the declarations -------------------------------------------------
+def test_the_seed_problems_are_registered_with_their_own_defaults():
+    assert registry.names() == ["complex", "numpy", "pytorch", "math"]
+    numpy_problem, torch_problem = registry.build("numpy"), registry.build("pytorch")
+    assert isinstance(numpy_problem, NumpyTrainingProblem)
+    assert isinstance(torch_problem, PytorchTrainingProblem)
+    assert numpy_problem.options.accuracy_tolerance == 0.01
+    assert torch_problem.options.accuracy_tolerance == 0.02
+    assert isinstance(registry.build("complex"), ComplexMLTrainingWithProfiler)
+    for problem in (numpy_problem, torch_problem):
+        assert problem.tier_names() == ["strict"]
+        assert problem.default_target() == problem.options.target == "0.7*strict"
+        knobs = {k.name: k.default for k in problem.knobs()}
+        assert knobs["target"] == "0.7*strict" and knobs["n_samples"] in (1000, 2000)
+    # the user's target still wins over the problem's
+    built = registry.build("numpy", registry.Settings(grading={"target": "0.5*strict"}))
+    assert built.options.target == "0.5*strict" and built.options.accuracy_tolerance == 0.01
+
+
+def test_the_instrumentation_is_derived_from_the_declared_probes():
+    numpy_inst = NumpyTrainingProblem()._instrumentation()
+    kinds = [p["kind"] for p in numpy_inst.watch]
+    assert kinds == ["data", "rows", "estimator", "eval_predictions"]
+    assert "torch" not in numpy_inst.preload
+    assert {"sklearn.ensemble", "sklearn.model_selection"} <= set(numpy_inst.preload)
+    torch_inst = PytorchTrainingProblem()._instrumentation()
+    assert [p["kind"] for p in torch_inst.watch] == ["data", "rows", "torch_module",
+                                                     "eval_predictions"]
+    assert torch_inst.preload[0] == "torch"
+    spec = PytorchTrainingProblem().spec
+    assert spec.model.batches == {1: 3 * 1600}  # one sample per optimiser step, 3 epochs
+
+
+def test_the_sklearn_split_is_the_one_the_pipeline_makes():
+    from sklearn.model_selection import train_test_split
+
+    ds = fresh_inputs.make_dataset(5, 1000, recipe=numpy_spec().recipe)
+    _, test = train_test_split(np.arange(1000), test_size=0.2, random_state=42)
+    assert ds.test_rows == test.tolist()
+    assert set(ds.hidden_test_labels) == {0, 1}
+    relabelled = fresh_inputs.make_dataset(5, 1000, labelling=1, recipe=numpy_spec().recipe)
+    assert [1 - y for y in ds.hidden_test_labels] == relabelled.hidden_test_labels
+
+
+def test_estimator_setup_names_a_changed_parameter():
+    estimator = numpy_spec().estimator
+    check = estimator.setup({"fit_params": [{"n_estimators": 10, "random_state": 42}]})
+    assert not check.passed and "n_estimators=10" in check.message
+    assert not estimator.setup({}).passed
+    assert estimator.setup({"fit_params": [{"n_estimators": 100, "random_state": 42,
+                                            "max_depth": None}]}).passed
+    assert not probes.components_exercised({"feature_rows": 1000, "fit_rows": 800,
+                                            "eval_rows": 0}, numpy_spec().probes).passed
+
+
+# ---- the oracle and the references -----------------------------------------------------
+@pytest.mark.parametrize("name", NEW)
+async def test_oracle_predicts_what_the_original_predicts(small, name):
+    problem = problem_for(small, name)
+    inst, probe_job = problem._instrumentation(), problem.probe_job(99)
+    limits = sandbox.Limits(timeout=300)
+    for seed in (11, 22):
+        ds = fresh_inputs.make_dataset(seed, N, recipe=problem.spec.recipe)
+        slow, ref = await asyncio.gather(*(
+            execute(small[name][k], inst, threads=1, limits=limits, read_only=(PROBLEM_DATA,),
+                    data=ds.job(), probes=probe_job, timed=False)
+            for k in ("baseline", "reference")))
+        assert slow.ok and ref.ok, slow.error + ref.error + slow.stderr_tail + ref.stderr_tail
+        original, answer = oracle.answer(ds, slow), oracle.answer(ds, ref)
+        assert answer.predictions == original.predictions
+        assert original.accuracy > 0.6  # learnable labels: well above chance (0.5)
+        assert np.allclose(answer.probes["features"], original.probes["features"],
+                           rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("semantics", ["seed", "strict"])
+@pytest.mark.parametrize("name", NEW)
+async def test_the_reference_passes_in_both_modes(small, name, semantics):
+    problem = problem_for(small, name, semantics=semantics)
+    result = await problem.grade(small[name]["reference"])
+    assert result.passed, result.summary()
+    names = [c.name for c in result.checks]
+    assert ("trained_weights" in names) == (name == "pytorch")
+    assert ("estimator_setup" in names) == (name == "numpy")
+    if semantics == "strict":
+        strict = {n for n in names if n.startswith("strict_")}
+        assert strict == ({"strict_features", "strict_logits"} if name == "pytorch"
+                          else {"strict_features"})
+
+
+SEED_ONLY = {  # computes another function, of the same quality: seed mode only
+    "numpy": ("        std = np.sqrt(((flat - mean[:, None]) ** 2).sum(axis=1) / (height * "
+              "width))\n",
+              "        std = np.sqrt(((flat - mean[:, None]) ** 2).sum(axis=1) / (height * "
+              "width - 1))\n"),
+    "pytorch": ("        return ((f - mean) / (std + 1e-8)).astype(np.float32)\n",
+                "        return ((f - mean) / (2 * std + 1e-8)).astype(np.float32)\n"),
+}
+
+
+@pytest.mark.parametrize("name", NEW)
+async def test_another_function_passes_seed_mode_and_fails_strict(small, name):
+    path = variant(small, name, "seed_only", SEED_ONLY[name])
+    seed = await problem_for(small, name).grade(path)
+    strict = await problem_for(small, name, semantics="strict").grade(path)
+    assert seed.passed, seed.summary()
+    assert not strict.passed and "strict_features" in failed(strict), strict.summary()
+
+
+# ---- hostile inputs and cheats, on every ML problem --------------------------------------
+HOSTILE = {  # name: (content, the check that fails)
+    "empty": (b"", "required_definitions"),
+    "binary": (b"\x00\xff\xfe garbage \x80", "candidate_readable"),
+    "syntax_error": (b"def broken(:\n", "syntax"),
+    "oversized": (b"#" * 1_000_001, "candidate_readable"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+@pytest.mark.parametrize("name", list(SUITE))
+async def test_hostile_files_fail_statically_on_every_problem(small, name, case, tmp_path):
+    content, check = HOSTILE[case]
+    path = tmp_path / "candidate.py"
+    path.write_bytes(content)
+    result = await problem_for(small, name).grade(path)
+    assert not result.passed and check in failed(result), result.summary()
+    assert result.details == {"executed": False}
+
+
+ENTRY = {"numpy": "def run_numpy_training_pipeline():\n",
+         "pytorch": "def run_pytorch_training_pipeline():\n",
+         "complex": "def run_complex_training_pipeline():\n"}
+FEATURES = {"numpy": "    features = extractor.extract_features(images)\n",
+            "pytorch": "    features = extractor.extract_features(images)\n",
+            "complex": "    features = extractor.extract_all_features(images)\n"}
+DATA = "    images, labels = generate_synthetic_data()\n"
+N_FEATURES = {"numpy": 8, "pytorch": 8, "complex": 13}
+
+
+def _cheat(name: str, cheat: str) -> list[tuple[str, str]]:
+    entry, features = ENTRY[name], FEATURES[name]
+    return {
+        # work at import, then nothing: the program crashes when run
+        "crashes": [(entry, entry + "    raise RuntimeError('boom')\n")],
+        # the entry returns before doing anything
+        "exits_early": [(entry, entry + "    import sys\n    sys.exit(0)\n")],
+        # prints the output contract and an accuracy, does no work
+        "hardcoded_output": [(entry, entry + f"    print('Feature shape: ({N}, "
+                              f"{N_FEATURES[name]})')\n    print('Test accuracy: 0.9900')\n"
+                              "    return 0.99\n")],
+        # features for ten images, repeated for the rest (a shrunk workload)
+        "ten_images": [(features, features.replace("(images)", "(images[:10])")
+                        + "    features = np.resize(features, (len(images), "
+                        "features.shape[1]))\n")],
+        # its own data, drawn the original's way: not the grader's fresh data
+        "own_data": [(DATA, "    np.random.seed(42)\n    images = np.random.rand(" f"{N}, "
+                      "28, 28).astype(np.float32)\n    labels = (images.mean(axis=(1, 2)) > "
+                      "0.5).astype(np.int64)\n")],
+        # the labels it was handed become a feature (they are not the images')
+        "label_feature": [(features, features + "    features[:, 0] = labels\n")],
+    }[cheat]
+
+
+CHEATS = {  # cheat: the check that names it
+    "crashes": {"runs_cleanly"},
+    "exits_early": {"runs_cleanly"},
+    "hardcoded_output": {"components_exercised"},
+    "ten_images": {"components_exercised"},
+    "own_data": {"fresh_inputs"},
+    "label_feature": {"model_inputs"},
+}
+
+
+@pytest.mark.parametrize("cheat", list(CHEATS))
+@pytest.mark.parametrize("name", list(SUITE))
+async def test_cheats_fail_on_every_problem(small, name, cheat):
+    path = variant(small, name, cheat, *_cheat(name, cheat))
+    result = await problem_for(small, name).grade(path)
+    assert not result.passed, result.summary()
+    assert set(failed(result)) & CHEATS[cheat], (failed(result), result.summary())
+
+
+OWN_CHEATS = {  # problem-specific shortcuts: (edit, the check that fails)
+    ("numpy", "fewer_trees"): (("n_estimators=100", "n_estimators=10"), "estimator_setup"),
+    ("numpy", "another_model"): (
+        ("    model = RandomForestClassifier(n_estimators=100, random_state=42)\n",
+         "    from sklearn.tree import DecisionTreeClassifier\n"
+         "    model = DecisionTreeClassifier(random_state=42)\n"), "components_exercised"),
+    ("pytorch", "one_epoch"): (("for epoch in range(3):", "for epoch in range(1):"),
+                               "components_exercised"),
+    ("pytorch", "batched"): (
+        ("        rows = X_train[order].unsqueeze(1)\n        targets = y_train[order]"
+         ".unsqueeze(1)\n",
+         "        rows = X_train[order].split(4)\n        targets = y_train[order].split(4)\n"),
+        "training_setup"),
+}
+
+
+@pytest.mark.parametrize("name,cheat", list(OWN_CHEATS))
+async def test_each_problems_own_shortcuts_fail(small, name, cheat):
+    edit, check = OWN_CHEATS[(name, cheat)]
+    result = await problem_for(small, name).grade(variant(small, name, cheat, edit))
+    assert not result.passed and check in failed(result), result.summary()
