@@ -34,7 +34,7 @@ from rich.console import Console
 
 @dataclass(frozen=True)
 class Config:
-    problem: str = "complex"  # see `main.py problems`: complex, math
+    problem: str = "complex"  # see `main.py problems`: complex, numpy, pytorch, math
     runs: int = 10
     concurrent: bool = True
     include_intermediate_answer: bool = True
