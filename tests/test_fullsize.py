@@ -84,6 +84,7 @@ def test_scripted_batch_then_cached_grade_at_full_size(tmp_path):
     assert ladder["scores"]["strict"] == pytest.approx(1.0)
 
 
+@pytest.mark.ci_extra
 @pytest.mark.parametrize("name", ["numpy", "pytorch"])
 def test_each_seed_problem_at_full_size(name, tmp_path):
     """Each seed problem at full size through the CLI on a cold cache: a scripted batch
