@@ -16,6 +16,7 @@ import contextlib
 import enum
 import json
 import logging
+import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx2
 
 import tools
 
@@ -54,17 +56,45 @@ class AgentSettings:
     max_steps: int
     max_tokens: int
     stream: bool = True
+    # The conversation's prompt cache: "1h" (outlives a grading, which takes minutes),
+    # "5m" (the API's default TTL) or None (off).
+    cache_ttl: str | None = "1h"
+    thinking_budget: int | None = None  # extended thinking: tokens it may use per reply
+
+
+def with_cache_breakpoint(messages: list[dict], ttl: str | None) -> list[dict]:
+    """The messages as sent: the last block of the last user message (text or tool
+    results) marks the end of the cached prefix: one breakpoint, moved forward each
+    step, so each request reads what the previous one wrote.  The conversation itself
+    is left unmarked."""
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    if ttl is None or not users:
+        return messages
+    at = users[-1]
+    content = messages[at]["content"]
+    blocks = ([{"type": "text", "text": content}] if isinstance(content, str)
+              else [dict(b) for b in content])
+    if not blocks:
+        return messages
+    marker = {"type": "ephemeral"} if ttl == "5m" else {"type": "ephemeral", "ttl": ttl}
+    blocks[-1] = {**blocks[-1], "cache_control": marker}
+    return [*messages[:at], {**messages[at], "content": blocks}, *messages[at + 1:]]
 
 
 @dataclass
 class AgentOutcome:
     steps: int = 0
     ended_by: str = ""  # submitted | no_tool_calls | max_steps | refusal | api_error | ...
-    input_tokens: int = 0
+    input_tokens: int = 0  # billed at the full input price
     output_tokens: int = 0
+    cache_creation_input_tokens: int = 0  # written to the prompt cache
+    cache_creation_1h_tokens: int = 0  # of those, with the 1-hour TTL
+    cache_read_input_tokens: int = 0  # read from it
     tool_calls: Counter = field(default_factory=Counter)
     tool_errors: int = 0
     api_error: str = ""
+    stream_retries: int = 0  # response streams that failed and were sent again
+    refusal: dict[str, Any] | None = None  # the refusal's category and explanation
 
 
 class Transcript:
@@ -79,8 +109,20 @@ class Transcript:
             f.write(self.scrub(json.dumps(record, default=str)) + "\n")
 
 
-STREAM_RETRIES = 2
+STREAM_RETRIES = 3  # attempts after the first, for faults the SDK does not retry itself
+STREAM_BACKOFF = 0.5  # seconds before the first of them, doubling (with 20 % jitter)
 _RETRYABLE_IN_STREAM = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
+
+
+class IncompleteStream(Exception):
+    """A response stream that ended cleanly but without its ``message_stop`` event."""
+
+
+# What can go wrong while a stream's body is read, after the SDK's own retries are
+# over: the SDK converts only errors raised while the request is sent, so a reset or a
+# cut connection arrives as the transport's own exception (the SDK's ``lib/_retry.py``
+# counts these as transient, too).
+STREAM_FAULTS: tuple[type[BaseException], ...] = (httpx2.HTTPError, IncompleteStream)
 
 
 def _retryable_in_stream(exc: anthropic.APIStatusError) -> bool:
@@ -90,34 +132,136 @@ def _retryable_in_stream(exc: anthropic.APIStatusError) -> bool:
     return exc.status_code == 200 and error.get("type") in _RETRYABLE_IN_STREAM
 
 
+def describe_fault(exc: BaseException) -> str:
+    """One line for a fault the run could not get past."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if not text and isinstance(exc, httpx2.HTTPError):
+        text = "the connection failed while the response was read"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _count_partial(stream: Any, outcome: AgentOutcome | None) -> None:
+    """A failed attempt's usage, as far as its stream got (its input is billed)."""
+    if outcome is None:
+        return
+    try:
+        usage = stream.current_message_snapshot.usage
+    except (AssertionError, AttributeError):  # it failed before message_start
+        return
+    count_usage(outcome, usage)
+
+
+async def _stream_once(client: Any, request: dict, outcome: AgentOutcome | None) -> Any:
+    async with client.messages.stream(**request) as stream:
+        stopped = False
+        try:
+            async for event in stream:
+                stopped = stopped or event.type == "message_stop"
+        except (anthropic.APIError, *STREAM_FAULTS):
+            _count_partial(stream, outcome)
+            raise
+        if not stopped:
+            _count_partial(stream, outcome)
+            raise IncompleteStream("the response stream ended without message_stop")
+        return await stream.get_final_message()
+
+
 async def _call_model(client: Any, settings: AgentSettings, messages: list[dict],
-                      tool_defs: list[dict]) -> Any:
-    request = dict(model=settings.model, max_tokens=settings.max_tokens, messages=messages,
+                      tool_defs: list[dict], outcome: AgentOutcome | None = None) -> Any:
+    request = dict(model=settings.model, max_tokens=settings.max_tokens,
+                   messages=with_cache_breakpoint(messages, settings.cache_ttl),
                    tools=tool_defs)
+    if settings.thinking_budget:
+        # Thinking blocks come back in the reply and are sent back unchanged (with their
+        # signatures) as the assistant's turn: the API requires them with tool use.
+        request["thinking"] = {"type": "enabled", "budget_tokens": settings.thinking_budget}
     if not settings.stream:
         return await client.messages.create(**request)
     for attempt in range(STREAM_RETRIES + 1):
         try:
-            async with client.messages.stream(**request) as stream:
-                return await stream.get_final_message()
+            return await _stream_once(client, request, outcome)
         except anthropic.APIStatusError as exc:
             if attempt == STREAM_RETRIES or not _retryable_in_stream(exc):
                 raise
-            log.warning("error inside the response stream (%s); retrying", exc)
-            await asyncio.sleep(0.5 * 2**attempt)
+            fault = describe_fault(exc)
+        except STREAM_FAULTS as exc:
+            if attempt == STREAM_RETRIES:
+                raise
+            fault = describe_fault(exc)
+        wait = STREAM_BACKOFF * 2**attempt * random.uniform(0.8, 1.2)
+        if outcome is not None:
+            outcome.stream_retries += 1
+        log.warning("the response stream failed (%s); retrying in %.1f s", fault, wait)
+        await asyncio.sleep(wait)
     raise AssertionError("unreachable")
 
 
+def count_usage(outcome: AgentOutcome, usage: Any) -> None:
+    """Add one response's usage: the total input is ``input_tokens +
+    cache_creation_input_tokens + cache_read_input_tokens``, each billed differently."""
+    outcome.input_tokens += usage.input_tokens or 0
+    outcome.output_tokens += usage.output_tokens or 0
+    outcome.cache_creation_input_tokens += getattr(usage, "cache_creation_input_tokens",
+                                                   None) or 0
+    outcome.cache_read_input_tokens += getattr(usage, "cache_read_input_tokens", None) or 0
+    split = getattr(usage, "cache_creation", None)
+    outcome.cache_creation_1h_tokens += getattr(split, "ephemeral_1h_input_tokens", None) or 0
+
+
+class PreflightError(Exception):
+    """The API cannot serve this batch: the credentials, the model or the connection."""
+
+
+async def preflight(client: Any, model: str) -> dict[str, Any]:
+    """One cheap call before anything slow or destructive: the credentials are accepted
+    and the model exists (``models.retrieve``, whose answer also gives its token limits).
+    Transient failures get the SDK's own retries; what remains raises PreflightError
+    with the cause in one line."""
+    try:
+        info = await client.models.retrieve(model)
+    except anthropic.AuthenticationError as exc:
+        raise PreflightError(f"the API refused the credentials (401: {_api_message(exc)}); "
+                             "check ANTHROPIC_API_KEY or the credentials in use") from exc
+    except anthropic.PermissionDeniedError as exc:
+        raise PreflightError(f"the credentials may not use the API or this model (403: "
+                             f"{_api_message(exc)})") from exc
+    except anthropic.NotFoundError as exc:
+        raise PreflightError(f"unknown model {model!r} (404: {_api_message(exc)}); pass "
+                             "--model with a model this key can use") from exc
+    except anthropic.APIStatusError as exc:
+        raise PreflightError(f"the API answered {exc.status_code} to a check of the model "
+                             f"({_api_message(exc)})") from exc
+    except (anthropic.APIError, httpx2.HTTPError) as exc:
+        raise PreflightError(f"the API could not be reached ({describe_fault(exc)})") from exc
+    return {"model": getattr(info, "id", model),
+            "max_tokens": getattr(info, "max_tokens", None),
+            "max_input_tokens": getattr(info, "max_input_tokens", None)}
+
+
+def _api_message(exc: anthropic.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    kind, message = error.get("type"), error.get("message")
+    return f"{kind}: {message}" if kind and message else describe_fault(exc)
+
+
 async def _answer_tools(response: Any, allowed: list[str], outcome: AgentOutcome,
-                        run: bool) -> list[dict]:
-    """One tool_result per tool_use block, in order (executed only when ``run``)."""
+                        action: Action | None, max_tokens: int) -> list[dict]:
+    """One tool_result per tool_use block, in order.  They run when the reply asked for
+    tools; a reply cut at max_tokens runs its complete calls and answers the last one,
+    the call it was cut in, with what happened.  ``tool_calls`` counts calls that ran."""
+    uses = [b for b in response.content if b.type == "tool_use"]
     results = []
-    for block in response.content:
-        if block.type != "tool_use":
-            continue
-        outcome.tool_calls[block.name] += 1
-        if run:
+    for i, block in enumerate(uses):
+        cut = action is Action.CONTINUE and i == len(uses) - 1
+        if action is Action.RUN_TOOLS or (action is Action.CONTINUE and not cut):
+            outcome.tool_calls[block.name] += 1
             answer = await tools.dispatch(block.name, block.input, allowed)
+        elif cut:
+            answer = tools.ToolOutcome(
+                f"not executed: your reply reached the max_tokens limit ({max_tokens} "
+                f"tokens) inside this {block.name} call, so its input may be incomplete. "
+                "Send the call again; for a large file, write it in parts.", is_error=True)
         else:
             answer = tools.ToolOutcome(
                 f"not executed: the response stopped ({response.stop_reason}) before this "
@@ -130,36 +274,47 @@ async def _answer_tools(response: Any, allowed: list[str], outcome: AgentOutcome
 
 async def run_agent(client: Any, prompt: str, allowed: list[str], settings: AgentSettings,
                     transcript: Transcript, api_slots: asyncio.Semaphore | None = None,
-                    on_step: Callable[[int], None] | None = None) -> AgentOutcome:
-    """Run the loop in the current ``tools.RUN`` context; never raises for API faults."""
+                    on_step: Callable[[int], None] | None = None,
+                    should_stop: Callable[[AgentOutcome], str | None] | None = None
+                    ) -> AgentOutcome:
+    """Run the loop in the current ``tools.RUN`` context; never raises for API faults.
+    ``should_stop`` is asked before every model call (a budget): a reason ends the run
+    (``ended_by="budget"``, the reason in ``api_error``)."""
     ctx = tools.RUN.get()
     tool_defs = tools.schemas(allowed)
     messages: list[dict] = [{"role": "user", "content": prompt}]
     new_messages = list(messages)
     outcome = AgentOutcome()
     while outcome.steps < settings.max_steps:
+        if should_stop is not None and (why := should_stop(outcome)):
+            outcome.ended_by, outcome.api_error = "budget", why
+            transcript.write(step=outcome.steps, request=new_messages, note=f"budget: {why}")
+            return outcome
         outcome.steps += 1
         if on_step is not None:
             on_step(outcome.steps)
         try:
             async with api_slots or contextlib.nullcontext():
-                response = await _call_model(client, settings, messages, tool_defs)
-        except anthropic.APIError as exc:
-            outcome.ended_by, outcome.api_error = "api_error", f"{type(exc).__name__}: {exc}"
+                response = await _call_model(client, settings, messages, tool_defs, outcome)
+        except (anthropic.APIError, *STREAM_FAULTS) as exc:
+            outcome.ended_by, outcome.api_error = "api_error", describe_fault(exc)
             transcript.write(step=outcome.steps, request=new_messages, error=outcome.api_error)
             return outcome
-        outcome.input_tokens += response.usage.input_tokens
-        outcome.output_tokens += response.usage.output_tokens
+        count_usage(outcome, response.usage)
         transcript.write(step=outcome.steps, request=new_messages,
                          response=response.model_dump(mode="json"))
         messages.append({"role": "assistant",
                          "content": [b.model_dump(mode="json", exclude_none=True)
                                      for b in response.content]})
         action = STOP_ACTIONS.get(response.stop_reason)
-        results = await _answer_tools(response, allowed, outcome,
-                                      run=action is Action.RUN_TOOLS)
+        if action is Action.REFUSED:
+            details = getattr(response, "stop_details", None)
+            outcome.refusal = {"category": getattr(details, "category", None),
+                               "explanation": getattr(details, "explanation", None)}
+        results = await _answer_tools(response, allowed, outcome, action,
+                                      settings.max_tokens)
         content: list[dict] = list(results)
-        if action is Action.CONTINUE:
+        if action is Action.CONTINUE and not results:
             content.append({"type": "text", "text": "Your response was cut off at the token "
                             "limit. Continue where you stopped."})
         new_messages = [{"role": "user", "content": content}] if content else []

@@ -19,10 +19,11 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pricing
 import sandbox
 import summary
 import tools
@@ -42,6 +43,36 @@ class BatchSettings:
     tools: tools.ToolSettings
     max_api_calls: int = 4
     config: dict[str, Any] | None = None  # echoed into the records
+    max_cost_usd: float | None = None  # the whole batch's model cost
+    max_run_cost_usd: float | None = None  # each run's
+
+
+def outcome_cost(model: str, o: AgentOutcome) -> float | None:
+    """What the run's model calls cost so far (None: the model's prices are unknown)."""
+    return pricing.cost_usd(model, input_tokens=o.input_tokens, output_tokens=o.output_tokens,
+                            cache_write_5m_tokens=(o.cache_creation_input_tokens
+                                                   - o.cache_creation_1h_tokens),
+                            cache_write_1h_tokens=o.cache_creation_1h_tokens,
+                            cache_read_tokens=o.cache_read_input_tokens)
+
+
+@dataclass
+class Budget:
+    """The batch's and each run's cost limits, against what every run has spent so far
+    (finished runs and runs still going)."""
+
+    batch_usd: float | None
+    run_usd: float | None
+    spent: dict[int, float] = field(default_factory=dict)
+
+    def exceeded(self, run_id: int) -> str | None:
+        """Why run ``run_id`` may make no further model call (None: it may)."""
+        mine, total = self.spent.get(run_id, 0.0), sum(self.spent.values())
+        if self.run_usd is not None and mine >= self.run_usd:
+            return f"the run's cost ${mine:.4f} reached its limit of ${self.run_usd:.2f}"
+        if self.batch_usd is not None and total >= self.batch_usd:
+            return f"the batch's cost ${total:.4f} reached --max-cost ${self.batch_usd:.2f}"
+        return None
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -66,7 +97,7 @@ def prepare_output(directory: Path) -> None:
 
 async def run_one(run_id: int, problem: Problem, client: Any,
                   s: BatchSettings, guard: DataGuard | None, api_slots: asyncio.Semaphore,
-                  note: Note) -> dict[str, Any]:
+                  note: Note, budget: Budget | None = None) -> dict[str, Any]:
     """One agent run, graded and recorded.  Returns its entry for results.json."""
     workspace = (s.output_dir / f"run_{run_id}").resolve()
     workspace.mkdir(parents=True, exist_ok=True)
@@ -75,6 +106,13 @@ async def run_one(run_id: int, problem: Problem, client: Any,
     tools.RUN.set(ctx)
     started = time.monotonic()
     outcome = AgentOutcome()
+
+    def over_budget(so_far: AgentOutcome) -> str | None:
+        if budget is None:
+            return None
+        budget.spent[run_id] = outcome_cost(s.agent.model, so_far) or 0.0
+        return budget.exceeded(run_id)
+
     entry: dict[str, Any] = {"run_id": run_id, "status": "error", "submitted": False,
                              "found_by": None, "speedup": None, "speedup_ci95": None,
                              "score": None, "accuracy": None,
@@ -84,13 +122,17 @@ async def run_one(run_id: int, problem: Problem, client: Any,
             client, problem.prompt(workspace), problem.tool_names(), s.agent,
             Transcript(workspace / "transcript.jsonl",
                        scrub=lambda text: tools.redact(text, ctx.secrets)), api_slots,
-            on_step=lambda k: note(run_id, f"step {k}/{s.agent.max_steps}"))
+            on_step=lambda k: note(run_id, f"step {k}/{s.agent.max_steps}"),
+            should_stop=over_budget)
+        over_budget(outcome)  # the last call's cost counts towards the others' limit
         candidate = ctx.submitted
         entry["submitted"] = candidate is not None
         entry["found_by"] = "submitted" if candidate is not None else None
         if candidate is None and (fallbacks := problem.fallback_candidates(workspace)):
             candidate, entry["found_by"] = fallbacks[0], "fallback"
-        if outcome.ended_by == "api_error":
+        if outcome.ended_by == "budget":
+            entry.update(found_by=None, reason="budget", budget=outcome.api_error)
+        elif outcome.ended_by == "api_error":
             entry.update(found_by=None, reason=f"API error after retries: {outcome.api_error}")
         elif candidate is None:
             entry.update(status="fail", found_by=None,
@@ -115,7 +157,12 @@ async def run_one(run_id: int, problem: Problem, client: Any,
     entry.update(steps=outcome.steps, ended_by=outcome.ended_by,
                  tool_calls=dict(outcome.tool_calls), tool_errors=outcome.tool_errors,
                  input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens,
-                 intermediate=ctx.intermediate, tampering=ctx.tampering,
+                 cache_creation_input_tokens=outcome.cache_creation_input_tokens,
+                 cache_read_input_tokens=outcome.cache_read_input_tokens,
+                 cost_usd=outcome_cost(s.agent.model, outcome),
+                 stream_retries=outcome.stream_retries, refusal=outcome.refusal,
+                 intermediate=ctx.intermediate,
+                 tampering=ctx.tampering,
                  isolation=sandbox.best_isolation(),
                  wall_time=round(time.monotonic() - started, 3))
     write_json(workspace / "run.json", entry, ctx.secrets)
@@ -130,7 +177,8 @@ def _results_entry(e: dict[str, Any]) -> dict[str, Any]:
     keys = ("run_id", "status", "steps", "speedup", "speedup_ci95", "score", "accuracy",
             "baseline_accuracy", "reason",
             "submitted", "found_by", "failed_checks", "tool_calls", "intermediate",
-            "input_tokens", "output_tokens", "wall_time")
+            "input_tokens", "output_tokens", "cache_creation_input_tokens",
+            "cache_read_input_tokens", "cost_usd", "stream_retries", "wall_time")
     return {k: e.get(k) for k in keys}
 
 
@@ -155,9 +203,12 @@ async def run_batch(problem: Problem, client: Any, s: BatchSettings,
     baseline = await problem.prepare()
     api_slots = asyncio.Semaphore(s.max_api_calls)
     entries: list[dict[str, Any]] = []
+    budget = (Budget(s.max_cost_usd, s.max_run_cost_usd)
+              if s.max_cost_usd is not None or s.max_run_cost_usd is not None else None)
 
     async def one(run_id: int) -> None:
-        entries.append(await run_one(run_id, problem, client, s, guard, api_slots, note))
+        entries.append(await run_one(run_id, problem, client, s, guard, api_slots, note,
+                                     budget))
 
     interrupted = False
     try:

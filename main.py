@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
+import math
 import shutil
 import signal
 import statistics
@@ -41,7 +41,7 @@ class Config:
     include_profiler: bool = True
     model: str = "claude-haiku-4-5"
     max_steps: int | None = None  # None: the problem's own (15 for complex)
-    max_tokens: int = 8192
+    max_tokens: int = 32000  # a whole-file write fits (about 8k tokens for 24 KB of code)
     target: str | None = None  # a rule: 33, vectorized, 0.9*strict; None: the problem's
     relative_target: float | None = None  # the rule F*strict, spelt as a fraction
     semantics: str = "seed"  # "seed": quality must hold; "strict": same functions as the original
@@ -53,6 +53,10 @@ class Config:
     max_api_calls: int = 4  # in flight at once across the batch
     api_retries: int = 4  # SDK retries (with backoff) for 429/5xx/overloaded
     stream: bool = True
+    prompt_cache: str = "1h"  # the conversation's cache TTL: 1h (outlives a grading), 5m, off
+    thinking: int | None = None  # extended thinking's token budget per reply; None: off
+    max_cost: float | None = None  # USD for the whole batch's model calls; None: no limit
+    max_run_cost: float | None = None  # USD for each run's
     use_cache: bool = True  # reuse the measured baseline
     unsafe_no_sandbox: bool = False  # run and grade even where no sandbox is available
     save: str | None = None  # copy the batch to saved_outputs/NAME
@@ -70,8 +74,9 @@ def _positive(kind: type) -> Any:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got "
+                                             f"{text}")
         return value
     return parse
 
@@ -158,6 +163,26 @@ def parse_args(argv: list[str]) -> tuple[str, argparse.Namespace, Config]:
                        default=None)
         p.add_argument("--model")
         p.add_argument("--max-steps", dest="max_steps", type=_positive(int))
+        p.add_argument("--max-tokens", dest="max_tokens", type=_positive(int),
+                       help=f"tokens per model reply (default {CONFIG.max_tokens})")
+        p.add_argument("--max-api-calls", dest="max_api_calls", type=_positive(int),
+                       help="model calls in flight at once across the batch")
+        p.add_argument("--api-retries", dest="api_retries", type=int,
+                       choices=range(0, 11), metavar="{0..10}",
+                       help="the SDK's retries of a failed request (429, 5xx, connection)")
+        streaming = p.add_mutually_exclusive_group()
+        streaming.add_argument("--stream", dest="stream", action="store_true", default=None)
+        streaming.add_argument("--no-stream", dest="stream", action="store_false")
+        p.add_argument("--thinking", type=_positive(int), metavar="TOKENS",
+                       help="extended thinking with this budget per reply (at least 1024, "
+                            "below --max-tokens)")
+        p.add_argument("--max-cost", dest="max_cost", type=_positive(float), metavar="USD",
+                       help="stop the runs still going once the batch has cost this much")
+        p.add_argument("--max-run-cost", dest="max_run_cost", type=_positive(float),
+                       metavar="USD", help="stop a run once it has cost this much")
+        p.add_argument("--prompt-cache", dest="prompt_cache", choices=["1h", "5m", "off"],
+                       help=f"cache the conversation with this TTL, or not (default "
+                            f"{CONFIG.prompt_cache})")
         p.add_argument("--output", type=Path, help="records directory (default output/)")
         p.add_argument("--agent", choices=["claude", "scripted"])
         p.add_argument("--save", type=_save_name, help="copy the batch to saved_outputs/NAME")
@@ -215,9 +240,37 @@ def invalid_target_message(cfg: Config) -> str | None:
     return None
 
 
+def has_credentials() -> bool:
+    """Whether the SDK finds credentials of any kind it accepts: ANTHROPIC_API_KEY,
+    ANTHROPIC_AUTH_TOKEN, a credentials profile or configuration, federation."""
+    import anthropic
+
+    try:
+        client = anthropic.AsyncAnthropic()
+    except Exception:  # the SDK's own complaint about its configuration
+        return False
+    return bool(client.api_key or client.auth_token or client.credentials)
+
+
+NONSTREAMING_MAX_TOKENS = 21_000  # the SDK refuses larger non-streaming requests
+
+
+def reply_token_limit(cfg: Config, limits: dict[str, Any]) -> int:
+    """``max_tokens`` as requested, within the model's own limit (which the preflight
+    learnt) and, without streaming, within what the SDK sends unstreamed."""
+    wanted = cfg.max_tokens
+    ceilings = [(limits.get("max_tokens"), f"{cfg.model}'s limit")]
+    if not cfg.stream:
+        ceilings.append((NONSTREAMING_MAX_TOKENS, "the SDK's limit without streaming"))
+    for ceiling, why in ceilings:
+        if ceiling and wanted > ceiling:
+            _say(f"max_tokens {wanted} is above {why}: using {ceiling}")
+            wanted = ceiling
+    return wanted
+
+
 def missing_key_message(cfg: Config) -> str | None:
-    if cfg.agent == "claude" and not (os.environ.get("ANTHROPIC_API_KEY")
-                                      or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
+    if cfg.agent == "claude" and not has_credentials():
         return ("ANTHROPIC_API_KEY is not set, so no Claude agent can run.\n"
                 "Set it (export ANTHROPIC_API_KEY=...), or run the whole pipeline offline "
                 "with the scripted agent:  uv run main.py --agent scripted")
@@ -237,6 +290,44 @@ def sandbox_or_refusal(cfg: Config) -> str | None:
 
 def _say(message: str) -> None:
     console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+
+
+class SdkRetries(logging.Handler):
+    """The SDK's retries as one compact console line each (what failed, the wait), so a
+    429 back-off is not an unexplained stall; the SDK's warnings and errors pass on.  Its
+    other debug lines go nowhere."""
+
+    def __init__(self, say: Any = _say) -> None:
+        super().__init__(logging.DEBUG)
+        self.say, self.why = say, "a failed request"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: say nothing rather than fail the caller
+            return
+        if message.startswith("Retrying due to status code"):
+            self.why = f"HTTP {message.rsplit(' ', 1)[-1]}"
+        elif message.startswith("Encountered httpx2.TimeoutException"):
+            self.why = "a timeout"
+        elif message.startswith("Encountered Exception"):
+            self.why = "a connection error"
+        elif message.startswith("Retrying request to") and len(record.args or ()) == 2:
+            url, wait = record.args
+            path = str(url).split("://", 1)[-1].partition("/")[2] or str(url)
+            self.say(f"[yellow]API[/yellow]: {self.why} on /{path}; the SDK retries in "
+                     f"{float(wait):.1f} s")
+            self.why = "a failed request"
+        elif record.levelno >= logging.WARNING:
+            self.say(f"{record.levelname.lower()} ({record.name}): {message}")
+
+
+def show_sdk_retries() -> None:
+    sdk = logging.getLogger("anthropic._base_client")
+    if not any(isinstance(h, SdkRetries) for h in sdk.handlers):
+        sdk.addHandler(SdkRetries())
+    sdk.setLevel(logging.DEBUG)
+    sdk.propagate = False
 
 
 def isolation_notice(cfg: Config) -> tuple[str, str | None]:
@@ -398,24 +489,49 @@ def problems_command(cfg: Config, args: argparse.Namespace) -> int:
 
 async def batch_command(cfg: Config) -> int:
     import batch
+    import pricing
     import tools
     from agent import AgentSettings
     from problem import DataGuard, GraderError
 
+    if (cfg.max_cost or cfg.max_run_cost) and pricing.prices_for(cfg.model) is None:
+        console.print(f"[red]error:[/red] a cost limit needs {cfg.model}'s prices, which "
+                      "pricing.py does not list: add them, or run without --max-cost")
+        return 2
     isolation = sandbox_or_refusal(cfg)
     if isolation is None:
         return 2
     problem = build_problem(cfg, _say)
     client = build_client(cfg, problem)
+    limits: dict[str, Any] = {}
+    if cfg.agent == "claude":
+        from agent import PreflightError, preflight
+
+        # Before the old records are touched and before any baseline is measured.
+        try:
+            limits = await preflight(client, cfg.model)
+        except PreflightError as exc:
+            console.print(f"[red]error:[/red] {exc} (nothing was run; {cfg.output} is "
+                          "untouched)")
+            return 2
+    max_tokens = reply_token_limit(cfg, limits)
+    if cfg.thinking and not 1024 <= cfg.thinking < max_tokens:
+        console.print(f"[red]error:[/red] --thinking {cfg.thinking} must be at least 1024 and "
+                      f"below max_tokens ({max_tokens})")
+        return 2
     max_steps = cfg.max_steps or problem.max_steps
     output = cfg.output if cfg.output.is_absolute() else Path.cwd() / cfg.output
     settings = batch.BatchSettings(
         runs=cfg.runs, concurrent=cfg.concurrent, output_dir=output,
-        agent=AgentSettings(cfg.model, max_steps, cfg.max_tokens, cfg.stream),
+        agent=AgentSettings(cfg.model, max_steps, max_tokens, cfg.stream,
+                            None if cfg.prompt_cache == "off" else cfg.prompt_cache,
+                            cfg.thinking),
         tools=tools.ToolSettings(threads=cfg.threads), max_api_calls=cfg.max_api_calls,
+        max_cost_usd=cfg.max_cost, max_run_cost_usd=cfg.max_run_cost,
         config={**{k: str(v) if isinstance(v, Path) else v
                    for k, v in dataclasses.asdict(cfg).items()}, "max_steps": max_steps,
-                "isolation": isolation})
+                "max_tokens": max_tokens,
+                "isolation": isolation, "model_limits": limits or None})
     mode = "concurrently" if cfg.concurrent else "one after another"
     _say(f"batch: problem {problem.name}, {cfg.runs} run(s) {mode}, agent {cfg.agent}"
          + (f" ({cfg.model})" if cfg.agent == "claude" else "")
@@ -480,6 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     if message := missing_key_message(cfg):
         console.print(f"[red]error:[/red] {message}")
         return 2
+    show_sdk_retries()
     return asyncio.run(batch_command(cfg))
 
 

@@ -12,6 +12,7 @@ import math
 from collections import Counter
 from typing import Any
 
+import pricing
 from problems import calibration
 
 Z95 = 1.959963984540054
@@ -66,9 +67,20 @@ def batch_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
             [r["speedup"] for r in runs if r["status"] == "pass" and r.get("speedup")]),
         "check_failures": dict(check_failures.most_common()),
         **score_figures(runs),
-        "input_tokens": sum(r.get("input_tokens", 0) for r in runs),
-        "output_tokens": sum(r.get("output_tokens", 0) for r in runs),
+        "input_tokens": sum(r.get("input_tokens") or 0 for r in runs),
+        "output_tokens": sum(r.get("output_tokens") or 0 for r in runs),
+        "cache_creation_input_tokens": sum(r.get("cache_creation_input_tokens") or 0
+                                           for r in runs),
+        "cache_read_input_tokens": sum(r.get("cache_read_input_tokens") or 0 for r in runs),
+        # unknown (None) when any run's cost is: a partial sum would read as the total
+        "cost_usd": (round(sum(r["cost_usd"] for r in runs), 6)
+                     if all(r.get("cost_usd") is not None for r in runs) else None),
+        "stream_retries": sum(r.get("stream_retries") or 0 for r in runs),
     }
+
+
+def _cost(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:.4f}"
 
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
@@ -87,8 +99,8 @@ def render_markdown(config: dict[str, Any], baseline: dict[str, Any],
     lines += [f"- {k}: {v}" for k, v in baseline.items()]
     lines += ["", "## Runs", "",
               "| run | verdict | speedup | score | accuracy diff | reason | steps | tools used | "
-              "intermediate | tokens in/out |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "intermediate | tokens in/out | cache write/read | cost |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         diff = (None if r.get("accuracy") is None or r.get("baseline_accuracy") is None
                 else r["accuracy"] - r["baseline_accuracy"])
@@ -100,7 +112,9 @@ def render_markdown(config: dict[str, Any], baseline: dict[str, Any],
             f"| {r['run_id']} | {r['status']} | {_fmt(r.get('speedup'), '.2f', 'x')} | "
             f"{_fmt(r.get('score'), '.3f')} | {_fmt(diff, '+.4f')} | {reason} | "
             f"{r['steps']} | {used} | {inter or '–'} | "
-            f"{r.get('input_tokens', 0)}/{r.get('output_tokens', 0)} |")
+            f"{r.get('input_tokens', 0)}/{r.get('output_tokens', 0)} | "
+            f"{r.get('cache_creation_input_tokens') or 0}/"
+            f"{r.get('cache_read_input_tokens') or 0} | {_cost(r.get('cost_usd'))} |")
     t = totals
     ci = t["pass_rate_ci95"]
     lines += [
@@ -117,7 +131,11 @@ def render_markdown(config: dict[str, Any], baseline: dict[str, Any],
            f"{t['mean_score_ci95'][1]:.3f})" if t.get("mean_score_ci95") else ""),
         f"- Geometric-mean speedup of passing runs: "
         f"{_fmt(t['geomean_speedup_passing'], '.2f', 'x')}",
-        f"- Tokens: {t['input_tokens']} in, {t['output_tokens']} out",
+        f"- Tokens: {t['input_tokens']} in at the full price, {t['output_tokens']} out; "
+        f"prompt cache: {t.get('cache_creation_input_tokens', 0)} written, "
+        f"{t.get('cache_read_input_tokens', 0)} read",
+        f"- Cost: {_cost(t.get('cost_usd'))} (prices of {pricing.PRICES_AS_OF}, "
+        "`pricing.py`)",
         "", "## Failed checks", "",
     ]
     if t["check_failures"]:

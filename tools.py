@@ -444,6 +444,93 @@ async def profile_tool(path: str) -> str:
     out_dir = ctx.workspace / "profiles"
     out_dir.mkdir(exist_ok=True)
     stem = out_dir / f"{script.stem}-{ctx.profiles}"
+    data = _data_dir(ctx)
+    if data is not None and script.resolve().is_relative_to(data.resolve()):
+        # The task's own files never change: profiled once per machine, then shared by
+        # every run (minutes of CPU each, on a machine whose runs share two cores).
+        return await _shared_profile(script, stem, lambda: _profile(ctx, path, script, stem))
+    return await _profile(ctx, path, script, stem)
+
+
+PROFILE_CACHE_VERSION = 1
+_profile_locks: dict[str, asyncio.Lock] = {}
+
+
+def _profile_cache_dir() -> Path:
+    from problems.measurement import default_cache_dir
+
+    directory = default_cache_dir() / "profiles"
+    sandbox.hide_from_children(directory.parent)
+    return directory
+
+
+async def _shared_profile(script: Path, stem: Path,
+                          measure: Callable[[], Any]) -> str:
+    """The profile of an unchanged task file: from the machine's cache when there, else
+    measured (once, however many runs ask at the same time) and stored.  The run gets
+    its own copies of the raw profile and the flame graph."""
+    kind = f"py-spy-{PY_SPY_RATE}" if py_spy() is not None else "cprofile"
+    entry = await asyncio.to_thread(_profile_entry, script, kind)
+    lock = _profile_locks.setdefault(entry.name, asyncio.Lock())
+    async with lock:
+        found = await asyncio.to_thread(_load_profile, entry, stem)
+        if found is not None:
+            return ("(the shared profile of this unchanged file, measured once on this "
+                    f"machine)\n{found.replace(_STEM, _display(stem))}")
+        result = await measure()
+        await asyncio.to_thread(_store_profile, entry, stem,
+                                result.replace(_display(stem), _STEM))
+        return result
+
+
+_STEM = "\0stem\0"  # where a stored profile names the run's own files
+
+
+def _profile_entry(script: Path, kind: str) -> Path:
+    import hashlib
+
+    digest = hashlib.sha256(script.read_bytes() + f"\0{kind}\0{sys.version}\0"
+                            f"{PROFILE_CACHE_VERSION}".encode()).hexdigest()[:32]
+    return _profile_cache_dir() / digest
+
+
+def _load_profile(entry: Path, stem: Path) -> str | None:
+    import json
+
+    record = entry / "record.json"
+    if not record.is_file():
+        return None
+    try:
+        found = json.loads(record.read_text(encoding="utf-8"))
+        for name in found["files"]:
+            shutil.copyfile(entry / name, stem.with_suffix(Path(name).suffix))
+        return str(found["result"])
+    except (OSError, ValueError, KeyError, TypeError):
+        shutil.rmtree(entry, ignore_errors=True)  # unreadable: measured again
+        return None
+
+
+def _store_profile(entry: Path, stem: Path, result: str) -> None:
+    import json
+
+    files = [p for p in (stem.with_suffix(x) for x in (".txt", ".svg", ".prof"))
+             if p.is_file()]
+    tmp = entry.with_name(entry.name + ".tmp")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for p in files:
+            shutil.copyfile(p, tmp / f"profile{p.suffix}")
+        (tmp / "record.json").write_text(json.dumps(
+            {"result": result, "files": [f"profile{p.suffix}" for p in files]}),
+            encoding="utf-8")
+        shutil.rmtree(entry, ignore_errors=True)
+        tmp.rename(entry)
+    except OSError as exc:
+        log.warning("the shared profile could not be stored: %s", exc)
+
+
+async def _profile(ctx: RunContext, path: str, script: Path, stem: Path) -> str:
     s = ctx.settings
     spy = py_spy()
     if spy is not None:

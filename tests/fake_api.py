@@ -9,10 +9,14 @@ The real ``anthropic.AsyncAnthropic`` client can be pointed at it::
 The server runs in a background thread (``http.server.ThreadingHTTPServer``), so it
 works no matter which event loop the client runs in. It speaks the real wire format:
 
+* ``GET /v1/models/{id}`` answers a model's record (its token limits), or a scripted
+  error (``models=``), or a 404 for a model it does not know.
 * ``POST /v1/messages`` answers a full Message JSON, or, when the body has
   ``"stream": true``, a ``text/event-stream`` with the real event sequence
   (``message_start``, ``ping``, ``content_block_start`` / ``content_block_delta`` /
   ``content_block_stop`` per block, ``message_delta``, ``message_stop``).
+* With a :class:`PromptCache`, usage reports cache writes and reads as the API bills
+  them, from the request's ``cache_control`` breakpoints.
 * Errors are ``{"type": "error", "error": {"type": ..., "message": ...}}`` with the
   scripted HTTP status and headers.
 * Every response carries a ``request-id`` header.
@@ -31,6 +35,7 @@ Things worth knowing about the SDK when scripting failures:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -45,9 +50,11 @@ from typing import Any
 
 __all__ = [
     "FAST_RETRY",
+    "Broken",
     "Conversations",
     "Fail",
     "FakeMessagesAPI",
+    "PromptCache",
     "Reply",
     "Responder",
     "first_user_text",
@@ -69,6 +76,69 @@ class Reply:
     stop_reason: str = "end_turn"
     input_tokens: int = 10
     output_tokens: int = 5
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_1h_tokens: int = 0  # of the written tokens, those with the 1-hour TTL
+    stop_details: dict | None = None  # a refusal's {"type": "refusal", "category": ...}
+
+
+def _tokens(obj: Any) -> int:
+    """A stand-in for the tokenizer: about four characters of JSON per token."""
+    return max(1, len(json.dumps(obj, separators=(",", ":"), sort_keys=True)) // 4)
+
+
+class PromptCache:
+    """The prompt cache as the API bills it, modelled: a request's blocks (tools, system,
+    then each message's content blocks) up to its last ``cache_control`` breakpoint form
+    its cached prefix.  The longest prefix an earlier request wrote is read; the rest of
+    the prefix is written; what follows the breakpoint is input at the full price.  A
+    prefix shorter than ``min_tokens`` is not cached at all.  (TTLs never expire here.)"""
+
+    def __init__(self, min_tokens: int = 0) -> None:
+        self.min_tokens = min_tokens
+        self._written: set[str] = set()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _blocks(body: dict) -> list[dict]:
+        blocks = [dict(t) for t in body.get("tools") or []]
+        system = body.get("system")
+        if isinstance(system, str):
+            blocks.append({"type": "text", "text": system})
+        elif isinstance(system, list):
+            blocks += [dict(b) for b in system]
+        for message in body.get("messages") or []:
+            content = message.get("content")
+            if isinstance(content, str):
+                blocks.append({"role": message.get("role"), "type": "text", "text": content})
+            else:
+                blocks += [{"role": message.get("role"), **b} for b in content or []]
+        return blocks
+
+    def usage(self, body: dict) -> dict[str, int]:
+        blocks = self._blocks(body)
+        marks = [i for i, b in enumerate(blocks) if "cache_control" in b]
+        plain = [{k: v for k, v in b.items() if k != "cache_control"} for b in blocks]
+        sizes = [_tokens(b) for b in plain]
+        total = sum(sizes)
+        if not marks:
+            return {"input_tokens": total}
+        end = marks[-1] + 1
+        prefix_tokens = sum(sizes[:end])
+        if prefix_tokens < self.min_tokens:
+            return {"input_tokens": total}
+        keys = [hashlib.sha256(json.dumps(plain[:k], sort_keys=True).encode()).hexdigest()
+                for k in range(1, end + 1)]
+        ttl = blocks[marks[-1]]["cache_control"].get("ttl", "5m")
+        with self._lock:
+            hit = max((k for k in range(1, end + 1) if keys[k - 1] in self._written),
+                      default=0)
+            self._written.add(keys[end - 1])
+        read = sum(sizes[:hit])
+        written = prefix_tokens - read
+        return {"input_tokens": total - prefix_tokens, "cache_read_input_tokens": read,
+                "cache_creation_input_tokens": written,
+                "cache_creation_1h_tokens": written if ttl == "1h" else 0}
 
 
 @dataclass
@@ -87,7 +157,21 @@ class Fail:
     mid_stream: bool = False
 
 
-Step = Reply | Fail
+@dataclass
+class Broken:
+    """A streaming response that breaks (for a non-streaming request: a 200 JSON reply).
+
+    ``kind`` is ``"drop"`` (the connection is reset after ``message_start``: the client
+    sees the transport's error, not an API error), ``"cut"`` (the body ends cleanly after
+    the first content block has started, with no ``message_delta`` or ``message_stop``)
+    or ``"no_stop"`` (every event but the final ``message_stop``).
+    """
+
+    kind: str
+    reply: Reply = field(default_factory=lambda: Reply([text("partial answer")]))
+
+
+Step = Reply | Fail | Broken
 Responder = Callable[[dict, int], Step]
 
 _tool_ids = itertools.count(1)
@@ -332,6 +416,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._request_id = f"req_fake_{uuid.uuid4().hex[:20]}"
+        path = self.path.split("?", 1)[0]
+        if path.startswith("/v1/models/"):
+            model = path[len("/v1/models/"):]
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            self.server.api._record({"model": model}, headers, path)
+            found = self.server.api.model_info(model)
+            if isinstance(found, Fail):
+                self._send_error(found)
+            else:
+                self._send_json(200, found)
+            return
         self._send_error(Fail(404, "not_found_error", f"Not found: GET {self.path}"))
 
     def do_POST(self) -> None:
@@ -368,7 +463,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self._stream_fail(body, step)
             else:
                 self._send_error(step)
+        elif isinstance(step, Broken):
+            if body.get("stream"):
+                self._stream_broken(body, step)
+            else:
+                self._send_json(200, self._message(body, step.reply))
         elif isinstance(step, Reply):
+            if self.server.api.prompt_cache is not None:
+                step = dataclasses.replace(step, **self.server.api.prompt_cache.usage(body))
             if body.get("stream"):
                 self._stream_reply(body, step)
             else:
@@ -394,9 +496,17 @@ class _Handler(BaseHTTPRequestHandler):
             "content": [] if empty else [dict(b) for b in reply.content],
             "stop_reason": None if empty else reply.stop_reason,
             "stop_sequence": None,
+            "stop_details": None if empty else reply.stop_details,
             "usage": {
                 "input_tokens": reply.input_tokens,
                 "output_tokens": 1 if empty else reply.output_tokens,
+                "cache_creation_input_tokens": reply.cache_creation_input_tokens,
+                "cache_read_input_tokens": reply.cache_read_input_tokens,
+                "cache_creation": {
+                    "ephemeral_5m_input_tokens": (reply.cache_creation_input_tokens
+                                                  - reply.cache_creation_1h_tokens),
+                    "ephemeral_1h_input_tokens": reply.cache_creation_1h_tokens,
+                },
             },
         }
 
@@ -425,12 +535,39 @@ class _Handler(BaseHTTPRequestHandler):
                 "message_delta",
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
+                    "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None,
+                              "stop_details": reply.stop_details},
                     "usage": {"output_tokens": reply.output_tokens},
                 },
             )
         )
         self._write_chunk(_sse("message_stop", {"type": "message_stop"}))
+        self._end_stream()
+
+    def _stream_broken(self, body: dict, broken: Broken) -> None:
+        reply = broken.reply
+        self._start_stream()
+        start = self._message(body, reply, empty=True)
+        self._write_chunk(_sse("message_start", {"type": "message_start", "message": start}))
+        if broken.kind == "drop":
+            self.close_connection = True
+            try:  # a reset, mid-body: no terminating chunk
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                self.connection.close()
+            except OSError:
+                pass
+            return
+        events = [e for i, block in enumerate(reply.content) for e in _block_events(i, block)]
+        if broken.kind == "cut":
+            events = events[:1]
+        for event in events:
+            self._write_chunk(event)
+        if broken.kind == "no_stop":
+            self._write_chunk(_sse("message_delta", {
+                "type": "message_delta",
+                "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": reply.output_tokens}}))
         self._end_stream()
 
     def _stream_fail(self, body: dict, fail: Fail) -> None:
@@ -461,15 +598,33 @@ class FakeMessagesAPI:
     ``async with FakeMessagesAPI(...) as server:``.
     """
 
-    def __init__(self, responder: Responder | list[Step]) -> None:
+    def __init__(self, responder: Responder | list[Step],
+                 models: dict[str, dict | Fail] | None = None,
+                 prompt_cache: PromptCache | None = None) -> None:
+        # with a PromptCache, each reply's usage is what that request would be billed
+        self.prompt_cache = prompt_cache
         self._responder: Responder = (
             _ScriptResponder(responder) if isinstance(responder, list) else responder
         )
+        # GET /v1/models/{id}: None knows every model; else these (a Fail to script an
+        # error such as a 401), and a 404 for any other
+        self._models = models
         self._lock = threading.Lock()
         self._requests: list[dict] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.base_url = ""
+
+    def model_info(self, model: str) -> dict | Fail:
+        """What GET /v1/models/{model} answers."""
+        found = (self._models or {}).get(model)
+        if isinstance(found, Fail):
+            return found
+        if found is None and self._models is not None:
+            return Fail(404, "not_found_error", f"model: {model}")
+        return {"type": "model", "id": model, "display_name": model,
+                "created_at": "2025-10-01T00:00:00Z", "lifecycle": "active",
+                "max_input_tokens": 200000, "max_tokens": 64000, **(found or {})}
 
     # -- recording --------------------------------------------------------------------
 

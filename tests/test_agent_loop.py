@@ -17,7 +17,16 @@ from typing import Any
 
 import anthropic
 import pytest
-from fake_api import FAST_RETRY, Fail, FakeMessagesAPI, Reply, text, tool_use
+from fake_api import (
+    FAST_RETRY,
+    Broken,
+    Fail,
+    FakeMessagesAPI,
+    PromptCache,
+    Reply,
+    text,
+    tool_use,
+)
 
 import agent
 import tools
@@ -77,7 +86,9 @@ class Ran:
 
 async def drive(tmp_path: Path, script: Any, stream: bool, *, max_steps: int = 10,
                 max_tokens: int = 1024, files: dict[str, str] | None = None,
-                max_retries: int = 2) -> Ran:
+                max_retries: int = 2, cache_ttl: str | None = "1h",
+                prompt_cache: PromptCache | None = None,
+                thinking_budget: int | None = None) -> Ran:
     """One agent run against the fake API playing ``script`` (a list or a responder)."""
     workspace = tmp_path / "run_1"
     workspace.mkdir()
@@ -86,13 +97,15 @@ async def drive(tmp_path: Path, script: Any, stream: bool, *, max_steps: int = 1
     ctx = tools.RunContext(workspace, StubProblem())
     token = tools.RUN.set(ctx)
     try:
-        async with FakeMessagesAPI(script) as server:
+        async with FakeMessagesAPI(script, prompt_cache=prompt_cache) as server:
             client = anthropic.AsyncAnthropic(base_url=server.base_url, api_key="test-key",
                                               max_retries=max_retries)
             prompt = ctx.problem.prompt(workspace)
             async with asyncio.timeout(60):
                 outcome = await agent.run_agent(
-                    client, prompt, ALLOWED, AgentSettings(MODEL, max_steps, max_tokens, stream),
+                    client, prompt, ALLOWED,
+                    AgentSettings(MODEL, max_steps, max_tokens, stream, cache_ttl,
+                                  thinking_budget),
                     agent.Transcript(workspace / "transcript.jsonl"))
             await client.close()
     finally:
@@ -131,19 +144,32 @@ def assert_every_tool_use_answered(messages: list[dict]) -> None:
     assert sorted(results) == sorted(answered), "a tool_result answers no tool_use (or twice)"
 
 
+def unmarked(messages: list[dict]) -> list[dict]:
+    """The conversation without its prompt-cache breakpoint, every content as blocks."""
+    return [{"role": m["role"], "content": [{k: v for k, v in b.items() if k != "cache_control"}
+                                            for b in blocks(m)]} for m in messages]
+
+
 def check_protocol(ran: Ran, stream: bool) -> None:
     bodies = ran.bodies
     for body in bodies:
         assert body["model"] == MODEL
         assert bool(body.get("stream")) is stream
         assert [t["name"] for t in body["tools"]] == ALLOWED
-        assert body["messages"][0] == {"role": "user", "content": ran.prompt}
+        assert unmarked(body["messages"])[0] == {
+            "role": "user", "content": [{"type": "text", "text": ran.prompt}]}
         for message in body["messages"]:
             assert message["role"] in ("user", "assistant")
             assert blocks(message), "empty message content"
+        # one cache breakpoint at most, on the last block of the last user message
+        marked = [(i, j) for i, m in enumerate(body["messages"])
+                  for j, b in enumerate(blocks(m)) if "cache_control" in b]
+        last_user = max(i for i, m in enumerate(body["messages"]) if m["role"] == "user")
+        assert marked in ([], [(last_user, len(blocks(body["messages"][last_user])) - 1)])
     # The conversation only grows: each request extends (or repeats, on a retry) the last.
     for before, after in zip(bodies, bodies[1:], strict=False):
-        assert after["messages"][:len(before["messages"])] == before["messages"]
+        assert (unmarked(after["messages"])[:len(before["messages"])]
+                == unmarked(before["messages"]))
     if bodies:
         assert_every_tool_use_answered(bodies[-1]["messages"])
     for line in ran.transcript:
@@ -271,13 +297,32 @@ async def test_max_tokens_tool_use_is_not_executed(tmp_path, stream):
     ran = await drive(tmp_path, script, stream)
     o = ran.outcome
     assert (o.ended_by, o.steps, o.tool_errors) == ("submitted", 3, 1)
-    assert dict(o.tool_calls) == {"write_file": 2, "submit_answer": 1}
+    assert dict(o.tool_calls) == {"write_file": 1, "submit_answer": 1}  # calls that ran
     assert not (ran.workspace / "cut.py").exists()  # never executed
-    answer = blocks(last_message(ran.bodies[1]))
-    assert [b["type"] for b in answer] == ["tool_result", "text"]
-    assert answer[0]["tool_use_id"] == "toolu_cut" and answer[0]["is_error"] is True
-    assert "not executed" in answer[0]["content"]
-    assert CONTINUE_WORDS in answer[1]["text"]
+    [answer] = blocks(last_message(ran.bodies[1]))
+    assert answer["tool_use_id"] == "toolu_cut" and answer["is_error"] is True
+    assert "not executed: your reply reached the max_tokens limit (1024 tokens) inside " \
+           "this write_file call" in answer["content"]
+
+
+async def test_a_cut_reply_runs_its_complete_calls(tmp_path, stream):
+    """The calls before the one the reply was cut in are complete: they run, and only
+    the cut one is answered with the limit it hit."""
+    script = [
+        Reply([tool_use("write_file", {"path": "first.py", "content": OPT_SOURCE}, id="t_ok"),
+               tool_use("write_file", {"path": "cut.py", "content": OPT_SOURCE}, id="t_cut")],
+              "max_tokens"),
+        Reply([tool_use("submit_answer", {"path": "first.py"})], "tool_use"),
+    ]
+    ran = await drive(tmp_path, script, stream)
+    o = ran.outcome
+    assert (o.ended_by, o.steps, o.tool_errors) == ("submitted", 2, 1)
+    assert dict(o.tool_calls) == {"write_file": 1, "submit_answer": 1}
+    assert (ran.workspace / "first.py").is_file() and not (ran.workspace / "cut.py").exists()
+    ok, cut = blocks(last_message(ran.bodies[1]))
+    assert (ok["tool_use_id"], ok["is_error"]) == ("t_ok", False)
+    assert (cut["tool_use_id"], cut["is_error"]) == ("t_cut", True)
+    assert "max_tokens limit" in cut["content"]
 
 
 # ---- 6. pause_turn ---------------------------------------------------------------------
@@ -306,6 +351,14 @@ async def test_refusal_and_unknown_stop_reason_end_the_run(tmp_path, stream, sto
     o = ran.outcome
     assert (o.ended_by, o.steps, dict(o.tool_calls)) == (ended_by, 1, {})
     assert len(ran.bodies) == 1
+
+
+async def test_a_refusals_category_is_kept(tmp_path, stream):
+    details = {"type": "refusal", "category": "cyber", "explanation": "exploit development"}
+    ran = await drive(tmp_path, [Reply([text("No.")], "refusal", stop_details=details)],
+                      stream)
+    assert ran.outcome.ended_by == "refusal"
+    assert ran.outcome.refusal == {"category": "cyber", "explanation": "exploit development"}
 
 
 # ---- 8. max steps ----------------------------------------------------------------------
@@ -407,6 +460,56 @@ async def test_overload_during_the_stream_is_retried(tmp_path, streaming):
     assert ran.outcome.ended_by == "submitted", ran.outcome.api_error
 
 
+@pytest.mark.parametrize("kind", ["drop", "cut", "no_stop"])
+async def test_a_broken_stream_is_retried_and_counted(tmp_path, kind, monkeypatch):
+    """A connection reset mid-body (the transport's error, which the SDK does not retry),
+    a body that ends after a content block started, and one without message_stop: each
+    is sent again, and counted."""
+    monkeypatch.setattr(agent, "STREAM_BACKOFF", 0.01)
+    script = [Broken(kind), Reply([tool_use("submit_answer", {"path": OPT})], "tool_use")]
+    ran = await drive(tmp_path, script, True, files={OPT: OPT_SOURCE})
+    o = ran.outcome
+    assert (o.ended_by, o.steps, o.stream_retries, o.api_error) == ("submitted", 1, 1, "")
+    assert len(ran.bodies) == 2 and ran.bodies[0] == ran.bodies[1]
+    assert dict(o.tool_calls) == {"submit_answer": 1}  # the partial reply ran nothing
+
+
+@pytest.mark.parametrize("kind,error", [("drop", "ReadError: the connection failed"),
+                                        ("no_stop", "IncompleteStream: the response stream")])
+async def test_a_stream_that_keeps_breaking_ends_the_run_in_one_line(tmp_path, kind, error,
+                                                                      monkeypatch):
+    monkeypatch.setattr(agent, "STREAM_BACKOFF", 0.01)
+    ran = await drive(tmp_path, lambda body, index: Broken(kind), True)  # nothing escapes
+    o = ran.outcome
+    assert (o.ended_by, o.steps, o.stream_retries) == ("api_error", 1, agent.STREAM_RETRIES)
+    assert o.api_error.startswith(error) and "\n" not in o.api_error
+    assert len(ran.bodies) == agent.STREAM_RETRIES + 1
+    assert ran.transcript[-1]["error"] == o.api_error
+
+
+async def test_a_failed_stream_attempts_input_is_counted(tmp_path, monkeypatch):
+    """A stream that breaks after message_start was billed for its input: counted."""
+    monkeypatch.setattr(agent, "STREAM_BACKOFF", 0.01)
+    script = [Broken("no_stop", Reply([text("partial")], input_tokens=7, output_tokens=2)),
+              Reply([tool_use("submit_answer", {"path": OPT})], "tool_use", input_tokens=11,
+                    output_tokens=4)]
+    ran = await drive(tmp_path, script, True, files={OPT: OPT_SOURCE})
+    assert (ran.outcome.input_tokens, ran.outcome.stream_retries) == (18, 1)
+
+
+async def test_thinking_blocks_go_back_with_their_signatures(tmp_path, stream):
+    thought = {"type": "thinking", "thinking": "The loops dominate.", "signature": "sig-abc"}
+    script = [Reply([thought, tool_use("read_file", {"path": SLOW})], "tool_use"),
+              Reply([tool_use("submit_answer", {"path": OPT})], "tool_use")]
+    ran = await drive(tmp_path, script, stream, files={OPT: OPT_SOURCE}, max_tokens=4096,
+                      thinking_budget=2048)
+    assert ran.outcome.ended_by == "submitted"
+    first, second = ran.bodies
+    assert first["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    [assistant] = [m for m in second["messages"] if m["role"] == "assistant"]
+    assert assistant["content"][0] == thought
+
+
 # ---- 10. token usage -------------------------------------------------------------------
 async def test_token_usage_is_summed_over_steps(tmp_path, stream):
     script = [
@@ -423,6 +526,44 @@ async def test_token_usage_is_summed_over_steps(tmp_path, stream):
     usages = [r["response"]["usage"] for r in ran.transcript if "response" in r]
     assert [u["input_tokens"] for u in usages] == [1000, 2500, 9000]
     assert [u["output_tokens"] for u in usages] == [1024, 40, 25]
+
+
+def fifteen_steps() -> list[Reply]:
+    """A 15-step run: read the slow pipeline, write a whole file (the flagship's
+    reference, about 24 KB), twelve small experiments, submit."""
+    reference = (Path(__file__).resolve().parent.parent / "problems" / "reference"
+                 / "ml_training_reference.py").read_text()
+    return ([Reply([tool_use("read_file", {"path": SLOW})], "tool_use"),
+             Reply([tool_use("write_file", {"path": "draft.py", "content": reference})],
+                   "tool_use", output_tokens=8000)]
+            + [Reply([text(f"Trying idea {k}."),
+                      tool_use("python_expression", {"expression": f"sum(range({k}))"})],
+                     "tool_use", output_tokens=40) for k in range(12)]
+            + [Reply([tool_use("submit_answer", {"path": OPT})], "tool_use")])
+
+
+async def prompt_cache_run(tmp_path: Path, ttl: str | None) -> AgentOutcome:
+    ran = await drive(tmp_path / str(ttl), fifteen_steps(), True, max_steps=15,
+                      files={OPT: OPT_SOURCE}, cache_ttl=ttl,
+                      prompt_cache=PromptCache(min_tokens=4096))
+    assert (ran.outcome.ended_by, ran.outcome.steps) == ("submitted", 15)
+    return ran.outcome
+
+
+async def test_prompt_caching_cuts_the_full_price_input(tmp_path):
+    """The fake API bills the cache as the API does: with the conversation cached (1 h),
+    the input billed at the full price over a 15-step run drops by far more than 60 %,
+    and the total input (full price + written + read) is the same conversation's."""
+    (tmp_path / "None").mkdir()
+    (tmp_path / "1h").mkdir()
+    off = await prompt_cache_run(tmp_path, None)
+    on = await prompt_cache_run(tmp_path, "1h")
+    assert off.cache_creation_input_tokens == off.cache_read_input_tokens == 0
+    assert on.cache_read_input_tokens > 0
+    assert on.cache_creation_1h_tokens == on.cache_creation_input_tokens > 0
+    total_on = on.input_tokens + on.cache_creation_input_tokens + on.cache_read_input_tokens
+    assert total_on == pytest.approx(off.input_tokens, rel=0.02)  # the markers' few bytes
+    assert on.input_tokens <= 0.4 * off.input_tokens
 
 
 # ---- 11. the tool_use/tool_result check itself -------------------------------------------

@@ -830,3 +830,52 @@ def test_child_environment_drops_keys(monkeypatch):
     env = sandbox.child_environment(1, "/h", "/t")
     assert SECRET not in env.values() and "ANTHROPIC_API_KEY" not in env
     assert env["HOME"] == "/h" and env["TMPDIR"] == "/t" and env["OMP_NUM_THREADS"] == "1"
+
+
+async def test_the_unchanged_task_file_is_profiled_once_and_shared(tmp_path, monkeypatch):
+    """Every run that profiles the task's own (read-only) file gets one shared profile,
+    measured once per machine, even when they ask at the same time; a file of the run's
+    own is profiled afresh each time."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "slow.py").write_text(SMALL_SCRIPT)
+
+    class DataProblem(StubProblem):
+        data_dir = data
+
+    monkeypatch.setenv("HELLO_PY_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+    real = tools._profile
+
+    async def counted(*args: Any) -> str:
+        calls.append(args[2])
+        return await real(*args)
+
+    monkeypatch.setattr(tools, "_profile", counted)
+
+    async def profile_in(run: str, path: str) -> tuple[RunContext, tools.ToolOutcome]:
+        ws = tmp_path / run
+        ws.mkdir()
+        ctx = RunContext(workspace=ws, problem=DataProblem(), guard=DataGuard(data),
+                         settings=ToolSettings(python_timeout=30))
+        tools.RUN.set(ctx)
+        return ctx, await tools.dispatch("profile_tool", {"path": path}, ALL_TOOLS)
+
+    (first, a), (second, b) = await asyncio.gather(profile_in("run_1", str(data / "slow.py")),
+                                                   profile_in("run_2", str(data / "slow.py")))
+    assert len(calls) == 1 and not a.is_error and not b.is_error, (a.content, b.content)
+    shared, fresh = (b, a) if b.content.startswith("(the shared") else (a, b)
+    assert shared.content.startswith("(the shared profile of this unchanged file")
+    assert not fresh.content.startswith("(the shared")
+    for ctx, outcome in ((first, a), (second, b)):
+        raw = ctx.workspace / "profiles" / "slow-1.txt"
+        assert raw.is_file() and (ctx.workspace / "profiles" / "slow-1.svg").is_file()
+        assert f"profile saved to {raw}" in outcome.content  # its own copy, named as such
+        assert "work (slow.py:2)" in outcome.content
+    (_, c) = await profile_in("run_3", str(data / "slow.py"))
+    assert len(calls) == 1 and c.content.startswith("(the shared")  # from the cache on disk
+    ws = tmp_path / "run_3"
+    (ws / "mine.py").write_text(SMALL_SCRIPT)
+    await tools.dispatch("profile_tool", {"path": "mine.py"}, ALL_TOOLS)
+    await tools.dispatch("profile_tool", {"path": "mine.py"}, ALL_TOOLS)
+    assert len(calls) == 3  # the run's own file: every time
