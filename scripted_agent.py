@@ -13,7 +13,9 @@ anything.  It adapts to the tools it is offered, as the real prompt does.
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from anthropic.types import Message
@@ -48,10 +50,21 @@ def plan(problem: Any, tool_names: set[str], solution: str | None = None
 
 
 class _Stream:
-    """What ``messages.stream(...)`` yields on entering: the finished message."""
+    """What ``messages.stream(...)`` yields on entering: the finished message, whose
+    events end, as a real stream's do, with ``message_stop``."""
 
     def __init__(self, message: Message):
         self.message = message
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Any]:
+        yield SimpleNamespace(type="message_stop")
+
+    @property
+    def current_message_snapshot(self) -> Message:
+        return self.message
 
     async def get_final_message(self) -> Message:
         return self.message
