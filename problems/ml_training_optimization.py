@@ -413,8 +413,10 @@ class MLTrainingOptimizationProblem(Problem):
                          "of each tensor's scale): make the training fast, do not change what "
                          "it computes.")
             else:
-                text += (f"The model must stay the original's: {spec.training}, fitted on "
-                         "the same training rows.")
+                text += (f"The model must stay the original's: {spec.training}, with every "
+                         "other parameter as the original leaves it, fitted on the same "
+                         "training rows. The grader fits the original's estimator on your "
+                         "features and your test predictions must be its predictions.")
             semantics = [text]
         return watched, semantics
 
@@ -723,8 +725,8 @@ class MLTrainingOptimizationProblem(Problem):
         within its tolerance of the original's; others are held to the oracle's run.
         A value is (report or why there is none, replayed)."""
         basis: dict[tuple[int, int], tuple[dict[str, Any] | str, bool]] = {}
-        if self.spec.model is None or any(not e.ok for e in result.executions):
-            return basis  # no torch model: nothing trained has weights to compare
+        if any(not e.ok for e in result.executions):
+            return basis
         pending: dict[tuple[int, int], tuple[DataSet, dict[str, Any]]] = {}
         for e, ds in zip(result.executions, datasets, strict=False):
             if ds.key in basis or ds.key in pending:
@@ -901,6 +903,9 @@ class MLTrainingOptimizationProblem(Problem):
             checks.append(_first_failure([self._trained_weights(e.report, training.get(ds.key),
                                                                 opts)
                                           for e, ds in zip(execs, datasets, strict=False)]))
+        else:
+            checks.append(_first_failure([self._fitted_model(e.report, training.get(ds.key))
+                                          for e, ds in zip(execs, datasets, strict=False)]))
         if opts.semantics == "strict":
             want = answers[datasets[0].key].probes
             components = [("features", feat.label)]
@@ -927,6 +932,15 @@ class MLTrainingOptimizationProblem(Problem):
         out.score = fig.ladder.score(speedup, out.passed) if fig.ladder else None
         return out
 
+
+    def _fitted_model(self, report: dict[str, Any] | None,
+                      basis: tuple[dict[str, Any] | str, bool] | None) -> Check:
+        est = self.spec.estimator.cls
+        if basis is None or isinstance(basis[0], str):
+            why = basis[0] if basis else "no run of the original to compare with"
+            return Check("fitted_model", False, f"{est}'s predictions could not be checked: "
+                                                f"{why}")
+        return model_checks.same_predictions(report, basis[0], est, replayed=basis[1])
 
     def _trained_weights(self, report: dict[str, Any] | None,
                          basis: tuple[dict[str, Any] | str, bool] | None,

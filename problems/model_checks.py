@@ -241,3 +241,30 @@ def same_training(report: Mapping[str, Any] | None, original: Mapping[str, Any] 
                                   "draws and the optimiser")
     return Check(name, True, f"{model}'s trained weights match {basis} (within {worst:.2g} "
                              "of each tensor's scale)")
+
+
+def same_predictions(report: Mapping[str, Any] | None, original: Mapping[str, Any] | None,
+                     model: str, replayed: bool = False) -> Check:
+    """A fitted estimator the grader cannot recompute (a forest): its test predictions
+    are exactly what the original's estimator, fitted by the harness on the same
+    features (the oracle's run, or a replay on the candidate's own features), predicts.
+    The same estimator, parameters and seed on the same rows predict the same; a
+    cheaper model in its place, or predictions made some other way, do not."""
+    name = "fitted_model"
+    basis = ("the original's estimator fitted on its own features" if replayed
+             else "the original's, fitted on the same data")
+    have = list((report or {}).get("eval_predictions") or [])
+    want = list((original or {}).get("eval_predictions") or [])
+    if not want:
+        return Check(name, False, f"{model}'s predictions could not be compared with {basis}: "
+                                  "the original's run recorded none")
+    if len(have) != len(want):
+        return Check(name, False, f"{model} predicted {len(have)} test rows; {basis} "
+                                  f"predicts {len(want)}")
+    differ = sum(a != b for a, b in zip(have, want, strict=True))
+    if differ:
+        return Check(name, False, f"{model}'s predictions differ from {basis} on {differ} of "
+                                  f"{len(want)} test rows: keep the original's estimator, its "
+                                  "parameters, its seed and its training rows")
+    return Check(name, True, f"{model}'s predictions are {basis}'s on all {len(want)} test "
+                             "rows")

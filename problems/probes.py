@@ -152,7 +152,20 @@ class Estimator:
     fit_rows: int
     predict_rows: int
     params: Mapping[str, Any] = field(default_factory=dict)
+    # parameters that change how it runs, not what it computes (one CPU either way)
+    free: tuple[str, ...] = ("n_jobs", "verbose")
     kind: str = field(default="estimator", init=False)
+
+    def all_params(self) -> dict[str, Any]:
+        """Every parameter of the estimator as the original constructs it (its defaults
+        and ``params``), as the runner records them (``get_params(deep=False)``, values
+        that are not plain kept as their ``repr``)."""
+        import importlib
+
+        cls = getattr(importlib.import_module(self.module), self.cls)
+        plain = (bool, int, float, str, type(None))
+        return {k: v if isinstance(v, plain) else repr(v)
+                for k, v in cls(**self.params).get_params(deep=False).items()}
 
     def job(self) -> dict[str, Any]:
         return {"kind": self.kind, "module": self.module, "class": self.cls}
@@ -172,20 +185,26 @@ class Estimator:
                 f"{report.get('eval_rows', 0)} rows predicted")
 
     def setup(self, report: Mapping[str, Any] | None) -> Check:
-        """The estimator as the original configures it: every declared parameter as the
-        original sets it, in every fit (fewer trees, a shallower forest or another seed
-        is another model)."""
+        """The estimator as the original configures it: every parameter as the original
+        has it, in every fit (fewer trees, a shallower forest or another seed is another
+        model), but for those that only change how it runs (``free``)."""
         fits = (report or {}).get("fit_params") or []
         if not isinstance(fits, list) or not fits:
             return Check("estimator_setup", False, f"{self.cls}.fit was never called")
+        replaced = (report or {}).get("estimator_replaced") or []
+        if replaced:
+            return Check("estimator_setup", False,
+                         f"the library's estimator was altered: {', '.join(map(str, replaced))} "
+                         "replaced; use scikit-learn's own")
+        expected = self.all_params()
         for params in fits:
             if not isinstance(params, dict):
                 return Check("estimator_setup", False,
                              f"the record of {self.cls}'s parameters is unreadable")
-            wrong = {k: params.get(k, "unset") for k, v in self.params.items()
-                     if params.get(k, "unset") != v}
+            wrong = {k: params.get(k, "unset") for k, v in expected.items()
+                     if k not in self.free and params.get(k, "unset") != v}
             if wrong:
-                shown = ", ".join(f"{k}={v!r} (the original: {self.params[k]!r})"
+                shown = ", ".join(f"{k}={v!r} (the original: {expected[k]!r})"
                                   for k, v in wrong.items())
                 return Check("estimator_setup", False,
                              f"{self.cls} was fitted with {shown}: keep the original's model")

@@ -637,6 +637,7 @@ def _execute(job, report_fd, probe_fd):
         def make_fit(method, bound):
             def counted_fit(self, *args, **kwargs):
                 X = first_argument((self, *args), kwargs, True, "X")
+                fitted.append(self)
                 counts["fit_calls"] += 1
                 counts["fit_rows"] += rows_of(X)
                 try:
@@ -663,9 +664,48 @@ def _execute(job, report_fd, probe_fd):
                 return out
             return counted_predict
 
+        for name, original in library_methods.get(est_cls, {}).items():
+            if inspect.getattr_static(est_cls, name, None) is not original:
+                replaced_early.append(f"{est_cls.__name__}.{name}")
         wrap_method(est_cls, "fit", make_fit)
         wrap_method(est_cls, "predict", make_predict)
+        for name in ("fit", "predict"):  # from now on, the runner's wrappers are the original
+            if est_cls in library_classes:
+                library_classes[est_cls][name] = vars(est_cls).get(name)
 
+    # The estimator's classes as the library defines them, before any candidate code:
+    # a method replaced later (the forest's, its trees', their bases') is reported.
+    library_classes = {}
+    library_methods = {}
+    for probe in job["watch"]:
+        if probe["kind"] == "estimator":
+            try:
+                root = getattr(importlib.import_module(probe["module"]), probe["class"])
+                roots = [root, *(getattr(root, "estimator", None) or type(None)).__mro__]
+            except (ImportError, AttributeError):
+                continue
+            for cls in {c for r in roots for c in getattr(r, "__mro__", ())}:
+                if cls is not object and cls is not type(None):
+                    library_classes[cls] = dict(vars(cls))
+            library_methods[root] = {name: inspect.getattr_static(root, name, None)
+                                     for name in ("fit", "predict")}
+
+    def replaced_methods():
+        found = list(replaced_early)
+        for cls, before in library_classes.items():
+            now = vars(cls)
+            for name in set(before) | set(now):
+                if name.startswith("__") and name.endswith("__") and name != "__call__":
+                    continue
+                if before.get(name, None) is not now.get(name, None):
+                    found.append(f"{cls.__name__}.{name}")
+        for est in fitted:
+            found += [f"{type(est).__name__} instance .{name}" for name in
+                      ("fit", "predict", "predict_proba", "apply") if name in vars(est)]
+        return sorted(set(found))[:10]
+
+    replaced_early = []
+    fitted = []
     spec = importlib.util.spec_from_file_location("candidate", job["module_path"])
     candidate = importlib.util.module_from_spec(spec)
     sys.modules["candidate"] = candidate
@@ -685,6 +725,8 @@ def _execute(job, report_fd, probe_fd):
         return
     result = entry()
     sys.stdout.flush()
+    if library_classes:
+        counts["estimator_replaced"] = replaced_methods()
     write_all(report_fd, dict(counts, eval_checksum=round(eval_checksum[0], 6),
                               eval_predictions=eval_predictions[-keep:] if keep else [],
                               returned=result if isinstance(result, (int, float)) else None,

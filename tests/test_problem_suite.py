@@ -133,8 +133,12 @@ def test_estimator_setup_names_a_changed_parameter():
     check = estimator.setup({"fit_params": [{"n_estimators": 10, "random_state": 42}]})
     assert not check.passed and "n_estimators=10" in check.message
     assert not estimator.setup({}).passed
-    assert estimator.setup({"fit_params": [{"n_estimators": 100, "random_state": 42,
-                                            "max_depth": None}]}).passed
+    everything = estimator.all_params()
+    assert everything["max_depth"] is None and everything["n_estimators"] == 100
+    assert estimator.setup({"fit_params": [everything]}).passed
+    assert estimator.setup({"fit_params": [{**everything, "n_jobs": 2}]}).passed  # free
+    deeper = estimator.setup({"fit_params": [{**everything, "max_depth": 3}]})
+    assert not deeper.passed and "max_depth=3 (the original: None)" in deeper.message
     assert not probes.components_exercised({"feature_rows": 1000, "fit_rows": 800,
                                             "eval_rows": 0}, numpy_spec().probes).passed
 
@@ -164,10 +168,10 @@ async def test_oracle_predicts_what_the_original_predicts(small, name):
 async def test_the_reference_passes_in_both_modes(small, name, semantics):
     problem = problem_for(small, name, semantics=semantics)
     result = await problem.grade(small[name]["reference"])
-    assert result.passed, result.summary()
+    assert result.passed, result.reason
     names = [c.name for c in result.checks]
     assert ("trained_weights" in names) == (name == "pytorch")
-    assert ("estimator_setup" in names) == (name == "numpy")
+    assert ("estimator_setup" in names) == ("fitted_model" in names) == (name == "numpy")
     if semantics == "strict":
         strict = {n for n in names if n.startswith("strict_")}
         assert strict == ({"strict_features", "strict_logits"} if name == "pytorch"
@@ -189,8 +193,8 @@ async def test_another_function_passes_seed_mode_and_fails_strict(small, name):
     path = variant(small, name, "seed_only", SEED_ONLY[name])
     seed = await problem_for(small, name).grade(path)
     strict = await problem_for(small, name, semantics="strict").grade(path)
-    assert seed.passed, seed.summary()
-    assert not strict.passed and "strict_features" in failed(strict), strict.summary()
+    assert seed.passed, seed.reason
+    assert not strict.passed and "strict_features" in failed(strict), strict.reason
 
 
 # ---- hostile inputs and cheats, on every ML problem --------------------------------------
@@ -209,7 +213,7 @@ async def test_hostile_files_fail_statically_on_every_problem(small, name, case,
     path = tmp_path / "candidate.py"
     path.write_bytes(content)
     result = await problem_for(small, name).grade(path)
-    assert not result.passed and check in failed(result), result.summary()
+    assert not result.passed and check in failed(result), (failed(result), result.reason)
     assert result.details == {"executed": False}
 
 
@@ -262,8 +266,8 @@ CHEATS = {  # cheat: the check that names it
 async def test_cheats_fail_on_every_problem(small, name, cheat):
     path = variant(small, name, cheat, *_cheat(name, cheat))
     result = await problem_for(small, name).grade(path)
-    assert not result.passed, result.summary()
-    assert set(failed(result)) & CHEATS[cheat], (failed(result), result.summary())
+    assert not result.passed, result.reason
+    assert set(failed(result)) & CHEATS[cheat], (failed(result), result.reason)
 
 
 OWN_CHEATS = {  # problem-specific shortcuts: (edit, the check that fails)
@@ -272,6 +276,28 @@ OWN_CHEATS = {  # problem-specific shortcuts: (edit, the check that fails)
         ("    model = RandomForestClassifier(n_estimators=100, random_state=42)\n",
          "    from sklearn.tree import DecisionTreeClassifier\n"
          "    model = DecisionTreeClassifier(random_state=42)\n"), "components_exercised"),
+    ("numpy", "shallower_forest"): (
+        ("RandomForestClassifier(n_estimators=100, random_state=42)",
+         "RandomForestClassifier(n_estimators=100, random_state=42, max_depth=3)"),
+        "estimator_setup"),
+    # A cheaper model behind the forest's own methods, patched at import so that every
+    # count and parameter the runner records looks right (on data this easy its test
+    # predictions can even be the forest's): the library's classes are compared with
+    # what they were before any candidate code ran.
+    ("numpy", "disguised_model"): (
+        ("def run_numpy_training_pipeline():\n",
+         "def _fit(self, X, y, *args, **kwargs):\n"
+         "    X, y = np.asarray(X), np.asarray(y)\n"
+         "    mid = np.median(X[:, 0])\n"
+         "    self._rule = (mid, int(np.mean(y[X[:, 0] > mid]) > 0.5))\n"
+         "    return self\n\n\n"
+         "def _predict(self, X):\n"
+         "    mid, above = self._rule\n"
+         "    hi = np.asarray(X)[:, 0] > mid\n"
+         "    return np.where(hi, above, 1 - above)\n\n\n"
+         "RandomForestClassifier.fit = _fit\n"
+         "RandomForestClassifier.predict = _predict\n\n\n"
+         "def run_numpy_training_pipeline():\n"), "estimator_setup"),
     ("pytorch", "one_epoch"): (("for epoch in range(3):", "for epoch in range(1):"),
                                "components_exercised"),
     ("pytorch", "batched"): (
@@ -286,4 +312,4 @@ OWN_CHEATS = {  # problem-specific shortcuts: (edit, the check that fails)
 async def test_each_problems_own_shortcuts_fail(small, name, cheat):
     edit, check = OWN_CHEATS[(name, cheat)]
     result = await problem_for(small, name).grade(variant(small, name, cheat, edit))
-    assert not result.passed and check in failed(result), result.summary()
+    assert not result.passed and check in failed(result), (failed(result), result.reason)
