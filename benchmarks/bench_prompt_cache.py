@@ -22,53 +22,27 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import anthropic  # noqa: E402
-from fake_api import FakeMessagesAPI, PromptCache, Reply, text, tool_use  # noqa: E402
+from fake_api import FakeMessagesAPI, PromptCache  # noqa: E402
+from test_agent_loop import OPT, OPT_SOURCE, StubProblem, fifteen_steps  # noqa: E402
 
 import agent  # noqa: E402
-import pricing  # noqa: E402
 import tools  # noqa: E402
-from problem import Problem  # noqa: E402
-from problems.ml_training_optimization import PROBLEM_DATA  # noqa: E402
+from batch import outcome_cost  # noqa: E402
 
 MODEL = "claude-haiku-4-5"
 ALLOWED = ["read_file", "write_file", "python_expression", "submit_answer"]
-OPT = "optimized_ml_training.py"
 HAIKU_MIN = 4096  # tokens: the shortest prefix Claude Haiku 4.5 caches
-
-
-class Stub(Problem):
-    data_dir = PROBLEM_DATA
-
-    def prompt(self, workspace: Path) -> str:
-        return f"Make the pipeline fast. Your working directory is `{workspace}`."
-
-    def tool_names(self) -> list[str]:
-        return list(ALLOWED)
-
-    async def grade(self, candidate: Path, **options: object) -> None:
-        raise NotImplementedError("nothing is graded here")
-
-
-def script() -> list[Reply]:
-    reference = (ROOT / "problems" / "reference" / "ml_training_reference.py").read_text()
-    return ([Reply([tool_use("read_file", {"path": "problem_data/"
-                                            "slow_ml_training_complex.py"})], "tool_use"),
-             Reply([tool_use("write_file", {"path": "draft.py", "content": reference})],
-                   "tool_use", output_tokens=8000)]
-            + [Reply([text(f"Trying idea {k}."),
-                      tool_use("python_expression", {"expression": f"sum(range({k}))"})],
-                     "tool_use", output_tokens=40) for k in range(12)]
-            + [Reply([tool_use("submit_answer", {"path": OPT})], "tool_use")])
 
 
 async def one(ttl: str | None) -> agent.AgentOutcome:
     with tempfile.TemporaryDirectory() as d:
         workspace = Path(d)
-        (workspace / OPT).write_text("def run_complex_training_pipeline():\n    return 0.1\n")
-        ctx = tools.RunContext(workspace, Stub())
+        (workspace / OPT).write_text(OPT_SOURCE)
+        ctx = tools.RunContext(workspace, StubProblem())
         token = tools.RUN.set(ctx)
         try:
-            async with FakeMessagesAPI(script(), prompt_cache=PromptCache(HAIKU_MIN)) as server:
+            cache = PromptCache(HAIKU_MIN)
+            async with FakeMessagesAPI(fifteen_steps(), prompt_cache=cache) as server:
                 client = anthropic.AsyncAnthropic(base_url=server.base_url, api_key="k")
                 outcome = await agent.run_agent(
                     client, ctx.problem.prompt(workspace), ALLOWED,
@@ -81,11 +55,7 @@ async def one(ttl: str | None) -> agent.AgentOutcome:
 
 
 def cost(o: agent.AgentOutcome) -> float | None:
-    return pricing.cost_usd(MODEL, input_tokens=o.input_tokens, output_tokens=o.output_tokens,
-                            cache_write_5m_tokens=(o.cache_creation_input_tokens
-                                                   - o.cache_creation_1h_tokens),
-                            cache_write_1h_tokens=o.cache_creation_1h_tokens,
-                            cache_read_tokens=o.cache_read_input_tokens)
+    return outcome_cost(MODEL, o)
 
 
 async def main() -> None:
