@@ -26,6 +26,7 @@ from typing import Any
 import anthropic
 import httpx2
 
+import safe_files
 import tools
 
 log = logging.getLogger(__name__)
@@ -98,15 +99,25 @@ class AgentOutcome:
 
 
 class Transcript:
-    """Appends one JSON object per line: every request's new messages and every response."""
+    """Appends one JSON object per line: every request's new messages and every response.
+
+    The file is in the run directory, where the agent's code writes too: a link, FIFO
+    or directory it left at the name is never followed or written through; the line is
+    then lost, with a warning (``lost`` counts them)."""
 
     def __init__(self, path: Path, scrub: Callable[[str], str] = lambda text: text):
         self.path = path
         self.scrub = scrub  # the batch's redaction of secrets, applied to every line
+        self.lost = 0
 
     def write(self, **record: Any) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(self.scrub(json.dumps(record, default=str)) + "\n")
+        line = self.scrub(json.dumps(record, default=str)) + "\n"
+        try:
+            safe_files.append_bytes(self.path.parent, self.path.name, line.encode("utf-8"))
+        except OSError as exc:
+            self.lost += 1
+            log.warning("a transcript line was not written to %s: %s", self.path,
+                        exc.strerror or exc)
 
 
 STREAM_RETRIES = 3  # attempts after the first, for faults the SDK does not retry itself

@@ -6,8 +6,11 @@ or one after another), and, however the batch ends (done, Ctrl-C, SIGTERM), writ
 written whole (temporary file, then rename), so nothing is ever half-written.
 
 Each run gets ``run_N/`` with the agent's files, ``transcript.jsonl``, ``grade.json`` and
-``run.json``.  A harness bug inside a run is recorded there as status ``error`` with its
-traceback; the batch goes on.  Console output is the caller's (``note`` callback).
+``run.json``.  A run is an ``error`` only for a fault outside the agent's answer, named in
+``error_cause``: ``api`` (the API failed after retries), ``budget`` (a cost limit stopped
+it), ``grader`` (grading raised) or ``harness`` (anything else raised); the last two keep
+their traceback, and the batch goes on.  How the summary counts each cause is
+``summary``'s.  Console output is the caller's (``note`` callback).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -24,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pricing
+import safe_files
 import sandbox
 import summary
 import tools
 from agent import AgentOutcome, AgentSettings, Transcript, run_agent
-from problem import DataGuard, GraderError, Problem
+from problem import DataGuard, Problem
 
 log = logging.getLogger(__name__)
 Note = Callable[[int | None, str], None]
@@ -76,9 +80,9 @@ class Budget:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    """Write a record whole, in a directory the agent's code may have written in: a
+    link planted at the name (or at a temporary name) is replaced, never followed."""
+    safe_files.write_bytes(path.parent, path.name, text.encode("utf-8"), make_parents=False)
 
 
 def write_json(path: Path, data: Any, secrets: tuple[str, ...] = ()) -> None:
@@ -86,13 +90,28 @@ def write_json(path: Path, data: Any, secrets: tuple[str, ...] = ()) -> None:
     write_atomic(path, tools.redact(text, secrets) if secrets else text)
 
 
+def write_record(workspace: Path, name: str, data: Any, secrets: tuple[str, ...]) -> None:
+    """A record of the harness's in a run directory.  Its name is the harness's: whatever
+    the agent's code left there (a directory, a FIFO, a link) is removed first, never
+    written through, so the agent cannot keep its run's record from being written."""
+    try:
+        write_json(workspace / name, data, secrets)
+    except OSError:
+        safe_files.remove_tree(workspace, name)
+        write_json(workspace / name, data, secrets)
+
+
 def prepare_output(directory: Path) -> None:
     """Clear the previous batch's records (keep batches worth keeping with --save)."""
     directory.mkdir(parents=True, exist_ok=True)
-    for old in directory.glob("run_*"):
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-    for name in ("results.json", "run_summary.md"):
-        (directory / name).unlink(missing_ok=True)
+    # A run directory holds what the agent's code left: links, FIFOs, trees too deep
+    # for a recursive walk.  Each entry is removed as it is, nothing followed.
+    names = [n for n in os.listdir(directory) if n.startswith("run_")]
+    for name in [*names, "results.json", "run_summary.md"]:
+        report = safe_files.remove_tree(directory, name)
+        if not report.ok:
+            log.warning("could not remove all of %s: %s", directory / name,
+                        "; ".join(report.notes))
 
 
 async def run_one(run_id: int, problem: Problem, client: Any,
@@ -113,10 +132,12 @@ async def run_one(run_id: int, problem: Problem, client: Any,
         budget.spent[run_id] = outcome_cost(s.agent.model, so_far) or 0.0
         return budget.exceeded(run_id)
 
-    entry: dict[str, Any] = {"run_id": run_id, "status": "error", "submitted": False,
+    entry: dict[str, Any] = {"run_id": run_id, "status": "error", "error_cause": None,
+                             "submitted": False,
                              "found_by": None, "speedup": None, "speedup_ci95": None,
                              "score": None, "accuracy": None,
                              "baseline_accuracy": None, "reason": "", "failed_checks": []}
+    stage = "harness"  # what an exception is blamed on: the grader while it grades
     try:
         outcome = await run_agent(
             client, problem.prompt(workspace), problem.tool_names(), s.agent,
@@ -128,32 +149,38 @@ async def run_one(run_id: int, problem: Problem, client: Any,
         candidate = ctx.submitted
         entry["submitted"] = candidate is not None
         entry["found_by"] = "submitted" if candidate is not None else None
-        if candidate is None and (fallbacks := problem.fallback_candidates(workspace)):
-            candidate, entry["found_by"] = fallbacks[0], "fallback"
+        if candidate is None and (candidate := tools.first_candidate(
+                workspace, problem.fallback_candidates(workspace))):
+            entry["found_by"] = "fallback"
         if outcome.ended_by == "budget":
-            entry.update(found_by=None, reason="budget", budget=outcome.api_error)
+            entry.update(found_by=None, reason="budget", budget=outcome.api_error,
+                         error_cause="budget")
         elif outcome.ended_by == "api_error":
-            entry.update(found_by=None, reason=f"API error after retries: {outcome.api_error}")
+            entry.update(found_by=None, reason=f"API error after retries: {outcome.api_error}",
+                         error_cause="api")
         elif candidate is None:
             entry.update(status="fail", found_by=None,
                          reason=f"no answer: the agent ended ({outcome.ended_by}) without "
                                 "submitting, and its run directory holds no .py file")
         else:
-            note(run_id, f"grading {candidate.name}")
-            result = await problem.grade(candidate, progress=ctx.progress)
-            write_json(workspace / "grade.json", result.to_dict(), ctx.secrets)
+            note(run_id, f"grading {candidate.path.name}")
+            stage = "grader"
+            with tools.graded_copy(candidate) as copy:  # the bytes read when it was offered
+                result = await problem.grade(copy, progress=ctx.progress)
+            stage = "harness"
+            write_record(workspace, "grade.json", result.to_dict(), ctx.secrets)
             entry.update(status="pass" if result.passed else "fail", speedup=result.speedup,
                          speedup_ci95=result.speedup_ci95, score=result.score,
                          accuracy=result.accuracy, baseline_accuracy=result.baseline_accuracy,
                          reason=result.reason, failed_checks=result.failed_checks,
-                         candidate=str(candidate.relative_to(workspace))
-                         if candidate.is_relative_to(workspace) else str(candidate))
-    except GraderError as exc:
-        entry["reason"] = f"grader error: {exc}"
-    except Exception as exc:  # a harness bug: record it, keep the batch going
-        entry["reason"] = f"harness error: {type(exc).__name__}: {exc}"
-        entry["traceback"] = traceback.format_exc()
-        log.exception("run %d failed with a harness error", run_id)
+                         candidate=str(candidate.path.relative_to(workspace))
+                         if candidate.path.is_relative_to(workspace)
+                         else str(candidate.path))
+    except Exception as exc:  # the harness's fault (GraderError included): record it, go on
+        entry.update(status="error", error_cause=stage,
+                     reason=f"{stage} error: {type(exc).__name__}: {exc}",
+                     traceback=traceback.format_exc())
+        log.exception("run %d failed with a %s error", run_id, stage)
     entry.update(steps=outcome.steps, ended_by=outcome.ended_by,
                  tool_calls=dict(outcome.tool_calls), tool_errors=outcome.tool_errors,
                  input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens,
@@ -165,7 +192,11 @@ async def run_one(run_id: int, problem: Problem, client: Any,
                  tampering=ctx.tampering,
                  isolation=sandbox.best_isolation(),
                  wall_time=round(time.monotonic() - started, 3))
-    write_json(workspace / "run.json", entry, ctx.secrets)
+    try:
+        write_record(workspace, "run.json", entry, ctx.secrets)
+    except OSError as exc:  # the disk's fault: the entry still reaches results.json
+        entry["record_error"] = f"run.json could not be written: {exc.strerror or exc}"
+        log.error("run %d: %s", run_id, entry["record_error"])
     speedup = f" {entry['speedup']:.1f}x" if entry["speedup"] else ""
     reason = entry["reason"] if len(entry["reason"]) <= 100 else entry["reason"][:99] + "…"
     note(run_id, entry["status"] + speedup + (f" ({reason})" if entry["status"] != "pass"
@@ -174,8 +205,8 @@ async def run_one(run_id: int, problem: Problem, client: Any,
 
 
 def _results_entry(e: dict[str, Any]) -> dict[str, Any]:
-    keys = ("run_id", "status", "steps", "speedup", "speedup_ci95", "score", "accuracy",
-            "baseline_accuracy", "reason",
+    keys = ("run_id", "status", "error_cause", "steps", "speedup", "speedup_ci95", "score",
+            "accuracy", "baseline_accuracy", "reason",
             "submitted", "found_by", "failed_checks", "tool_calls", "intermediate",
             "input_tokens", "output_tokens", "cache_creation_input_tokens",
             "cache_read_input_tokens", "cost_usd", "stream_retries", "wall_time")

@@ -20,7 +20,7 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
+import os
 import signal
 import statistics
 import sys
@@ -64,10 +64,69 @@ class Config:
 
 CONFIG = Config()
 ROOT = Path(__file__).resolve().parent
+
+# The range of each whole-number knob that sizes the harness's own work, stated once: a
+# flag is checked as it is parsed, CONFIG before anything runs, so a typo such as
+# `--runs 99999999999999999999` is a usage error instead of an allocation.
+MIN_REPEATS = 3  # two executions on one data set (determinism), one relabelled (features)
+MIN_THINKING = 1024  # the API's smallest extended-thinking budget
+MAX_REPLY_TOKENS = 128_000  # above every model's reply limit (the preflight narrows it)
+BOUNDS: dict[str, tuple[int, int]] = {
+    "runs": (1, 1000),
+    "max_steps": (1, 500),
+    "max_tokens": (1, MAX_REPLY_TOKENS),
+    "thinking": (MIN_THINKING, MAX_REPLY_TOKENS),  # and below max_tokens (batch_command)
+    "repeats": (MIN_REPEATS, 50),  # timed executions of up to minutes each
+    "baseline_repeats": (1, 50),
+    "threads": (1, 64),
+    "max_api_calls": (1, 64),
+    "api_retries": (0, 10),
+}
+BOUND_NOTES = {"repeats": "the grader runs one data set twice (determinism) and its images "
+                          "once more under other labels (features_from_images)"}
 console = Console(stderr=True, highlight=False)
 
 
 # ---- flags ----------------------------------------------------------------------------
+def _shown(value: Any) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        text = "a number of thousands of digits"
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def bound_error(name: str, value: Any) -> str | None:
+    """Why ``value`` is not acceptable for the knob ``name`` of ``BOUNDS`` (None: it is)."""
+    low, high = BOUNDS[name]
+    if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+        return None
+    note = f": {BOUND_NOTES[name]}" if name in BOUND_NOTES else ""
+    return f"must be a whole number from {low} to {high}, got {_shown(value)}{note}"
+
+
+def _bounded(name: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value: Any = int(text)
+        except ValueError:  # not a whole number (2.5, x) or too many digits to parse
+            value = text
+        if why := bound_error(name, value):
+            raise argparse.ArgumentTypeError(why)
+        return value
+    return parse
+
+
+def config_errors(cfg: Config) -> list[str]:
+    """Every bounded knob of ``cfg`` outside its range (a knob whose default is None may
+    be None)."""
+    optional = {f.name for f in dataclasses.fields(Config) if f.default is None}
+    return [f"CONFIG.{name} in main.py {why} (its flag: --{name.replace('_', '-')})"
+            for name in BOUNDS
+            if not (getattr(cfg, name) is None and name in optional)
+            and (why := bound_error(name, getattr(cfg, name)))]
+
+
 def _positive(kind: type) -> Any:
     def parse(text: str) -> Any:
         try:
@@ -118,10 +177,13 @@ def _grading_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--semantics", choices=["seed", "strict"],
                    help="seed: model quality must hold; strict: each component computes the "
                         "original's function")
-    p.add_argument("--repeats", type=_positive(int), help="timed executions per candidate")
-    p.add_argument("--baseline-repeats", dest="baseline_repeats", type=_positive(int),
+    p.add_argument("--repeats", type=_bounded("repeats"),
+                   help="timed executions per candidate")
+    p.add_argument("--baseline-repeats", dest="baseline_repeats",
+                   type=_bounded("baseline_repeats"),
                    help="timed executions of the baseline (when not cached)")
-    p.add_argument("--threads", type=_positive(int), help="threads for baseline and candidate")
+    p.add_argument("--threads", type=_bounded("threads"),
+                   help="threads for baseline and candidate")
     p.add_argument("--no-cache", dest="use_cache", action="store_false", default=None,
                    help="re-measure the baseline instead of using the cached one")
     p.add_argument("--unsafe-no-sandbox", dest="unsafe_no_sandbox", action="store_true",
@@ -129,6 +191,8 @@ def _grading_flags(p: argparse.ArgumentParser) -> None:
 
 
 def parse_args(argv: list[str]) -> tuple[str, argparse.Namespace, Config]:
+    if errors := config_errors(CONFIG):  # first: the help texts below show its values
+        argparse.ArgumentParser(prog="main.py").error("; ".join(errors))
     if argv[:1] == ["grade"]:
         p = argparse.ArgumentParser(prog="main.py grade", description="Grade one file.")
         p.add_argument("file", type=Path)
@@ -153,7 +217,7 @@ def parse_args(argv: list[str]) -> tuple[str, argparse.Namespace, Config]:
         command = "calibrate"
     else:
         p = argparse.ArgumentParser(prog="main.py", description="Run a batch of agent runs.")
-        p.add_argument("--runs", type=_positive(int))
+        p.add_argument("--runs", type=_bounded("runs"))
         mode = p.add_mutually_exclusive_group()
         mode.add_argument("--concurrent", dest="concurrent", action="store_true", default=None)
         mode.add_argument("--sequential", dest="concurrent", action="store_false")
@@ -162,20 +226,20 @@ def parse_args(argv: list[str]) -> tuple[str, argparse.Namespace, Config]:
         p.add_argument("--no-profiler", dest="include_profiler", action="store_false",
                        default=None)
         p.add_argument("--model")
-        p.add_argument("--max-steps", dest="max_steps", type=_positive(int))
-        p.add_argument("--max-tokens", dest="max_tokens", type=_positive(int),
+        p.add_argument("--max-steps", dest="max_steps", type=_bounded("max_steps"))
+        p.add_argument("--max-tokens", dest="max_tokens", type=_bounded("max_tokens"),
                        help=f"tokens per model reply (default {CONFIG.max_tokens})")
-        p.add_argument("--max-api-calls", dest="max_api_calls", type=_positive(int),
+        p.add_argument("--max-api-calls", dest="max_api_calls",
+                       type=_bounded("max_api_calls"),
                        help="model calls in flight at once across the batch")
-        p.add_argument("--api-retries", dest="api_retries", type=int,
-                       choices=range(0, 11), metavar="{0..10}",
+        p.add_argument("--api-retries", dest="api_retries", type=_bounded("api_retries"),
                        help="the SDK's retries of a failed request (429, 5xx, connection)")
         streaming = p.add_mutually_exclusive_group()
         streaming.add_argument("--stream", dest="stream", action="store_true", default=None)
         streaming.add_argument("--no-stream", dest="stream", action="store_false")
-        p.add_argument("--thinking", type=_positive(int), metavar="TOKENS",
-                       help="extended thinking with this budget per reply (at least 1024, "
-                            "below --max-tokens)")
+        p.add_argument("--thinking", type=_bounded("thinking"), metavar="TOKENS",
+                       help=f"extended thinking with this budget per reply (at least "
+                            f"{MIN_THINKING}, below --max-tokens)")
         p.add_argument("--max-cost", dest="max_cost", type=_positive(float), metavar="USD",
                        help="stop the runs still going once the batch has cost this much")
         p.add_argument("--max-run-cost", dest="max_run_cost", type=_positive(float),
@@ -490,6 +554,7 @@ def problems_command(cfg: Config, args: argparse.Namespace) -> int:
 async def batch_command(cfg: Config) -> int:
     import batch
     import pricing
+    import summary
     import tools
     from agent import AgentSettings
     from problem import DataGuard, GraderError
@@ -515,9 +580,9 @@ async def batch_command(cfg: Config) -> int:
                           "untouched)")
             return 2
     max_tokens = reply_token_limit(cfg, limits)
-    if cfg.thinking and not 1024 <= cfg.thinking < max_tokens:
-        console.print(f"[red]error:[/red] --thinking {cfg.thinking} must be at least 1024 and "
-                      f"below max_tokens ({max_tokens})")
+    if cfg.thinking and cfg.thinking >= max_tokens:  # its range was checked by parse_args
+        console.print(f"[red]error:[/red] --thinking {cfg.thinking} must be below max_tokens "
+                      f"({max_tokens})")
         return 2
     max_steps = cfg.max_steps or problem.max_steps
     output = cfg.output if cfg.output.is_absolute() else Path.cwd() / cfg.output
@@ -557,34 +622,42 @@ async def batch_command(cfg: Config) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     t = results["totals"]
-    rate = f"{t['pass_rate']:.0%}" if t["pass_rate"] is not None else "–"
     _say(f"[bold]done[/bold]: passed {t['passed']}, failed {t['failed']}, errors {t['errors']}"
-         f" — pass rate {rate}; summary: {output / 'run_summary.md'}")
+         f" — {summary.pass_rate_line(t)}; summary: {output / 'run_summary.md'}")
     if cfg.save:
-        dest = ROOT / "saved_outputs" / cfg.save
-        if dest.exists():
-            dest = dest.with_name(f"{cfg.save}-{time.strftime('%Y%m%d-%H%M%S')}")
-        shutil.copytree(output, dest)
-        _say(f"saved to {dest}")
+        dest, report = await asyncio.to_thread(save_batch, output, ROOT / "saved_outputs",
+                                               cfg.save)
+        left = report.skipped + report.failed
+        _say(f"saved to {dest}" + (f" ({left} entries not copied: see {SAVE_REPORT})"
+                                   if left else ""))
     return 0
 
 
-MIN_REPEATS = 3  # two executions on one data set (determinism), one relabelled (features)
+SAVE_REPORT = "save_report.json"
 
 
-def invalid_repeats_message(cfg: Config) -> str | None:
-    """Fewer executions than the grader's checks need: refused, not quietly weakened."""
-    if cfg.repeats < MIN_REPEATS:
-        return (f"repeats must be at least {MIN_REPEATS}, got {cfg.repeats}: the grader runs "
-                "one data set twice (determinism) and its images once more under other "
-                "labels (features_from_images)")
-    return None
+def save_batch(output: Path, saved: Path, name: str) -> tuple[Path, Any]:
+    """Copy the batch's records to ``saved/name`` (dated if that is taken).  Run
+    directories hold what the agents' code left there (links, FIFOs, trees thousands of
+    levels deep): only regular files and directories are copied, no link followed,
+    within ``safe_files.copy_tree``'s bounds; what was left out is listed in
+    ``SAVE_REPORT`` in the copy."""
+    import safe_files
+
+    saved.mkdir(parents=True, exist_ok=True)
+    dest = saved / name
+    if os.path.lexists(dest):
+        dest = dest.with_name(f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    report = safe_files.copy_tree(output, dest)
+    safe_files.write_bytes(dest, SAVE_REPORT, (json.dumps(report.to_json(), indent=2)
+                                               + "\n").encode())
+    return dest, report
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     command, args, cfg = parse_args(sys.argv[1:] if argv is None else argv)
-    if message := invalid_repeats_message(cfg) or invalid_target_message(cfg):
+    if message := invalid_target_message(cfg):
         console.print(f"[red]error:[/red] {message}")
         return 2
     if command == "problems":

@@ -9,10 +9,12 @@ layer reports, and problems measure what they need when first asked.
 from __future__ import annotations
 
 import abc
-import shutil
+import stat
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+import safe_files
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,9 @@ class Problem(abc.ABC):
         (``GraderError`` when the harness itself cannot grade)."""
 
     def fallback_candidates(self, workspace: Path) -> list[Path]:
-        """Files to grade when the agent ends without submitting, best first."""
+        """Files of the run directory to grade when the agent ends without submitting,
+        best first; list them without following links (``safe_files.walk``).  The batch
+        reads the one it grades through ``safe_files`` too, skipping any that changed."""
         return []
 
 
@@ -164,35 +168,61 @@ class DataGuard:
 
     Taken when a batch (or a grading) starts; ``restore()`` after anything the agent
     ran returns the paths that had been changed, added or removed, restoring each.
+    Below the directory nothing is followed (``safe_files``): a link, FIFO or directory
+    planted where a file was counts as a change and is removed, not written through.
     """
+
+    MAX_FILE_BYTES = 64 * 1024**2  # a data file larger than this is not pinned
 
     def __init__(self, directory: Path):
         self.directory = directory
-        self.pinned = {p.relative_to(directory): p.read_bytes()
-                       for p in sorted(directory.rglob("*"))
-                       if p.is_file() and "__pycache__" not in p.parts}
+        self.pinned = {e.rel: (safe_files.read_bytes(directory, e.rel, self.MAX_FILE_BYTES),
+                               stat.S_IMODE(e.mode))
+                       for e in self._entries() if e.is_file}
+
+    def _entries(self) -> list[safe_files.Entry]:
+        entries, _ = safe_files.walk(self.directory)
+        return [e for e in entries if not e.is_dir and "__pycache__" not in e.rel.parts]
 
     def changed(self) -> list[str]:
-        current = {p.relative_to(self.directory) for p in self.directory.rglob("*")
-                   if p.is_file() and "__pycache__" not in p.parts}
-        changed = [str(rel) for rel in sorted(current - self.pinned.keys())]
-        for rel, data in self.pinned.items():
-            path = self.directory / rel
-            if rel not in current or path.is_symlink() or path.read_bytes() != data:
-                changed.append(str(rel))
-        return sorted(changed)
+        current = {e.rel: e for e in self._entries()}
+        changed = {rel for rel in current if rel not in self.pinned}
+        for rel, (data, _) in self.pinned.items():
+            entry = current.get(rel)
+            if entry is None or not entry.is_file or entry.size != len(data):
+                changed.add(rel)
+                continue
+            try:
+                same = safe_files.read_bytes(self.directory, rel, len(data)) == data
+            except OSError:  # it changed again while being read
+                same = False
+            if not same:
+                changed.add(rel)
+        return sorted(str(rel) for rel in changed)
 
     def restore(self) -> list[str]:
         changed = self.changed()
-        for rel in changed:
-            path = self.directory / rel
-            if Path(rel) in self.pinned:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                if path.is_symlink():
-                    path.unlink()
-                elif path.is_dir():
-                    shutil.rmtree(path)
-                path.write_bytes(self.pinned[Path(rel)])
+        for name in changed:
+            rel = PurePosixPath(name)
+            if rel in self.pinned:
+                self._put_back(rel)
             else:
-                path.unlink(missing_ok=True)
+                safe_files.remove_tree(self.directory, rel)
         return changed
+
+    def _put_back(self, rel: PurePosixPath) -> None:
+        data, mode = self.pinned[rel]
+        for depth in range(1, len(rel.parts)):  # a parent replaced by a file or a link
+            parent = PurePosixPath(*rel.parts[:depth])
+            try:
+                if stat.S_ISDIR(safe_files.lstat(self.directory, parent).st_mode):
+                    continue
+            except OSError:
+                break  # missing: made by the write
+            safe_files.remove_tree(self.directory, parent)
+            break
+        try:
+            safe_files.write_bytes(self.directory, rel, data, mode=mode)
+        except IsADirectoryError:
+            safe_files.remove_tree(self.directory, rel)
+            safe_files.write_bytes(self.directory, rel, data, mode=mode)

@@ -1,52 +1,60 @@
 """Run untrusted Python (agent code, profiled code, graded candidates) in a child process.
 
 Everything the harness executes on an agent's behalf goes through :func:`run_python`.
-The operating system does the isolating, never a list of forbidden names:
+The operating system does the isolating, and what a child may reach is an allow-list:
 
-- **bwrap** (bubblewrap, preferred): fresh PID, IPC, UTS, network and cgroup
-  namespaces; ``/`` bound read-only; private fresh ``/tmp``, ``/var/tmp``, ``/dev/shm``
-  and ``/run``; a minimal ``/dev``; a new ``/proc`` for the child's own PID namespace;
-  the project, the harness's home, the cache and the sibling run directories covered
-  by empty file systems, with only the interpreter, the venv and the caller's
-  read-only paths (a problem's data directory) bound back, read-only, and the child's own
-  directory read-write.
-- **unshare** (fallback when bwrap is missing and the harness is root): the same
-  namespaces and hiding, built with ``unshare`` and a short mount script.
-- **none**: neither is available; only the environment and the limits below apply.
-  Callers refuse to grade under it unless the user insists (``--unsafe-no-sandbox``).
+- **What it sees** (:func:`plan`): an empty root, onto which the system's programs and
+  libraries (``/usr`` and its links), the dynamic linker's cache, the time zone, the CPU
+  topology, the interpreter and the venv are bound read-only, then the caller's
+  read-only paths (a problem's data directory), the child's own directory read-write,
+  fresh private ``/tmp``, ``/var/tmp``, ``/dev/shm`` and ``/run``, a minimal ``/dev`` and a
+  ``/proc`` of its own PID namespace.  The root itself is read-only.  Nothing else of the
+  host exists inside: not the project, not another checkout, not ``/etc``, not a home.
+- **Who it is** (:func:`fresh_identity`): when the harness is root, every sandbox runs as
+  a uid no earlier sandbox on the machine has had (``setpriv``: every capability, the
+  bounding set and supplementary groups dropped, ``no_new_privs`` set), so nothing the
+  kernel keeps per uid (keyrings, their quotas) can pass from one sandbox to another.
+  Unprivileged, bwrap's own user namespace plays that part.
+- **Fresh namespaces**: PID, IPC, UTS, network (a loopback of its own) and cgroup.
+- **Limits**: its own cgroup (one CPU, a task count, and a memory limit on the sandbox
+  as a whole: the kernel's OOM killer then acts inside it, never on the host), rlimits
+  (address space, file size, core dumps, no POSIX message queues), a timeout that kills
+  the whole tree, an environment built from an allow-list (no API keys), and truncated
+  output.
 
-When the harness is root, the child then drops to an unprivileged uid that owns
-nothing of the harness's (``setpriv``: every capability, the bounding set and
-supplementary groups dropped, ``no_new_privs`` set).  With cgroups it is confined to one
-CPU (``cpuset``) and a process count (``pids``); otherwise its affinity is set to one CPU.
-It always gets an environment built from an allow-list (no API keys), rlimits (address
-space, file size, core dumps, no POSIX message queues), a timeout that kills the whole
-tree, and truncated output.  :func:`run_python` runs a child to its end;
-:func:`start_python` hands back a running one (a warm process that forks executions).
+Backends: **bwrap** (bubblewrap, preferred) and **unshare** (when bwrap is missing and
+the harness is root: the same plan, built by a short mount script and ``pivot_root``).
+**none** has only the environment and the limits; callers refuse to grade under it
+unless the user insists (``--unsafe-no-sandbox``).
 
-``on_control`` gives the caller a private channel: the child's fd 3 (``CONTROL_FD``) is a
-pipe whose lines the harness timestamps on arrival.  The timing runner uses it from a
-process that never runs candidate code.  What the child may see is the caller's choice;
-this module knows nothing of agents or grading.
+:func:`run_python` runs a child to its end; :func:`start_python` hands back a running one
+(a warm process that forks executions).  ``on_control`` gives the caller a private
+channel: the child's fd 3 (``CONTROL_FD``) is a pipe whose lines the harness timestamps
+on arrival.  What the child may see is the caller's choice; this module knows nothing of
+agents or grading.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import itertools
 import logging
 import os
 import resource
+import secrets
 import shlex
 import shutil
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import safe_files
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +62,6 @@ GIB = 1024**3
 MIB = 1024**2
 PROJECT_ROOT = Path(__file__).resolve().parent
 CONTROL_FD = 3
-SANDBOX_UID = 64999  # the unprivileged uid children run as when the harness is root
 BACKENDS = ("bwrap", "unshare", "none")
 
 # Variables a child may inherit from the harness.  Everything else (API keys included)
@@ -69,14 +76,6 @@ MEMORY_SIGNS = ("MemoryError", "std::bad_alloc", "can't allocate memory",
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _CHILD_HOME = "/tmp/home"
 _LINE_CAP = 1 << 23  # longest control line handed to on_control (8 MiB)
-
-
-_harness_paths: set[Path] = set()
-
-
-def hide_from_children(path: Path) -> None:
-    """Register a directory of the harness's (a cache, say) that no child may see."""
-    _harness_paths.add(Path(path))
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,6 @@ class Visibility:
 
     workdir: Path
     read_only: tuple[Path, ...] = ()
-    hidden: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -110,15 +108,19 @@ class ProcessResult:
     memory_error: bool = False
     isolation: str = "none"
     cpu_limit: str = "none"
+    oom_killed: bool = False  # the kernel ended a process of it at the sandbox's limit
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and not self.timed_out
+        return self.returncode == 0 and not self.timed_out and not self.oom_killed
 
     def failure(self) -> str:
         """One sentence on why the process did not succeed ('' when it did)."""
         if self.timed_out:
             return f"timed out after {self.wall_time:.0f} s and was killed"
+        if self.oom_killed:
+            return ("ran out of memory (the sandbox's limit for all its processes together "
+                    "was reached, and the kernel ended one of them)")
         if self.memory_error:
             return "ran out of memory (the memory limit was reached)"
         if self.returncode is not None and self.returncode < 0:
@@ -139,7 +141,8 @@ def available_backends() -> list[str]:
     if sys.platform == "linux" and shutil.which("bwrap") and (
             not _is_root() or shutil.which("setpriv")):
         found.append("bwrap")
-    if _is_root() and shutil.which("unshare") and shutil.which("setpriv"):
+    if _is_root() and all(shutil.which(tool, path=_SYSTEM_PATH)
+                           for tool in ("unshare", "setpriv", "pivot_root", "mount")):
         found.append("unshare")
     return [*found, "none"]
 
@@ -186,28 +189,50 @@ def child_environment(threads: int, home: str, tmpdir: str) -> dict[str, str]:
 _cgroup_ids = itertools.count()
 
 
+SHARE_OF_MEMORY = 0.8  # of the machine's memory, for every sandbox together
+
+
+def _shared_memory() -> int:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * SHARE_OF_MEMORY)
+    except (ValueError, OSError):
+        return 1 << 62
+
+
+def _write_limits(directory: Path, names: Sequence[str], value: int) -> None:
+    """Each limit the kernel offers here (a missing file: not on this kernel)."""
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            (directory / name).write_text(str(value))
+
+
 class _Cgroup:
-    """A child's own cgroup (v1 or v2): one CPU and at most ``max_processes`` tasks.
+    """A child's own cgroup (v1 or v2): one CPU, at most ``max_processes`` tasks, and at
+    most ``memory_bytes`` of memory for all of them together (swap included where the
+    kernel accounts it).
 
     Created before the child starts; the child joins it before it executes anything, so
-    no thread it ever starts runs outside it.  ``kill()`` ends every task in it."""
+    no thread it ever starts runs outside it.  ``kill()`` ends every task in it.  Every
+    sandbox's cgroup sits in ``hello-py/``, which holds at most :data:`SHARE_OF_MEMORY`
+    of the machine's memory: many sandboxes at once meet that limit, not the host's."""
 
-    def __init__(self, cpu: int, max_processes: int):
+    def __init__(self, cpu: int, limits: Limits):
         self.dirs: list[Path] = []
         self._usage: Path | None = None  # the CPU time its tasks have used
         self._usage_scale = 1e-9
+        self._events: Path | None = None  # where the kernel counts its OOM kills
         name = f"hello-py/{os.getpid()}-{next(_cgroup_ids)}"
         unified = (_CGROUP_ROOT / "cgroup.controllers").is_file()
         try:
             if unified:
-                self._make_v2(name, cpu, max_processes)
+                self._make_v2(name, cpu, limits)
             else:
-                self._make_v1(name, cpu, max_processes)
+                self._make_v1(name, cpu, limits)
         except OSError as exc:
             self.remove()
             raise RuntimeError(f"cannot create a cgroup: {exc}") from exc
 
-    def _make_v1(self, name: str, cpu: int, max_processes: int) -> None:
+    def _make_v1(self, name: str, cpu: int, limits: Limits) -> None:
         cpuset_root = _CGROUP_ROOT / "cpuset"
         parent = cpuset_root / "hello-py"
         if not parent.is_dir():
@@ -223,24 +248,62 @@ class _Cgroup:
         if pids.parent.parent.is_dir():
             pids.mkdir(parents=True)
             self.dirs.append(pids)
-            (pids / "pids.max").write_text(str(max_processes))
+            (pids / "pids.max").write_text(str(limits.max_processes))
         cpuacct = _CGROUP_ROOT / "cpuacct" / name
         if cpuacct.parent.parent.is_dir():
             cpuacct.mkdir(parents=True)
             self.dirs.append(cpuacct)
             self._usage = cpuacct / "cpuacct.usage"
+        memory = _CGROUP_ROOT / "memory" / name
+        if memory.parent.parent.is_dir():
+            if not memory.parent.is_dir():
+                memory.parent.mkdir(exist_ok=True)
+                _write_limits(memory.parent, ("memory.limit_in_bytes",
+                                              "memory.memsw.limit_in_bytes"), _shared_memory())
+            memory.mkdir()
+            self.dirs.append(memory)
+            # memory first: the kernel refuses a memory+swap limit below it
+            _write_limits(memory, ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"),
+                          limits.memory_bytes)
+            self._events = memory / "memory.oom_control"
+        # A hybrid host also has the unified (v2) hierarchy, without controllers: the
+        # sandbox gets a cgroup there too, so that its cgroup namespace's root in every
+        # hierarchy is its own, never the host's.
+        unified = _CGROUP_ROOT / "unified" / name
+        if (unified.parent.parent / "cgroup.procs").is_file():
+            unified.mkdir(parents=True)
+            self.dirs.append(unified)
 
-    def _make_v2(self, name: str, cpu: int, max_processes: int) -> None:
+    def _make_v2(self, name: str, cpu: int, limits: Limits) -> None:
         parent = _CGROUP_ROOT / "hello-py"
+        fresh = not parent.is_dir()
         parent.mkdir(exist_ok=True)
-        (_CGROUP_ROOT / "cgroup.subtree_control").write_text("+cpuset +pids")
-        (parent / "cgroup.subtree_control").write_text("+cpuset +pids")
+        (_CGROUP_ROOT / "cgroup.subtree_control").write_text("+cpuset +pids +memory")
+        (parent / "cgroup.subtree_control").write_text("+cpuset +pids +memory")
+        if fresh:
+            _write_limits(parent, ("memory.max",), _shared_memory())
         mine = _CGROUP_ROOT / name
         mine.mkdir()
         self.dirs.append(mine)
         (mine / "cpuset.cpus").write_text(str(cpu))
-        (mine / "pids.max").write_text(str(max_processes))
+        (mine / "pids.max").write_text(str(limits.max_processes))
+        _write_limits(mine, ("memory.max",), limits.memory_bytes)
+        _write_limits(mine, ("memory.swap.max",), 0)
         self._usage, self._usage_scale = mine / "cpu.stat", 1e-6
+        self._events = mine / "memory.events"
+
+    def oom_kills(self) -> int:
+        """How many of its tasks the kernel has killed for want of memory so far."""
+        if self._events is None:
+            return 0
+        try:
+            for line in self._events.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            pass
+        return 0
 
     def join(self) -> None:
         """Move the calling process in (runs in the child before exec)."""
@@ -303,7 +366,7 @@ def _cgroup_for(cpu: int, limits: Limits) -> _Cgroup | None:
     if not _is_root() or not _CGROUP_ROOT.is_dir():
         return None
     try:
-        return _Cgroup(cpu, limits.max_processes)
+        return _Cgroup(cpu, limits)
     except RuntimeError as exc:
         log.debug("no cgroup for the child: %s", exc)
         return None
@@ -318,124 +381,214 @@ def default_cpu(timed: bool) -> int:
     return cpus[next(_cgroup_ids) % (len(cpus) - 1)]
 
 
-# ---- file-system layout --------------------------------------------------------------------
-def _outermost(paths: Iterable[Path]) -> list[Path]:
-    """The paths not inside another of them: hiding /tmp hides a project in /tmp/x too
-    (and /tmp/x no longer exists to mount on once /tmp is covered)."""
-    unique = sorted(set(paths), key=lambda p: (len(p.parts), str(p)))
-    kept: list[Path] = []
-    for path in unique:
-        if not any(path.is_relative_to(k) for k in kept):
-            kept.append(path)
-    return kept
+# ---- file-system layout: an allow-list -----------------------------------------------------
+# What every child sees of the host, read-only: the system's programs and libraries (as the
+# host lays them out: a directory, or a link into /usr), the dynamic linker's cache, the
+# time zone and the CPU topology.  The interpreter, the venv and the caller's read-only
+# paths come on top, and the child's own directory read-write; nothing else of the host
+# exists inside, whatever it is called.
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+                 "/etc/localtime", "/sys/devices/system/cpu")
 
 
 @dataclass(frozen=True)
-class _Layout:
-    hidden: list[Path]  # covered by empty file systems, outermost first
-    keep: list[tuple[Path, bool]]  # (path, read_only) bound back, parents first
+class Mount:
+    """One step of building a child's root from an empty file system: ``kind`` is ``ro``
+    or ``rw`` (bind the host's ``source`` at ``path``), ``tmpfs``, ``dir``, ``symlink`` (to
+    ``source``), ``dev`` (a minimal /dev) or ``proc`` (the child's own PID namespace)."""
+
+    kind: str
+    path: str
+    source: str = ""
+    mode: str = "0755"
 
 
-def _layout(vis: Visibility) -> _Layout:
-    workdir = vis.workdir.resolve()
-    hidden = [*(Path(p) for p in _PRIVATE_DIRS), PROJECT_ROOT, Path.home(), workdir.parent,
-              *_harness_paths, *vis.hidden]
-    hidden = _outermost(p.resolve() for p in hidden
-                        if p.resolve().is_dir() and p.resolve() != Path("/"))
-    keep_ro = [Path(sys.base_prefix), Path(sys.prefix), *vis.read_only]
-    keep = [(p.resolve(), True) for p in keep_ro if p.exists()]
-    keep = [(p, ro) for p, ro in keep if any(p.is_relative_to(h) for h in hidden)]
-    keep.append((workdir, False))
-    keep = sorted(set(keep), key=lambda item: len(item[0].parts))
-    return _Layout(hidden, keep)
+def _python_roots() -> list[Path]:
+    """The interpreter's installation and the venv (where the packages are)."""
+    roots = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(),
+             Path(sys.executable).resolve().parent.parent}
+    return sorted(p for p in roots if p.is_dir())
+
+
+def plan(vis: Visibility) -> list[Mount]:
+    """Every step that builds the child's root, in order (both backends follow it)."""
+    steps: list[Mount] = []
+    made: set[Path] = {Path("/")}  # directories that exist inside, empty
+    bound: list[Path] = []  # host directories bound in: what is below them exists too
+    system: list[Path] = []
+
+    def parents(path: Path) -> None:
+        for parent in reversed(path.parents):
+            if parent not in made and not any(parent.is_relative_to(b) for b in bound):
+                steps.append(Mount("dir", str(parent)))
+                made.add(parent)
+
+    for name in _SYSTEM_DIRS:
+        host = Path(name)
+        if host.is_symlink():
+            steps.append(Mount("symlink", name, os.readlink(host)))
+        elif host.is_dir():
+            steps.append(Mount("ro", name, name))
+            bound.append(host)
+            system.append(host)
+    steps += [Mount("dev", "/dev"), Mount("proc", "/proc")]
+    made |= {Path("/dev"), Path("/proc")}
+    for private in map(Path, _PRIVATE_DIRS):
+        parents(private)
+        steps.append(Mount("tmpfs", str(private), mode="1777"))
+        made.add(private)
+    binds = [(Path(p), "ro") for p in _SYSTEM_FILES if os.path.exists(p)]
+    binds += [(p, "ro") for p in _python_roots()]
+    binds += [(Path(p).resolve(), "ro") for p in vis.read_only if Path(p).exists()]
+    binds.append((vis.workdir.resolve(), "rw"))
+    seen: set[Path] = set()
+    for path, kind in sorted(binds, key=lambda b: (len(b[0].parts), str(b[0]))):
+        inside_system = any(path.is_relative_to(s) for s in system)
+        if path in seen or (kind == "ro" and inside_system):
+            continue  # bound twice, or already there (a Python installed under /usr)
+        seen.add(path)
+        parents(path)
+        steps.append(Mount(kind, str(path), str(path)))
+        if path.is_dir():
+            bound.append(path)
+    parents(Path(_CHILD_HOME))
+    steps.append(Mount("dir", _CHILD_HOME, mode="0777"))
+    return steps
 
 
 def writable_places(visibility: Visibility) -> dict[str, list[str]]:
     """Inside the sandbox of ``visibility`` (bwrap or unshare): the directories a child
     may be able to write in (``scratch``: what it makes there is its own), what the
     sandbox bound into them read-only, and the directories that must stay (``emptied``:
-    the child's own directory and home)."""
-    layout = _layout(visibility)
+    the child's own directory and home).  Everything else is read-only or absent."""
     workdir = str(visibility.workdir.resolve())
-    return {"scratch": [*(str(p) for p in layout.hidden), workdir],
-            "read_only": [str(p) for p, ro in layout.keep if ro],
-            "emptied": [workdir, _CHILD_HOME]}
+    scratch = [*_PRIVATE_DIRS, workdir]
+    inside = [m.path for m in plan(visibility) if m.kind == "ro" and any(
+        Path(m.path).is_relative_to(s) for s in scratch)]
+    return {"scratch": scratch, "read_only": inside, "emptied": [workdir, _CHILD_HOME]}
 
 
-def _bwrap_argv(vis: Visibility, layout: _Layout) -> list[str]:
+def _bwrap_argv(vis: Visibility, steps: list[Mount], identity: int | None) -> list[str]:
     argv = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-            "--unshare-cgroup-try", "--die-with-parent", "--new-session",
-            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    for path in layout.hidden:
-        argv += ["--perms", "1777" if str(path) in _PRIVATE_DIRS else "0755",
-                 "--tmpfs", str(path)]
-    made: set[Path] = set()
-    for path, read_only in layout.keep:
-        root = next((h for h in layout.hidden if path.is_relative_to(h)), None)
-        for parent in reversed(path.parents):
-            if (root is not None and parent.is_relative_to(root) and parent != root
-                    and parent not in made):
-                argv += ["--perms", "0755", "--dir", str(parent)]
-                made.add(parent)
-        argv += ["--ro-bind" if read_only else "--bind", str(path), str(path)]
-    argv += ["--perms", "0777", "--dir", _CHILD_HOME, "--chdir", str(vis.workdir.resolve())]
-    if _is_root():
-        # Privileged bwrap keeps only what setpriv needs to become SANDBOX_UID.
+            "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
+    for m in steps:
+        if m.kind in ("ro", "rw"):
+            argv += ["--ro-bind" if m.kind == "ro" else "--bind", m.source, m.path]
+        elif m.kind == "symlink":
+            argv += ["--symlink", m.source, m.path]
+        elif m.kind in ("dir", "tmpfs"):
+            argv += ["--perms", m.mode, f"--{m.kind}", m.path]
+        else:  # dev, proc
+            argv += [f"--{m.kind}", m.path]
+    argv += ["--remount-ro", "/", "--chdir", str(vis.workdir.resolve())]
+    if identity is not None:
+        # Privileged bwrap keeps only what setpriv needs to become the fresh uid.
         argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
                  "--cap-add", "CAP_SETPCAP"]
-    else:
-        argv += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+    else:  # unprivileged: a user namespace of its own is the fresh identity
+        argv += ["--unshare-user", "--cap-drop", "ALL"]
     return [*argv, "--"]
 
 
-def _stage_dir(hidden: Sequence[Path]) -> str:
+_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+_SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # where the mount script finds its tools
+
+
+def _stage_dir(sources: Sequence[str]) -> str:
+    """An existing directory, outside every bound source, to build the new root on."""
     for candidate in _STAGE_CANDIDATES:
         path = Path(candidate)
-        if path.is_dir() and not any(path.is_relative_to(h) or h.is_relative_to(path)
-                                     for h in hidden):
+        if path.is_dir() and not path.is_symlink() and not any(
+                Path(s).is_relative_to(path) for s in sources):
             return candidate
-    raise RuntimeError("no directory to stage bind mounts in")
+    raise RuntimeError("no directory to build the sandbox's root in")
 
 
-def _unshare_script(vis: Visibility, layout: _Layout) -> str:
-    """Shell run inside fresh namespaces: hide paths, re-expose the visible ones."""
-    stage = _stage_dir(layout.hidden)
+def _unshare_script(vis: Visibility, steps: list[Mount]) -> str:
+    """Shell run as root inside fresh namespaces: build the root the plan describes on an
+    empty tmpfs, make it the root (pivot_root), forget the host's, then run the child.
+    ``mount -n``: libmount keeps no notes in any /run, the host's or the child's."""
     q = shlex.quote
-    lines = ["set -e", "umask 022", f"mount -t tmpfs -o size=1m hp-stage {q(stage)}"]
-    for i, (path, _) in enumerate(layout.keep):
-        lines += [f"mkdir {q(stage)}/{i}", f"mount --rbind {q(str(path))} {q(stage)}/{i}"]
-    for path in layout.hidden:
-        mode = "1777" if str(path) in _PRIVATE_DIRS else "0755"
-        lines.append(f"mount -t tmpfs -o size=512m,mode={mode} hp-hidden {q(str(path))}")
-    for i, (path, ro) in enumerate(layout.keep):
-        lines += [f"mkdir -p {q(str(path))}", f"mount --rbind {q(stage)}/{i} {q(str(path))}"]
-        if ro:
-            lines.append(f"mount -o remount,bind,ro {q(str(path))}")
-    lines += [f"umount -l {q(stage)}", "mount -o remount,bind,ro / 2>/dev/null || true",
-              "rm -rf /run/mount",  # libmount's notes in the private /run: not the child's
-              f"mkdir -p {_CHILD_HOME} && chmod 0777 {_CHILD_HOME}",
+    root = _stage_dir([m.source for m in steps if m.kind in ("ro", "rw")])
+    lines = ["set -e", "umask 022", f"PATH={_SYSTEM_PATH}",
+             f"mount -n -t tmpfs -o mode=0755,size=1m hp-root {q(root)}"]
+    for m in steps:
+        at = q(root + m.path)
+        if m.kind in ("ro", "rw"):
+            make = "mkdir -p" if os.path.isdir(m.source) else "touch"
+            lines += [f"{make} {at}", f"mount -n --bind {q(m.source)} {at}"]
+            if m.kind == "ro":
+                lines.append(f"mount -n -o remount,bind,ro {at}")
+        elif m.kind == "symlink":
+            lines.append(f"ln -s {q(m.source)} {at}")
+        elif m.kind == "dir":
+            lines.append(f"mkdir -p -m {m.mode} {at}")
+        elif m.kind == "tmpfs":
+            lines += [f"mkdir -p {at}",
+                      f"mount -n -t tmpfs -o size=512m,mode={m.mode} hp-private {at}"]
+        elif m.kind == "proc":
+            lines += [f"mkdir -p {at}", f"mount -n -t proc proc {at}"]
+        else:  # dev: a few device nodes of the host's, nothing else
+            lines += [f"mkdir -p {at}", f"mount -n -t tmpfs -o size=64k,mode=0755 hp-dev {at}"]
+            for dev in _DEVICES:
+                lines += [f"touch {at}/{dev}", f"mount -n --bind /dev/{dev} {at}/{dev}"]
+            lines += [f"ln -s /proc/self/fd {at}/fd", f"ln -s /proc/self/fd/0 {at}/stdin",
+                      f"ln -s /proc/self/fd/1 {at}/stdout",
+                      f"ln -s /proc/self/fd/2 {at}/stderr"]
+    lines += [f"mkdir {q(root)}/.old-root", f"cd {q(root)}", "pivot_root . .old-root",
+              "cd /", "umount -n -l /.old-root", "rmdir /.old-root",
+              "mount -n -o remount,ro,bind /",
               f"cd {q(str(vis.workdir.resolve()))}", 'exec "$@"']
     return "\n".join(lines)
 
 
-def _drop_privileges_argv() -> list[str]:
-    uid = str(SANDBOX_UID)
+def _drop_privileges_argv(identity: int) -> list[str]:
+    uid = str(identity)
     return ["setpriv", "--reuid", uid, "--regid", uid, "--clear-groups", "--inh-caps=-all",
             "--bounding-set=-all", "--no-new-privs", "--"]
 
 
-def hand_over(directory: Path) -> None:
-    """Give the child's own directory (and what is in it) to the sandbox uid, so the
-    child can write there and nowhere else.  Links are changed, never followed."""
-    if not _is_root():
-        return
-    uid = SANDBOX_UID
-    os.chown(directory, uid, uid)
-    os.chmod(directory, 0o755)  # bwrap enters it before dropping to the sandbox uid
-    for root, dirs, files in os.walk(directory):
-        for name in dirs + files:
-            with contextlib.suppress(FileNotFoundError):
-                os.chown(os.path.join(root, name), uid, uid, follow_symlinks=False)
+# ---- a fresh identity for every sandbox --------------------------------------------------------
+# The kernel keys some state by uid alone (keyrings and their quotas, process counts):
+# whatever a child leaves there would meet the next child of the same uid.  So no two
+# sandboxes ever share a uid: each takes the next one of a range far above any account's,
+# from a counter on disk that every hello-py process on the machine shares.
+_IDENTITY_FILE = Path("/var/lib/hello-py/next-identity")
+FIRST_IDENTITY, LAST_IDENTITY = 1 << 24, (1 << 31) - 2
+
+
+def fresh_identity() -> int:
+    """A uid (and gid) no earlier sandbox on this machine has had."""
+    try:
+        _IDENTITY_FILE.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(_IDENTITY_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        with os.fdopen(fd, "r+") as counter:
+            fcntl.flock(counter, fcntl.LOCK_EX)
+            text = counter.read(32).strip()
+            # A missing or reset counter starts at a random place, so that a uid from
+            # before the reset is not met again.
+            taken = int(text) if text.isdigit() else FIRST_IDENTITY + secrets.randbelow(
+                (LAST_IDENTITY - FIRST_IDENTITY) // 2)
+            if not FIRST_IDENTITY <= taken <= LAST_IDENTITY:
+                taken = FIRST_IDENTITY
+            counter.seek(0)
+            counter.truncate()
+            counter.write(str(taken + 1))
+        return taken
+    except OSError as exc:
+        log.warning("no shared identity counter (%s): a random uid instead", exc)
+        return FIRST_IDENTITY + secrets.randbelow(LAST_IDENTITY - FIRST_IDENTITY)
+
+
+def hand_over(directory: Path, identity: int) -> None:
+    """Give the child's own directory (and what is in it) to the child's uid, so the child
+    can write there and nowhere else.  Links are changed, never followed."""
+    os.chmod(directory, 0o755, follow_symlinks=False)  # entered before the uid is dropped
+    report = safe_files.chown_tree(directory, identity, identity)
+    if report.notes:
+        log.info("handing %s over: %s", directory, "; ".join(report.notes[:3]))
 
 
 # ---- running ---------------------------------------------------------------------------------
@@ -452,11 +605,15 @@ class _Capture:
 
     def feed(self, chunk: bytes, now: float) -> None:
         if self.on_line is not None:
-            self.partial += chunk
-            *complete, rest = self.partial.split(b"\n")
-            for line in complete:
-                self.on_line(now, line[:_LINE_CAP].decode("utf-8", "replace"))
-            self.partial = bytearray(rest[-_LINE_CAP:])
+            # Only the new chunk is searched, and a line past the cap keeps its head
+            # (its first word is its kind) and drops the rest: linear in what arrives.
+            start = 0
+            while (end := chunk.find(b"\n", start)) >= 0:
+                self._extend_line(chunk[start:end])
+                self.on_line(now, self.partial.decode("utf-8", "replace"))
+                self.partial = bytearray()
+                start = end + 1
+            self._extend_line(chunk[start:])
         half = self.limit // 2
         room = half - len(self.head)
         if room > 0:
@@ -466,6 +623,11 @@ class _Capture:
         if len(self.tail) > half:
             self.dropped += len(self.tail) - half
             del self.tail[: len(self.tail) - half]
+
+    def _extend_line(self, part: bytes) -> None:
+        room = _LINE_CAP - len(self.partial)
+        if room > 0:
+            self.partial += part[:room]
 
     def text(self) -> str:
         head = self.head.decode("utf-8", "replace")
@@ -565,6 +727,11 @@ class Child:
         without one)."""
         return self._cgroup.cpu_seconds() if self._cgroup is not None else None
 
+    def oom_kills(self) -> int:
+        """How many of the child's processes the kernel killed at the sandbox's memory
+        limit so far (0 without a cgroup)."""
+        return self._cgroup.oom_kills() if self._cgroup is not None else 0
+
     def move_to_timed_cpu(self) -> None:
         """Give the child (every thread it has) the CPU kept for timed executions.
         Without a cgroup the child keeps the CPU it was started on."""
@@ -589,6 +756,7 @@ class Child:
             return self._result
         for task in self._pumps:
             task.cancel()
+        oom_kills = self.oom_kills()
         _kill_tree(self.proc, self._cgroup)
         if self.proc.returncode is None:
             await self.proc.wait()
@@ -601,7 +769,7 @@ class Child:
         if self._cgroup is not None:
             self._cgroup.remove()
         if self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
+            safe_files.remove_tree(Path(self._scratch))
         stderr = self._err.text()
         self._result = ProcessResult(
             returncode=None if timed_out else self.proc.returncode,
@@ -610,7 +778,8 @@ class Child:
             wall_time=time.monotonic() - self.started,
             timed_out=timed_out,
             output_truncated=bool(self._out.dropped or self._err.dropped),
-            memory_error=any(sign in stderr[-3000:] for sign in MEMORY_SIGNS),
+            memory_error=oom_kills > 0 or any(sign in stderr[-3000:] for sign in MEMORY_SIGNS),
+            oom_killed=oom_kills > 0,
             isolation=self.backend,
             cpu_limit=self.cpu_limit,
         )
@@ -651,16 +820,17 @@ async def start_python(
             argv = python
         else:
             env = child_environment(threads, _CHILD_HOME, "/tmp")
-            layout = _layout(visibility)
-            drop = _drop_privileges_argv() if _is_root() else []
-            if _is_root():
-                hand_over(workdir)
+            steps = plan(visibility)
+            identity = fresh_identity() if _is_root() else None
+            drop = _drop_privileges_argv(identity) if identity is not None else []
+            if identity is not None:
+                await asyncio.to_thread(hand_over, workdir, identity)
             if backend == "bwrap":
-                argv = [*_bwrap_argv(visibility, layout), *drop, *python]
+                argv = [*_bwrap_argv(visibility, steps, identity), *drop, *python]
             else:
-                argv = ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--net",
-                        "--ipc", "--uts", "--propagation", "private", "--kill-child", "--",
-                        "/bin/sh", "-c", _unshare_script(visibility, layout), "sh",
+                argv = ["unshare", "--mount", "--pid", "--fork", "--net", "--ipc", "--uts",
+                        "--cgroup", "--propagation", "private", "--kill-child", "--",
+                        "/bin/sh", "-c", _unshare_script(visibility, steps), "sh",
                         *drop, *python]
         proc = await asyncio.create_subprocess_exec(
             *argv, cwd=workdir, env=env,
@@ -675,7 +845,7 @@ async def start_python(
         if cgroup is not None:
             cgroup.remove()
         if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+            safe_files.remove_tree(Path(scratch))
         raise
     if control_w is not None:
         os.close(control_w)

@@ -1,8 +1,9 @@
 """The figures of a batch and the ``run_summary.md`` that shows them.
 
 Pure functions over run entries (the dicts stored in ``results.json``): counts by
-status, the pass rate with its 95 % Wilson interval, average steps, the geometric-mean
-speedup of passing runs and how often each check failed.  Nothing here runs anything
+status and by error cause, the pass rate with its 95 % Wilson interval and the runs it
+leaves out, average steps, the geometric-mean speedup of passing runs and how often each
+check failed.  Nothing here runs anything
 or touches the network; the batch collects the entries and writes the files.
 """
 
@@ -16,6 +17,18 @@ import pricing
 from problems import calibration
 
 Z95 = 1.959963984540054
+
+# A run's ``error_cause`` (set by ``batch``), as the summary names it.
+ERROR_CAUSES = {"api": "API error", "budget": "budget stop", "grader": "grader error",
+                "harness": "harness error", "unknown": "error of unknown cause"}
+# API errors and budget stops are outside the agent's reach: those runs are left out of
+# the pass rate and the mean score, and the pass-rate line says how many and why.
+# A grader or harness error counts AGAINST the agent, as a run that did not pass (score
+# 0): the harness was handling the agent's tool calls or its candidate when it raised, and
+# nothing tells a bug the agent stumbled on from one it provoked, so leaving such runs out
+# would let an agent about to fail make its run not count.  They are named in the pass-rate
+# line, so a genuine harness bug lowers the rate visibly, never silently.
+LEFT_OUT_CAUSES = frozenset({"api", "budget"})
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -38,10 +51,24 @@ def geometric_mean(values: list[float]) -> float | None:
     return math.exp(sum(math.log(v) for v in positive) / len(positive))
 
 
+def error_cause(run: dict[str, Any]) -> str | None:
+    """Why ``run`` is an error (None: it is not); records older than ``error_cause`` have
+    "unknown", which counts against the agent like a harness error."""
+    if run["status"] != "error":
+        return None
+    cause = run.get("error_cause")
+    return cause if cause in ERROR_CAUSES else "unknown"
+
+
+def counts_in_pass_rate(run: dict[str, Any]) -> bool:
+    return error_cause(run) not in LEFT_OUT_CAUSES
+
+
 def score_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The mean normalised score of the graded runs (a failed run scores 0), with a 95 %
-    bootstrap interval."""
-    scores = [r.get("score") or 0.0 for r in runs if r["status"] in ("pass", "fail")]
+    """The mean normalised score of the runs the pass rate counts (a run that did not
+    pass scores 0), with a 95 % bootstrap interval."""
+    scores = [(r.get("score") or 0.0) if r["status"] != "error" else 0.0
+              for r in runs if counts_in_pass_rate(r)]
     interval = calibration.mean_interval(scores)
     return {"mean_score": sum(scores) / len(scores) if scores else None,
             "mean_score_ci95": list(interval) if interval else None}
@@ -49,19 +76,25 @@ def score_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def batch_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Totals over the runs that finished.  Errors are not failures: they are counted
-    apart and left out of the pass rate's denominator, which counts graded runs."""
+    apart, by cause; the pass rate counts the graded runs and the errors that count
+    against the agent (``LEFT_OUT_CAUSES``), and says how many it leaves out."""
     statuses = Counter(r["status"] for r in runs)
     passed, failed, errors = statuses["pass"], statuses["fail"], statuses["error"]
-    graded = passed + failed
-    low, high = wilson_interval(passed, graded)
+    causes = Counter(c for r in runs if (c := error_cause(r)))
+    left_out = sum(n for c, n in causes.items() if c in LEFT_OUT_CAUSES)
+    counted = len(runs) - left_out
+    low, high = wilson_interval(passed, counted)
     check_failures = Counter(c for r in runs for c in r.get("failed_checks") or [])
     return {
         "runs": len(runs),
         "passed": passed,
         "failed": failed,
         "errors": errors,
-        "pass_rate": passed / graded if graded else None,
-        "pass_rate_ci95": [low, high] if graded else None,
+        "errors_by_cause": {c: causes[c] for c in ERROR_CAUSES if causes[c]},
+        "pass_rate_runs": counted,  # the denominator: graded runs and counted errors
+        "left_out": left_out,
+        "pass_rate": passed / counted if counted else None,
+        "pass_rate_ci95": [low, high] if counted else None,
         "average_steps": sum(r["steps"] for r in runs) / len(runs) if runs else None,
         "geomean_speedup_passing": geometric_mean(
             [r["speedup"] for r in runs if r["status"] == "pass" and r.get("speedup")]),
@@ -79,12 +112,39 @@ def batch_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _cause_counts(causes: dict[str, int], wanted: Any) -> str:
+    return ", ".join(f"{n} {ERROR_CAUSES[c]}{'s' if n != 1 else ''}"
+                     for c, n in causes.items() if c in wanted)
+
+
+def pass_rate_line(t: dict[str, Any]) -> str:
+    """The headline: the pass rate, what it counts and what it leaves out, e.g.
+    ``Pass rate: 3/9 (33.3%, 95 % Wilson interval 12.1%–64.6%): 8 graded, 1 harness
+    error counted as not passed; 2 runs left out: 1 API error, 1 budget stop``."""
+    causes = t["errors_by_cause"]
+    rate = ("no run to count" if t["pass_rate"] is None else
+            f"{t['pass_rate']:.1%}, 95 % Wilson interval {t['pass_rate_ci95'][0]:.1%}–"
+            f"{t['pass_rate_ci95'][1]:.1%}")
+    counted = f"{t['passed'] + t['failed']} graded"
+    if against := _cause_counts(causes, set(ERROR_CAUSES) - LEFT_OUT_CAUSES):
+        counted += f", {against} counted as not passed"
+    n = t["left_out"]
+    left = (f"{n} run{'s' if n != 1 else ''} left out: {_cause_counts(causes, LEFT_OUT_CAUSES)}"
+            if n else "no run left out")
+    return f"Pass rate: {t['passed']}/{t['pass_rate_runs']} ({rate}): {counted}; {left}"
+
+
 def _cost(value: float | None) -> str:
     return "unknown" if value is None else f"${value:.4f}"
 
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "–" if value is None else f"{value:{spec}}{suffix}"
+
+
+def _cell(text: str | None) -> str:
+    """A reason as one table cell: no pipe or newline can break the table."""
+    return (text or "").replace("|", "\\|").replace("\n", " ")[:160]
 
 
 def render_markdown(config: dict[str, Any], baseline: dict[str, Any],
@@ -105,9 +165,10 @@ def render_markdown(config: dict[str, Any], baseline: dict[str, Any],
         diff = (None if r.get("accuracy") is None or r.get("baseline_accuracy") is None
                 else r["accuracy"] - r["baseline_accuracy"])
         used = ", ".join(f"{k}×{v}" for k, v in sorted((r.get("tool_calls") or {}).items()))
-        inter = ", ".join(_fmt(i.get("speedup"), ".1f", "x") + ("✓" if i.get("passed") else "✗")
+        inter = ", ".join("grader error" if i.get("error") else
+                          _fmt(i.get("speedup"), ".1f", "x") + ("✓" if i.get("passed") else "✗")
                           for i in r.get("intermediate") or [])
-        reason = (r.get("reason") or "").replace("|", "\\|").replace("\n", " ")[:160]
+        reason = _cell(r.get("reason"))
         lines.append(
             f"| {r['run_id']} | {r['status']} | {_fmt(r.get('speedup'), '.2f', 'x')} | "
             f"{_fmt(r.get('score'), '.3f')} | {_fmt(diff, '+.4f')} | {reason} | "
@@ -116,16 +177,14 @@ def render_markdown(config: dict[str, Any], baseline: dict[str, Any],
             f"{r.get('cache_creation_input_tokens') or 0}/"
             f"{r.get('cache_read_input_tokens') or 0} | {_cost(r.get('cost_usd'))} |")
     t = totals
-    ci = t["pass_rate_ci95"]
     lines += [
         "", "## Totals", "",
         f"- Runs: {t['runs']} (passed {t['passed']}, failed {t['failed']}, "
         f"errors {t['errors']})",
-        f"- Pass rate (of {t['passed'] + t['failed']} graded runs): "
-        + (f"{t['pass_rate']:.1%} (95 % Wilson interval {ci[0]:.1%}–{ci[1]:.1%})"
-           if t["pass_rate"] is not None else "–"),
+        f"- {pass_rate_line(t)}",
         f"- Average steps: {_fmt(t['average_steps'], '.1f')}",
-        f"- Mean score (0 at the baseline, 1 at the strict tier, 0 when failed): "
+        f"- Mean score over the runs the pass rate counts (0 at the baseline, 1 at the "
+        f"strict tier, 0 when not passed): "
         f"{_fmt(t.get('mean_score'), '.3f')}"
         + (f" (95 % bootstrap interval {t['mean_score_ci95'][0]:.3f}–"
            f"{t['mean_score_ci95'][1]:.3f})" if t.get("mean_score_ci95") else ""),
@@ -136,8 +195,17 @@ def render_markdown(config: dict[str, Any], baseline: dict[str, Any],
         f"{t.get('cache_read_input_tokens', 0)} read",
         f"- Cost: {_cost(t.get('cost_usd'))} (prices of {pricing.PRICES_AS_OF}, "
         "`pricing.py`)",
-        "", "## Failed checks", "",
+        "", "## Errors", "",
     ]
+    errors = [r for r in runs if r["status"] == "error"]
+    if errors:
+        lines += ["| run | cause | pass rate | reason |", "|---|---|---|---|"]
+        lines += [f"| {r['run_id']} | {ERROR_CAUSES[error_cause(r)]} | "
+                  f"{'counted as not passed' if counts_in_pass_rate(r) else 'left out'} | "
+                  f"{_cell(r.get('reason'))} |" for r in errors]
+    else:
+        lines.append("- none")
+    lines += ["", "## Failed checks", ""]
     if t["check_failures"]:
         lines += [f"- `{name}`: {count}" for name, count in t["check_failures"].items()]
     else:

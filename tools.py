@@ -6,7 +6,10 @@ maps names to tools; a problem's toggles choose which names an agent gets.
 
 :func:`dispatch` answers every ``tool_use``: unknown names, bad arguments and anything
 the agent's code does wrong come back as ``is_error`` results.  Any other exception is a
-harness bug and propagates (the runner records the run as an error).
+harness bug and propagates (the runner records the run as an error), except in an
+intermediate grading, which the agent hears of as a tool error while the operator's
+record keeps the traceback.  Every file the tools touch in the run directory goes
+through ``safe_files``; a file offered for grading is read once and graded as a copy.
 
 Per-run state (workspace, problem, submissions) lives in :class:`RunContext`, reached
 through the ``RUN`` context variable so concurrent runs never share it.  Code the agent
@@ -17,25 +20,30 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import contextvars
 import html
+import json
 import logging
 import os
 import shutil
 import stat
 import sys
+import tempfile
 import time
+import traceback
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pydantic
 from anthropic import beta_async_tool
 from anthropic.lib.tools import ToolError
 
+import safe_files
 import sandbox
 from problem import DataGuard, Problem
 
@@ -43,7 +51,9 @@ log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 MAX_READ_CHARS = 60_000
+MAX_READ_BYTES = 8 * 1024**2  # what read_file (and a profiled task file's hash) reads at most
 MAX_WRITE_BYTES = 1_000_000
+MAX_CANDIDATE_BYTES = 8 * 1024**2  # what the harness reads of a file offered for grading
 MAX_TOOL_OUTPUT = 12_000
 
 _PROFILER = r"""
@@ -182,22 +192,19 @@ def flame_graph_svg(stacks: Counter[tuple[str, ...]], width: int = 1200) -> str:
             f'font-family="monospace">\n' + "\n".join(rows) + "\n</svg>\n")
 
 
-def read_regular(path: Path, limit: int, *, follow: bool = True) -> bytes:
-    """At most ``limit`` bytes of a regular file, never blocking: a FIFO or device planted
-    under the expected name raises ``OSError`` (as does a link, with ``follow=False``)."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
-    with os.fdopen(os.open(path, flags), "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise OSError(f"{path.name} is not a regular file")
-        return f.read(limit)
-
-
-def _read_stacks(path: Path) -> Counter[tuple[str, ...]]:
+def _read_stacks(root: Path, rel: PurePosixPath) -> Counter[tuple[str, ...]]:
+    """The stacks py-spy wrote in the run directory (a link, FIFO or oversized file
+    planted there gives none)."""
     try:
-        data = read_regular(path, MAX_STACKS_BYTES, follow=False)
+        data = safe_files.read_bytes(root, rel, MAX_STACKS_BYTES)
     except OSError:
         return Counter()
     return parse_stacks(data.decode("utf-8", errors="replace"))
+
+
+def _beside(stem: PurePosixPath, suffix: str) -> PurePosixPath:
+    """``stem`` with ``suffix`` added (``with_suffix`` would cut a dotted name)."""
+    return stem.with_name(stem.name + suffix)
 
 
 @dataclass
@@ -206,6 +213,56 @@ class ToolSettings:
     profile_timeout: float = 900.0
     memory_bytes: int = 4 * sandbox.GIB
     threads: int = 1
+
+
+@dataclass(frozen=True)
+class Place:
+    """A path the agent named, as a root the harness trusts (the run directory or the
+    data directory) and a path below it.  The harness opens it only through
+    ``safe_files``, relative to ``root``: no link below the root is ever followed."""
+
+    root: Path
+    rel: PurePosixPath
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.rel
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A file offered for grading, read once (never following a link) when it was
+    offered.  The grader gets a harness-owned copy of ``data`` (:func:`graded_copy`),
+    never the agent's path, which the agent's code could have changed since."""
+
+    path: Path  # where the agent had it, for the records
+    data: bytes
+
+    @classmethod
+    def read(cls, place: Place) -> Candidate:
+        return cls(place.path, safe_files.read_bytes(place.root, place.rel,
+                                                     MAX_CANDIDATE_BYTES))
+
+
+def first_candidate(workspace: Path, paths: list[Path]) -> Candidate | None:
+    """The first of ``paths`` (inside ``workspace``) that reads as a regular file."""
+    for path in paths:
+        try:
+            return Candidate.read(Place(workspace, PurePosixPath(path.relative_to(
+                workspace))))
+        except (OSError, ValueError):  # changed since it was listed, or not inside
+            continue
+    return None
+
+
+@contextlib.contextmanager
+def graded_copy(candidate: Candidate) -> Iterator[Path]:
+    """The candidate's bytes in a file of the harness's own, under the candidate's
+    name, for as long as the grader needs it."""
+    with tempfile.TemporaryDirectory(prefix="hp-graded-") as directory:
+        path = Path(directory) / candidate.path.name
+        path.write_bytes(candidate.data)
+        yield path
 
 
 @dataclass
@@ -217,7 +274,7 @@ class RunContext:
     guard: DataGuard | None = None
     settings: ToolSettings = field(default_factory=ToolSettings)
     secrets: tuple[str, ...] = ()
-    submitted: Path | None = None
+    submitted: Candidate | None = None
     intermediate: list[dict[str, Any]] = field(default_factory=list)
     tampering: list[dict[str, Any]] = field(default_factory=list)
     profiles: int = 0
@@ -260,36 +317,45 @@ def _candidates(ctx: RunContext, raw: str) -> list[Path]:
     return [ctx.workspace / given, PROJECT_ROOT / given]
 
 
-def _within(path: Path, root: Path) -> bool:
-    return path == root or path.is_relative_to(root)
+def _place(path: Path, roots: tuple[Path, ...]) -> Place | None:
+    """``path`` (``..`` taken lexically: no link is ever followed below a root, so the
+    result is the same) as a place inside one of ``roots``, or None."""
+    normal = Path(os.path.normpath(path))
+    for root in roots:
+        for spelling in dict.fromkeys((root, root.resolve())):
+            if normal.is_relative_to(spelling):
+                return Place(root, PurePosixPath(normal.relative_to(spelling)))
+    return None
 
 
-def resolve_readable(ctx: RunContext, raw: str) -> Path:
-    """A path the agent may read: inside the problem's data directory or its own run
-    directory."""
+def resolve_readable(ctx: RunContext, raw: str) -> Place:
+    """A file the agent may read: inside the problem's data directory or its own run
+    directory, reached without following a link."""
     data = _data_dir(ctx)
-    roots = (ctx.workspace.resolve(), *((data.resolve(),) if data is not None else ()))
+    roots = (ctx.workspace, *((data,) if data is not None else ()))
     for candidate in _candidates(ctx, raw):
-        try:
-            resolved = candidate.resolve()
-            if not (resolved.exists() and any(_within(resolved, r) for r in roots)):
-                continue
-        except (OSError, RuntimeError):  # name too long, symlink loop, ...
+        place = _place(candidate, roots)
+        if place is None:
             continue
-        if resolved.is_dir():
+        try:
+            mode = safe_files.lstat(place.root, place.rel).st_mode
+        except OSError:  # missing, a link on the way, a name too long, ...
+            continue
+        if stat.S_ISDIR(mode):
             raise ToolError(f"{raw} is a directory, not a file")
-        if not resolved.is_file():
+        if stat.S_ISLNK(mode):
+            continue
+        if not stat.S_ISREG(mode):
             raise ToolError(f"{raw} is not a regular file")
-        return resolved
+        return place
     where = f"{_display(data)}/ and " if data is not None else ""
     raise ToolError(f"cannot read {raw!r}: only files inside {where}"
                     f"your run directory {_display(ctx.workspace)}/ can be read (no such "
-                    "file there, or the path leads elsewhere)")
+                    "file there, or the path leads elsewhere: links are not followed)")
 
 
-def resolve_writable(ctx: RunContext, raw: str) -> Path:
+def resolve_writable(ctx: RunContext, raw: str) -> Place:
     """A path the agent may write: inside its own run directory only."""
-    root = ctx.workspace.resolve()
     given = Path(raw) if raw and "\x00" not in raw else None
     if given is None:
         raise ToolError("the path is empty or contains a NUL byte")
@@ -304,49 +370,56 @@ def resolve_writable(ctx: RunContext, raw: str) -> Path:
         target = PROJECT_ROOT / given
     else:
         target = ctx.workspace / given
-    try:
-        resolved = target.resolve()
-    except (OSError, RuntimeError) as exc:
-        raise ToolError(f"cannot write {raw!r}: {exc}") from exc
-    if not _within(resolved, root) or resolved == root:
-        raise ToolError(f"cannot write {raw!r}: files can only be written inside your run "
-                        f"directory {_display(ctx.workspace)}/")
-    return resolved
+    place = _place(target, (ctx.workspace,))
+    denied = f"files can only be written inside your run directory {_display(ctx.workspace)}/"
+    if place is None or not place.rel.parts:
+        raise ToolError(f"cannot write {raw!r}: {denied}")
+    with contextlib.suppress(OSError):  # what cannot be looked at is refused when written
+        if stat.S_ISLNK(safe_files.lstat(place.root, place.rel).st_mode):
+            raise ToolError(f"cannot write {raw!r}: it is a symbolic link, and links are not "
+                            f"followed; {denied}")
+    return place
 
 
-def _read_text(path: Path, limit: int) -> str:
+def _read_text(place: Place, limit: int) -> str:
+    shown = _display(place.path)
     try:
-        data = path.read_bytes()  # agent-written files are capped by the sandbox (64 MiB)
+        data = safe_files.read_bytes(place.root, place.rel, MAX_READ_BYTES)
     except OSError as exc:
-        raise ToolError(f"cannot read {_display(path)}: {exc.strerror or exc}") from exc
+        raise ToolError(f"cannot read {shown}: {exc.strerror or exc}") from exc
     if b"\x00" in data[:8192]:
-        raise ToolError(f"{_display(path)} is a binary file; only text files can be read")
+        raise ToolError(f"{shown} is a binary file; only text files can be read")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ToolError(f"{_display(path)} is not UTF-8 text") from exc
+        raise ToolError(f"{shown} is not UTF-8 text") from exc
     if len(text) > limit:
         return text[:limit] + f"\n[... truncated: showing {limit} of {len(text)} characters]"
     return text
 
 
-def _write_text(path: Path, content: str) -> int:
+def _write_text(place: Place, content: str) -> int:
+    """Write ``content`` at ``place`` (a fresh file renamed over the name: nothing there
+    is written through).  Only a regular file is replaced: a link, FIFO or directory
+    the agent's code left at the name is refused (``resolve_writable`` names a link)."""
     data = content.encode("utf-8")
     if len(data) > MAX_WRITE_BYTES:
         raise ToolError(f"content is {len(data)} bytes; the limit is {MAX_WRITE_BYTES}")
+    shown = _display(place.path)
     try:
-        if path.is_dir():
-            raise ToolError(f"{_display(path)} is a directory")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # O_NONBLOCK: a FIFO planted by the agent's code must not stall the event loop.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK
-                     | os.O_NOFOLLOW, 0o644)
+        mode = safe_files.lstat(place.root, place.rel).st_mode
+    except FileNotFoundError:
+        mode = stat.S_IFREG
     except OSError as exc:
-        raise ToolError(f"cannot write {_display(path)}: {exc.strerror or exc}") from exc
-    with os.fdopen(fd, "wb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise ToolError(f"{_display(path)} is not a regular file")
-        f.write(data)
+        raise ToolError(f"cannot write {shown}: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(mode):
+        raise ToolError(f"{shown} is a directory")
+    if not stat.S_ISREG(mode):
+        raise ToolError(f"cannot write {shown}: it is not a regular file")
+    try:
+        safe_files.write_bytes(place.root, place.rel, data)
+    except OSError as exc:
+        raise ToolError(f"cannot write {shown}: {exc.strerror or exc}") from exc
     return len(data)
 
 
@@ -362,9 +435,11 @@ def _process_output(result: sandbox.ProcessResult) -> str:
     return "\n".join(parts) or "(no output)"
 
 
-def _visibility(ctx: RunContext) -> sandbox.Visibility:
+def _visibility(ctx: RunContext, workdir: Path | None = None) -> sandbox.Visibility:
+    """The run directory (or ``workdir``) read-write, the problem's data read-only."""
     data = _data_dir(ctx)
-    return sandbox.Visibility(ctx.workspace, read_only=(data,) if data is not None else ())
+    return sandbox.Visibility(workdir or ctx.workspace,
+                              read_only=(data,) if data is not None else ())
 
 
 # ---- the tools ---------------------------------------------------------------------------
@@ -397,7 +472,7 @@ async def write_file(path: str, content: str) -> str:
     ctx = RUN.get()
     target = resolve_writable(ctx, path)
     size = _write_text(target, content)
-    return f"wrote {size} bytes to {_display(target)}"
+    return f"wrote {size} bytes to {_display(target.path)}"
 
 
 @beta_async_tool
@@ -438,17 +513,19 @@ async def profile_tool(path: str) -> str:
     """
     ctx = RUN.get()
     script = resolve_readable(ctx, path)
-    if script.suffix != ".py":
+    if script.rel.suffix != ".py":
         raise ToolError(f"{path} is not a .py file")
     ctx.profiles += 1
-    out_dir = ctx.workspace / "profiles"
-    out_dir.mkdir(exist_ok=True)
-    stem = out_dir / f"{script.stem}-{ctx.profiles}"
-    data = _data_dir(ctx)
-    if data is not None and script.resolve().is_relative_to(data.resolve()):
+    try:
+        safe_files.make_dirs(ctx.workspace, "profiles")
+    except OSError as exc:
+        raise ToolError(f"cannot make profiles/ in your run directory: "
+                        f"{exc.strerror or exc}") from exc
+    stem = PurePosixPath("profiles", f"{script.rel.stem}-{ctx.profiles}")  # in the run dir
+    if script.root == _data_dir(ctx):
         # The task's own files never change: profiled once per machine, then shared by
         # every run (minutes of CPU each, on a machine whose runs share two cores).
-        return await _shared_profile(script, stem, lambda: _profile(ctx, path, script, stem))
+        return await _shared_profile(ctx, path, script, stem)
     return await _profile(ctx, path, script, stem)
 
 
@@ -459,113 +536,161 @@ _profile_locks: dict[str, asyncio.Lock] = {}
 def _profile_cache_dir() -> Path:
     from problems.measurement import default_cache_dir
 
-    directory = default_cache_dir() / "profiles"
-    sandbox.hide_from_children(directory.parent)
-    return directory
+    return default_cache_dir() / "profiles"  # no sandbox sees it (sandbox.plan)
 
 
-async def _shared_profile(script: Path, stem: Path,
-                          measure: Callable[[], Any]) -> str:
+async def _shared_profile(ctx: RunContext, path: str, script: Place,
+                          stem: PurePosixPath) -> str:
     """The profile of an unchanged task file: from the machine's cache when there, else
     measured (once, however many runs ask at the same time) and stored.  The run gets
-    its own copies of the raw profile and the flame graph."""
+    its own copies of the raw profile and the flame graph.
+
+    What is shared is measured in a clean room: a fresh directory of the harness's,
+    never the run directory, so nothing an agent planted (a module the task file would
+    import from its working directory, a file at a profile's name) can reach the cache
+    and, through it, another run.  Every copy goes through ``safe_files``."""
     kind = f"py-spy-{PY_SPY_RATE}" if py_spy() is not None else "cprofile"
-    entry = await asyncio.to_thread(_profile_entry, script, kind)
+    try:
+        entry = await asyncio.to_thread(_profile_entry, script, kind)
+    except OSError as exc:  # the task file itself is unreadable: measured, not shared
+        log.warning("the task file's profile is not shared: %s", exc.strerror or exc)
+        return await _profile(ctx, path, script, stem)
+    shown = _display(ctx.workspace / stem)
     lock = _profile_locks.setdefault(entry.name, asyncio.Lock())
     async with lock:
-        found = await asyncio.to_thread(_load_profile, entry, stem)
+        found = await asyncio.to_thread(_load_profile, entry, ctx.workspace, stem)
         if found is not None:
             return ("(the shared profile of this unchanged file, measured once on this "
-                    f"machine)\n{found.replace(_STEM, _display(stem))}")
-        result = await measure()
-        await asyncio.to_thread(_store_profile, entry, stem,
-                                result.replace(_display(stem), _STEM))
+                    f"machine)\n{found.replace(_STEM, shown)}")
+        room = Path(tempfile.mkdtemp(prefix="hp-profile-"))
+        try:
+            (room / stem.parent).mkdir()
+            result = await _profile(ctx, path, script, stem, workdir=room)
+            await asyncio.to_thread(_store_profile, entry, room, stem,
+                                    result.replace(shown, _STEM))
+            for suffix in _PROFILE_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    await asyncio.to_thread(
+                        safe_files.copy_file, room, _beside(stem, suffix), ctx.workspace,
+                        _beside(stem, suffix), MAX_STACKS_BYTES)
+        finally:
+            await asyncio.to_thread(safe_files.remove_tree, room)
         return result
 
 
 _STEM = "\0stem\0"  # where a stored profile names the run's own files
+_PROFILE_FILES = (".txt", ".svg", ".prof")
+MAX_PROFILE_RECORD_BYTES = 1_000_000
 
 
-def _profile_entry(script: Path, kind: str) -> Path:
+def _profile_entry(script: Place, kind: str) -> Path:
     import hashlib
 
-    digest = hashlib.sha256(script.read_bytes() + f"\0{kind}\0{sys.version}\0"
+    source = safe_files.read_bytes(script.root, script.rel, MAX_READ_BYTES)
+    digest = hashlib.sha256(source + f"\0{kind}\0{sys.version}\0"
                             f"{PROFILE_CACHE_VERSION}".encode()).hexdigest()[:32]
     return _profile_cache_dir() / digest
 
 
-def _load_profile(entry: Path, stem: Path) -> str | None:
-    import json
-
-    record = entry / "record.json"
-    if not record.is_file():
-        return None
+def _load_profile(entry: Path, workspace: Path, stem: PurePosixPath) -> str | None:
+    """The stored profile's text, its files copied into the run directory (a name the
+    agent's code took there is replaced); None when nothing usable is stored."""
     try:
-        found = json.loads(record.read_text(encoding="utf-8"))
-        for name in found["files"]:
-            shutil.copyfile(entry / name, stem.with_suffix(Path(name).suffix))
-        return str(found["result"])
+        found = json.loads(safe_files.read_bytes(entry, "record.json",
+                                                 MAX_PROFILE_RECORD_BYTES))
+        files = {name: safe_files.read_bytes(entry, name, MAX_STACKS_BYTES)
+                 for name in found["files"] if Path(name).suffix in _PROFILE_FILES}
+        result = str(found["result"])
+    except FileNotFoundError:
+        return None
     except (OSError, ValueError, KeyError, TypeError):
-        shutil.rmtree(entry, ignore_errors=True)  # unreadable: measured again
+        safe_files.remove_tree(entry)  # unreadable: measured again
         return None
+    for name, data in files.items():
+        try:
+            safe_files.write_bytes(workspace, _beside(stem, Path(name).suffix), data)
+        except OSError as exc:
+            raise ToolError(f"cannot write the profile into your run directory: "
+                            f"{exc.strerror or exc}") from exc
+    return result
 
 
-def _store_profile(entry: Path, stem: Path, result: str) -> None:
-    import json
-
-    files = [p for p in (stem.with_suffix(x) for x in (".txt", ".svg", ".prof"))
-             if p.is_file()]
-    tmp = entry.with_name(entry.name + ".tmp")
+def _store_profile(entry: Path, workspace: Path, stem: PurePosixPath, result: str) -> None:
+    """Store the run's profile for the others, unless what is at its names in the run
+    directory is not what the profiler wrote (a link, a FIFO: then nothing is stored)."""
+    files = {}
+    for suffix in _PROFILE_FILES:
+        try:
+            files[f"profile{suffix}"] = safe_files.read_bytes(workspace, _beside(stem, suffix),
+                                                              MAX_STACKS_BYTES)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("the profile is not shared: %s", exc.strerror or exc)
+            return
+    if not files.keys() & {"profile.txt", "profile.prof"}:
+        log.warning("the profile is not shared: the profiler wrote no raw profile")
+        return
+    tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for p in files:
-            shutil.copyfile(p, tmp / f"profile{p.suffix}")
-        (tmp / "record.json").write_text(json.dumps(
-            {"result": result, "files": [f"profile{p.suffix}" for p in files]}),
-            encoding="utf-8")
-        shutil.rmtree(entry, ignore_errors=True)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        safe_files.remove_tree(tmp)
+        for name, data in files.items():
+            safe_files.write_bytes(entry.parent, f"{tmp.name}/{name}", data)
+        safe_files.write_bytes(entry.parent, f"{tmp.name}/record.json", json.dumps(
+            {"result": result, "files": sorted(files)}).encode())
+        safe_files.remove_tree(entry)
         tmp.rename(entry)
     except OSError as exc:
         log.warning("the shared profile could not be stored: %s", exc)
+        safe_files.remove_tree(tmp)
 
 
-async def _profile(ctx: RunContext, path: str, script: Path, stem: Path) -> str:
+async def _profile(ctx: RunContext, path: str, script: Place, stem: PurePosixPath,
+                   workdir: Path | None = None) -> str:
+    """Profile ``script`` in ``workdir`` (the run directory unless given); the text
+    names the files as they will be in the run directory."""
     s = ctx.settings
     spy = py_spy()
+    workdir = workdir or ctx.workspace
+    raw_rel = _beside(stem, ".txt" if spy is not None else ".prof")
+    raw = workdir / raw_rel  # written by the profiler, inside the sandbox
     if spy is not None:
-        raw = stem.with_suffix(".txt")
-        args = ["-c", _PY_SPY_LAUNCHER, spy, str(PY_SPY_RATE), str(raw), str(script)]
+        args = ["-c", _PY_SPY_LAUNCHER, spy, str(PY_SPY_RATE), str(raw), str(script.path)]
     else:
-        raw = stem.with_suffix(".prof")
-        args = ["-c", _PROFILER, str(script), str(raw)]
+        args = ["-c", _PROFILER, str(script.path), str(raw)]
     result = await sandbox.run_python(
-        args, visibility=_visibility(ctx), threads=s.threads,
+        args, visibility=_visibility(ctx, workdir), threads=s.threads,
         limits=sandbox.Limits(timeout=s.profile_timeout, memory_bytes=s.memory_bytes,
                               max_output=MAX_TOOL_OUTPUT * 2))
     output = _process_output(result)
+    shown = _display(ctx.workspace / raw_rel)
     if not result.ok:
         raise ToolError(f"profiling {path}: the program {result.failure()}.\n{output}")
     if spy is None:
         return (f"(py-spy is not installed: a cProfile profile)\n"
-                f"profile saved to {_display(raw)}\n{output}")
-    stacks = await asyncio.to_thread(_read_stacks, raw)
-    svg = stem.with_suffix(".svg")
+                f"profile saved to {shown}\n{output}")
+    stacks = await asyncio.to_thread(_read_stacks, workdir, raw_rel)
+    svg = _beside(stem, ".svg")
     try:
-        await asyncio.to_thread(_write_text, svg, flame_graph_svg(stacks))
-        graph = f"flame graph: {_display(svg)}"
-    except ToolError as exc:
-        graph = f"no flame graph: {exc}"
-    return (f"profile saved to {_display(raw)} ({graph})\n"
+        await asyncio.to_thread(safe_files.write_bytes, workdir, svg,
+                                flame_graph_svg(stacks).encode())
+        graph = f"flame graph: {_display(ctx.workspace / svg)}"
+    except OSError as exc:
+        graph = f"no flame graph: {exc.strerror or exc}"
+    return (f"profile saved to {shown} ({graph})\n"
             f"{stacks_report(stacks)}\n\nprogram output:\n{output}")
 
 
-def _candidate_for_agent(path: str) -> tuple[RunContext, Path]:
+def _candidate_for_agent(path: str) -> tuple[RunContext, Candidate]:
     ctx = RUN.get()
-    candidate = resolve_readable(ctx, path)
-    if candidate.suffix != ".py":
+    place = resolve_readable(ctx, path)
+    if place.rel.suffix != ".py":
         raise ToolError(f"{path} is not a .py file")
-    return ctx, candidate
+    try:
+        return ctx, Candidate.read(place)
+    except OSError as exc:
+        raise ToolError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 @beta_async_tool
@@ -580,9 +705,20 @@ async def submit_intermediate_answer(path: str) -> str:
     """
     ctx, candidate = _candidate_for_agent(path)
     started = time.monotonic()
-    result = await ctx.problem.grade(candidate, progress=ctx.progress)
+    try:
+        with graded_copy(candidate) as copy:
+            result = await ctx.problem.grade(copy, progress=ctx.progress)
+    except Exception as exc:  # the grader's fault, not an answer: the run goes on
+        log.exception("intermediate grading of %s raised", candidate.path)
+        ctx.intermediate.append({  # the operator's record: the agent sees none of this
+            "path": _display(candidate.path), "passed": False, "speedup": None,
+            "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
+            "seconds": time.monotonic() - started})
+        raise ToolError("this submission could not be graded: the grader failed (recorded "
+                        "for the operator). Your run goes on; a final submit_answer is graded "
+                        "as usual.") from None
     ctx.intermediate.append({
-        "path": _display(candidate), "passed": result.passed, "speedup": result.speedup,
+        "path": _display(candidate.path), "passed": result.passed, "speedup": result.speedup,
         "accuracy": result.accuracy, "reason": result.reason,
         "failed_checks": result.failed_checks, "seconds": time.monotonic() - started,
     })
@@ -606,7 +742,7 @@ async def submit_value(answer: str) -> str:
                         f"{MAX_ANSWER_CHARS}")
     target = resolve_writable(ctx, ANSWER_FILE)
     _write_text(target, answer)
-    ctx.submitted = target
+    ctx.submitted = Candidate(target.path, answer.encode("utf-8"))  # graded as sent
     return "answer submitted; it will be graded after the task ends"
 
 
@@ -619,7 +755,7 @@ async def submit_answer(path: str) -> str:
     """
     ctx, candidate = _candidate_for_agent(path)
     ctx.submitted = candidate
-    return f"submitted {_display(candidate)}; it will be graded after the task ends"
+    return f"submitted {_display(candidate.path)}; it will be graded after the task ends"
 
 
 REGISTRY = {t.name: t for t in (read_file, write_file, python_expression, profile_tool,

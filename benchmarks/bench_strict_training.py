@@ -29,6 +29,7 @@ from candidates.variants import write_candidate  # noqa: E402
 from conftest import REFERENCE, scaled_copy  # noqa: E402
 
 import sandbox  # noqa: E402
+from problems.execution_report import ExecutionReport  # noqa: E402
 from problems.fresh_inputs import make_dataset  # noqa: E402
 from problems.measurement import execute  # noqa: E402
 from problems.ml_training_optimization import MLTrainingOptimizationProblem as Problem  # noqa: E402
@@ -58,7 +59,7 @@ async def main(samples: int, seed: int, names: list[str]) -> None:
             print(f"| {name} | failed: {run.error} | | | |")
             continue
         original = original or run.report
-        def gap(report: dict, against: dict) -> float:
+        def gap(report: ExecutionReport, against: ExecutionReport) -> float:
             have, want = final_weights(report), final_weights(against)
             return max(float(np.max(np.abs(have[k] - want[k])) / np.max(np.abs(want[k])))
                        for k in want)
@@ -67,13 +68,13 @@ async def main(samples: int, seed: int, names: list[str]) -> None:
         if not same_features(run.report, original, exact=True):  # as the grader does
             again = await execute(files["reference"], inst, threads=1,
                                   limits=sandbox.Limits(timeout=900), timed=False,
-                                  data=dict(ds.job(), features=run.report["features"]))
+                                  data=dict(ds.job(), features=run.report.features.to_json()))
             replayed = f"{gap(run.report, again.report):.2e}" if again.ok else again.error
-        inputs = float(np.max(np.abs(unpack(run.report["eval_inputs"], "x")
-                                     - unpack(original["eval_inputs"], "x"))))
+        inputs = float(np.max(np.abs(unpack(run.report.eval_inputs, "x")
+                                     - unpack(original.eval_inputs, "x"))))
         print(f"| {name} | {run.time:.2f} | {gap(run.report, original):.2e} | {replayed} | "
               f"{inputs:.2e} | "
-              f"{ds.accuracy(run.report['eval_predictions']):.3f} |", flush=True)
+              f"{ds.accuracy(list(run.report.eval_predictions)):.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,14 @@ against a value the harness computes itself.  The question's parameters are knob
 from __future__ import annotations
 
 import asyncio
+import errno
+import stat
 from pathlib import Path
 from typing import Any
 
+import safe_files
 from problem import Check, GradeResult, Knob, Problem
-from tools import ANSWER_FILE, read_regular
+from tools import ANSWER_FILE
 
 MAX_ANSWER_BYTES = 10_000
 
@@ -53,23 +56,27 @@ class MathCalculationProblem(Problem):
                 f"integer with submit_value: this ends the task and it is graded exactly.")
 
     def fallback_candidates(self, workspace: Path) -> list[Path]:
-        answer = workspace / ANSWER_FILE
-        return [answer] if answer.is_file() and not answer.is_symlink() else []
+        try:
+            regular = stat.S_ISREG(safe_files.lstat(workspace, ANSWER_FILE).st_mode)
+        except OSError:
+            regular = False
+        return [workspace / ANSWER_FILE] if regular else []
 
     async def grade(self, candidate: Path, *, progress: Any = None,
                     options: Any = None) -> GradeResult:
         """An exact comparison; bad input (missing, binary, huge, not an integer) fails
         the ``answer_format`` check with the reason."""
         expected = self.answer()
+        candidate = Path(candidate)
         try:
-            data = await asyncio.to_thread(read_regular, Path(candidate),
-                                           MAX_ANSWER_BYTES + 1)
+            data = await asyncio.to_thread(safe_files.read_bytes, candidate.parent,
+                                           candidate.name, MAX_ANSWER_BYTES)
         except OSError as exc:
+            if exc.errno == errno.EFBIG:
+                return self._failed("answer_format", f"the answer is over {MAX_ANSWER_BYTES} "
+                                    "bytes")
             return self._failed("answer_format", f"cannot read {candidate}: "
                                 f"{exc.strerror or exc}")
-        if len(data) > MAX_ANSWER_BYTES:
-            return self._failed("answer_format", f"the answer is over {MAX_ANSWER_BYTES} "
-                                "bytes")
         text = data.decode("utf-8", errors="replace").strip().replace(",", "").replace("_", "")
         try:
             given = int(text)

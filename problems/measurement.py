@@ -16,25 +16,37 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import hashlib
 import importlib.metadata
 import json
 import logging
+import math
 import os
 import platform
-import shutil
+import stat
 import statistics
 import sys
 import tempfile
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import safe_files
 import sandbox
 from problems.calibration import in_anchor_units
+from problems.execution_report import (
+    ExecutionReport,
+    MalformedReport,
+    ProbeOutputs,
+    is_missing_entry,
+    loads,
+    parse_probes,
+    parse_report,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +86,8 @@ class Execution:
     stdout: str
     stderr_tail: str
     wall_time: float
-    report: dict[str, Any] | None = None
-    probes: dict[str, Any] | None = None  # strict mode's component outputs (untimed)
+    report: ExecutionReport | None = None  # parsed: every field checked
+    probes: ProbeOutputs | None = None  # strict mode's component outputs (untimed)
     seed: int | None = None  # the fresh data set it ran on: its images
     labelling: int = 0  # and their labels (fresh_inputs.DataSet.key)
     observed_time: float | None = None  # START to END as they arrived here
@@ -110,12 +122,15 @@ class Executor:
     as the timer relayed it.  Nothing the execution sends is believed, only parsed."""
 
     STARTUP_TIMEOUT = 300.0  # importing torch on a loaded machine
+    MAX_SOURCE_BYTES = 8 * 1024**2  # what is read of the file to run
 
     def __init__(self, path: Path, inst: Instrumentation, *, threads: int,
                  limits: sandbox.Limits, read_only: tuple[Path, ...] = ()):
         self.path, self.inst, self.threads, self.limits = path, inst, threads, limits
         self.read_only = read_only
-        self.source = base64.b64encode(path.read_bytes()).decode()
+        # Read once, never following a link at the name nor waiting on a FIFO there.
+        self.source = base64.b64encode(safe_files.read_bytes(
+            path.parent, path.name, self.MAX_SOURCE_BYTES)).decode()
         self.sandboxes = 0  # started so far (a DIRTY report or a timeout starts another)
         self._child: sandbox.Child | None = None
         self._queue: asyncio.Queue | None = None
@@ -176,8 +191,11 @@ class Executor:
             result = await self._child.stop()
             self._child = None
         if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
+            # What the executions left: links, FIFOs, trees too deep for a recursive walk.
+            workdir, self._workdir = self._workdir, None
+            removed = await asyncio.to_thread(safe_files.remove_tree, workdir)
+            if not removed.ok:
+                log.warning("could not remove all of %s: %s", workdir, "; ".join(removed.notes))
         return result
 
     async def _next(self, kinds: tuple[str, ...]) -> tuple[float, str, str]:
@@ -228,6 +246,7 @@ class Executor:
                              isolation=self._isolation)
         child = self._child
         self._ready = False
+        oom_kills = child.oom_kills()
         if timed:
             child.move_to_timed_cpu()
         job = dict(source=self.source, entry=self.inst.entry, threads=self.threads,
@@ -249,6 +268,7 @@ class Executor:
             except TimeoutError:
                 timed_out = True
         wall = time.monotonic() - sent
+        out_of_memory = child.oom_kills() > oom_kills
         gone = None
         if "OUTPUT" in marks:
             try:  # the runner cleans up, then says whether the sandbox can go on
@@ -263,7 +283,13 @@ class Executor:
                 await self._discard()
         else:
             gone = await self._discard()
-        return self._execution(marks, data, timed_out, seconds, wall, gone)
+        execution = self._execution(marks, data, timed_out, seconds, wall, gone)
+        if out_of_memory:  # the kernel ended one of its processes at the sandbox's limit
+            execution.ok, execution.time = False, None
+            execution.error = ("the program ran out of memory (the sandbox's limit of "
+                               f"{self.limits.memory_bytes / sandbox.GIB:.1f} GiB for all "
+                               "its processes together was reached)")
+        return execution
 
     def _execution(self, marks: dict[str, tuple[float, str]], data: dict[str, Any] | None,
                    timed_out: bool, seconds: float, wall: float,
@@ -279,12 +305,30 @@ class Executor:
                 exit_code = int(marks["EXIT"][1]) if "EXIT" in marks else None
             except ValueError:
                 log.warning("unreadable mark from the timer for %s", self.path)
-        report, probe_out, output = (_payload(marks, kind)
-                                     for kind in ("REPORT", "PROBES", "OUTPUT"))
+        try:
+            output = _payload(marks, "OUTPUT")  # the timer's own
+        except MalformedReport:
+            output = None
+        output = output if isinstance(output, dict) else {}
         stdout, stderr = (str(output.get(k, "")) for k in ("stdout", "stderr"))
         memory = any(sign in stderr[-3000:] for sign in sandbox.MEMORY_SIGNS)
+        # The execution's own records, parsed here once: a malformed one is a failed
+        # execution naming the field, never an exception further on.
+        report: ExecutionReport | None = None
+        probe_out: ProbeOutputs | None = None
+        missing_entry, malformed = False, ""
+        try:
+            raw = _payload(marks, "REPORT")
+            missing_entry = is_missing_entry(raw)
+            if raw is not None and not missing_entry:
+                report = parse_report(raw)
+            raw = _payload(marks, "PROBES")
+            if raw is not None:
+                probe_out = parse_probes(raw)
+        except MalformedReport as exc:
+            report, probe_out, malformed = None, None, str(exc)
         error = ""
-        if report.get("missing_entry"):
+        if missing_entry:
             error = f"the entry function {self.inst.entry}() is not defined"
         elif timed_out:
             error = f"the program timed out after {seconds:.0f} s and was killed"
@@ -298,11 +342,13 @@ class Executor:
                      else f"the program was killed by signal {-exit_code}")
             if memory:
                 error = "the program ran out of memory (the memory limit was reached)"
-        elif not report or "eval_predictions" not in report:
+        elif malformed:
+            error = f"the program's report is malformed ({malformed})"
+        elif report is None:
             error = "the program exited before its entry function returned"
         return Execution(ok=not error, error=error, time=elapsed if not error else None,
                          stdout=stdout, stderr_tail=stderr[-3000:], wall_time=wall,
-                         report=report or None, probes=probe_out or None,
+                         report=report, probes=probe_out,
                          seed=(data or {}).get("seed"),
                          labelling=(data or {}).get("labelling", 0),
                          observed_time=observed, isolation=self._isolation,
@@ -330,15 +376,11 @@ async def execute(path: Path, inst: Instrumentation, *, threads: int, limits: sa
         return await executor.run(data=data, probes=probes, timed=timed)
 
 
-def _payload(marks: dict[str, tuple[float, str]], kind: str) -> dict[str, Any]:
-    """A JSON object the execution sent (its own output: untrusted, only parsed)."""
-    if kind not in marks:
-        return {}
-    try:
-        parsed = json.loads(marks[kind][1] or "null")
-    except json.JSONDecodeError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
+def _payload(marks: dict[str, tuple[float, str]], kind: str) -> Any:
+    """The JSON value sent as ``kind`` (the execution's REPORT and PROBES are its own
+    output: untrusted, to be parsed by ``problems.execution_report``); None when nothing
+    was sent.  Text that is not JSON raises MalformedReport naming the kind."""
+    return loads(marks[kind][1], kind.lower()) if kind in marks else None
 
 
 async def measure(path: Path, inst: Instrumentation, *, repeats: int, threads: int,
@@ -449,6 +491,9 @@ def file_digest(path: Path) -> str:
 
 
 def default_cache_dir() -> Path:
+    """The harness's own cache directory: ``HELLO_PY_CACHE_DIR``, else ``hello-py`` under
+    ``XDG_CACHE_HOME`` or ``~/.cache``.  No sandbox sees it: a sandbox sees only
+    what is bound into it (``sandbox``)."""
     if env := os.environ.get("HELLO_PY_CACHE_DIR"):
         return Path(env)
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hello-py"
@@ -459,6 +504,12 @@ def _version(dist: str) -> str:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return "absent"
+
+
+MAX_CACHE_BYTES = 10 * 1024 * 1024  # an entry is a few kB; a larger file is not read
+MAX_CACHED_VALUES = 10_000  # in each list of an entry
+# units were computed from the very times stored beside them: only rounding may differ
+UNITS_RTOL = 1e-6
 
 
 @dataclass
@@ -477,12 +528,97 @@ class CachedMeasurement:
         return statistics.median(self.times)
 
 
+class Lookup(NamedTuple):
+    """What :meth:`BaselineCache.load` found: the measurement to use (None: measure), and
+    why a stored entry was refused (None when there was none, or it was used)."""
+
+    found: CachedMeasurement | None = None
+    refused: str | None = None
+
+
+class _Refused(ValueError):
+    """A stored entry that is not used; the message says why."""
+
+
+def _number(value: Any, where: str, low: float, high: float, *, above_low: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Refused(f"{where} is {type(value).__name__}, not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise _Refused(f"{where} is not finite") from None
+    if not math.isfinite(number):
+        raise _Refused(f"{where} is not finite")
+    if number < low or number > high or (above_low and number == low):
+        bounds = "positive" if high == math.inf else f"in [{low:g}, {high:g}]"
+        raise _Refused(f"{where} = {number!r} is not {bounds}")
+    return number
+
+
+def _numbers(data: dict[str, Any], name: str, low: float = 0.0, high: float = math.inf, *,
+             above_low: bool = True) -> list[float]:
+    values = data[name]
+    if not isinstance(values, list):
+        raise _Refused(f"{name} is {type(values).__name__}, not a list")
+    if len(values) > MAX_CACHED_VALUES:
+        raise _Refused(f"{name} has more than {MAX_CACHED_VALUES} values")
+    return [_number(v, f"{name}[{i}]", low, high, above_low=above_low)
+            for i, v in enumerate(values)]
+
+
+def _parse_entry(data: Any, key: dict[str, Any]) -> CachedMeasurement:
+    """A stored entry (parsed JSON) checked field by field, and against itself, as the
+    measurement stored under ``key``: its units must be its times over the median of the
+    anchor times around each (``SideBySide``: a group of anchor executions before each
+    time and one after the last, flattened).  Raises :class:`_Refused` saying why not."""
+    if not isinstance(data, dict):
+        raise _Refused(f"the entry is {type(data).__name__}, not an object")
+    names = {f.name for f in fields(CachedMeasurement)}
+    if missing := sorted(names - data.keys()):
+        raise _Refused(f"the entry has no {', '.join(missing)}")
+    if extra := sorted(data.keys() - names):
+        raise _Refused(f"the entry has an unexpected field {extra[0][:40]!r}")
+    stored = data["key"]
+    if not isinstance(stored, dict):
+        raise _Refused(f"key is {type(stored).__name__}, not an object")
+    if stored != key:
+        differing = [k for k in key if k not in stored or stored[k] != key[k]]
+        raise _Refused(f"its key differs from the one asked for "
+                       f"({', '.join(differing) or 'extra fields'})")
+    times, units = _numbers(data, "times"), _numbers(data, "units")
+    anchor_times = _numbers(data, "anchor_times")
+    agreement = _numbers(data, "oracle_agreement", 0.0, 1.0, above_low=False)
+    accuracy = _number(data["accuracy"], "accuracy", 0.0, 1.0, above_low=False)
+    n = len(times)
+    if not n:
+        raise _Refused("it has no times")
+    if len(units) != n:
+        raise _Refused(f"it has {len(units)} units for {n} times")
+    if len(agreement) not in (0, n):  # one per execution (the baseline's), or none (a tier)
+        raise _Refused(f"it has {len(agreement)} oracle agreements for {n} times")
+    around, rest = divmod(len(anchor_times), n + 1)
+    if rest or not around:
+        raise _Refused(f"its {len(anchor_times)} anchor times are not {n + 1} equal groups "
+                       f"(one before each time and one after the last)")
+    groups = [anchor_times[i * around:(i + 1) * around] for i in range(n + 1)]
+    for j, (unit, expected) in enumerate(zip(units, in_anchor_units(times, groups),
+                                             strict=True)):
+        if not math.isclose(unit, expected, rel_tol=UNITS_RTOL):
+            raise _Refused(f"units[{j}] disagrees with times/anchor_times")
+    return CachedMeasurement(times=times, accuracy=accuracy, key=stored,
+                             oracle_agreement=agreement, units=units,
+                             anchor_times=anchor_times)
+
+
 class BaselineCache:
-    """Measurements on disk, keyed by the file's content, the software and the machine."""
+    """Measurements on disk, keyed by the file's content, the software and the machine.
+
+    An entry is believed only once checked (:func:`_parse_entry`); a link, a special file
+    or an oversized file is never opened for reading, and entries are written whole (a
+    fresh temporary file, then renamed over the entry)."""
 
     def __init__(self, directory: Path | None = None):
         self.directory = directory or default_cache_dir()
-        sandbox.hide_from_children(self.directory)
 
     @staticmethod
     def key(path: Path, *, threads: int, label: str,
@@ -501,22 +637,84 @@ class BaselineCache:
             "machine": platform.machine(),
         }
 
-    def _path(self, key: dict[str, Any]) -> Path:
+    @staticmethod
+    def _name(key: dict[str, Any]) -> str:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-        return self.directory / f"{key['label']}-{digest}.json"
+        return f"{key['label']}-{digest}.json"
 
-    def load(self, key: dict[str, Any], min_runs: int = 1) -> CachedMeasurement | None:
-        """The stored measurement for ``key`` if it has at least ``min_runs`` times."""
+    def _open_directory(self) -> int:
+        return os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def _read(self, name: str) -> bytes | None:
+        """The entry's bytes (None: there is none), opened without following a link and
+        without blocking on a FIFO; anything but a regular file is refused."""
         try:
-            data = json.loads(self._path(key).read_text())
-            found = CachedMeasurement(**data)
-        except (OSError, ValueError, TypeError):
+            dir_fd = self._open_directory()
+        except FileNotFoundError:
             return None
-        return found if found.key == key and len(found.times) >= min_runs else None
+        except OSError as exc:
+            raise _Refused(f"the cache directory cannot be opened: {exc.strerror}") from None
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _Refused("the entry is a symbolic link") from None
+            raise _Refused(f"the entry cannot be opened: {exc.strerror}") from None
+        finally:
+            os.close(dir_fd)
+        try:
+            status = os.fstat(fd)
+            if not stat.S_ISREG(status.st_mode):
+                raise _Refused("the entry is not a regular file")
+            if status.st_size > MAX_CACHE_BYTES:
+                raise _Refused(f"the entry is larger than {MAX_CACHE_BYTES} bytes")
+            with open(fd, "rb", closefd=False) as f:
+                data = f.read(MAX_CACHE_BYTES + 1)
+        finally:
+            os.close(fd)
+        if len(data) > MAX_CACHE_BYTES:
+            raise _Refused(f"the entry is larger than {MAX_CACHE_BYTES} bytes")
+        return data
+
+    def load(self, key: dict[str, Any], min_runs: int = 1) -> Lookup:
+        """The stored measurement for ``key`` if there is one, it passes every check
+        (:func:`_parse_entry`) and it has at least ``min_runs`` times; else why it was
+        refused, if it was.  Never raises for what is on disk."""
+        try:
+            raw = self._read(self._name(key))
+            if raw is None:
+                return Lookup()
+            try:
+                data = json.loads(raw)
+            except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+                raise _Refused("the entry is not valid JSON") from None
+            found = _parse_entry(data, key)
+        except _Refused as why:
+            log.info("cached measurement %s refused: %s", self._name(key), why)
+            return Lookup(refused=str(why))
+        return Lookup(found if len(found.times) >= min_runs else None)
 
     def store(self, found: CachedMeasurement) -> None:
-        path = self._path(found.key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(found), indent=2))
-        tmp.replace(path)
+        """Write the entry whole: into a temporary file of its own (``O_EXCL``, never
+        through a link), then renamed over the entry, so a reader sees the old or the new."""
+        name = self._name(found.key)
+        payload = json.dumps(asdict(found), indent=2).encode()
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        dir_fd = self._open_directory()
+        try:
+            tmp = f".{name}.{os.urandom(8).hex()}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+            try:
+                with open(fd, "wb") as f:
+                    f.write(payload)
+                os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+                raise
+        finally:
+            os.close(dir_fd)

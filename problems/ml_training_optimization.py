@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import math
 import random
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import safe_files
 import sandbox
 from problem import Check, DataGuard, GraderError, GradeResult, Knob, Problem
 from problems import (
@@ -33,6 +35,7 @@ from problems import (
     runtime_checks,
     static_checks,
 )
+from problems.execution_report import ExecutionReport, PackedArray
 from problems.fresh_inputs import DataSet
 from problems.measurement import (
     BaselineCache,
@@ -40,6 +43,7 @@ from problems.measurement import (
     Execution,
     Executor,
     Instrumentation,
+    Lookup,
     Measurement,
     SideBySide,
 )
@@ -272,7 +276,7 @@ class MLTrainingOptimizationProblem(Problem):
     def cached_baseline_time(self) -> float | None:
         opts = self.options
         key = self._cache_key(self.spec.baseline, "baseline", opts)
-        found = self.cache.load(key, min_runs=opts.baseline_repeats)
+        found = self.cache.load(key, min_runs=opts.baseline_repeats).found
         return found.median if found else None
 
     def scripted_turns(self, tool_names: set[str]) -> list[list[dict[str, Any]]]:
@@ -421,18 +425,16 @@ class MLTrainingOptimizationProblem(Problem):
         return watched, semantics
 
     def fallback_candidates(self, workspace: Path) -> list[Path]:
-        """Regular .py files of the run directory, the expected name first.  Links are
-        skipped: the agent's code can plant one pointing at a file it cannot read."""
-        root = workspace.resolve()
-
-        def own_file(p: Path) -> bool:
-            return (not p.is_symlink() and p.is_file()
-                    and p.resolve().is_relative_to(root))
-
-        preferred = workspace / self.spec.optimized_name
-        others = sorted((p for p in workspace.rglob("*.py") if p != preferred and own_file(p)),
-                        key=lambda p: p.stat().st_mtime, reverse=True)
-        return ([preferred] if own_file(preferred) else []) + others
+        """Regular .py files of the run directory, the expected name first, then the
+        latest changed.  Listed without following a link (``safe_files.walk``: the
+        agent's code can plant one pointing at a file it cannot read); the batch reads
+        the one it grades the same way."""
+        entries, _ = safe_files.walk(workspace)
+        files = [e for e in entries if e.is_file and e.rel.suffix == ".py"]
+        preferred = [e for e in files if e.rel == PurePosixPath(self.spec.optimized_name)]
+        others = sorted((e for e in files if e not in preferred), key=lambda e: e.mtime,
+                        reverse=True)
+        return [workspace / e.rel for e in preferred + others]
 
     # ---- measurement -----------------------------------------------------------------
     def _instrumentation(self) -> Instrumentation:
@@ -478,7 +480,11 @@ class MLTrainingOptimizationProblem(Problem):
         ``opts.min_timed_seconds`` of timed work (at most ``opts.max_repeats``)."""
         anchor = self.spec.reference
         key = self._cache_key(path, label, opts)
-        if opts.use_cache and (found := self.cache.load(key, min_runs=repeats)):
+        found, refused = self.cache.load(key, min_runs=repeats) if opts.use_cache else Lookup()
+        if refused:
+            self.progress(f"{label}: the cached measurement was refused ({refused}); "
+                          "measuring again")
+        if found is not None:
             self.progress(f"{label}: cached, median {found.median:.2f} s "
                           f"({len(found.times)} runs beside the strict tier)")
             return found
@@ -513,7 +519,8 @@ class MLTrainingOptimizationProblem(Problem):
             await pairs.close(datasets[-1].job())
         executions = pairs.subject
         failed = [e for e in executions + pairs.anchor_runs() if not e.ok]
-        predictions = [(e.report or {}).get("eval_predictions") for e in executions]
+        predictions = [list(e.report.eval_predictions) if e.report else None
+                       for e in executions]
         accuracies = [ds.accuracy(p) for ds, p in zip(datasets, predictions, strict=True)]
         if failed or None in accuracies:
             detail = failed[0].error + "\n" + failed[0].stderr_tail if failed else (
@@ -602,14 +609,18 @@ class MLTrainingOptimizationProblem(Problem):
 
     # ---- grading ---------------------------------------------------------------------
     def _static(self, candidate: Path) -> tuple[list[Check], bool]:
-        if not candidate.is_file():
+        try:  # the file itself is not followed if it is a link, nor waited on if a FIFO
+            data = safe_files.read_bytes(candidate.parent, candidate.name,
+                                         MAX_CANDIDATE_BYTES)
+        except FileNotFoundError:
             return [Check("candidate_readable", False, f"no file at {candidate}")], False
-        if candidate.stat().st_size > MAX_CANDIDATE_BYTES:
-            return [Check("candidate_readable", False,
-                          f"the file is larger than {MAX_CANDIDATE_BYTES} bytes")], False
+        except OSError as exc:
+            why = (f"the file is larger than {MAX_CANDIDATE_BYTES} bytes"
+                   if exc.errno == errno.EFBIG else f"cannot read it: {exc.strerror or exc}")
+            return [Check("candidate_readable", False, why)], False
         try:
-            source = candidate.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError) as exc:
+            source = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
             return [Check("candidate_readable", False,
                           f"the file is not UTF-8 text ({type(exc).__name__})")], False
         checks = [Check("candidate_readable", True, "the file is readable text")]
@@ -716,7 +727,7 @@ class MLTrainingOptimizationProblem(Problem):
                               answers: dict[tuple[int, int], oracle.OracleAnswer],
                               opts: GradingOptions, say: Callable[[str], None], label: str,
                               executor: Executor | None = None
-                              ) -> dict[tuple[int, int], tuple[dict[str, Any] | str, bool]]:
+                              ) -> dict[tuple[int, int], tuple[ExecutionReport | str, bool]]:
         """For each data set, what the candidate's trained weights must match: the
         oracle's run, when the candidate's features are the original's bit for bit, or
         else the original's training replayed by the harness on the candidate's own
@@ -724,27 +735,25 @@ class MLTrainingOptimizationProblem(Problem):
         carry that to a few per cent of a weight).  Strict mode replays only features
         within its tolerance of the original's; others are held to the oracle's run.
         A value is (report or why there is none, replayed)."""
-        basis: dict[tuple[int, int], tuple[dict[str, Any] | str, bool]] = {}
+        basis: dict[tuple[int, int], tuple[ExecutionReport | str, bool]] = {}
         if any(not e.ok for e in result.executions):
             return basis
-        pending: dict[tuple[int, int], tuple[DataSet, dict[str, Any]]] = {}
+        pending: dict[tuple[int, int], tuple[DataSet, PackedArray]] = {}
         for e, ds in zip(result.executions, datasets, strict=False):
             if ds.key in basis or ds.key in pending:
                 continue
             original = answers[ds.key].report
-            packed = (e.report or {}).get("features")
+            packed = e.report.features if e.report else None
             if model_checks.same_features(e.report, original, exact=True) or (
                     opts.semantics == "strict"
                     and not model_checks.same_features(e.report, original)):
                 basis[ds.key] = (original, False)
                 continue
-            try:
-                features = model_checks.unpack(packed, "the features")
-            except model_checks.EvidenceError as exc:
-                basis[ds.key] = (str(exc), True)
+            if packed is None:
+                basis[ds.key] = ("the execution has no record of the features", True)
                 continue
-            if features.shape[:1] != (ds.n_samples,) or features.ndim != 2:
-                basis[ds.key] = (f"the features have shape {list(features.shape)}, not one "
+            if packed.shape[:1] != (ds.n_samples,) or packed.ndim != 2:
+                basis[ds.key] = (f"the features have shape {list(packed.shape)}, not one "
                                  "row per image", True)
                 continue
             pending[ds.key] = (ds, packed)
@@ -755,7 +764,7 @@ class MLTrainingOptimizationProblem(Problem):
                                        threads=opts.threads, limits=self._oracle_limits(opts),
                                        read_only=(PROBLEM_DATA,), executor=executor)
             for key, run in runs.items():
-                basis[key] = ((run.report or {}, True) if run.ok else
+                basis[key] = ((run.report or ExecutionReport(), True) if run.ok else
                               (f"the original's training failed on these features "
                                f"({run.error})", True))
         return basis
@@ -823,7 +832,7 @@ class MLTrainingOptimizationProblem(Problem):
     def _judge(self, checks: list[Check], result: Measurement, fig: _Figures,
                opts: GradingOptions, tampered: list[str], datasets: list[DataSet],
                answers: dict[tuple[int, int], oracle.OracleAnswer],
-               training: dict[tuple[int, int], tuple[dict[str, Any] | str, bool]],
+               training: dict[tuple[int, int], tuple[ExecutionReport | str, bool]],
                units: list[float] | None = None) -> GradeResult:
         execs = result.executions
         first = execs[0]
@@ -839,14 +848,17 @@ class MLTrainingOptimizationProblem(Problem):
         if model is not None:
             # The model's predictions as the grader computes them from its weights and
             # inputs: what is scored, whatever the execution reported.
-            computed = [model_checks.model_outputs(e.report, model.forward, model.cls)
-                        for e in execs]
+            computed = [model_checks.model_outputs(
+                e.report, model.forward, model.cls, shapes=model.weights or None,
+                width=model.inputs or None, max_rows=model.eval_rows or None)
+                for e in execs]
         else:
             # A fitted forest is not the grader's to recompute: what its predict returned
             # is scored, and its inputs must be the test images' features (model_inputs).
             computed = [(Check("model_outputs", True, f"{predictor}.predict's output is "
                                "scored (the grader cannot recompute this estimator)",
-                               skipped=True), (e.report or {}).get("eval_predictions"))
+                               skipped=True),
+                         list(e.report.eval_predictions) if e.report else None)
                         for e in execs]
         pairs = [(ds.accuracy(mine), answers[ds.key].accuracy)
                  for (_, mine), ds in zip(computed, datasets, strict=False)]
@@ -870,8 +882,7 @@ class MLTrainingOptimizationProblem(Problem):
                  "original_accuracy": orig}
                 for e, ds, (acc, orig) in zip(execs, datasets, pairs, strict=False)],
             "isolation": first.isolation, "cpu_limit": first.cpu_limit,
-            "report": first.report and {k: v for k, v in first.report.items()
-                                        if k not in _BULKY_REPORT_KEYS},
+            "report": first.report.to_json(omit=_BULKY_REPORT_KEYS) if first.report else None,
             "stdout_tail": first.stdout[-4000:], "stderr_tail": first.stderr_tail,
         }
         crashed = any(not e.ok for e in execs)
@@ -880,7 +891,8 @@ class MLTrainingOptimizationProblem(Problem):
             out.details["skipped_after_crash"] = True
             out.score = 0.0
             return out
-        visible = datasets[0].visible_accuracy((first.report or {}).get("eval_predictions"))
+        visible = datasets[0].visible_accuracy(list(first.report.eval_predictions)
+                                               if first.report else None)
         setup = model.setup if model is not None else s.estimator.setup
         checks += [
             runtime_checks.output_patterns(first.stdout, s.output_patterns),
@@ -933,8 +945,8 @@ class MLTrainingOptimizationProblem(Problem):
         return out
 
 
-    def _fitted_model(self, report: dict[str, Any] | None,
-                      basis: tuple[dict[str, Any] | str, bool] | None) -> Check:
+    def _fitted_model(self, report: ExecutionReport | None,
+                      basis: tuple[ExecutionReport | str, bool] | None) -> Check:
         est = self.spec.estimator.cls
         if basis is None or isinstance(basis[0], str):
             why = basis[0] if basis else "no run of the original to compare with"
@@ -942,8 +954,8 @@ class MLTrainingOptimizationProblem(Problem):
                                                 f"{why}")
         return model_checks.same_predictions(report, basis[0], est, replayed=basis[1])
 
-    def _trained_weights(self, report: dict[str, Any] | None,
-                         basis: tuple[dict[str, Any] | str, bool] | None,
+    def _trained_weights(self, report: ExecutionReport | None,
+                         basis: tuple[ExecutionReport | str, bool] | None,
                          opts: GradingOptions) -> Check:
         model = self.spec.model.cls
         if basis is None or isinstance(basis[0], str):

@@ -2,8 +2,9 @@
 
 The execution reports the model's eval-mode predictions, and beside them the evidence
 they came from: the inputs the model was called on in eval mode, the weights it had,
-and the output of the feature extractor (``problems/timing_runner.py``).  All of it is
-the candidate's to forge, so none of it is believed alone.  Instead the pieces must fit:
+and the output of the feature extractor (``problems/timing_runner.py``, parsed by
+``problems.execution_report``).  All of it is the candidate's to forge, so none of it is
+believed alone.  Instead the pieces must fit:
 
 - :func:`model_outputs`: the predictions are what the task's own model function (the
   original's architecture, in numpy here) gives with those weights on those inputs.
@@ -23,13 +24,12 @@ from the images alone, predict labels it never saw: a trained model.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import numpy as np
 
 from problem import Check
+from problems.execution_report import ExecutionReport, PackedArray
 
 Forward = Callable[[Mapping[str, np.ndarray], np.ndarray], np.ndarray]
 MIN_AGREEMENT = 0.99  # of rows: float32 against float64 can flip an exact near-tie
@@ -40,20 +40,11 @@ class EvidenceError(ValueError):
     """The execution's evidence is missing or malformed."""
 
 
-def pack(array: Any) -> dict[str, Any]:
-    """An array as the runner records it (the harness's side makes records for tests)."""
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    return {"shape": list(array.shape), "b64": base64.b64encode(array.tobytes()).decode()}
-
-
-def unpack(packed: Any, what: str) -> np.ndarray:
-    """An array the runner packed (float32, base64); malformed input raises."""
-    try:
-        shape = [int(n) for n in packed["shape"]]
-        data = np.frombuffer(base64.b64decode(packed["b64"], validate=True), dtype=np.float32)
-        return data.reshape(shape).astype(np.float64)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise EvidenceError(f"the execution's record of {what} is unreadable") from exc
+def unpack(packed: PackedArray | None, what: str) -> np.ndarray:
+    """An array the execution recorded, as float64 (EvidenceError when there is none)."""
+    if packed is None:
+        raise EvidenceError(f"the execution has no record of {what}")
+    return packed.array()
 
 
 def complex_nn_forward(w: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -65,48 +56,69 @@ def complex_nn_forward(w: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray
     return h @ w["fc3.weight"].T + w["fc3.bias"]
 
 
-def recompute(report: Mapping[str, Any], forward: Forward) -> np.ndarray:
-    """The predictions of the reported weights on the reported eval inputs."""
-    inputs = unpack(report.get("eval_inputs"), "the model's eval inputs")
-    segments = report.get("eval_weights")
-    if not isinstance(segments, list) or not segments:
+def recompute(report: ExecutionReport, forward: Forward,
+              shapes: Mapping[str, tuple[int, ...]] | None = None,
+              width: int | None = None, max_rows: int | None = None) -> np.ndarray:
+    """The predictions of the reported weights on the reported eval inputs (rows x
+    width, as the parse guarantees).  ``shapes`` (the original's parameters), ``width``
+    (its input's) and ``max_rows`` (the most the runner keeps) are checked before any
+    arithmetic: a forged report must not make the harness multiply matrices of the
+    candidate's choosing."""
+    inputs = unpack(report.eval_inputs, "the model's eval inputs")
+    if not report.eval_weights:
         raise EvidenceError("the execution recorded no weights for its eval-mode calls")
+    if max_rows is not None and len(inputs) > max_rows:
+        raise EvidenceError(f"{len(inputs)} eval rows were recorded; the runner keeps at "
+                            f"most {max_rows}")
+    if width is not None and inputs.shape[1:] != (width,):
+        raise EvidenceError(f"the model's eval inputs are {list(inputs.shape[1:])} wide, "
+                            f"not the original's {width}")
     predictions, start = [], 0
-    for segment in segments:
-        try:
-            rows = int(segment["rows"])
-            weights = {k: unpack(v, f"the weight {k}") for k, v in segment["weights"].items()}
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise EvidenceError("the execution's record of the weights is unreadable") from exc
+    for segment in report.eval_weights:
+        rows = segment.rows
+        for name, shape in (shapes or {}).items():
+            have = segment.weights.get(name)
+            if have is not None and tuple(have.shape) != tuple(shape):
+                raise EvidenceError(f"the model's {name} has shape {list(have.shape)}, not "
+                                    f"the original's {list(shape)}: keep the original's "
+                                    "architecture")
+        weights = {k: v.array() for k, v in segment.weights.items()
+                   if shapes is None or k in shapes}
         if rows <= 0 or start + rows > len(inputs):
             raise EvidenceError("the recorded weights do not cover the eval inputs")
         try:
             with np.errstate(all="ignore"):
-                logits = forward(weights, inputs[start:start + rows])
+                logits = np.asarray(forward(weights, inputs[start:start + rows]))
+            if logits.shape[:1] != (rows,) or logits.ndim != 2:
+                raise ValueError(f"logits of shape {list(logits.shape)} for {rows} rows")
         except KeyError as exc:
             raise EvidenceError(f"the model has no parameter {exc}: keep the original's "
                                 "layers and their names") from exc
         except ValueError as exc:
             raise EvidenceError(f"the model's weights do not fit the original's "
                                 f"architecture ({exc})") from exc
-        predictions.append(np.asarray(logits).argmax(axis=-1))
+        predictions.append(logits.argmax(axis=-1))
         start += rows
     if start != len(inputs):
         raise EvidenceError("the recorded weights do not cover the eval inputs")
     return np.concatenate(predictions)
 
 
-def model_outputs(report: Mapping[str, Any] | None, forward: Forward, model: str
+def model_outputs(report: ExecutionReport | None, forward: Forward, model: str,
+                  shapes: Mapping[str, tuple[int, ...]] | None = None,
+                  width: int | None = None, max_rows: int | None = None
                   ) -> tuple[Check, list[int] | None]:
-    """The check, and the predictions the harness computed (None when it could not)."""
+    """The check, and the predictions the harness computed (None when it could not).
+    ``shapes``, ``width``, ``max_rows``: the original's, checked first (see
+    :func:`recompute`)."""
     name = "model_outputs"
-    report = report or {}
+    report = report if report is not None else ExecutionReport()
     try:
-        mine = recompute(report, forward)
+        mine = recompute(report, forward, shapes, width, max_rows)
     except EvidenceError as exc:
         return Check(name, False, f"the grader could not compute {model}'s predictions "
                                   f"itself: {exc}"), None
-    reported = report.get("eval_predictions") or []
+    reported = report.eval_predictions
     if len(reported) != len(mine):
         return Check(name, False, f"{model} was called in eval mode on {len(mine)} recorded "
                                   f"rows but {len(reported)} predictions were recorded"), None
@@ -120,15 +132,15 @@ def model_outputs(report: Mapping[str, Any] | None, forward: Forward, model: str
                              f"({agree:.1%} of rows, computed by the grader)"), mine.tolist()
 
 
-def inputs_are_features(report: Mapping[str, Any] | None, test_rows: list[int],
+def inputs_are_features(report: ExecutionReport | None, test_rows: list[int],
                         feature: str, model: str) -> Check:
     """The model's eval inputs are the extractor's features of the test rows, in order,
     up to the pipeline's noise (std 0.01) and its clip to [0, 1]."""
     name = "model_inputs"
-    report = report or {}
+    report = report if report is not None else ExecutionReport()
     try:
-        inputs = unpack(report.get("eval_inputs"), "the model's eval inputs")
-        features = unpack(report.get("features"), f"{feature}'s output")
+        inputs = unpack(report.eval_inputs, "the model's eval inputs")
+        features = unpack(report.features, f"{feature}'s output")
     except EvidenceError as exc:
         return Check(name, False, str(exc))
     if features.ndim != 2 or max(test_rows) >= len(features):
@@ -149,7 +161,7 @@ def inputs_are_features(report: Mapping[str, Any] | None, test_rows: list[int],
                              f"(within {worst:.3g})")
 
 
-def features_from_images(reports: list[tuple[int, int, Mapping[str, Any] | None]],
+def features_from_images(reports: list[tuple[int, int, ExecutionReport | None]],
                          feature: str) -> Check:
     """``reports`` are (image seed, labelling, report): the features of the same images
     are the same in every execution, whatever their labels."""
@@ -158,7 +170,8 @@ def features_from_images(reports: list[tuple[int, int, Mapping[str, Any] | None]
     for seed, labelling, report in reports:
         try:
             by_images.setdefault(seed, []).append(
-                (labelling, unpack((report or {}).get("features"), f"{feature}'s output")))
+                (labelling, unpack(report.features if report else None,
+                                   f"{feature}'s output")))
         except EvidenceError as exc:
             return Check(name, False, str(exc))
     compared = [runs for runs in by_images.values() if len(runs) > 1]
@@ -179,26 +192,22 @@ def features_from_images(reports: list[tuple[int, int, Mapping[str, Any] | None]
     return Check(name, True, f"{feature} gave the same features for the same images {basis}")
 
 
-def final_weights(report: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+def final_weights(report: ExecutionReport | None) -> dict[str, np.ndarray]:
     """The weights of the model's last eval-mode calls (raises EvidenceError)."""
-    segments = (report or {}).get("eval_weights")
-    if not isinstance(segments, list) or not segments:
+    if report is None or not report.eval_weights:
         raise EvidenceError("the execution recorded no weights for its eval-mode calls")
-    try:
-        return {k: unpack(v, f"the weight {k}") for k, v in segments[-1]["weights"].items()}
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise EvidenceError("the execution's record of the weights is unreadable") from exc
+    return {k: v.array() for k, v in report.eval_weights[-1].weights.items()}
 
 
-def same_features(report: Mapping[str, Any] | None, original: Mapping[str, Any] | None,
+def same_features(report: ExecutionReport | None, original: ExecutionReport | None,
                   *, exact: bool = False) -> bool:
     """Whether two executions' extractors gave the same features: bit for bit with
     ``exact`` (only then are the original's trained weights the ones to compare with:
     three epochs of training can carry a difference in the last bits of one feature to
     a few per cent of a weight), else within ``rtol=1e-4, atol=1e-5``."""
     try:
-        a = unpack((report or {}).get("features"), "the features")
-        b = unpack((original or {}).get("features"), "the features")
+        a = unpack(report.features if report else None, "the features")
+        b = unpack(original.features if original else None, "the features")
     except EvidenceError:
         return False
     if a.shape != b.shape:
@@ -207,7 +216,7 @@ def same_features(report: Mapping[str, Any] | None, original: Mapping[str, Any] 
         np.allclose(a, b, rtol=1e-4, atol=1e-5))
 
 
-def same_training(report: Mapping[str, Any] | None, original: Mapping[str, Any] | None,
+def same_training(report: ExecutionReport | None, original: ExecutionReport | None,
                   model: str, tolerance: float, replayed: bool = False) -> Check:
     """The same training from the same random draws gives the same weights, so the
     model's trained weights match ``original``'s, each tensor within ``tolerance`` of its
@@ -243,7 +252,7 @@ def same_training(report: Mapping[str, Any] | None, original: Mapping[str, Any] 
                              "of each tensor's scale)")
 
 
-def same_predictions(report: Mapping[str, Any] | None, original: Mapping[str, Any] | None,
+def same_predictions(report: ExecutionReport | None, original: ExecutionReport | None,
                      model: str, replayed: bool = False) -> Check:
     """A fitted estimator the grader cannot recompute (a forest): its test predictions
     are exactly what the original's estimator, fitted by the harness on the same
@@ -253,8 +262,8 @@ def same_predictions(report: Mapping[str, Any] | None, original: Mapping[str, An
     name = "fitted_model"
     basis = ("the original's estimator fitted on its own features" if replayed
              else "the original's, fitted on the same data")
-    have = list((report or {}).get("eval_predictions") or [])
-    want = list((original or {}).get("eval_predictions") or [])
+    have = list(report.eval_predictions) if report else []
+    want = list(original.eval_predictions) if original else []
     if not want:
         return Check(name, False, f"{model}'s predictions could not be compared with {basis}: "
                                   "the original's run recorded none")

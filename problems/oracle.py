@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import sandbox
+from problems.execution_report import ExecutionReport, PackedArray, ProbeOutputs
 from problems.fresh_inputs import DataSet
 from problems.measurement import Execution, Executor, Instrumentation, measure
 
@@ -35,12 +35,13 @@ class OracleAnswer:
     dataset: DataSet
     predictions: list[int]
     accuracy: float
-    probes: dict[str, Any] = field(default_factory=dict)
-    report: dict[str, Any] = field(default_factory=dict, repr=False)  # its weights, inputs
+    probes: ProbeOutputs = field(default_factory=ProbeOutputs)
+    # its weights and inputs
+    report: ExecutionReport = field(default_factory=ExecutionReport, repr=False)
 
 
 async def replay(reference: Path, inst: Instrumentation,
-                 features: dict[tuple[int, int], tuple[DataSet, dict[str, Any]]], *,
+                 features: dict[tuple[int, int], tuple[DataSet, PackedArray]], *,
                  threads: int, limits: sandbox.Limits, read_only: tuple[Path, ...],
                  executor: Executor | None = None) -> dict[tuple[int, int], Execution]:
     """The original's training replayed on other features: for each data set, the
@@ -50,19 +51,21 @@ async def replay(reference: Path, inst: Instrumentation,
     jobs = list(features.items())
     result = await measure(reference, inst, repeats=len(jobs), threads=threads,
                            limits=limits, read_only=read_only, keep_going=lambda e: True,
-                           data=[dict(ds.job(), features=packed) for _, (ds, packed) in jobs],
+                           data=[dict(ds.job(), features=packed.to_json())
+                                 for _, (ds, packed) in jobs],
                            executor=executor)
     return {key: run for (key, _), run in zip(jobs, result.executions, strict=True)}
 
 
 def answer(ds: DataSet, run: Execution) -> OracleAnswer:
-    predictions = (run.report or {}).get("eval_predictions") or []
+    predictions = list(run.report.eval_predictions) if run.report else []
     accuracy = ds.accuracy(predictions)
     if not run.ok or accuracy is None:
         raise OracleError(f"the reference solution failed on a fresh data set: "
                           f"{run.error or 'its predictions do not cover the test rows'}\n"
                           f"{run.stderr_tail[-1500:]}")
-    return OracleAnswer(ds, predictions, accuracy, run.probes or {}, run.report or {})
+    return OracleAnswer(ds, predictions, accuracy, run.probes or ProbeOutputs(),
+                        run.report or ExecutionReport())
 
 
 def agreement(a: list[int], b: list[int]) -> float:

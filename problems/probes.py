@@ -32,6 +32,7 @@ from typing import Any
 
 from problem import Check
 from problems import model_checks
+from problems.execution_report import ExecutionReport
 from problems.measurement import Instrumentation
 
 
@@ -71,13 +72,13 @@ class RowsThrough:
     def job(self) -> dict[str, Any]:
         return {"kind": self.kind, "class": self.cls, "method": self.method}
 
-    def shortfalls(self, report: Mapping[str, Any]) -> list[str]:
-        seen = report.get("feature_rows", 0)
+    def shortfalls(self, report: ExecutionReport) -> list[str]:
+        seen = report.feature_rows
         return ([] if seen >= self.rows else
                 [f"{self.label} processed {seen} images (needs {self.rows})"])
 
-    def done(self, report: Mapping[str, Any]) -> str:
-        return f"features for {report.get('feature_rows', 0)} images"
+    def done(self, report: ExecutionReport) -> str:
+        return f"features for {report.feature_rows} images"
 
 
 @dataclass(frozen=True)
@@ -104,27 +105,26 @@ class TorchModule:
     def job(self) -> dict[str, Any]:
         return {"kind": self.kind, "class": self.cls}
 
-    def shortfalls(self, report: Mapping[str, Any]) -> list[str]:
+    def shortfalls(self, report: ExecutionReport) -> list[str]:
         found = []
-        if not report.get("model_instances"):
+        if not report.model_instances:
             found.append(f"{self.cls} was never instantiated")
-        if report.get("train_rows", 0) < self.train_rows:
-            found.append(f"{self.cls} was trained on {report.get('train_rows', 0)} rows with "
+        if report.train_rows < self.train_rows:
+            found.append(f"{self.cls} was trained on {report.train_rows} rows with "
                          f"gradients flowing back (needs {self.train_rows})")
-        if report.get("eval_rows", 0) < self.eval_rows:
-            found.append(f"{self.cls} saw {report.get('eval_rows', 0)} rows in eval mode "
+        if report.eval_rows < self.eval_rows:
+            found.append(f"{self.cls} saw {report.eval_rows} rows in eval mode "
                          f"(needs {self.eval_rows})")
         return found
 
-    def done(self, report: Mapping[str, Any]) -> str:
-        return (f"{report.get('train_rows', 0)} training rows, "
-                f"{report.get('eval_rows', 0)} eval rows")
+    def done(self, report: ExecutionReport) -> str:
+        return f"{report.train_rows} training rows, {report.eval_rows} eval rows"
 
-    def setup(self, report: Mapping[str, Any] | None) -> Check:
+    def setup(self, report: ExecutionReport | None) -> Check:
         """The original's training set-up: as many optimisation steps, of the same batch
         sizes (so the same epochs)."""
         expected = dict(self.batches)
-        seen = {int(k): v for k, v in ((report or {}).get("train_batches") or {}).items()}
+        seen = dict(report.train_batches) if report is not None else {}
         if seen == expected:
             return Check("training_setup", True, f"{sum(expected.values())} training steps "
                                                  "of the original's batch sizes")
@@ -170,35 +170,32 @@ class Estimator:
     def job(self) -> dict[str, Any]:
         return {"kind": self.kind, "module": self.module, "class": self.cls}
 
-    def shortfalls(self, report: Mapping[str, Any]) -> list[str]:
+    def shortfalls(self, report: ExecutionReport) -> list[str]:
         found = []
-        if report.get("fit_rows", 0) < self.fit_rows:
-            found.append(f"{self.cls}.fit saw {report.get('fit_rows', 0)} rows "
-                         f"(needs {self.fit_rows})")
-        if report.get("eval_rows", 0) < self.predict_rows:
-            found.append(f"{self.cls}.predict saw {report.get('eval_rows', 0)} rows "
+        if report.fit_rows < self.fit_rows:
+            found.append(f"{self.cls}.fit saw {report.fit_rows} rows (needs {self.fit_rows})")
+        if report.eval_rows < self.predict_rows:
+            found.append(f"{self.cls}.predict saw {report.eval_rows} rows "
                          f"(needs {self.predict_rows})")
         return found
 
-    def done(self, report: Mapping[str, Any]) -> str:
-        return (f"{report.get('fit_rows', 0)} rows fitted, "
-                f"{report.get('eval_rows', 0)} rows predicted")
+    def done(self, report: ExecutionReport) -> str:
+        return f"{report.fit_rows} rows fitted, {report.eval_rows} rows predicted"
 
-    def setup(self, report: Mapping[str, Any] | None) -> Check:
+    def setup(self, report: ExecutionReport | None) -> Check:
         """The estimator as the original configures it: every parameter as the original
         has it, in every fit (fewer trees, a shallower forest or another seed is another
         model), but for those that only change how it runs (``free``)."""
-        fits = (report or {}).get("fit_params") or []
-        if not isinstance(fits, list) or not fits:
+        fits = report.fit_params if report is not None else ()
+        if not fits:
             return Check("estimator_setup", False, f"{self.cls}.fit was never called")
-        replaced = (report or {}).get("estimator_replaced") or []
-        if replaced:
+        if replaced := report.estimator_replaced:
             return Check("estimator_setup", False,
-                         f"the library's estimator was altered: {', '.join(map(str, replaced))} "
+                         f"the library's estimator was altered: {', '.join(replaced)} "
                          "replaced; use scikit-learn's own")
         expected = self.all_params()
         for params in fits:
-            if not isinstance(params, dict):
+            if params is None:
                 return Check("estimator_setup", False,
                              f"the record of {self.cls}'s parameters is unreadable")
             wrong = {k: params.get(k, "unset") for k, v in expected.items()
@@ -234,10 +231,10 @@ def of_kind(probes: tuple[Probe, ...], kind: type) -> Any:
     return next((p for p in probes if isinstance(p, kind)), None)
 
 
-def components_exercised(report: Mapping[str, Any] | None, probes: tuple[Probe, ...]
+def components_exercised(report: ExecutionReport | None, probes: tuple[Probe, ...]
                          ) -> Check:
     """The work was done: each declared component's own count against its need."""
-    r = report or {}
+    r = report if report is not None else ExecutionReport()
     watched = [p for p in probes if isinstance(p, RowsThrough | TorchModule | Estimator)]
     found = [problem for p in watched for problem in p.shortfalls(r)]
     if found:

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from problem import Check
+from problems.execution_report import ExecutionReport, ProbeOutputs
 from problems.measurement import Execution
 
 ACCURACY_RE = re.compile(r"Test accuracy:\s*([0-9]*\.?[0-9]+)")
@@ -61,7 +62,7 @@ def accuracy_measured(stdout: str, visible: float | None) -> Check:
 
 def fresh_inputs(execs: list[Execution], function: str) -> Check:
     """Each execution took its data from the data function the grader supplies."""
-    missing = [i + 1 for i, e in enumerate(execs) if not (e.report or {}).get("data_calls")]
+    missing = [i + 1 for i, e in enumerate(execs) if not (e.report and e.report.data_calls)]
     if missing:
         return Check("fresh_inputs", False,
                      f"execution(s) {missing} never called {function}(): the grader hands "
@@ -74,18 +75,18 @@ def determinism(execs: list[Execution], requested: int) -> Check:
     every test row and the same sum of eval-mode logits.  Equal accuracies prove nothing,
     and neither do equal predictions alone (a barely trained model predicts one class
     whatever its weights)."""
-    by_seed: dict[Any, list[dict]] = {}
+    by_seed: dict[Any, list[ExecutionReport]] = {}
     for e in execs:
-        by_seed.setdefault((e.seed, e.labelling), []).append(e.report or {})
+        by_seed.setdefault((e.seed, e.labelling), []).append(e.report or ExecutionReport())
     pairs = [reports for reports in by_seed.values() if len(reports) > 1]
     if not pairs:
         return Check("determinism", True, f"no two of the {len(execs)} execution(s) shared a "
                      f"data set ({requested} requested)", skipped=True)
     for reports in pairs:
-        if len({tuple(r.get("eval_predictions") or ()) for r in reports}) > 1:
+        if len({r.eval_predictions for r in reports}) > 1:
             return Check("determinism", False, "the model's test predictions differ between "
                          "executions on the same data")
-        if len({r.get("eval_checksum") for r in reports}) > 1:
+        if len({r.eval_checksum for r in reports}) > 1:
             return Check("determinism", False, "the model's test outputs (logits) differ "
                          "between executions on the same data")
     return Check("determinism", True, f"identical test outputs on the same data "
@@ -115,18 +116,18 @@ def accuracy(pairs: list[tuple[float | None, float]], tolerance: float, upper: f
                                    f"original's on the same data (candidate vs original: {shown})")
 
 
-def strict_component(name: str, label: str, candidate: dict[str, Any] | None,
-                     oracle: dict[str, Any], rtol: float, atol: float) -> Check:
+def strict_component(name: str, label: str, candidate: ProbeOutputs | None,
+                     oracle: ProbeOutputs, rtol: float, atol: float) -> Check:
     """A component's output on the grader's probe inputs, against the original's."""
     import numpy as np
 
     check = f"strict_{name}"
-    got = (candidate or {}).get(name)
-    if got is None:
-        error = (candidate or {}).get(f"{name}_error", "no output")
+    candidate = candidate or ProbeOutputs()
+    have = candidate.outputs.get(name)
+    if have is None:
+        error = candidate.errors.get(name, "no output")
         return Check(check, False, f"{label} could not be run on the grader's inputs: {error}")
-    want = np.asarray(oracle[name])
-    have = np.asarray(got, dtype=np.float64)
+    want = oracle.outputs[name]
     if have.shape != want.shape:
         return Check(check, False, f"{label} gave shape {list(have.shape)} on the grader's "
                                    f"inputs; the original gives {list(want.shape)}")

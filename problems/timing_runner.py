@@ -15,12 +15,15 @@ process take part:
   every holder of the report pipe has closed it, writes ``END`` with the interval its
   own clock measured, kills whatever the candidate left running, relays the report and
   the execution's output, then wipes every place the execution could write (its
-  directory, ``/tmp``, ``/dev/shm``, ...), System V IPC objects and the uid's keyrings.
+  directory, ``/tmp``, ``/dev/shm``, ...) and waits until the kernel has released every
+  key the execution had charged to the sandbox's uid.
   Only when nothing of the execution is left does it say ``READY`` again; when it
   cannot make sure of that, it says ``DIRTY`` and exits, and the harness starts a new
   sandbox.  It never runs candidate code, and every job is a fresh fork of it: an
   execution never meets a process, a file or a module that an earlier one touched.
-- the **execution** process closes the control channel and the job pipe before
+- the **execution** process enters user, IPC, network and UTS namespaces of its own
+  (so its keyrings, System V and POSIX IPC objects and abstract sockets are new and die
+  with it), drops every capability, closes the control channel and the job pipe before
   anything of the candidate exists, imports the candidate (work at import time is
   timed), wraps the required methods to record what passes through them, calls the
   entry function and writes its report on the pipe.
@@ -192,6 +195,7 @@ def _serve():
         return found
 
     keyctl = {"x86_64": 250, "aarch64": 219}.get(platform.machine())
+    ioprio_get = {"x86_64": 252, "aarch64": 31}.get(platform.machine())
 
     def clear_kernel_objects():
         """System V IPC objects of this IPC namespace, and the uid's keyrings (they
@@ -214,9 +218,36 @@ def _serve():
 
     leftovers = []  # what the last clean-up could not remove
 
+    def key_quota():
+        """The keys (count, bytes) the kernel charges to this uid: an execution's keys
+        die with its user namespace, and the next one must not meet their quota."""
+        try:
+            with open("/proc/key-users") as f:
+                for line in f:
+                    uid, _, rest = line.partition(":")
+                    if uid.strip() == str(os.getuid()):
+                        fields = rest.split()
+                        return tuple(int(x.split("/")[0]) for x in fields[2:4])
+        except (OSError, ValueError, IndexError):
+            pass
+        return (0, 0)
+
+    quota = []
+
+    def keys_released():
+        deadline = time.monotonic() + 3.0
+        while any(now > was for now, was in zip(key_quota(), quota[0], strict=True)):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
     def clean(pid):
         """True when nothing an execution (``pid``; None before the first) made is left."""
         if pid is not None and not end_leftovers(pid):
+            return False
+        if pid is not None and quota and not keys_released():
+            leftovers[:] = [f"keys charged to the uid ({key_quota()}, was {quota[0]})"]
             return False
         try:
             clear_kernel_objects()
@@ -255,6 +286,31 @@ def _serve():
             link.send(str(os.waitstatus_to_exitcode(status)).encode())
         os._exit(0)
 
+    def fresh_identity():
+        """New user, IPC, network and UTS namespaces for this execution alone: what the
+        kernel keeps per user namespace (the user, session and persistent keyrings),
+        per IPC namespace (System V objects, POSIX queues) or per network namespace
+        (abstract sockets) starts empty and dies with the execution.  The namespace maps
+        the sandbox's own uid and gid only, and every capability in it is dropped before
+        anything of the candidate exists.  False when the kernel refuses."""
+        flags = 0x10000000 | 0x08000000 | 0x40000000 | 0x04000000  # USER IPC NET UTS
+        uid, gid = os.getuid(), os.getgid()
+        if libc.unshare(flags) != 0:
+            return False
+        libc.prctl(pr_set_dumpable, 1, 0, 0, 0)  # else /proc/self is root's to write
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                           ("gid_map", f"{gid} {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+        libc.prctl(pr_set_dumpable, 0, 0, 0, 0)
+        libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
+        for cap in range(64):
+            libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP (past the last one: EINVAL)
+        header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+        if libc.capset(header, (ctypes.c_uint32 * 6)()) != 0:
+            os._exit(1)
+        return True
+
     def _child(job_r, ready_w, go_r, report_w, probe_w, out_w, err_w):
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -264,6 +320,13 @@ def _serve():
             os.close(fd)
         if not config["own_pid_namespace"]:
             os.setpgid(0, 0)
+        # At the sandbox's memory limit, the kernel ends the execution, never the timer.
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("1000")
+        except OSError:
+            pass
+        own = config["own_pid_namespace"] and fresh_identity()
         status = 1
         try:
             chunks = []
@@ -272,7 +335,7 @@ def _serve():
             os.close(job_r)
             job = json.loads(b"".join(chunks))
             sys.path.insert(0, workdir)  # as for `python candidate.py`
-            os.write(ready_w, b"r")
+            os.write(ready_w, b"r" if own else b"s")
             os.close(ready_w)
             if os.read(go_r, 1) != b"g":
                 os._exit(1)
@@ -312,8 +375,14 @@ def _serve():
             with open(f"/proc/{template_pid}/limits") as f:
                 limits = f.read()
             cpus, own = os.sched_getaffinity(template_pid), os.sched_getaffinity(0)
-            return (limits, os.getpriority(os.PRIO_PROCESS, template_pid),
-                    os.getpriority(os.PRIO_PROCESS, 0), len(own) == 1 and cpus == own)
+            # What a process of the same uid may set on another: its nice value, its
+            # scheduling policy and priority, and its I/O priority (an execution's
+            # children inherit the template's).
+            scheduling = [(os.getpriority(os.PRIO_PROCESS, pid), os.sched_getscheduler(pid),
+                           os.sched_getparam(pid).sched_priority,
+                           libc.syscall(ioprio_get, 1, pid) if ioprio_get else None)
+                          for pid in (template_pid, os.getpid())]
+            return limits, scheduling, len(own) == 1 and cpus == own
         except OSError:
             return None
 
@@ -344,7 +413,8 @@ def _serve():
         except BrokenPipeError:
             pass
         os.close(job_w)
-        ready = os.read(ready_r, 1) == b"r"
+        answer = os.read(ready_r, 1)
+        ready = answer in (b"r", b"s")
         os.close(ready_r)
         out, err, report, probes = (Output(out_r), Output(err_r), Collected(report_r),
                                     Collected(probe_r))
@@ -389,11 +459,16 @@ def _serve():
             return "it left something that could not be removed: " + ", ".join(leftovers)
         if template_state() != pristine:
             return "the template process changed"
+        if answer == b"s" and config["own_pid_namespace"]:
+            # Without namespaces of its own, the next execution would share this one's
+            # identity: it gets a new sandbox (and uid) instead.
+            return "the kernel gave the execution no user namespace of its own"
         return ""
 
     if not clean(None):
         send("DIRTY the sandbox was not empty at the start: " + ", ".join(leftovers))
         return
+    quota.append(key_quota())
     send("READY")
     for line in sys.stdin.buffer:
         try:
@@ -729,7 +804,9 @@ def _execute(job, report_fd, probe_fd):
         counts["estimator_replaced"] = replaced_methods()
     write_all(report_fd, dict(counts, eval_checksum=round(eval_checksum[0], 6),
                               eval_predictions=eval_predictions[-keep:] if keep else [],
-                              returned=result if isinstance(result, (int, float)) else None,
+                              returned=result if isinstance(result, (int, float))
+                              and not isinstance(result, bool) and abs(result) < 1e300
+                              else None,  # NaN and infinities are not below it
                               **model_evidence()))
     probes = job.get("probes")
     write_all(probe_fd, _probe(candidate, watch, probes, originals) if probes else {})

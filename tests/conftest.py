@@ -52,7 +52,7 @@ def model_evidence(test_rows: list[int], predictions: list[int], n_samples: int 
     read them (the harness's own computation of the model then gives those predictions)."""
     import numpy as np
 
-    from problems.model_checks import pack
+    from problems.execution_report import pack
 
     features = np.full((n_samples, n_features), 0.5, dtype=np.float32)
     features[test_rows] = 0.0
@@ -64,3 +64,12 @@ def model_evidence(test_rows: list[int], predictions: list[int], n_samples: int 
         weights |= {f"{name}.weight": pack(w), f"{name}.bias": pack(np.zeros(shape[0]))}
     return {"features": pack(features), "eval_inputs": pack(features[test_rows]),
             "eval_weights": [{"rows": len(test_rows), "weights": weights}]}
+
+
+def make_report(**fields):
+    """An ``ExecutionReport`` parsed as the harness parses the runner's: ``fields`` (in
+    the runner's JSON form, e.g. ``model_evidence(...)``) over an execution that did
+    nothing."""
+    from problems.execution_report import ExecutionReport, parse_report
+
+    return parse_report({**ExecutionReport().to_json(), **fields})

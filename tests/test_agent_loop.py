@@ -203,7 +203,8 @@ async def test_happy_path_read_write_submit(tmp_path, stream):
     o = ran.outcome
     assert (o.ended_by, o.steps, o.tool_errors, o.api_error) == ("submitted", 3, 0, "")
     assert dict(o.tool_calls) == {"read_file": 1, "write_file": 1, "submit_answer": 1}
-    assert ran.ctx.submitted == (ran.workspace / OPT).resolve()
+    assert ran.ctx.submitted.path == (ran.workspace / OPT).resolve()
+    assert ran.ctx.submitted.data == OPT_SOURCE.encode()  # read once, when submitted
     assert (ran.workspace / OPT).read_text() == OPT_SOURCE
     assert ran.ctx.problem.graded == []  # the final answer is graded by the batch, not here
     assert len(ran.bodies) == 3

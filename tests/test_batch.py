@@ -137,13 +137,20 @@ def assert_complete_records(out: Path, run_ids: list[int], interrupted: bool) ->
     assert t["runs"] == len(run_ids)
     assert (t["passed"], t["failed"], t["errors"]) == (
         statuses.count("pass"), statuses.count("fail"), statuses.count("error"))
-    graded = t["passed"] + t["failed"]
-    assert t["pass_rate"] == (t["passed"] / graded if graded else None)
+    left_out = sum(r["status"] == "error" and r["error_cause"] in summary.LEFT_OUT_CAUSES
+                   for r in results["runs"])
+    assert t["left_out"] == left_out
+    counted = len(run_ids) - left_out  # graded runs and the errors held against the agent
+    assert t["pass_rate"] == (t["passed"] / counted if counted else None)
     assert results["baseline"]["time_median_s"] > 0
     md = (out / "run_summary.md").read_text()
     assert "| run | verdict |" in md
+    assert f"- {summary.pass_rate_line(t)}\n" in md
     for r in results["runs"]:
         assert f"| {r['run_id']} | {r['status']} |" in md
+        assert (r["error_cause"] is None) is (r["status"] != "error"), r
+        if r["status"] == "error":
+            assert f"| {r['run_id']} | {summary.ERROR_CAUSES[r['error_cause']]} |" in md
     assert ("**Interrupted**" in md) is interrupted
     assert not list(out.rglob("*.tmp")), "a record was left half-written"
     return results
@@ -210,6 +217,7 @@ async def test_batch_via_fake_api(tmp_path, pipelines):
     assert two["candidate"] == OPT
 
     assert three["status"] == "error"  # not "fail": the agent never got a chance
+    assert three["error_cause"] == "api" and "traceback" not in three
     assert (three["steps"], three["ended_by"], three["submitted"]) == (1, "api_error", False)
     assert "InternalServerError" in three["reason"] and three["speedup"] is None
 
@@ -226,7 +234,9 @@ async def test_batch_via_fake_api(tmp_path, pipelines):
     assert set(results["config"]) >= {"runs", "concurrent", "agent"}
     assert results["baseline"]["target"] == TARGET
     md = (out / "run_summary.md").read_text()
-    assert "Pass rate (of 3 graded runs): 66.7% (95 % Wilson interval" in md
+    assert "Pass rate: 2/3 (66.7%, 95 % Wilson interval" in md
+    assert "3 graded; 1 run left out: 1 API error\n" in md
+    assert "| 3 | API error | left out | API error after retries: InternalServerError" in md
     assert "`required_definitions`: 1" in md
     assert {r for r, _ in notes.lines} >= {1, 2, 3, 4}
 
@@ -254,10 +264,11 @@ async def test_scripted_agent_batch_passes(tmp_path, pipelines):
 
 async def test_scripted_agent_uses_only_the_offered_tools(tmp_path, pipelines, monkeypatch):
     problem = make_problem(pipelines, include_profiler=False, include_intermediate_answer=False)
-    graded: list[Path] = []
+    graded: list[tuple[str, str]] = []
 
     async def grade(candidate: Path, **_: Any) -> GradeResult:
-        graded.append(candidate)
+        # a copy the harness made of the submitted file
+        graded.append((candidate.name, await asyncio.to_thread(candidate.read_text)))
         return canned()
 
     monkeypatch.setattr(problem, "grade", grade)  # which tools are used is the point here
@@ -267,7 +278,7 @@ async def test_scripted_agent_uses_only_the_offered_tools(tmp_path, pipelines, m
     [run] = results["runs"]
     assert run["status"] == "pass" and run["intermediate"] == []
     assert run["tool_calls"] == {"read_file": 1, "write_file": 1, "submit_answer": 1}
-    assert graded == [(out / "run_1" / OPT).resolve()]
+    assert graded == [(OPT, (out / "run_1" / OPT).read_text())]
     assert not (out / "run_1" / "profiles").exists()
 
 
@@ -307,15 +318,18 @@ async def test_interrupted_batch_records_the_finished_runs(tmp_path, pipelines, 
     assert results["totals"]["runs"] == 1
 
 
-# ---- 4. a harness bug inside one run ---------------------------------------------------
-@pytest.mark.parametrize("stream", [True, False], ids=["stream", "create"])
-async def test_harness_bug_in_one_run_is_an_error_and_the_batch_goes_on(
-        tmp_path, pipelines, monkeypatch, stream):
+# ---- 4. the harness fails inside one run ----------------------------------------------
+@pytest.mark.parametrize(("stream", "error"), [
+    (True, RuntimeError("boom in the grader")),  # a bug in the grader
+    (False, GraderError("boom in the grader")),  # the grader could not grade
+], ids=["stream-bug", "create-could-not-grade"])
+async def test_grading_that_raises_is_a_grader_error_and_the_batch_goes_on(
+        tmp_path, pipelines, monkeypatch, stream, error):
     problem = make_problem(pipelines)
 
     async def grade(candidate: Path, **_: Any) -> GradeResult:
-        if candidate.parent.name == "run_2":
-            raise RuntimeError("boom in the grader")
+        if tools.RUN.get().workspace.name == "run_2":  # the file graded is a copy
+            raise error
         return canned()
 
     monkeypatch.setattr(problem, "grade", grade)
@@ -331,11 +345,70 @@ async def test_harness_bug_in_one_run_is_an_error_and_the_batch_goes_on(
                                         settings(out, 3, stream=stream), Notes())
     assert [r["status"] for r in results["runs"]] == ["pass", "error", "pass"]
     bug = load(out / "run_2" / "run.json")
-    assert bug["reason"] == "harness error: RuntimeError: boom in the grader"
-    assert "Traceback" in bug["traceback"] and "RuntimeError: boom" in bug["traceback"]
+    name = type(error).__name__
+    assert (bug["error_cause"], bug["reason"]) == ("grader",
+                                                   f"grader error: {name}: boom in the grader")
+    assert "Traceback" in bug["traceback"] and f"{name}: boom" in bug["traceback"]
     assert (bug["steps"], bug["submitted"]) == (2, True)
     t = assert_complete_records(out, [1, 2, 3], interrupted=False)["totals"]
-    assert (t["passed"], t["failed"], t["errors"], t["pass_rate"]) == (2, 0, 1, 1.0)
+    # Counted against the agent (summary.LEFT_OUT_CAUSES), and said so in the headline.
+    assert (t["passed"], t["failed"], t["errors"], t["left_out"]) == (2, 0, 1, 0)
+    assert t["pass_rate"] == pytest.approx(2 / 3)
+    md = (out / "run_summary.md").read_text()
+    assert "2 graded, 1 grader error counted as not passed; no run left out" in md
+    assert "| 2 | grader error | counted as not passed | grader error: " in md
+
+
+async def test_a_tool_that_raises_is_a_harness_error(tmp_path, pipelines, monkeypatch):
+    # dispatch lets anything but a ToolError through: a bug, never the agent's is_error.
+    async def broken(arguments: dict) -> str:
+        raise KeyError("boom in a tool")
+
+    monkeypatch.setattr(tools.REGISTRY["read_file"], "call", broken)
+    script = [Reply([tool_use("read_file", {"path": "x.py"})], "tool_use")]
+    async with FakeMessagesAPI(script) as server:
+        entry = await batch.run_one(1, make_problem(pipelines), sdk_client(server),
+                                    settings(tmp_path / "out", 1), None,
+                                    asyncio.Semaphore(1), Notes())
+    assert (entry["status"], entry["error_cause"]) == ("error", "harness")
+    assert entry["reason"] == "harness error: KeyError: 'boom in a tool'"
+    assert "KeyError" in entry["traceback"]
+
+
+async def test_an_intermediate_grading_that_raises_is_a_tool_error_not_a_run_error(
+        tmp_path, pipelines, monkeypatch):
+    problem = make_problem(pipelines)
+    calls: list[Path] = []
+
+    async def grade(candidate: Path, **_: Any) -> GradeResult:
+        calls.append(candidate)
+        if len(calls) == 1:  # the intermediate submission
+            raise RuntimeError("secret-looking grader internals")
+        return canned()
+
+    monkeypatch.setattr(problem, "grade", grade)
+    script = [Reply([tool_use("write_file", {"path": OPT, "content": "print(1)\n"})],
+                    "tool_use"),
+              Reply([tool_use("submit_intermediate_answer", {"path": OPT}, id="toolu_i")],
+                    "tool_use"),
+              Reply([tool_use("submit_answer", {"path": OPT})], "tool_use")]
+    out = tmp_path / "out"
+    async with FakeMessagesAPI(script) as server:
+        entry = await batch.run_one(1, problem, sdk_client(server), settings(out, 1), None,
+                                    asyncio.Semaphore(1), Notes())
+        bodies = server.bodies
+    assert (entry["status"], entry["error_cause"], entry["steps"]) == ("pass", None, 3)
+    assert entry["tool_errors"] == 1
+    [answer] = [b for m in bodies[2]["messages"] if isinstance(m["content"], list)
+                for b in m["content"] if b.get("tool_use_id") == "toolu_i"]
+    assert answer["is_error"] is True
+    shown = json.dumps(answer["content"])
+    assert "could not be graded" in shown
+    assert "Traceback" not in shown and "internals" not in shown  # the operator's, not its
+    [record] = load(out / "run_1" / "run.json")["intermediate"]
+    assert (record["passed"], record["speedup"]) == (False, None)
+    assert record["error"] == "RuntimeError: secret-looking grader internals"
+    assert "Traceback" in record["traceback"]
 
 
 # ---- the prompt of a problem whose baseline lives outside the project -----------------
@@ -362,21 +435,84 @@ async def test_run_ended_by_an_api_error_found_nothing(tmp_path, pipelines):
 
 
 # ---- 5. the CLI ------------------------------------------------------------------------
-def test_cli_rejects_zero_runs():
-    with pytest.raises(SystemExit) as exc:
-        main.main(["--runs", "0"])
-    assert exc.value.code == 2
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
-@pytest.mark.parametrize("argv", [["--agent", "scripted", "--repeats", "2"],
-                                  ["grade", "x.py", "--repeats", "1"]], ids=["batch", "grade"])
-def test_cli_refuses_fewer_executions_than_the_checks_need(monkeypatch, argv, capsys):
+def _bad_values(name: str) -> list[str]:
+    low, high = main.BOUNDS[name]
+    return [str(high + 1), "99999999999999999999", "9" * 5000, str(low - 1), "-7", "2.5",
+            "1e3", "many", ""]
+
+
+GRADING_FLAGS = {"repeats", "baseline_repeats", "threads"}  # also on grade and calibrate
+BAD_FLAGS = [([*prefix, f"{_flag(name)}={value}"], name)
+             for name in main.BOUNDS for value in _bad_values(name)
+             for prefix in ([["--agent", "scripted"]]
+                            + ([["grade", "x.py"], ["calibrate"]] if name in GRADING_FLAGS
+                               else []))]
+
+
+@pytest.mark.parametrize(("argv", "name"), BAD_FLAGS, ids=[" ".join(a)[:60] for a, _ in BAD_FLAGS])
+def test_cli_refuses_a_sizing_flag_out_of_range(monkeypatch, capsys, argv, name):
     def never(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("nothing may be measured with too few executions")
+        raise AssertionError("nothing may be built from an out-of-range flag")
 
     monkeypatch.setattr(main, "build_problem", never)
-    assert main.main(argv) == 2
-    assert "repeats must be at least 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main.main(argv)
+    err = capsys.readouterr().err
+    low, high = main.BOUNDS[name]
+    assert exc.value.code == 2
+    assert f"argument {_flag(name)}: must be a whole number from {low} to {high}" in err
+    assert "Traceback" not in err and len(err) < 3000  # 5000 digits are not echoed
+
+
+def test_cli_explains_the_least_number_of_repeats(capsys):
+    with pytest.raises(SystemExit):
+        main.main(["grade", "x.py", "--repeats", "2"])
+    assert "the grader runs one data set twice (determinism)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", list(main.BOUNDS))
+def test_cli_accepts_each_end_of_a_range(name):
+    for value in main.BOUNDS[name]:
+        _, _, cfg = main.parse_args(["--agent", "scripted", f"{_flag(name)}={value}"])
+        assert getattr(cfg, name) == value
+
+
+@pytest.mark.parametrize("name", list(main.BOUNDS))
+@pytest.mark.parametrize("kind", ["above", "below", "float", "bool", "text", "huge"])
+def test_cli_refuses_config_out_of_range(monkeypatch, capsys, name, kind):
+    # The same bounds hold for a value edited into CONFIG as for a flag.
+    low, high = main.BOUNDS[name]
+    value = {"above": high + 1, "below": low - 1, "float": float(low), "bool": True,
+             "text": str(low), "huge": 10 ** 5000}[kind]
+    monkeypatch.setattr(main, "CONFIG", replace(main.CONFIG, **{name: value}))
+    with pytest.raises(SystemExit) as exc:
+        main.main(["--agent", "scripted"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "Traceback" not in err
+    assert f"CONFIG.{name} in main.py must be a whole number from {low} to {high}" in err
+    assert f"(its flag: {_flag(name)})" in err
+
+
+def test_config_defaults_are_within_their_bounds():
+    assert main.config_errors(main.CONFIG) == []
+
+
+def test_cli_huge_runs_is_a_usage_error_in_a_real_process(tmp_path):
+    # The report: --runs 99999999999999999999 allocated 22 GB before the OOM killer acted.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "main.py", "--agent", "scripted", "--runs",
+                           "99999999999999999999", "--output", str(tmp_path / "out")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "argument --runs: must be a whole number from 1 to 1000" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_without_a_key_stops_before_measuring(monkeypatch):
@@ -430,3 +566,35 @@ def test_secrets_are_redacted_in_records(tmp_path):
                      (secret,))
     text = (tmp_path / "grade.json").read_text()
     assert secret not in text and secret[::-1] not in text and "[REDACTED]" in text
+
+
+async def test_records_are_written_whatever_the_agent_left_at_their_names(
+        tmp_path, pipelines, monkeypatch):
+    # The red team's attack: directories planted at grade.json and run.json from the
+    # code tool.  The records are the harness's: written anyway, and the batch goes on
+    # for every run (before, the graded fail became a harness error, and run.json's
+    # write raised out of the run and cancelled the concurrent runs).
+    problem = make_problem(pipelines)
+    monkeypatch.setattr(problem, "grade", lambda candidate, **_: _failing())
+    plant = ("import os\nfor n in ('grade.json', 'run.json', 'grade.json.tmp'):\n"
+             "    os.makedirs(n + '/x', exist_ok=True)\nprint('planted')\n")
+
+    def script(prompt: str) -> list:
+        return [Reply([tool_use("python_expression", {"code": plant})], "tool_use"),
+                Reply([tool_use("write_file", {"path": OPT, "content": "print(1)\n"})],
+                      "tool_use"),
+                Reply([tool_use("submit_answer", {"path": OPT})], "tool_use")]
+
+    out = tmp_path / "out"
+    async with FakeMessagesAPI(Conversations(script)) as server:
+        results = await batch.run_batch(problem, sdk_client(server), settings(out, 2),
+                                        Notes())
+    assert [r["status"] for r in results["runs"]] == ["fail", "fail"]
+    for run in (1, 2):
+        assert load(out / f"run_{run}" / "run.json")["status"] == "fail"
+        assert load(out / f"run_{run}" / "grade.json")["passed"] is False
+
+
+async def _failing() -> GradeResult:
+    return GradeResult(passed=False, checks=[Check("speed", False, "1.0x < 2.0x")],
+                       speedup=1.0)

@@ -107,11 +107,10 @@ async def test_oracle_predicts_what_the_original_predicts(small):
         assert slow.ok and ref.ok, slow.error + ref.error
         original, answer = oracle.answer(ds, slow), oracle.answer(ds, ref)
         assert answer.predictions == original.predictions
-        assert slow.report["eval_checksum"] == pytest.approx(ref.report["eval_checksum"],
-                                                             rel=1e-5)
+        assert slow.report.eval_checksum == pytest.approx(ref.report.eval_checksum, rel=1e-5)
         for name in ("features", "activation", "logits"):
-            want = np.asarray(original.probes[name])
-            have = np.asarray(answer.probes[name])
+            want = original.probes.outputs[name]
+            have = answer.probes.outputs[name]
             assert np.allclose(have, want, rtol=OPTIONS.strict_rtol, atol=OPTIONS.strict_atol)
 
 

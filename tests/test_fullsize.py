@@ -51,7 +51,7 @@ def test_scripted_batch_then_cached_grade_at_full_size(tmp_path):
         side = grade["details"]["side_by_side"]
         assert len(side["anchor_times"]) == len(grade["candidate_times"]) + 1
     assert results["totals"]["pass_rate"] == 1.0
-    assert "Pass rate (of 2 graded runs): 100.0%" in (out / "run_summary.md").read_text()
+    assert "Pass rate: 2/2 (100.0%, 95 % Wilson interval" in (out / "run_summary.md").read_text()
 
     graded = _main("grade", str(REFERENCE), "--json", "--baseline-repeats", "1")
     assert graded.returncode == 0, graded.stderr[-4000:]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from candidates.variants import HONEST, NAMES, VARIANTS, variant_source, write_candidate
-from conftest import model_evidence
+from conftest import make_report, model_evidence
 
 import sandbox
 from problem import DataGuard, GradeResult
@@ -80,7 +80,7 @@ def setup(tmp_path_factory, small_pipelines) -> Setup:
 def stored_baseline(cache: BaselineCache, spec) -> CachedMeasurement | None:
     """The baseline as cached: measured beside the spec's strict tier."""
     return cache.load(cache.key(spec.baseline, threads=1, label="baseline",
-                                anchor=spec.reference))
+                                anchor=spec.reference)).found
 
 
 def candidate(setup: Setup, name: str) -> Path:
@@ -359,9 +359,9 @@ DATA = make_dataset(7, N_SAMPLES)
 
 
 def execution(predictions: list[int], time: float = 0.5, checksum: float = 1.5) -> Execution:
-    report = {"feature_rows": 100, "train_rows": 240, "eval_rows": 20, "model_instances": 1,
-              "eval_predictions": predictions, "eval_checksum": checksum, "data_calls": 1,
-              "train_batches": {"8": 30}, **model_evidence(DATA.test_rows, predictions)}
+    report = make_report(feature_rows=100, train_rows=240, eval_rows=20, model_instances=1,
+                         eval_predictions=predictions, eval_checksum=checksum, data_calls=1,
+                         train_batches={"8": 30}, **model_evidence(DATA.test_rows, predictions))
     stdout = "Feature shape: (100, 13)\nTraining set size: 80\nTest set size: 20\n"
     accuracy = DATA.visible_accuracy(predictions)
     return Execution(ok=True, error="", time=time, stdout=stdout

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_report
 
 import sandbox
 from problems import fresh_inputs, oracle, probes, registry
@@ -130,17 +131,17 @@ def test_the_sklearn_split_is_the_one_the_pipeline_makes():
 
 def test_estimator_setup_names_a_changed_parameter():
     estimator = numpy_spec().estimator
-    check = estimator.setup({"fit_params": [{"n_estimators": 10, "random_state": 42}]})
+    check = estimator.setup(make_report(fit_params=[{"n_estimators": 10, "random_state": 42}]))
     assert not check.passed and "n_estimators=10" in check.message
-    assert not estimator.setup({}).passed
+    assert not estimator.setup(make_report()).passed
     everything = estimator.all_params()
     assert everything["max_depth"] is None and everything["n_estimators"] == 100
-    assert estimator.setup({"fit_params": [everything]}).passed
-    assert estimator.setup({"fit_params": [{**everything, "n_jobs": 2}]}).passed  # free
-    deeper = estimator.setup({"fit_params": [{**everything, "max_depth": 3}]})
+    assert estimator.setup(make_report(fit_params=[everything])).passed
+    assert estimator.setup(make_report(fit_params=[{**everything, "n_jobs": 2}])).passed  # free
+    deeper = estimator.setup(make_report(fit_params=[{**everything, "max_depth": 3}]))
     assert not deeper.passed and "max_depth=3 (the original: None)" in deeper.message
-    assert not probes.components_exercised({"feature_rows": 1000, "fit_rows": 800,
-                                            "eval_rows": 0}, numpy_spec().probes).passed
+    assert not probes.components_exercised(make_report(feature_rows=1000, fit_rows=800),
+                                           numpy_spec().probes).passed
 
 
 # ---- the oracle and the references -----------------------------------------------------
@@ -159,7 +160,7 @@ async def test_oracle_predicts_what_the_original_predicts(small, name):
         original, answer = oracle.answer(ds, slow), oracle.answer(ds, ref)
         assert answer.predictions == original.predictions
         assert original.accuracy > 0.6  # learnable labels: well above chance (0.5)
-        assert np.allclose(answer.probes["features"], original.probes["features"],
+        assert np.allclose(answer.probes.outputs["features"], original.probes.outputs["features"],
                            rtol=1e-4, atol=1e-5)
 
 

@@ -132,7 +132,7 @@ def test_math_scripted_batch_passes_with_only_its_tools(tmp_path, capsys):
     transcript = (out / "run_1" / "transcript.jsonl").read_text()
     assert str(MathCalculationProblem().answer()) in transcript  # the code's own output
     md = (out / "run_summary.md").read_text()
-    assert "- problem: `math`" in md and "Pass rate (of 2 graded runs): 100.0%" in md
+    assert "- problem: `math`" in md and "Pass rate: 2/2 (100.0%, 95 % Wilson interval" in md
 
 
 def test_math_prompt_names_only_its_tools():

@@ -7,6 +7,7 @@ relies on.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,20 @@ def backend(request, monkeypatch):
     return request.param
 
 
-def test_outermost_drops_paths_inside_others():
-    paths = [Path("/tmp/proj"), Path("/tmp"), Path("/root"), Path("/tmp/proj/.venv")]
-    assert sandbox._outermost(paths) == [Path("/root"), Path("/tmp")]
+def test_plan_binds_only_the_allow_list(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    steps = sandbox.plan(sandbox.Visibility(tmp_path / "run", (data,)))
+    bound = {m.path: m.kind for m in steps if m.kind in ("ro", "rw")}
+    assert bound[str((tmp_path / "run").resolve())] == "rw"
+    assert bound[str(data.resolve())] == "ro"
+    assert all(kind == "ro" for path, kind in bound.items()
+               if path != str((tmp_path / "run").resolve()))
+    allowed = (*sandbox._SYSTEM_DIRS, *sandbox._SYSTEM_FILES,
+               *(str(p) for p in sandbox._python_roots()), str(data.resolve()),
+               str((tmp_path / "run").resolve()))
+    assert set(bound) <= set(allowed)
+    assert "/" not in bound and "/etc" not in bound and str(Path.home()) not in bound
 
 
 def test_none_is_always_the_last_backend():
@@ -61,20 +73,59 @@ async def test_project_under_tmp_is_hidden_and_workdir_visible(tmp_path, monkeyp
     assert result.isolation == backend
 
 
-async def test_registered_harness_paths_are_hidden(tmp_path, monkeypatch, backend):
-    cache = Path("/var/lib") / f"hello-py-test-{tmp_path.name}"
-    cache.mkdir()
+async def test_nothing_outside_the_allow_list_exists(tmp_path, backend):
+    # Places a user's machine has and a child must not see: the host's /etc, homes,
+    # /opt, /var/lib, /srv, another project beside this one, the harness's cache.
+    other = Path("/var/tmp") / f"hello-py-other-{tmp_path.name}"
+    other.mkdir()
     try:
-        (cache / "baseline.json").write_text("{}")
-        monkeypatch.setattr(sandbox, "_harness_paths", {cache})
-        result = await sandbox.run_python(
-            ["-c", f"import os; print(os.listdir({str(cache)!r}))"],
-            visibility=sandbox.Visibility(tmp_path))
+        (other / "secret.txt").write_text("other project")
+        probes = ["/etc/passwd", "/etc/hostname", "/opt", "/var/lib",
+                  "/srv", "/mnt", "/boot", str(other), str(other / "secret.txt"),
+                  str(sandbox.PROJECT_ROOT / "README.md"),
+                  str(sandbox.PROJECT_ROOT / "problems"), "/var/lib/hello-py",
+                  str(Path.home() / ".cache")]
+        code = ("import os, json\n"
+                f"print(json.dumps([p for p in {probes!r} if os.path.lexists(p)]))\n"
+                "print(sorted(os.listdir('/')))\n"
+                f"home = {str(Path.home())!r}\n"
+                "print(json.dumps(os.listdir(home) if os.path.isdir(home) else []))\n")
+        result = await sandbox.run_python(["-c", code], visibility=sandbox.Visibility(tmp_path))
         assert result.ok, result.stderr
-        assert result.stdout.strip() == "[]"
+        present, root, home = result.stdout.splitlines()
+        assert present == "[]", present
+        # the home exists inside only as the way to an interpreter installed there
+        on_the_way = {p.relative_to(Path.home()).parts[0] for p in sandbox._python_roots()
+                      if p.is_relative_to(Path.home())}
+        assert set(json.loads(home)) <= on_the_way, home
+        assert "etc" in root and "usr" in root  # the listing itself worked
     finally:
-        (cache / "baseline.json").unlink()
-        cache.rmdir()
+        (other / "secret.txt").unlink()
+        other.rmdir()
+
+
+async def test_the_root_and_system_are_read_only(tmp_path, backend):
+    code = ("import os\n"
+            "for p in ('/newfile', '/usr/newfile', '/etc/newfile', '/proc/newfile'):\n"
+            "    try:\n        open(p, 'w').write('x'); print('wrote', p)\n"
+            "    except OSError as e:\n        print('refused', p)\n")
+    result = await sandbox.run_python(["-c", code], visibility=sandbox.Visibility(tmp_path))
+    assert result.ok, result.stderr
+    assert "wrote" not in result.stdout and result.stdout.count("refused") == 4
+
+
+async def test_each_sandbox_runs_as_a_new_uid(tmp_path, backend):
+    if not sandbox._is_root():
+        pytest.skip("unprivileged: bwrap's own user namespace is the identity")
+    code = "import os; print(os.getuid(), os.getgid(), os.stat('.').st_uid)"
+    seen = []
+    for _ in range(3):
+        result = await sandbox.run_python(["-c", code], visibility=sandbox.Visibility(tmp_path))
+        assert result.ok, result.stderr
+        uid, gid, owner = map(int, result.stdout.split())
+        assert uid == gid == owner >= sandbox.FIRST_IDENTITY
+        seen.append(uid)
+    assert len(set(seen)) == 3
 
 
 async def test_child_sees_no_harness_process_and_no_network(tmp_path, backend):
@@ -134,3 +185,15 @@ async def test_fork_bomb_is_contained(tmp_path, backend):
         pytest.skip("no cgroup on this machine: only the timeout bounds a fork bomb")
     assert "stopped at" in result.stdout, result.stdout + result.stderr
     assert int(result.stdout.split()[2]) < 64
+
+
+def test_an_overlong_control_line_keeps_its_head():
+    # Its first word says what it is (the timer's REPORT): a line past the cap is cut at
+    # its end, never its start, and the line after it arrives whole.
+    lines: list[str] = []
+    capture = sandbox._Capture(1000, lambda t, line: lines.append(line))
+    data = b"REPORT " + b"x" * (sandbox._LINE_CAP + 4096) + b"\nEND 1\n"
+    for i in range(0, len(data), 65536):
+        capture.feed(data[i:i + 65536], 0.0)
+    assert [line[:7] for line in lines] == ["REPORT ", "END 1"]
+    assert len(lines[0]) == sandbox._LINE_CAP

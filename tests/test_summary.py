@@ -34,11 +34,11 @@ def test_geometric_mean():
     assert summary.geometric_mean([None, 0.0]) is None  # nothing positive to average
 
 
-def _run(i, status, speedup=None, steps=5, failed=()):
+def _run(i, status, speedup=None, steps=5, failed=(), cause=None):
     return {"run_id": i, "status": status, "speedup": speedup, "steps": steps,
             "failed_checks": list(failed), "input_tokens": 100 * i, "output_tokens": 10 * i,
             "accuracy": 0.1, "baseline_accuracy": 0.09, "reason": "", "tool_calls": {},
-            "intermediate": []}
+            "intermediate": [], "error_cause": cause}
 
 
 def test_pass_rate_counts_only_passes():
@@ -51,10 +51,52 @@ def test_pass_rate_counts_only_passes():
     assert t["pass_rate_ci95"] == pytest.approx(list(summary.wilson_interval(2, 4)))
 
 
-def test_errors_are_not_failures_and_not_in_the_denominator():
-    t = summary.batch_figures([_run(1, "pass", 50.0), _run(2, "error", steps=1)])
+@pytest.mark.parametrize(("cause", "shown", "left_out"), [
+    ("api", "api", True),          # outside the agent's reach: not counted
+    ("budget", "budget", True),
+    ("harness", "harness", False),  # could be provoked by the agent: counts against it
+    ("grader", "grader", False),
+    (None, "unknown", False),       # a record older than error_cause: counted, to be safe
+    ("made-up", "unknown", False),
+])
+def test_errors_are_not_failures_and_each_cause_is_counted_as_documented(cause, shown,
+                                                                         left_out):
+    t = summary.batch_figures([_run(1, "pass", 50.0), _run(2, "error", steps=1, cause=cause)])
     assert (t["passed"], t["failed"], t["errors"]) == (1, 0, 1)
-    assert t["pass_rate"] == 1.0
+    assert t["errors_by_cause"] == {shown: 1}
+    assert (t["left_out"], t["pass_rate_runs"]) == ((1, 1) if left_out else (0, 2))
+    assert t["pass_rate"] == (1.0 if left_out else 0.5)
+    assert t["pass_rate_ci95"] == pytest.approx(list(summary.wilson_interval(1, 2 - left_out)))
+
+
+def test_only_errors_left_out_leaves_no_pass_rate():
+    t = summary.batch_figures([_run(1, "error", cause="api"), _run(2, "error", cause="api")])
+    assert (t["pass_rate"], t["pass_rate_ci95"], t["pass_rate_runs"], t["left_out"]) == (
+        None, None, 0, 2)
+    assert summary.pass_rate_line(t) == ("Pass rate: 0/0 (no run to count): 0 graded; "
+                                         "2 runs left out: 2 API errors")
+
+
+PASS, FAIL = _run(1, "pass", 40.0), _run(2, "fail", 20.0)
+
+
+@pytest.mark.parametrize(("runs", "line"), [
+    ([PASS, FAIL],
+     "Pass rate: 1/2 (50.0%, 95 % Wilson interval 9.5%–90.5%): 2 graded; no run left out"),
+    ([PASS, FAIL, _run(3, "error", cause="api")],
+     "Pass rate: 1/2 (50.0%, 95 % Wilson interval 9.5%–90.5%): 2 graded; "
+     "1 run left out: 1 API error"),
+    ([PASS, FAIL, _run(3, "error", cause="harness"), _run(4, "error", cause="budget"),
+      _run(5, "error", cause="api"), _run(6, "error", cause="budget")],
+     "Pass rate: 1/3 (33.3%, 95 % Wilson interval 6.1%–79.2%): 2 graded, 1 harness error "
+     "counted as not passed; 3 runs left out: 1 API error, 2 budget stops"),
+    ([PASS, _run(3, "error", cause="grader"), _run(4, "error", cause="grader"),
+      _run(5, "error")],
+     "Pass rate: 1/4 (25.0%, 95 % Wilson interval 4.6%–69.9%): 1 graded, 2 grader errors, "
+     "1 error of unknown cause counted as not passed; no run left out"),
+], ids=["no-errors", "api-left-out", "mixed", "counted-errors"])
+def test_pass_rate_line_says_what_it_counts_and_what_it_leaves_out(runs, line):
+    assert summary.pass_rate_line(summary.batch_figures(runs)) == line
 
 
 def test_average_steps_geomean_and_tokens():
@@ -72,14 +114,20 @@ def test_check_failure_counts():
     assert summary.batch_figures(runs)["check_failures"] == {"speedup_target": 2, "accuracy": 1}
 
 
-def test_mean_score_counts_failed_runs_as_zero_and_leaves_errors_out():
-    runs = [_run(1, "pass", 40.0), _run(2, "fail", 20.0), _run(3, "error")]
+def test_mean_score_counts_failed_runs_as_zero_and_leaves_api_errors_out():
+    runs = [_run(1, "pass", 40.0), _run(2, "fail", 20.0), _run(3, "error", cause="api")]
     runs[0]["score"], runs[1]["score"], runs[2]["score"] = 0.8, None, None
     t = summary.batch_figures(runs)
     assert t["mean_score"] == pytest.approx(0.4)
     low, high = t["mean_score_ci95"]
     assert low == pytest.approx(0.0) and high == pytest.approx(0.8)
     assert summary.batch_figures(runs[:1])["mean_score_ci95"] is None  # one run: no interval
+
+
+def test_mean_score_counts_a_harness_error_as_zero():
+    runs = [_run(1, "pass", 40.0), _run(2, "error", cause="harness")]
+    runs[0]["score"], runs[1]["score"] = 0.8, 0.9  # an error's stray score is not used
+    assert summary.batch_figures(runs)["mean_score"] == pytest.approx(0.4)
 
 
 def test_no_runs():
@@ -96,12 +144,41 @@ def test_markdown_shows_every_figure():
     t = summary.batch_figures(runs)
     text = summary.render_markdown({"runs": 2}, {"time_median_s": 119.0}, runs, t)
     assert "| 1 | pass | 40.00x | 0.750 | +0.0100 |" in text
-    assert "Mean score (0 at the baseline, 1 at the strict tier, 0 when failed): 0.375" in text
+    assert ("Mean score over the runs the pass rate counts (0 at the baseline, 1 at the "
+            "strict tier, 0 when not passed): 0.375") in text
     assert "(95 % bootstrap interval 0.000–0.750)" in text
     assert "read_file×2, submit_answer×1" in text and "35.5x✓" in text
     assert "\\|" in text  # a pipe in a reason cannot break the table
-    assert "Pass rate (of 2 graded runs): 50.0% (95 % Wilson interval 9.5%–90.5%)" in text
+    assert ("- Pass rate: 1/2 (50.0%, 95 % Wilson interval 9.5%–90.5%): 2 graded; "
+            "no run left out\n") in text
+    assert "## Errors\n\n- none\n" in text
     assert "Geometric-mean speedup of passing runs: 40.00x" in text
     assert "`speedup_target`: 1" in text
     assert "Interrupted" not in text
     assert "Interrupted" in summary.render_markdown({}, {}, runs, t, interrupted=True)
+
+
+def test_markdown_lists_each_error_with_its_cause_and_how_it_counts():
+    runs = [_run(1, "pass", 40.0), _run(2, "error", cause="api"),
+            _run(3, "error", cause="grader"), _run(4, "error")]
+    runs[1]["reason"] = "API error after retries: InternalServerError"
+    runs[2]["reason"] = "grader error: RuntimeError: a | b\nc"
+    text = summary.render_markdown({}, {}, runs, summary.batch_figures(runs))
+    errors = text.split("## Errors\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert errors == [
+        "| run | cause | pass rate | reason |", "|---|---|---|---|",
+        "| 2 | API error | left out | API error after retries: InternalServerError |",
+        "| 3 | grader error | counted as not passed | grader error: RuntimeError: a \\| b c |",
+        "| 4 | error of unknown cause | counted as not passed |  |"]
+    assert ("- Pass rate: 1/3 (33.3%, 95 % Wilson interval 6.1%–79.2%): 1 graded, "
+            "1 grader error, 1 error of unknown cause counted as not passed; "
+            "1 run left out: 1 API error\n") in text
+
+
+def test_markdown_marks_an_intermediate_submission_the_grader_failed_on():
+    runs = [_run(1, "pass", 40.0)]
+    runs[0]["intermediate"] = [{"speedup": None, "passed": False, "error": "RuntimeError: x",
+                                "traceback": "Traceback ..."},
+                               {"speedup": 35.5, "passed": True}]
+    text = summary.render_markdown({}, {}, runs, summary.batch_figures(runs))
+    assert "| grader error, 35.5x✓ |" in text and "Traceback" not in text

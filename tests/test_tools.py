@@ -572,9 +572,9 @@ def test_run_dir_from_project_root_form_resolves_into_workspace(tmp_path):
     ws = tools.PROJECT_ROOT / "output" / f"pytest-{uuid.uuid4().hex}" / "run_1"
     run = RunContext(workspace=ws, problem=StubProblem())
     rel = ws.relative_to(tools.PROJECT_ROOT)
-    assert tools.resolve_writable(run, f"{rel}/x.py") == ws / "x.py"
-    assert tools.resolve_writable(run, "x.py") == ws / "x.py"
-    assert tools.resolve_writable(run, str(ws / "d" / "x.py")) == ws / "d" / "x.py"
+    assert tools.resolve_writable(run, f"{rel}/x.py").path == ws / "x.py"
+    assert tools.resolve_writable(run, "x.py").path == ws / "x.py"
+    assert tools.resolve_writable(run, str(ws / "d" / "x.py")).path == ws / "d" / "x.py"
     with pytest.raises(tools.ToolError, match="cannot write"):
         tools.resolve_writable(run, f"{rel}/../run_2/x.py")
     with pytest.raises(tools.ToolError, match="cannot write"):
@@ -663,8 +663,9 @@ def test_profile_output_is_read_as_untrusted(tmp_path):
     link.symlink_to("/etc/passwd")
     fifo = tmp_path / "fifo.txt"
     os.mkfifo(fifo)
-    assert tools._read_stacks(link) == {} and tools._read_stacks(fifo) == {}
-    assert tools._read_stacks(tmp_path / "missing.txt") == {}
+    (tmp_path / "dir").symlink_to(tmp_path)  # a link among the parents, too
+    for rel in ("link.txt", "fifo.txt", "missing.txt", "dir/link.txt"):
+        assert tools._read_stacks(tmp_path, rel) == {}
 
 
 def test_parse_stacks_skips_malformed_lines_and_the_svg_escapes_names():
@@ -693,7 +694,9 @@ async def test_submit_intermediate_answer_grades_and_records(ctx):
     assert outcome.content == stub.result.agent_summary()
     assert outcome.content.startswith("NOT PASSED\nspeedup: 1.20x (target 2.0x)")
     assert "FAILED speed: 1.20x < 2.0x" in outcome.content
-    assert stub.calls == [ctx.workspace / "fast.py"]
+    # The grader gets a copy of its own, never the agent's path.
+    assert [p.name for p in stub.calls] == ["fast.py"]
+    assert not stub.calls[0].is_relative_to(ctx.workspace)
     assert len(ctx.intermediate) == 1
     record = ctx.intermediate[0]
     assert record["path"] == str(ctx.workspace / "fast.py")
@@ -709,7 +712,7 @@ async def test_submit_answer_sets_submitted(ctx):
     assert not outcome.is_error
     assert outcome.content == (f"submitted {ctx.workspace / 'fast.py'}; "
                                "it will be graded after the task ends")
-    assert ctx.submitted == ctx.workspace / "fast.py"
+    assert ctx.submitted == tools.Candidate(ctx.workspace / "fast.py", b"print(1)\n")
     assert ctx.problem.calls == []  # graded later, not now
 
 
@@ -847,9 +850,9 @@ async def test_the_unchanged_task_file_is_profiled_once_and_shared(tmp_path, mon
     calls = []
     real = tools._profile
 
-    async def counted(*args: Any) -> str:
+    async def counted(*args: Any, **kwargs: Any) -> str:
         calls.append(args[2])
-        return await real(*args)
+        return await real(*args, **kwargs)
 
     monkeypatch.setattr(tools, "_profile", counted)
 
@@ -879,3 +882,38 @@ async def test_the_unchanged_task_file_is_profiled_once_and_shared(tmp_path, mon
     await tools.dispatch("profile_tool", {"path": "mine.py"}, ALL_TOOLS)
     await tools.dispatch("profile_tool", {"path": "mine.py"}, ALL_TOOLS)
     assert len(calls) == 3  # the run's own file: every time
+
+
+async def test_what_one_run_plants_never_reaches_another_through_the_shared_profile(
+        tmp_path, monkeypatch):
+    # The shared profile is measured in a clean room of the harness's: a module planted in
+    # the run directory (the task file imports it from its working directory) and a file
+    # planted at a profile's name stay in the run that planted them.
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "slow.py").write_text("import statistics\n" + SMALL_SCRIPT)
+
+    class DataProblem(StubProblem):
+        data_dir = data
+
+    monkeypatch.setenv("HELLO_PY_CACHE_DIR", str(tmp_path / "cache"))
+
+    async def profile_in(run: str, plant: bool) -> tools.ToolOutcome:
+        ws = tmp_path / run
+        (ws / "profiles").mkdir(parents=True)
+        if plant:
+            (ws / "statistics.py").write_text("print('INJECTED by run_1')\n")
+            (ws / "profiles" / "slow-1.prof").write_text("PLANTED by run_1\n")
+        tools.RUN.set(RunContext(workspace=ws, problem=DataProblem(), guard=DataGuard(data),
+                                 settings=ToolSettings(python_timeout=30)))
+        return await tools.dispatch("profile_tool", {"path": str(data / "slow.py")},
+                                    ALL_TOOLS)
+
+    first = await profile_in("run_1", plant=True)
+    second = await profile_in("run_2", plant=False)
+    assert not first.is_error and not second.is_error, (first.content, second.content)
+    assert second.content.startswith("(the shared profile")
+    for outcome in (first, second):
+        assert "INJECTED" not in outcome.content, outcome.content
+    assert not (tmp_path / "run_2" / "profiles" / "slow-1.prof").exists()
+    assert "work (slow.py:3)" in second.content
