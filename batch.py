@@ -8,14 +8,17 @@ written whole (temporary file, then rename), so nothing is ever half-written.
 Each run gets ``run_N/`` with the agent's files, ``transcript.jsonl``, ``grade.json`` and
 ``run.json``.  A run is an ``error`` only for a fault outside the agent's answer, named in
 ``error_cause``: ``api`` (the API failed after retries), ``budget`` (a cost limit stopped
-it), ``grader`` (grading raised) or ``harness`` (anything else raised); the last two keep
-their traceback, and the batch goes on.  How the summary counts each cause is
-``summary``'s.  Console output is the caller's (``note`` callback).
+it), ``grader`` (grading raised) or ``harness`` (anything else raised, a full or read-only
+disk included); the last two keep their traceback, and the batch goes on.  When the
+batch's own records cannot be written, :class:`RecordsError` says so in one line.  How
+the summary counts each cause is ``summary``'s.  Console output is the caller's (``note``
+callback).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -36,6 +39,16 @@ from problem import DataGuard, Problem
 
 log = logging.getLogger(__name__)
 Note = Callable[[int | None, str], None]
+BATCH_RECORDS = ("results.json", "run_summary.md")  # written by write_records
+RUN_RECORDS = ("run.json", "grade.json", "transcript.jsonl")  # in each run_N/, by run_one
+# Errors of the file system itself: a run that meets one is the harness's error whatever
+# stage it was in (the grader's included), never a verdict on the agent's answer.
+DISK_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
+class RecordsError(Exception):
+    """The batch's own records could not be written (the disk is full or read-only); the
+    message is one line, for the operator."""
 
 
 @dataclass(frozen=True)
@@ -85,9 +98,13 @@ def write_atomic(path: Path, text: str) -> None:
     safe_files.write_bytes(path.parent, path.name, text.encode("utf-8"), make_parents=False)
 
 
-def write_json(path: Path, data: Any, secrets: tuple[str, ...] = ()) -> None:
+def json_text(data: Any, secrets: tuple[str, ...] = ()) -> str:
     text = json.dumps(data, indent=2, default=str) + "\n"
-    write_atomic(path, tools.redact(text, secrets) if secrets else text)
+    return tools.redact(text, secrets) if secrets else text
+
+
+def write_json(path: Path, data: Any, secrets: tuple[str, ...] = ()) -> None:
+    write_atomic(path, json_text(data, secrets))
 
 
 def write_record(workspace: Path, name: str, data: Any, secrets: tuple[str, ...]) -> None:
@@ -107,7 +124,7 @@ def prepare_output(directory: Path) -> None:
     # A run directory holds what the agent's code left: links, FIFOs, trees too deep
     # for a recursive walk.  Each entry is removed as it is, nothing followed.
     names = [n for n in os.listdir(directory) if n.startswith("run_")]
-    for name in [*names, "results.json", "run_summary.md"]:
+    for name in [*names, *BATCH_RECORDS]:
         report = safe_files.remove_tree(directory, name)
         if not report.ok:
             log.warning("could not remove all of %s: %s", directory / name,
@@ -119,7 +136,6 @@ async def run_one(run_id: int, problem: Problem, client: Any,
                   note: Note, budget: Budget | None = None) -> dict[str, Any]:
     """One agent run, graded and recorded.  Returns its entry for results.json."""
     workspace = (s.output_dir / f"run_{run_id}").resolve()
-    workspace.mkdir(parents=True, exist_ok=True)
     ctx = tools.RunContext(workspace, problem, guard, s.tools, tools.secrets_from_environment(),
                            progress=lambda message: note(run_id, message))
     tools.RUN.set(ctx)
@@ -139,6 +155,7 @@ async def run_one(run_id: int, problem: Problem, client: Any,
                              "baseline_accuracy": None, "reason": "", "failed_checks": []}
     stage = "harness"  # what an exception is blamed on: the grader while it grades
     try:
+        workspace.mkdir(parents=True, exist_ok=True)
         outcome = await run_agent(
             client, problem.prompt(workspace), problem.tool_names(), s.agent,
             Transcript(workspace / "transcript.jsonl",
@@ -177,10 +194,15 @@ async def run_one(run_id: int, problem: Problem, client: Any,
                          if candidate.path.is_relative_to(workspace)
                          else str(candidate.path))
     except Exception as exc:  # the harness's fault (GraderError included): record it, go on
+        disk_fault = isinstance(exc, OSError) and exc.errno in DISK_FAULTS
+        stage = "harness" if disk_fault else stage
         entry.update(status="error", error_cause=stage,
                      reason=f"{stage} error: {type(exc).__name__}: {exc}",
                      traceback=traceback.format_exc())
-        log.exception("run %d failed with a %s error", run_id, stage)
+        if disk_fault:  # no bug to trace: one line
+            log.error("run %d: %s", run_id, entry["reason"])
+        else:
+            log.exception("run %d failed with a %s error", run_id, stage)
     entry.update(steps=outcome.steps, ended_by=outcome.ended_by,
                  tool_calls=dict(outcome.tool_calls), tool_errors=outcome.tool_errors,
                  input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens,
@@ -209,28 +231,42 @@ def _results_entry(e: dict[str, Any]) -> dict[str, Any]:
             "accuracy", "baseline_accuracy", "reason",
             "submitted", "found_by", "failed_checks", "tool_calls", "intermediate",
             "input_tokens", "output_tokens", "cache_creation_input_tokens",
-            "cache_read_input_tokens", "cost_usd", "stream_retries", "wall_time")
+            "cache_read_input_tokens", "cost_usd", "stream_retries", "wall_time",
+            "record_error")
     return {k: e.get(k) for k in keys}
 
 
 def write_records(s: BatchSettings, baseline: dict[str, Any], entries: list[dict[str, Any]],
                   interrupted: bool) -> dict[str, Any]:
+    """Write results.json and run_summary.md; :class:`RecordsError` names those the file
+    system refused (each is tried, and none is left half-written)."""
     runs = [_results_entry(e) for e in sorted(entries, key=lambda e: e["run_id"])]
     totals = summary.batch_figures(runs)
     config = s.config or {"runs": s.runs, "concurrent": s.concurrent,
                           "agent": asdict(s.agent)}
     results = {"config": config, "baseline": baseline, "runs": runs, "totals": totals,
                "interrupted": interrupted}
-    write_json(s.output_dir / "results.json", results)
-    write_atomic(s.output_dir / "run_summary.md",
-                 summary.render_markdown(config, baseline, runs, totals, interrupted))
+    texts = (json_text(results),
+             summary.render_markdown(config, baseline, runs, totals, interrupted))
+    refused = []
+    for name, text in zip(BATCH_RECORDS, texts, strict=True):
+        try:
+            write_atomic(s.output_dir / name, text)
+        except OSError as exc:
+            refused.append(f"{name} ({os.strerror(exc.errno) if exc.errno else exc})")
+    if refused:
+        raise RecordsError(f"could not write {' and '.join(refused)} in {s.output_dir}")
     return results
 
 
 async def run_batch(problem: Problem, client: Any, s: BatchSettings,
                     note: Note, guard: DataGuard | None = None) -> dict[str, Any]:
     """Run the batch; on cancellation, record what finished and re-raise."""
-    prepare_output(s.output_dir)
+    try:
+        prepare_output(s.output_dir)
+    except OSError as exc:
+        raise RecordsError(f"cannot keep records in {s.output_dir}: "
+                           f"{exc.strerror or exc}") from exc
     baseline = await problem.prepare()
     api_slots = asyncio.Semaphore(s.max_api_calls)
     entries: list[dict[str, Any]] = []

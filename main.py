@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ BOUNDS: dict[str, tuple[int, int]] = {
 BOUND_NOTES = {"repeats": "the grader runs one data set twice (determinism) and its images "
                           "once more under other labels (features_from_images)"}
 console = Console(stderr=True, highlight=False)
+RECORDS_FAILED = 4  # exit status: the batch's records could not be written (disk full...)
 
 
 # ---- flags ----------------------------------------------------------------------------
@@ -618,6 +620,9 @@ async def batch_command(cfg: Config) -> int:
     except GraderError as exc:
         console.print(f"[red]could not measure the baseline:[/red] {exc}")
         return 3
+    except batch.RecordsError as exc:  # the disk is full or read-only
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        return RECORDS_FAILED
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -625,8 +630,14 @@ async def batch_command(cfg: Config) -> int:
     _say(f"[bold]done[/bold]: passed {t['passed']}, failed {t['failed']}, errors {t['errors']}"
          f" — {summary.pass_rate_line(t)}; summary: {output / 'run_summary.md'}")
     if cfg.save:
-        dest, report = await asyncio.to_thread(save_batch, output, ROOT / "saved_outputs",
-                                               cfg.save)
+        try:
+            dest, report = await asyncio.to_thread(save_batch, output, ROOT / "saved_outputs",
+                                                   cfg.save)
+        except OSError as exc:
+            where = ROOT / "saved_outputs" / cfg.save
+            console.print(f"[red]error:[/red] could not save the batch to {escape(str(where))}"
+                          f": {escape(exc.strerror or str(exc))}", soft_wrap=True)
+            return RECORDS_FAILED
         left = report.skipped + report.failed
         _say(f"saved to {dest}" + (f" ({left} entries not copied: see {SAVE_REPORT})"
                                    if left else ""))
@@ -636,19 +647,19 @@ async def batch_command(cfg: Config) -> int:
 SAVE_REPORT = "save_report.json"
 
 
-def save_batch(output: Path, saved: Path, name: str) -> tuple[Path, Any]:
-    """Copy the batch's records to ``saved/name`` (dated if that is taken).  Run
-    directories hold what the agents' code left there (links, FIFOs, trees thousands of
-    levels deep): only regular files and directories are copied, no link followed,
-    within ``safe_files.copy_tree``'s bounds; what was left out is listed in
-    ``SAVE_REPORT`` in the copy."""
+def save_batch(output: Path, saved: Path, name: str, **limits: int) -> tuple[Path, Any]:
+    """Copy the batch to ``saved/name`` (dated if that is taken): its records first, then
+    each run's share of the agent's files (``saving.copy_batch``, whose bounds ``limits``
+    may narrow).  What was left out, run by run, is listed in ``SAVE_REPORT`` in the
+    copy."""
     import safe_files
+    import saving
 
     saved.mkdir(parents=True, exist_ok=True)
     dest = saved / name
     if os.path.lexists(dest):
         dest = dest.with_name(f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    report = safe_files.copy_tree(output, dest)
+    report = saving.copy_batch(output, dest, **limits)
     safe_files.write_bytes(dest, SAVE_REPORT, (json.dumps(report.to_json(), indent=2)
                                                + "\n").encode())
     return dest, report

@@ -33,6 +33,7 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
@@ -127,9 +128,10 @@ def write_bytes(root: Path, rel: Rel, data: bytes, *, make_parents: bool = True,
         raise OSError(errno.EISDIR, "the directory itself cannot be written as a file")
     dir_fd = _open_dir(root, parts[:-1], create=make_parents)
     try:
-        tmp = f".hp-{secrets.token_hex(8)}.tmp"
-        fd = os.open(tmp, _NEW, mode, dir_fd=dir_fd)
+        tmp, made = f".hp-{secrets.token_hex(8)}.tmp", False
         try:
+            fd = os.open(tmp, _NEW, mode, dir_fd=dir_fd)
+            made = True
             try:
                 _write_all(fd, data)
                 os.fchmod(fd, mode)  # not narrowed by the umask
@@ -137,10 +139,13 @@ def write_bytes(root: Path, rel: Rel, data: bytes, *, make_parents: bool = True,
                 os.close(fd)
             os.replace(tmp, parts[-1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dir_fd)
+            if made:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
             if isinstance(exc, IsADirectoryError):
                 raise OSError(errno.EISDIR, f"{_shown(parts)} is a directory") from None
+            if isinstance(exc, OSError):  # a full disk...: named by the file, not by tmp
+                raise OSError(exc.errno, f"{_shown(parts)}: {exc.strerror}") from None
             raise
     finally:
         os.close(dir_fd)
@@ -338,14 +343,21 @@ def chown_tree(path: Path, uid: int, gid: int, *,
 
 def copy_tree(src: Path, dst: Path, *, max_depth: int = MAX_OPEN_DIRS,
               max_entries: int = 100_000, max_file_bytes: int = 256 * 1024**2,
-              max_total_bytes: int = 4 * 1024**3) -> TreeReport:
+              max_total_bytes: int = 4 * 1024**3, exclude: Collection[str] = (),
+              exist_ok: bool = False) -> TreeReport:
     """Copy the regular files and directories below ``src`` into the new directory
-    ``dst`` (``FileExistsError`` if it exists), never following a link.  Links, FIFOs,
-    sockets, devices, directories deeper than ``max_depth``, files over
-    ``max_file_bytes`` and whatever would pass ``max_total_bytes`` or ``max_entries``
-    are skipped and named in the report.  Copies get plain modes (0644, 0755)."""
+    ``dst`` (``FileExistsError`` if it exists, unless ``exist_ok``), never following a
+    link.  Links, FIFOs, sockets, devices, directories deeper than ``max_depth``, files
+    over ``max_file_bytes`` and whatever would pass ``max_total_bytes`` or
+    ``max_entries`` are skipped and named in the report.  Names in ``exclude`` at the top
+    of ``src`` are passed over, neither copied nor counted.  Copies get plain modes
+    (0644, 0755)."""
     report = TreeReport()
-    os.mkdir(dst, 0o755)
+    try:
+        os.mkdir(dst, 0o755)
+    except FileExistsError:
+        if not exist_ok:
+            raise
     src_fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         dst_fd = os.open(dst, _DIR)
@@ -360,6 +372,8 @@ def copy_tree(src: Path, dst: Path, *, max_depth: int = MAX_OPEN_DIRS,
             found = next(listing, None)
             if found is None:
                 _close_frame(stack.pop())
+                continue
+            if len(stack) == 1 and found.name in exclude:
                 continue
             if seen >= max_entries:
                 report.skip(f"stopped after {max_entries} entries; the rest is not copied")

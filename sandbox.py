@@ -87,14 +87,20 @@ class Limits:
     file_size_bytes: int = 256 * MIB
     max_output: int = 20_000
     max_processes: int = 256  # tasks (threads count) in the child's cgroup
+    disk_bytes: int = 2 * GIB  # what the child's own directory may hold (a host's)
 
 
 @dataclass(frozen=True)
 class Visibility:
-    """What of the file system a child sees (enforced under bwrap and unshare)."""
+    """What of the file system a child sees (enforced under bwrap and unshare).
+
+    ``workdir`` is the host's directory bound in read-write, or, when ``private``, a
+    directory that exists only inside the sandbox, in its private ``/tmp`` (memory that
+    counts against the sandbox's limit, never the host's disk, gone with the sandbox)."""
 
     workdir: Path
     read_only: tuple[Path, ...] = ()
+    private: bool = False
 
 
 @dataclass
@@ -109,13 +115,18 @@ class ProcessResult:
     isolation: str = "none"
     cpu_limit: str = "none"
     oom_killed: bool = False  # the kernel ended a process of it at the sandbox's limit
+    disk_exceeded: int | None = None  # the bytes its directory held when it was stopped
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and not self.timed_out and not self.oom_killed
+        return (self.returncode == 0 and not self.timed_out and not self.oom_killed
+                and self.disk_exceeded is None)
 
     def failure(self) -> str:
         """One sentence on why the process did not succeed ('' when it did)."""
+        if self.disk_exceeded is not None:
+            return (f"was stopped: its directory held {self.disk_exceeded / GIB:.1f} GiB or "
+                    "more, past its limit (delete what it does not need)")
         if self.timed_out:
             return f"timed out after {self.wall_time:.0f} s and was killed"
         if self.oom_killed:
@@ -221,7 +232,10 @@ class _Cgroup:
         self._usage: Path | None = None  # the CPU time its tasks have used
         self._usage_scale = 1e-9
         self._events: Path | None = None  # where the kernel counts its OOM kills
-        name = f"hello-py/{os.getpid()}-{next(_cgroup_ids)}"
+        _remove_stale_cgroups()
+        # the pid says whose it is; the random part keeps a leftover from a killed process
+        # whose pid came back from ever being taken for this one
+        name = f"hello-py/{os.getpid()}-{next(_cgroup_ids)}-{secrets.token_hex(4)}"
         unified = (_CGROUP_ROOT / "cgroup.controllers").is_file()
         try:
             if unified:
@@ -362,13 +376,32 @@ class _Cgroup:
         self.dirs = []
 
 
+_stale_removed = False
+
+
+def _remove_stale_cgroups() -> None:
+    """Once per process: the empty cgroups of hello-py processes that are gone (killed
+    before they could remove their own).  A cgroup with tasks is never removed."""
+    global _stale_removed
+    if _stale_removed:
+        return
+    _stale_removed = True
+    for parent in [*_CGROUP_ROOT.glob("*/hello-py"), _CGROUP_ROOT / "hello-py"]:
+        for child in parent.glob("*-*"):
+            pid = child.name.split("-", 1)[0]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                with contextlib.suppress(OSError):
+                    child.rmdir()
+
+
 def _cgroup_for(cpu: int, limits: Limits) -> _Cgroup | None:
     if not _is_root() or not _CGROUP_ROOT.is_dir():
         return None
     try:
         return _Cgroup(cpu, limits)
     except RuntimeError as exc:
-        log.debug("no cgroup for the child: %s", exc)
+        log.warning("no cgroup for the child (one CPU by affinity, no memory or task "
+                    "limit for the sandbox as a whole): %s", exc)
         return None
 
 
@@ -402,6 +435,11 @@ class Mount:
     path: str
     source: str = ""
     mode: str = "0755"
+
+
+def _inside(vis: Visibility) -> Path:
+    """The child's own directory as the child sees it."""
+    return vis.workdir if vis.private else vis.workdir.resolve()
 
 
 def _python_roots() -> list[Path]:
@@ -441,7 +479,8 @@ def plan(vis: Visibility) -> list[Mount]:
     binds = [(Path(p), "ro") for p in _SYSTEM_FILES if os.path.exists(p)]
     binds += [(p, "ro") for p in _python_roots()]
     binds += [(Path(p).resolve(), "ro") for p in vis.read_only if Path(p).exists()]
-    binds.append((vis.workdir.resolve(), "rw"))
+    if not vis.private:
+        binds.append((vis.workdir.resolve(), "rw"))
     seen: set[Path] = set()
     for path, kind in sorted(binds, key=lambda b: (len(b[0].parts), str(b[0]))):
         inside_system = any(path.is_relative_to(s) for s in system)
@@ -452,8 +491,11 @@ def plan(vis: Visibility) -> list[Mount]:
         steps.append(Mount(kind, str(path), str(path)))
         if path.is_dir():
             bound.append(path)
-    parents(Path(_CHILD_HOME))
-    steps.append(Mount("dir", _CHILD_HOME, mode="0777"))
+    for own in ([Path(_CHILD_HOME), vis.workdir] if vis.private else [Path(_CHILD_HOME)]):
+        if not own.is_relative_to("/tmp"):
+            raise ValueError(f"a private directory must be in the sandbox's /tmp: {own}")
+        parents(own)
+        steps.append(Mount("dir", str(own), mode="0777"))
     return steps
 
 
@@ -462,7 +504,7 @@ def writable_places(visibility: Visibility) -> dict[str, list[str]]:
     may be able to write in (``scratch``: what it makes there is its own), what the
     sandbox bound into them read-only, and the directories that must stay (``emptied``:
     the child's own directory and home).  Everything else is read-only or absent."""
-    workdir = str(visibility.workdir.resolve())
+    workdir = str(_inside(visibility))
     scratch = [*_PRIVATE_DIRS, workdir]
     inside = [m.path for m in plan(visibility) if m.kind == "ro" and any(
         Path(m.path).is_relative_to(s) for s in scratch)]
@@ -481,7 +523,7 @@ def _bwrap_argv(vis: Visibility, steps: list[Mount], identity: int | None) -> li
             argv += ["--perms", m.mode, f"--{m.kind}", m.path]
         else:  # dev, proc
             argv += [f"--{m.kind}", m.path]
-    argv += ["--remount-ro", "/", "--chdir", str(vis.workdir.resolve())]
+    argv += ["--remount-ro", "/", "--chdir", str(_inside(vis))]
     if identity is not None:
         # Privileged bwrap keeps only what setpriv needs to become the fresh uid.
         argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
@@ -539,7 +581,7 @@ def _unshare_script(vis: Visibility, steps: list[Mount]) -> str:
     lines += [f"mkdir {q(root)}/.old-root", f"cd {q(root)}", "pivot_root . .old-root",
               "cd /", "umount -n -l /.old-root", "rmdir /.old-root",
               "mount -n -o remount,ro,bind /",
-              f"cd {q(str(vis.workdir.resolve()))}", 'exec "$@"']
+              f"cd {q(str(_inside(vis)))}", 'exec "$@"']
     return "\n".join(lines)
 
 
@@ -657,8 +699,40 @@ def _preexec(limits: Limits, cgroup: _Cgroup | None, cpu: int, control_w: int | 
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         # No POSIX message queues: they outlive their processes and cannot be listed.
         resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
+        _refuse_fallocate()
 
     return apply
+
+
+# fallocate() reserves disk blocks without growing the file, past RLIMIT_FSIZE: the
+# child gets EOPNOTSUPP instead (glibc's posix_fallocate then writes, under the limit).
+_FALLOCATE = {"x86_64": (0xC000003E, 285), "aarch64": (0xC00000B7, 47)}
+
+
+def _refuse_fallocate() -> None:
+    """A seccomp filter (inherited by everything the child starts) refusing fallocate."""
+    import ctypes
+
+    arch, nr = _FALLOCATE.get(os.uname().machine, (None, None))
+    if arch is None:
+        return
+    ld, jeq, ret = 0x20, 0x15, 0x06  # BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, BPF_RET
+    allow, refuse = 0x7FFF0000, 0x00050000 | 95  # SECCOMP_RET_ALLOW, _ERRNO | EOPNOTSUPP
+    program = [(ld, 0, 0, 4), (jeq, 0, 4, arch), (ld, 0, 0, 0),  # arch, then the number
+               (jeq, 1, 0, nr), (jeq, 0, 1, nr | 0x40000000),  # (also x32's)
+               (ret, 0, 0, refuse), (ret, 0, 0, allow)]
+
+    class Filter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
+                    ("k", ctypes.c_uint)]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
+
+    filters = (Filter * len(program))(*program)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(22, 2, ctypes.byref(Program(len(program), filters)), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "cannot install the sandbox's seccomp filter")
 
 
 def _kill_tree(proc: asyncio.subprocess.Process, cgroup: _Cgroup | None) -> None:
@@ -823,7 +897,7 @@ async def start_python(
             steps = plan(visibility)
             identity = fresh_identity() if _is_root() else None
             drop = _drop_privileges_argv(identity) if identity is not None else []
-            if identity is not None:
+            if identity is not None and not visibility.private:
                 await asyncio.to_thread(hand_over, workdir, identity)
             if backend == "bwrap":
                 argv = [*_bwrap_argv(visibility, steps, identity), *drop, *python]
@@ -833,7 +907,7 @@ async def start_python(
                         "/bin/sh", "-c", _unshare_script(visibility, steps), "sh",
                         *drop, *python]
         proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=workdir, env=env,
+            *argv, cwd="/" if visibility.private else workdir, env=env,
             stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True, pass_fds=(CONTROL_FD,) if control_w is not None else (),
@@ -874,12 +948,54 @@ async def run_python(
     child = await start_python(args, visibility=visibility, limits=limits, threads=threads,
                                stdin=stdin_data is not None, on_control=on_control,
                                isolation=isolation, timed=timed)
+    guard = None if visibility.private else asyncio.ensure_future(
+        _guard_disk(child, visibility.workdir, limits.disk_bytes))
     try:
         if stdin_data is not None:
             await child.send(stdin_data, close=True)
         finished = await child.wait(limits.timeout)
     finally:
+        if guard is not None:
+            guard.cancel()
+            await asyncio.wait([guard])
         result = await child.stop(timed_out=False)
-    if not finished:
+    if guard is not None and not guard.cancelled() and guard.result() is not None:
+        result.disk_exceeded = guard.result()
+    elif not finished:
         result.returncode, result.timed_out = None, True
     return result
+
+
+DISK_POLL = 0.25  # seconds between looks at the file system's free space
+
+
+async def _guard_disk(child: Child, directory: Path, budget: int) -> int | None:
+    """Stop ``child`` once its directory (on the host's disk) holds more than ``budget``
+    bytes, and return what it held (more than ``budget`` when the walk could not see all
+    of it); None when the child ended first.
+    The directory is walked only when the file system's free space has dropped by an
+    eighth of the budget since the child started: a cheap look, four times a second."""
+
+    def free() -> int:
+        try:
+            found = os.statvfs(directory)
+            return found.f_bavail * found.f_frsize
+        except OSError:
+            return 0
+
+    def held() -> int:
+        entries, report = safe_files.walk(directory)
+        total = sum(e.size for e in entries)
+        return total if report.ok and not report.skipped else max(total, budget + 1)
+
+    start = free()
+    while True:
+        await asyncio.sleep(DISK_POLL)
+        if child.proc.returncode is not None:
+            return None
+        if start - free() < budget // 8:
+            continue
+        used = await asyncio.to_thread(held)
+        if used > budget:
+            _kill_tree(child.proc, child._cgroup)
+            return used

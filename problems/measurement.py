@@ -56,6 +56,9 @@ RUNNER_SOURCE = (Path(__file__).parent / "timing_runner.py").read_text()
 PROTOCOL = hashlib.sha256((RUNNER_SOURCE + (Path(__file__).parent / "fresh_inputs.py")
                            .read_text()).encode()).hexdigest()[:16]
 _timing_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Where executions run inside a sandbox: in its private /tmp, so what a candidate writes
+# counts against the sandbox's memory limit and never reaches the host's disk.
+PRIVATE_WORKDIR = Path("/tmp/execution")
 
 
 def timing_lock() -> asyncio.Lock:
@@ -150,8 +153,12 @@ class Executor:
     async def _spawn(self) -> None:
         await self._discard()
         self._isolation = sandbox.best_isolation()
-        self._workdir = Path(tempfile.mkdtemp(prefix="hp-exec-"))
-        visibility = sandbox.Visibility(self._workdir, read_only=self.read_only)
+        own = self._isolation != "none"
+        if own:  # the executions' directory exists only in the sandbox (its memory)
+            workdir = PRIVATE_WORKDIR
+        else:  # no sandbox: a directory of the host's, removed with the executor
+            workdir = self._workdir = Path(tempfile.mkdtemp(prefix="hp-exec-"))
+        visibility = sandbox.Visibility(workdir, read_only=self.read_only, private=own)
         queue: asyncio.Queue = asyncio.Queue()
         self._queue = queue
 
@@ -163,10 +170,9 @@ class Executor:
                 self._cpu_at[kind] = self._child.cpu_seconds()
             queue.put_nowait((arrived, kind, payload))
 
-        own = self._isolation != "none"
         places = sandbox.writable_places(visibility) if own else {
             "scratch": [], "read_only": [], "emptied": []}
-        config = dict(control_fd=sandbox.CONTROL_FD, workdir=str(self._workdir.resolve()),
+        config = dict(control_fd=sandbox.CONTROL_FD, workdir=str(workdir),
                       threads=self.threads, max_output=self.limits.max_output,
                       own_pid_namespace=own, preload=list(self.inst.preload), **places)
         self.sandboxes += 1

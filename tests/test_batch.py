@@ -12,6 +12,7 @@ is measured once per session (a session-wide ``BaselineCache``).
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import re
@@ -36,6 +37,7 @@ from fake_api import (
 
 import batch
 import main
+import safe_files
 import sandbox
 import scripted_agent
 import summary
@@ -598,3 +600,183 @@ async def test_records_are_written_whatever_the_agent_left_at_their_names(
 async def _failing() -> GradeResult:
     return GradeResult(passed=False, checks=[Check("speed", False, "1.0x < 2.0x")],
                        speedup=1.0)
+
+
+# ---- 6. a full disk: no run's fault crashes the batch ----------------------------------
+# The math problem with the scripted agent: a whole batch in about a second.  ENOSPC is
+# raised where the harness writes: run 2's directory or one of its records (the batch goes
+# on, run 2 is the harness's error), or the batch's final records (one line, exit status).
+def _math_batch(out: Path, runs: int = 3, *, concurrent: bool = True) -> tuple:
+    from problems import registry
+
+    problem = registry.build("math")
+    return (problem, scripted_agent.ScriptedClient(problem),
+            settings(out, runs, concurrent=concurrent))
+
+
+def _disk_full(monkeypatch, owner: Any, name: str, when: Any) -> None:
+    """``owner.name`` raises ENOSPC for the calls ``when(*args)`` picks."""
+    real = getattr(owner, name)
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        if when(*args):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, full)
+
+
+def _full_for_the_batch_records(monkeypatch, out: Path) -> None:
+    """ENOSPC from the write of any file at the top of ``out``, after its temporary file
+    was made: what a full disk does, so that its clean-up is exercised too."""
+    def at_top(fd: int, data: bytes) -> bool:
+        return Path(os.readlink(f"/proc/self/fd/{fd}")).parent == out.resolve()
+
+    _disk_full(monkeypatch, safe_files, "_write_all", at_top)
+
+
+def _run_2(root: Path, rel: Any = "", *_: Any) -> bool:
+    return root.name == "run_2"
+
+
+RUN_FAULTS = [  # where run 2 meets the full disk, and what its entry then says
+    ("run-directory", (Path, "mkdir", _run_2), True, "error", "harness"),
+    ("run-directory-sequential", (Path, "mkdir", _run_2), False, "error", "harness"),
+    ("grade.json", (safe_files, "write_bytes", lambda root, rel, *_: _run_2(root)
+                    and rel == "grade.json"), True, "error", "harness"),
+    ("run.json", (safe_files, "write_bytes", lambda root, rel, *_: _run_2(root)
+                  and rel == "run.json"), True, "pass", None),
+]
+
+
+@pytest.mark.parametrize(("fault", "concurrent", "status", "cause"),
+                         [case[1:] for case in RUN_FAULTS], ids=[c[0] for c in RUN_FAULTS])
+async def test_a_full_disk_in_one_run_is_that_run_s_harness_error(
+        tmp_path, monkeypatch, fault, concurrent, status, cause):
+    out = tmp_path / "out"
+    _disk_full(monkeypatch, *fault)
+    results = await batch.run_batch(*_math_batch(out, concurrent=concurrent), Notes())
+    runs = {r["run_id"]: r for r in results["runs"]}
+    assert sorted(runs) == [1, 2, 3]
+    assert (runs[1]["status"], runs[3]["status"]) == ("pass", "pass")  # the others go on
+    assert (runs[2]["status"], runs[2]["error_cause"]) == (status, cause)
+    if status == "error":  # the OS error is named; a disk fault is no verdict on the agent
+        assert runs[2]["reason"].startswith("harness error: OSError: [Errno 28] No space")
+    if not (out / "run_2" / "run.json").exists():  # results.json says why it is missing
+        assert runs[2]["record_error"].startswith("run.json could not be written: ")
+    assert load(out / "results.json")["runs"] == results["runs"]
+    assert "| 2 |" in (out / "run_summary.md").read_text()
+    assert not list(out.rglob("*.tmp"))
+
+
+async def test_a_full_disk_for_the_batch_records_is_one_clear_error(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    _full_for_the_batch_records(monkeypatch, out)
+    with pytest.raises(batch.RecordsError) as raised:
+        await batch.run_batch(*_math_batch(out, 2), Notes())
+    assert str(raised.value) == (f"could not write results.json (No space left on device) "
+                                 f"and run_summary.md (No space left on device) in {out}")
+    for run in (1, 2):  # each run's own record was written before
+        assert load(out / f"run_{run}" / "run.json")["status"] == "pass"
+    assert sorted(os.listdir(out)) == ["run_1", "run_2"]  # no temporary file left
+
+
+@pytest.mark.parametrize(("fault", "status"), [("run_2", 0), ("records", main.RECORDS_FAILED)])
+def test_cli_reports_a_full_disk_in_one_line(tmp_path, monkeypatch, capsys, caplog, fault,
+                                             status):
+    out = tmp_path / "out"
+    if fault == "run_2":
+        _disk_full(monkeypatch, Path, "mkdir", _run_2)
+    else:
+        _full_for_the_batch_records(monkeypatch, out)
+    argv = ["--agent", "scripted", "--problem", "math", "--runs", "2", "--output", str(out)]
+    assert main.main(argv) == status
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    assert load(out / "run_1" / "run.json")["status"] == "pass"
+    if fault == "run_2":
+        assert [r["status"] for r in load(out / "results.json")["runs"]] == ["pass", "error"]
+        assert "run 2: error (harness error: OSError: [Errno 28]" in err
+    else:
+        [line] = [line for line in err.splitlines() if line.startswith("error:")]
+        assert line == (f"error: could not write results.json (No space left on device) and "
+                        f"run_summary.md (No space left on device) in {out}")
+        assert not list(out.rglob("*.tmp"))
+
+
+# ---- 7. --save: the records first, then each run's share --------------------------------
+def _batch_on_disk(out: Path) -> None:
+    """What a finished batch of three runs leaves: the batch's records, and in each run
+    its records and one file of the agent's."""
+    out.mkdir()
+    (out / "results.json").write_text('{"runs": [1, 2, 3]}')
+    (out / "run_summary.md").write_text("# summary\n")
+    for n in (1, 2, 3):
+        run = out / f"run_{n}"
+        run.mkdir()
+        for name in batch.RUN_RECORDS:
+            (run / name).write_text(f"{name} of run {n}\n")
+        (run / OPT).write_text(f"# run {n}\n")
+
+
+def _flood(run: Path) -> None:  # the red team's 100,000 empty files, scaled to the budget
+    (run / "many").mkdir()
+    for i in range(500):
+        os.close(os.open(run / "many" / f"f{i}", os.O_CREAT | os.O_WRONLY))
+
+
+def _big_file(run: Path) -> None:
+    (run / "big.bin").write_bytes(b"x" * 20_000)
+
+
+def _fat_records(run: Path) -> None:  # its own records take all of its share
+    (run / "transcript.jsonl").write_bytes(b"{}\n" * 10_000)
+
+
+def _planted_records(run: Path) -> None:  # the agent's code replaced two of its records
+    (run / "grade.json").unlink()
+    (run / "grade.json").mkdir()
+    (run / "run.json").unlink()
+    (run / "run.json").symlink_to(run.parent / "results.json")
+
+
+SAVE_CASES = [  # what run 2's agent did; the copy's bounds; what of run 2 is (not) kept
+    ("flood-entries", _flood, {"max_entries": 40}, list(batch.RUN_RECORDS), ["many/f499"],
+     "stopped after 9 entries"),  # 40, less 2 batch records, / 3 runs, less 3 records
+    ("one-big-file", _big_file, {"max_bytes": 12_000}, [OPT], ["big.bin"],
+     "big.bin: 20000 bytes, over the copy's limit"),
+    ("records-over-the-share", _fat_records, {"max_bytes": 12_000}, ["transcript.jsonl"],
+     [OPT], f"{OPT}: 8 bytes, over the copy's limit"),
+    ("planted-at-record-names", _planted_records, {}, [OPT], ["grade.json", "run.json"],
+     "run.json is a symbolic link (links are not followed), not copied"),
+    ("no-room-at-all", lambda run: None, {"max_entries": 0, "max_bytes": 0},
+     ["run.json"], [OPT], "stopped after 0 entries"),
+]
+
+
+@pytest.mark.parametrize(("agent", "limits", "kept", "left", "note"),
+                         [case[1:] for case in SAVE_CASES], ids=[c[0] for c in SAVE_CASES])
+def test_save_keeps_every_record_and_each_run_s_share(tmp_path, agent, limits, kept, left,
+                                                       note):
+    out = tmp_path / "out"
+    _batch_on_disk(out)
+    agent(out / "run_2")
+    dest, report = main.save_batch(out, tmp_path / "saved", "b", **limits)
+    for name in batch.BATCH_RECORDS:  # the batch's records, always
+        assert (dest / name).read_bytes() == (out / name).read_bytes()
+    for n in (1, 3):  # the other runs lose nothing to run 2
+        assert sorted(p.name for p in (dest / f"run_{n}").iterdir()) == sorted(
+            [*batch.RUN_RECORDS, OPT] if limits.get("max_entries") != 0 else batch.RUN_RECORDS)
+        for name in batch.RUN_RECORDS:
+            assert (dest / f"run_{n}" / name).read_text() == f"{name} of run {n}\n"
+    for rel in kept:
+        assert (dest / "run_2" / rel).read_bytes() == (out / "run_2" / rel).read_bytes()
+    for rel in left:
+        assert not os.path.lexists(dest / "run_2" / rel)
+    saved = load(dest / main.SAVE_REPORT)
+    assert saved["batch"]["skipped"] == saved["batch"]["failed"] == 0
+    assert any(note in line for line in saved["runs"]["run_2"]["notes"]), saved
+    assert saved["runs"]["run_1"]["notes"] == saved["runs"]["run_3"]["notes"]
+    assert (saved["skipped"], saved["failed"]) == (report.skipped, report.failed)
+    assert report.failed == 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -197,6 +198,14 @@ async def run_through(channel: str, code: str, ctx: tools.RunContext) -> str:
         return outcome.content
     execution = await run_candidate(code, ctx.workspace.parent.parent)
     return execution.stdout + execution.stderr_tail
+
+
+async def three_executions(code: str, path: Path) -> tuple[Executor, list[Execution]]:
+    """Three executions of ``code`` in one warm sandbox, as a grading runs them."""
+    await asyncio.to_thread(path.write_text, code + CANDIDATE_TAIL)
+    async with Executor(path, INSTRUMENTATION, threads=1, limits=sandbox.Limits(timeout=120),
+                        read_only=(PROBLEM_DATA,)) as executor:
+        return executor, [await executor.run() for _ in range(3)]
 
 
 async def run_candidate(code: str, where: Path) -> Execution:
@@ -391,11 +400,7 @@ async def test_nothing_carries_over_within_one_sandbox(backend, tmp_path):
     # Three executions in one warm sandbox, as a grading runs them: each leaves files,
     # a module attribute, a System V segment, a key in the uid's keyring, a running
     # process and its own output behind, and looks for what the one before it left.
-    path = tmp_path / "carry.py"
-    path.write_text(CARRY_OVER + CANDIDATE_TAIL)
-    async with Executor(path, INSTRUMENTATION, threads=1, limits=sandbox.Limits(timeout=120),
-                        read_only=(PROBLEM_DATA,)) as executor:
-        runs = [await executor.run() for _ in range(3)]
+    executor, runs = await three_executions(CARRY_OVER, tmp_path / "carry.py")
     assert executor.sandboxes == 1  # one sandbox: the executions really shared it
     for run in runs:
         assert run.ok, run.error + run.stderr_tail
@@ -754,11 +759,7 @@ async def test_nothing_bound_to_an_identity_passes_between_executions(backend, t
     # Three executions of one grading share a warm sandbox: each gets its own user, IPC,
     # network and UTS namespaces, so keyrings (session, user, user session, persistent),
     # System V objects, POSIX queues and abstract sockets start empty every time.
-    path = tmp_path / "identity.py"
-    path.write_text(_probe(places=".") + CANDIDATE_TAIL)
-    async with Executor(path, INSTRUMENTATION, threads=1, limits=sandbox.Limits(timeout=120),
-                        read_only=(PROBLEM_DATA,)) as executor:
-        runs = [await executor.run() for _ in range(3)]
+    executor, runs = await three_executions(_probe(places="."), tmp_path / "identity.py")
     assert executor.sandboxes == 1  # one sandbox: the executions really shared it
     for run in runs:
         assert run.ok, run.error + run.stderr_tail
@@ -982,11 +983,7 @@ async def test_scheduling_state_set_on_the_template_does_not_carry_over(backend,
     # The red team's channel: policy, I/O priority and nice set on the template are
     # inherited by the next execution's fork.  The timer checks them after every
     # execution and starts a new sandbox when they changed.
-    path = tmp_path / "scheduling.py"
-    path.write_text(SCHEDULING_MARK + CANDIDATE_TAIL)
-    async with Executor(path, INSTRUMENTATION, threads=1, limits=sandbox.Limits(timeout=120),
-                        read_only=(PROBLEM_DATA,)) as executor:
-        runs = [await executor.run() for _ in range(3)]
+    executor, runs = await three_executions(SCHEDULING_MARK, tmp_path / "scheduling.py")
     inherited = set()
     for run in runs:
         assert run.ok, run.error + run.stderr_tail
@@ -1022,3 +1019,68 @@ async def test_no_cgroup_hierarchy_shows_the_host(channel, backend, run_ctx):
     assert "done" in output, output
     if "PROCS" in output:  # mounted: only the sandbox's own processes are in its root
         assert int(output.split("PROCS")[1].split()[0]) <= 8, output
+
+
+# ---- the host's disk ----------------------------------------------------------------------
+FALLOCATE = textwrap.dedent("""
+    import ctypes, os
+    libc = ctypes.CDLL(None, use_errno=True)
+    # FALLOC_FL_KEEP_SIZE: blocks reserved while the file's size stays 0, past RLIMIT_FSIZE
+    fd = os.open('ballast', os.O_CREAT | os.O_WRONLY)
+    libc.fallocate(fd, 1, ctypes.c_long(0), ctypes.c_long(1 << 30))
+    print('RESERVED', os.fstat(fd).st_blocks * 512)
+    os.close(fd)
+    os.unlink('ballast')
+    print('done')
+""")
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+async def test_no_disk_is_reserved_past_the_file_size_limit(channel, backend, run_ctx):
+    output = await run_through(channel, FALLOCATE, run_ctx)
+    assert "done" in output, output
+    assert int(output.split("RESERVED")[1].split()[0]) == 0, output
+
+
+FILL = textwrap.dedent("""
+    block = b'x' * (1 << 20)
+    for i in range(64):
+        with open(f'fill-{i}', 'wb') as f:
+            for _ in range(32):
+                f.write(block)
+    print('wrote 2 GiB')
+""")
+
+
+async def test_a_child_filling_its_directory_is_stopped(backend, tmp_path):
+    # Under the file-size limit file by file, past the directory's limit in all: stopped
+    # by name, with little more than the limit written to the host's disk.
+    workdir = Path("/var/tmp") / f"hp-fill-{uuid.uuid4().hex[:8]}"
+    workdir.mkdir()
+    try:
+        result = await sandbox.run_python(
+            ["-c", FILL], visibility=sandbox.Visibility(workdir),
+            limits=sandbox.Limits(timeout=120, disk_bytes=256 * 2**20))
+        held = sum(p.stat().st_size for p in workdir.iterdir())
+    finally:
+        safe_files.remove_tree(workdir)
+    assert not result.ok and "wrote" not in result.stdout
+    assert result.failure().startswith("was stopped: its directory held"), result.failure()
+    assert held < 1024 * 2**20, held
+
+
+async def test_a_candidate_writes_to_memory_never_the_hosts_disk(backend, tmp_path):
+    # An execution's directory is in the sandbox's private /tmp: what it writes counts
+    # against the sandbox's memory limit (or fills that tmpfs, where it has a size).
+    if sandbox._cgroup_for(0, sandbox.Limits()) is None:
+        pytest.skip("no cgroup on this machine: only per-process limits apply")
+    path = tmp_path / "filler.py"
+    path.write_text(FILL + CANDIDATE_TAIL)
+    before = os.statvfs("/tmp").f_bavail * os.statvfs("/tmp").f_frsize
+    execution = await execute(path, INSTRUMENTATION, threads=1,
+                              limits=sandbox.Limits(timeout=120, memory_bytes=sandbox.GIB))
+    after = os.statvfs("/tmp").f_bavail * os.statvfs("/tmp").f_frsize
+    assert not execution.ok
+    assert ("ran out of memory" in execution.error
+            or "No space left on device" in execution.stderr_tail), execution.error
+    assert before - after < 256 * 2**20

@@ -125,6 +125,37 @@ def test_write(layout, rel, code):
     assert not [p for p in layout.rglob("*.tmp")], "a temporary file was left behind"
 
 
+def _full(real, when):
+    def full(*args, **kwargs):
+        if when(*args):  # named as the system names it: by the first path, if any
+            named = [args[0]] if isinstance(args[0], str) else []
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), *named)
+        return real(*args, **kwargs)
+    return full
+
+
+DISK_FULL_AT = [  # each step of a write where a full disk can say so
+    ("open", os, "open", lambda name, *_: str(name).startswith(".hp-")),
+    ("write", safe_files, "_write_all", lambda *_: True),
+    ("rename", os, "replace", lambda *_: True),
+]
+
+
+@pytest.mark.parametrize(("owner", "name", "when"), [c[1:] for c in DISK_FULL_AT],
+                         ids=[c[0] for c in DISK_FULL_AT])
+def test_a_write_on_a_full_disk_names_the_file_and_leaves_it_whole(tmp_path, monkeypatch,
+                                                                    owner, name, when):
+    (tmp_path / "results.json").write_text("before")
+    monkeypatch.setattr(owner, name, _full(getattr(owner, name), when))
+    with pytest.raises(OSError) as caught:
+        safe_files.write_bytes(tmp_path, "results.json", b"after")
+    monkeypatch.undo()
+    assert caught.value.errno == errno.ENOSPC
+    assert ".tmp" not in str(caught.value)  # the operator is told of results.json
+    assert os.listdir(tmp_path) == ["results.json"]  # no temporary file left behind
+    assert (tmp_path / "results.json").read_text() == "before"
+
+
 def test_write_without_making_parents(layout):
     with pytest.raises(FileNotFoundError):
         safe_files.write_bytes(layout, "nowhere/x.txt", b"x", make_parents=False)
@@ -298,6 +329,22 @@ def test_copy_tree_copies_only_regular_files_and_directories(layout, tmp_path):
     assert report.failed == 0
     with pytest.raises(FileExistsError):  # never into a directory that already exists
         safe_files.copy_tree(layout, saved)
+
+
+def test_copy_tree_into_an_existing_directory_passes_over_excluded_names(tmp_path):
+    # --save copies a run's records first, then the rest of the run around them.
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "sub").mkdir(parents=True)
+    for rel in ("run.json", "answer.py", "sub/run.json"):
+        (src / rel).write_text(rel)
+    dst.mkdir()
+    (dst / "run.json").write_text("the record")
+    report = safe_files.copy_tree(src, dst, exclude={"run.json"}, exist_ok=True,
+                                  max_entries=3)  # what is excluded is not counted
+    assert (report.done, report.skipped, report.failed) == (3, 0, 0)
+    assert (dst / "run.json").read_text() == "the record"
+    assert (dst / "sub" / "run.json").read_text() == "sub/run.json"  # only at the top
+    assert (dst / "answer.py").read_text() == "answer.py"
 
 
 @pytest.mark.parametrize("target", ["a/out_file", "out_dir", "fifo", "a", "missing"])

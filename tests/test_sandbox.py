@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,25 @@ def test_an_overlong_control_line_keeps_its_head():
         capture.feed(data[i:i + 65536], 0.0)
     assert [line[:7] for line in lines] == ["REPORT ", "END 1"]
     assert len(lines[0]) == sandbox._LINE_CAP
+
+
+def test_a_killed_processes_cgroups_are_removed_at_the_next_start(monkeypatch):
+    # A harness killed with SIGKILL leaves its empty cgroups; the next one removes them,
+    # and never one whose process lives (this one's) or that still has tasks.
+    if sandbox._cgroup_for(0, sandbox.Limits()) is None:
+        pytest.skip("no cgroup on this machine")
+    parents = [*sandbox._CGROUP_ROOT.glob("*/hello-py")]
+    dead = 4_194_304 + 1  # above any pid_max: no such process
+    stale = [p / f"{dead}-0-feedface" for p in parents]
+    mine = [p / f"{os.getpid()}-0-cafe0000" for p in parents]
+    for path in stale + mine:
+        path.mkdir()
+    try:
+        monkeypatch.setattr(sandbox, "_stale_removed", False)
+        sandbox._remove_stale_cgroups()
+        assert [p for p in stale if p.exists()] == []
+        assert all(p.exists() for p in mine)
+    finally:
+        for path in stale + mine:
+            if path.exists():
+                path.rmdir()
