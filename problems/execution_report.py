@@ -103,11 +103,15 @@ class ExecutionReport:
     """What the runner saw in one execution, one field per key it writes (see
     ``_execute`` in ``problems/timing_runner.py`` and ``problems.probes``).  The
     defaults are an execution that did nothing; ``estimator_replaced``, ``features``,
-    ``eval_inputs`` and ``eval_weights`` are written only when there is something to say."""
+    ``eval_inputs`` and ``eval_weights`` are written only when there is something to say.
+    ``features`` are the feature method's outputs of every call joined in call order (its
+    last rows, one per image), absent when ``feature_widths_differ``."""
 
     feature_calls: int = 0
     feature_rows: int = 0
+    # the shape of every call's output joined along rows; None when they cannot be joined
     feature_output_shape: tuple[int, ...] | None = None
+    feature_widths_differ: bool = False  # the calls returned rows of different widths
     model_instances: int = 0
     train_rows: int = 0
     eval_rows: int = 0
@@ -182,6 +186,12 @@ def _key(name: Any) -> str:
 def _shown(value: Any) -> str:
     """What was found instead: its kind, or for an int out of range, the int (bounded)."""
     return f"{value!r:.24}" if type(value) is int else _kind(value)
+
+
+def _flag(value: Any, where: str) -> bool:
+    if type(value) is not bool:
+        raise MalformedReport(where, f"expected true or false, got {_kind(value)}")
+    return value
 
 
 def _count(value: Any, where: str) -> int:
@@ -348,6 +358,7 @@ def _eval_weights(value: Any, where: str) -> tuple[WeightSegment, ...]:
 # How each field of the report is read: every field of ExecutionReport, and nothing else.
 _READERS: dict[str, Callable[[Any, str], Any]] = {
     "feature_calls": _count, "feature_rows": _count, "feature_output_shape": _optional_shape,
+    "feature_widths_differ": _flag,
     "model_instances": _count, "train_rows": _count, "eval_rows": _count,
     "data_calls": _count, "train_batches": _train_batches, "fit_calls": _count,
     "fit_rows": _count, "fit_params": _fit_params, "estimator_replaced": _names,

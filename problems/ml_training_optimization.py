@@ -388,7 +388,7 @@ class MLTrainingOptimizationProblem(Problem):
                       "must depend on the images alone.")
         watched = [f"- The grader times `{spec.entry}()` itself in a fresh process and watches "
                    f"the work: `{feat.label}` must process all {feat.rows} images, and {work}",
-                   scored]
+                   scored, probes.calls_rule(spec.probes)]
         if opts.semantics == "strict":
             parts = [f"`{feat.cls}().{feat.method}` (normalisation included)"]
             if model is not None:
@@ -750,7 +750,10 @@ class MLTrainingOptimizationProblem(Problem):
                 basis[ds.key] = (original, False)
                 continue
             if packed is None:
-                basis[ds.key] = ("the execution has no record of the features", True)
+                try:
+                    model_checks.recorded_features(e.report, self.spec.features.label)
+                except model_checks.EvidenceError as exc:
+                    basis[ds.key] = (str(exc), True)
                 continue
             if packed.shape[:1] != (ds.n_samples,) or packed.ndim != 2:
                 basis[ds.key] = (f"the features have shape {list(packed.shape)}, not one "

@@ -47,6 +47,16 @@ def unpack(packed: PackedArray | None, what: str) -> np.ndarray:
     return packed.array()
 
 
+def recorded_features(report: ExecutionReport | None, feature: str) -> np.ndarray:
+    """The extractor's outputs, every call's joined in call order (EvidenceError when
+    there are none, or when its calls returned rows of different widths)."""
+    if report is not None and report.feature_widths_differ:
+        raise EvidenceError(f"{feature} returned rows of different widths in its calls "
+                            "(the feature method must give every image the same number "
+                            "of features)")
+    return unpack(report.features if report else None, f"{feature}'s output")
+
+
 def complex_nn_forward(w: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """The flagship's ``ComplexNN`` in eval mode (dropout off): fc1, the custom
     activation (0.9x + 0.1 tanh x above 0, 0.5 tanh x otherwise), fc2, ReLU, fc3."""
@@ -140,7 +150,7 @@ def inputs_are_features(report: ExecutionReport | None, test_rows: list[int],
     report = report if report is not None else ExecutionReport()
     try:
         inputs = unpack(report.eval_inputs, "the model's eval inputs")
-        features = unpack(report.features, f"{feature}'s output")
+        features = recorded_features(report, feature)
     except EvidenceError as exc:
         return Check(name, False, str(exc))
     if features.ndim != 2 or max(test_rows) >= len(features):
@@ -170,8 +180,7 @@ def features_from_images(reports: list[tuple[int, int, ExecutionReport | None]],
     for seed, labelling, report in reports:
         try:
             by_images.setdefault(seed, []).append(
-                (labelling, unpack(report.features if report else None,
-                                   f"{feature}'s output")))
+                (labelling, recorded_features(report, feature)))
         except EvidenceError as exc:
             return Check(name, False, str(exc))
     compared = [runs for runs in by_images.values() if len(runs) > 1]

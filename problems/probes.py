@@ -9,8 +9,8 @@ checks and the prompt cannot disagree about which names are watched.
 
 - :class:`DataFunction`: the pipeline's data function, replaced by the grader's fresh
   data (``problems.fresh_inputs``), with the original's random draws;
-- :class:`RowsThrough`: rows through a named method (the feature extractor); its output
-  is kept as evidence;
+- :class:`RowsThrough`: rows through a named method (the feature extractor); its
+  outputs, every call's in call order, are kept as evidence;
 - :class:`TorchModule`: a ``torch.nn.Module`` class: instances, rows trained on with
   gradients flowing back (and the optimisation steps, by batch size), eval-mode rows,
   inputs and weights (so the grader computes the predictions itself);
@@ -58,7 +58,8 @@ class DataFunction:
 @dataclass(frozen=True)
 class RowsThrough:
     """Rows through ``cls.method`` (its first argument after ``self``): at least
-    ``rows`` in all.  Its last output is kept (the features the model is fed)."""
+    ``rows`` in all, in one call or in chunks.  The outputs of every call are joined in
+    call order and the last ``rows`` of them kept (the features the model is fed)."""
 
     cls: str
     method: str
@@ -70,7 +71,14 @@ class RowsThrough:
         return f"{self.cls}.{self.method}"
 
     def job(self) -> dict[str, Any]:
-        return {"kind": self.kind, "class": self.cls, "method": self.method}
+        return {"kind": self.kind, "class": self.cls, "method": self.method,
+                "rows": self.rows}
+
+    @property
+    def chunking(self) -> str:
+        """What the prompt says the pipeline may do with it."""
+        return (f"call `{self.label}` on the images in chunks or batches (the grader joins "
+                "the outputs of every call, in call order, one row per image)")
 
     def shortfalls(self, report: ExecutionReport) -> list[str]:
         seen = report.feature_rows
@@ -104,6 +112,10 @@ class TorchModule:
 
     def job(self) -> dict[str, Any]:
         return {"kind": self.kind, "class": self.cls}
+
+    @property
+    def chunking(self) -> str:
+        return f"call `{self.cls}` in eval mode on the test rows in batches"
 
     def shortfalls(self, report: ExecutionReport) -> list[str]:
         found = []
@@ -170,6 +182,10 @@ class Estimator:
     def job(self) -> dict[str, Any]:
         return {"kind": self.kind, "module": self.module, "class": self.cls}
 
+    @property
+    def chunking(self) -> str:
+        return f"call `{self.cls}.predict` on the test rows in batches"
+
     def shortfalls(self, report: ExecutionReport) -> list[str]:
         found = []
         if report.fit_rows < self.fit_rows:
@@ -229,6 +245,21 @@ Probe = DataFunction | RowsThrough | TorchModule | Estimator | EvalPredictions
 def of_kind(probes: tuple[Probe, ...], kind: type) -> Any:
     """The probe of that kind (None when the problem declares none)."""
     return next((p for p in probes if isinstance(p, kind)), None)
+
+
+def calls_rule(probes: tuple[Probe, ...]) -> str:
+    """The prompt's rule on how the watched components may be called, from their
+    declarations: in chunks or batches, yes; another function or model in their place,
+    no (the checks see only what passes through them)."""
+    feature = of_kind(probes, RowsThrough)
+    models = [p for p in probes if isinstance(p, TorchModule | Estimator)]
+    allowed = [p.chunking for p in (feature, *models) if p is not None]
+    replaced = ([f"features computed by another function than `{feature.label}`"]
+                if feature else [])
+    replaced += [f"predictions made by another model than `{p.cls}` (a cheaper one included)"
+                 for p in models]
+    return (f"- You may {' and '.join(allowed)}: how often they are called is yours to "
+            f"choose. Which they are is not: {', or '.join(replaced)}, fail.")
 
 
 def components_exercised(report: ExecutionReport | None, probes: tuple[Probe, ...]

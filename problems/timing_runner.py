@@ -504,6 +504,7 @@ def _execute(job, report_fd, probe_fd):
         import torch
 
     counts = {"feature_calls": 0, "feature_rows": 0, "feature_output_shape": None,
+              "feature_widths_differ": False,
               "model_instances": 0, "train_rows": 0, "eval_rows": 0, "data_calls": 0,
               "train_batches": {}, "fit_calls": 0, "fit_rows": 0, "fit_params": []}
     keep = (watch.get("eval_predictions") or {}).get("rows", 0)
@@ -511,7 +512,11 @@ def _execute(job, report_fd, probe_fd):
     eval_checksum = [0.0]  # sum of eval-mode logits: differs whenever the weights differ
     eval_inputs = []  # what the model was given in eval mode, call by call
     eval_weights = []  # [rows, state_dict] for each run of calls with the same weights
-    features_out = [None]  # the last output of the feature extractor
+    # The feature extractor's outputs, call by call, in order: as many of the last calls
+    # as hold its last ``feature_keep`` rows (the images' features, however they were
+    # chunked); None for an output that is not an array.
+    features_out = []
+    feature_keep = (watch.get("rows") or {}).get("rows", 0)
     originals = {}
 
     def pack(array):
@@ -548,10 +553,15 @@ def _execute(job, report_fd, probe_fd):
             eval_weights.append([rows, state])
 
     def model_evidence():
-        """The last ``keep`` eval rows: inputs, and the weights they met (a torch model)."""
+        """The features (the extractor's last ``feature_keep`` rows, over all its calls)
+        and the last ``keep`` eval rows: inputs, and the weights they met (a torch model)."""
         out = {}
-        if features_out[0] is not None:
-            out["features"] = pack(features_out[0])
+        readable = features_out and all(a is not None for a in features_out)
+        if readable and not counts["feature_widths_differ"]:
+            try:  # every call's output, in call order: the last feature_keep rows
+                out["features"] = pack(np.concatenate(features_out)[-feature_keep:])
+            except ValueError:
+                counts["feature_widths_differ"] = True
         if not eval_inputs:
             return out
         try:
@@ -616,6 +626,29 @@ def _execute(job, report_fd, probe_fd):
 
         setattr(module, probe["function"], fresh_data)
 
+    def record_features(out):
+        """One call's output: its shape added to the union's (rows of one width), the
+        output kept while it holds some of the last ``feature_keep`` rows."""
+        shape = list(getattr(out, "shape", ()))
+        union = counts["feature_output_shape"]
+        if counts["feature_calls"] == 1:
+            counts["feature_output_shape"] = shape
+        elif union and shape and union[1:] == shape[1:]:
+            union[0] += shape[0]
+        else:  # rows of different widths (or no rows): the outputs have no union
+            counts["feature_output_shape"] = None
+            counts["feature_widths_differ"] = True
+        try:
+            array = as_array(out)
+            array = array if array.ndim else None
+        except Exception:
+            array = None
+        features_out.append(array)
+        held = sum(len(a) for a in features_out[1:] if a is not None)
+        while len(features_out) > 1 and held >= feature_keep:
+            features_out.pop(0)
+            held -= len(features_out[0]) if features_out[0] is not None else 0
+
     def watch_rows(module, probe):
         feature_cls = getattr(module, probe["class"], None)
         if not isinstance(feature_cls, type):
@@ -637,11 +670,7 @@ def _execute(job, report_fd, probe_fd):
                 images = args[1] if bound and len(args) > 1 else (args[0] if args else ())
                 counts["feature_calls"] += 1
                 counts["feature_rows"] += rows_of(images)
-                counts["feature_output_shape"] = list(getattr(out, "shape", ()))
-                try:
-                    features_out[0] = as_array(out)
-                except Exception:
-                    features_out[0] = None
+                record_features(out)
                 return out
             return counted_features
         wrap_method(feature_cls, probe["method"], make_counted)
@@ -802,12 +831,13 @@ def _execute(job, report_fd, probe_fd):
     sys.stdout.flush()
     if library_classes:
         counts["estimator_replaced"] = replaced_methods()
+    evidence = model_evidence()  # before the counts are read: it may set a flag in them
     write_all(report_fd, dict(counts, eval_checksum=round(eval_checksum[0], 6),
                               eval_predictions=eval_predictions[-keep:] if keep else [],
                               returned=result if isinstance(result, (int, float))
                               and not isinstance(result, bool) and abs(result) < 1e300
                               else None,  # NaN and infinities are not below it
-                              **model_evidence()))
+                              **evidence))
     probes = job.get("probes")
     write_all(probe_fd, _probe(candidate, watch, probes, originals) if probes else {})
 

@@ -118,6 +118,7 @@ MALFORMED = [
     bad("eval_weights[0]", "expected an object, got list", eval_weights=[[4, {}]]),
     # a bool is not an int (nor a float)
     bad("fit_calls", "got bool", fit_calls=True),
+    bad("feature_widths_differ", "expected true or false, got int", feature_widths_differ=1),
     bad("eval_predictions[2]", "got bool", eval_predictions=[2, 7, False, 9]),
     bad("train_batches['8']", "got bool", train_batches={"8": True}),
     bad("returned", "got bool", returned=True),
@@ -407,6 +408,61 @@ async def test_the_runners_report_has_every_field_and_parses(tmp_path, monkeypat
     assert run.probes.outputs["features"].shape == (64, 2)
     assert run.probes.outputs["logits"].shape == (64, 10)
     assert "no `missing` module" in run.probes.errors["missing"]
+
+
+async def run_tiny(tmp_path, name: str, *edits: tuple[str, str]) -> ExecutionReport:
+    path = tmp_path / f"{name}.py"
+    path.write_text(apply_edits(TINY, list(edits), name))
+    run = await execute(path, probe_kinds.instrumentation("run", TINY_PROBES), threads=1,
+                        limits=sandbox.Limits(timeout=300), data=make_dataset(7, 40).job(),
+                        timed=False)
+    assert run.ok, run.error + run.stderr_tail
+    return run.report
+
+
+ONE_CALL = "features = Extractor().extract(images).astype(np.float32)"
+IN_PIECES = {  # how the pipeline calls each component: the evidence is the same
+    "chunked": [
+        (ONE_CALL, "features = np.concatenate([Extractor().extract(part) for part in "
+                   "np.array_split(images, 4)]).astype(np.float32)"),
+        ("        net(x[32:])\n", "        net(x[32:35])\n        net(x[35:])\n"),
+        ("LogisticRegression().fit(features[:32], labels[:32]).predict(features[32:])",
+         "fitted = LogisticRegression().fit(features[:32], labels[:32])\n"
+         "    fitted.predict(features[32:37])\n    fitted.predict(features[37:])"),
+    ],
+    # called twice on every image: the last call's rows are the features
+    "twice": [(ONE_CALL, ONE_CALL + "\n    Extractor().extract(images)")],
+}
+
+
+@pytest.mark.parametrize("name", IN_PIECES)
+async def test_every_call_is_evidence_whatever_the_chunking(tmp_path, name):
+    whole = await run_tiny(tmp_path, "whole")
+    pieces = await run_tiny(tmp_path, name, *IN_PIECES[name])
+    assert pieces.features == whole.features and pieces.features.shape == (40, 2)
+    assert pieces.eval_inputs == whole.eval_inputs
+    assert pieces.eval_predictions == whole.eval_predictions
+    assert [s.rows for s in pieces.eval_weights] == [s.rows for s in whole.eval_weights]
+    assert not pieces.feature_widths_differ
+    if name == "chunked":
+        assert (pieces.feature_calls, pieces.feature_output_shape) == (4, (40, 2))
+    else:
+        assert (pieces.feature_rows, pieces.feature_output_shape) == (80, (80, 2))
+
+
+async def test_outputs_of_different_widths_are_reported_not_joined(tmp_path):
+    report = await run_tiny(
+        tmp_path, "mixed",
+        ("    def extract(self, images):\n",
+         "    def extract(self, images, extra=False):\n"
+         "        if extra:\n"
+         "            return np.zeros((len(images), 3))\n"),
+        (ONE_CALL, ONE_CALL + "\n    Extractor().extract(images[:5], extra=True)"))
+    assert report.feature_widths_differ and report.features is None
+    assert report.feature_output_shape is None
+    check = model_checks.inputs_are_features(report, list(range(32, 40)), "Extractor.extract",
+                                             "Net")
+    assert not check.passed and "returned rows of different widths" in check.message
 
 
 # ---- a candidate that forges its report --------------------------------------------------

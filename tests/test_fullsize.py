@@ -33,8 +33,11 @@ def test_scripted_batch_then_cached_grade_at_full_size(tmp_path):
     assert baseline["time_median_s"] > 30  # really the full-size slow pipeline
     # fresh data with learnable labels: well above chance (0.10), on the baseline's seed
     assert 0.2 < baseline["accuracy"] < 0.6
-    # the oracle predicts exactly what the original predicted on the same fresh data
-    assert baseline["oracle_agreement"] == [1.0]
+    # The oracle predicts what the original predicted on the same fresh data: exactly on
+    # most data sets; on some, three epochs amplify the last bits in which the two
+    # arithmetics differ and a few test rows change (0.992 once; issue 25's chaotic
+    # training).  Another model agrees far less.
+    assert min(baseline["oracle_agreement"]) >= 0.98
     assert [r["status"] for r in results["runs"]] == ["pass", "pass"], results["runs"]
     for run in results["runs"]:
         assert run["speedup"] >= baseline["target"] and run["submitted"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from candidates.variants import write_candidate
 from conftest import make_report
 
 import sandbox
@@ -21,6 +22,7 @@ from problems.measurement import BaselineCache, execute
 from problems.ml_training_optimization import (
     PROBLEM_DATA,
     REFERENCE_DIR,
+    SEMANTICS,
     ComplexMLTrainingWithProfiler,
     GradingOptions,
     MLTrainingOptimizationProblem,
@@ -314,3 +316,75 @@ async def test_each_problems_own_shortcuts_fail(small, name, cheat):
     edit, check = OWN_CHEATS[(name, cheat)]
     result = await problem_for(small, name).grade(variant(small, name, cheat, edit))
     assert not result.passed and check in failed(result), (failed(result), result.reason)
+
+
+# ---- components called in chunks or batches (ordinary engineering, not a shortcut) ------
+CHUNKED_FEATURES = ("    features = np.concatenate([extractor.extract_features(part)\n"
+                    "                               for part in np.array_split(images, 4)])\n")
+
+
+@pytest.mark.parametrize("semantics", ["seed", "strict"])
+async def test_features_and_predictions_in_chunks_pass(small, semantics):
+    # The numpy reference with its feature method called on four chunks of the images and
+    # the forest's predict on four chunks of the test rows: the evidence of every call is
+    # joined, so this is the reference's work, and its features are the reference's.
+    path = variant(small, "numpy", f"chunked_{semantics}", (FEATURES["numpy"], CHUNKED_FEATURES),
+                   ("    predictions = model.predict(X_test)\n",
+                    "    predictions = np.concatenate([model.predict(part)\n"
+                    "                                  for part in np.array_split(X_test, 4)])\n"))
+    result = await problem_for(small, "numpy", semantics=semantics).grade(path)
+    assert result.passed, result.reason
+    report = result.details["report"]
+    assert report["feature_calls"] == 4 and report["feature_output_shape"] == [N, 8]
+
+
+async def test_the_flagships_features_in_chunks_pass_seed_mode(small):
+    # Each chunk normalised on its own is another function of the images (strict mode
+    # refuses it), but one seed mode allows: the training is replayed on these features.
+    path = write_candidate("seed_chunked_features.py", small["complex"]["dir"] / "chunked.py", N)
+    result = await problem_for(small, "complex").grade(path)
+    assert result.passed, result.reason
+    assert result.details["report"]["feature_calls"] == 4
+
+
+async def test_chunks_of_different_widths_fail_by_name(small):
+    # The last chunk's features have a ninth column (dropped before use): the calls'
+    # outputs cannot be joined into one row per image.
+    path = variant(small, "numpy", "mixed_widths",
+                   ("    def extract_features(self, images):\n",
+                    "    def extract_features(self, images, extra=False):\n"
+                    "        if extra:\n"
+                    "            base = self.extract_features(images)\n"
+                    "            return np.hstack([base, base[:, :1]])\n"),
+                   (FEATURES["numpy"],
+                    "    parts = [extractor.extract_features(part, extra=i == 3)\n"
+                    "             for i, part in enumerate(np.array_split(images, 4))]\n"
+                    "    features = np.concatenate([part[:, :8] for part in parts])\n"))
+    result = await problem_for(small, "numpy").grade(path)
+    assert not result.passed and "model_inputs" in failed(result), result.reason
+    message = next(c.message for c in result.checks if c.name == "model_inputs")
+    assert "returned rows of different widths" in message, message
+    assert result.details["report"]["feature_widths_differ"] is True
+
+
+CALLS = {  # name: (the feature method, the model, how the model may be called)
+    "numpy": ("SlowFeatureExtractor.extract_features", "RandomForestClassifier",
+              "call `RandomForestClassifier.predict` on the test rows in batches"),
+    "pytorch": ("SlowFeatureExtractor.extract_features", "SimpleNN",
+                "call `SimpleNN` in eval mode on the test rows in batches"),
+    "complex": ("ComplexFeatureExtractor.extract_all_features", "ComplexNN",
+                "call `ComplexNN` in eval mode on the test rows in batches"),
+}
+
+
+@pytest.mark.parametrize("semantics", SEMANTICS)
+@pytest.mark.parametrize("name", list(SUITE))
+def test_the_prompt_allows_chunks_and_forbids_replacements(small, name, semantics):
+    feat, model, batched = CALLS[name]
+    prompt = problem_for(small, name, semantics=semantics).prompt(Path("/tmp/ws"))
+    assert (f"- You may call `{feat}` on the images in chunks or batches (the grader joins "
+            f"the outputs of every call, in call order, one row per image) and {batched}: "
+            "how often they are called is yours to choose.") in prompt
+    assert (f"Which they are is not: features computed by another function than `{feat}`, "
+            f"or predictions made by another model than `{model}` (a cheaper one included), "
+            "fail.") in prompt

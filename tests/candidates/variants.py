@@ -344,6 +344,14 @@ VARIANTS: dict[str, list[tuple[str, str]]] = {
          "    with torch.no_grad():\n"
          + EVAL_LOOP.replace("model(batch_features)", "traced(batch_features)")),
     ),
+    "seed_chunked_features.py": _variant(
+        "Seed-mode fixture: the features extracted in four chunks of the images, one call of\n"
+        "extract_all_features each (the normalisation, relative to the rows it is given, is\n"
+        "then each chunk's own: another function of the images, which only seed mode allows).",
+        ("    features = extractor.extract_all_features(images)\n",
+         "    features = np.concatenate([extractor.extract_all_features(part)\n"
+         "                               for part in np.array_split(images, 4)])\n"),
+    ),
     "exploit_forward_without_training.py": _variant(
         "Exploit fixture: trains one epoch of three, then runs the training rows through the\n"
         "model twice more in training mode under torch.no_grad(): counted, never learned from.",
