@@ -127,6 +127,13 @@ class ExecutionReport:
     features: PackedArray | None = None
     eval_inputs: PackedArray | None = None  # rows x width
     eval_weights: tuple[WeightSegment, ...] = ()
+    eval_logits: PackedArray | None = None  # a torch model's eval outputs, rows x classes
+    # a fitted estimator asked, inside the pipeline's first predict, about the grader's
+    # probe rows (drawn from its fit's rows): their digest, its class probabilities on
+    # them, or why it could not answer
+    model_probe_rows: str | None = None
+    model_probe_votes: PackedArray | None = None
+    model_probe_error: str | None = None
 
     def to_json(self, omit: Collection[str] = ()) -> dict[str, Any]:
         """The report as the runner writes it (``parse_report`` reads it back), without
@@ -343,6 +350,17 @@ def _returned(value: Any, where: str) -> float | None:
     return None if value is None else _float(value, where)
 
 
+def _digest(value: Any, where: str) -> str:
+    text = _text(value, where, 64)
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise MalformedReport(where, "expected a sha256 digest in hex")
+    return text
+
+
+def _message(value: Any, where: str) -> str:
+    return _text(value, where, MAX_TEXT)
+
+
 def _eval_weights(value: Any, where: str) -> tuple[WeightSegment, ...]:
     out = []
     for i, segment in enumerate(_list(value, where, MAX_SEGMENTS)):
@@ -364,8 +382,12 @@ _READERS: dict[str, Callable[[Any, str], Any]] = {
     "fit_rows": _count, "fit_params": _fit_params, "estimator_replaced": _names,
     "eval_checksum": _float, "eval_predictions": _predictions, "returned": _returned,
     "features": _packed, "eval_inputs": _rows_packed, "eval_weights": _eval_weights,
+    "eval_logits": _rows_packed, "model_probe_rows": _digest, "model_probe_votes": _rows_packed,
+    "model_probe_error": _message,
 }
-OPTIONAL_FIELDS = frozenset({"estimator_replaced", "features", "eval_inputs", "eval_weights"})
+OPTIONAL_FIELDS = frozenset({"estimator_replaced", "features", "eval_inputs", "eval_weights",
+                             "eval_logits", "model_probe_rows", "model_probe_votes",
+                             "model_probe_error"})
 REQUIRED_FIELDS = tuple(f.name for f in fields(ExecutionReport) if f.name not in OPTIONAL_FIELDS)
 MISSING_ENTRY = {"missing_entry": True}  # the runner's whole report when there is no entry
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import math
 import random
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -185,7 +186,33 @@ class _Figures:
 
 SEMANTICS = ("seed", "strict")
 # what an execution records for the grader's own computations: not copied into grade.json
-_BULKY_REPORT_KEYS = ("eval_predictions", "eval_inputs", "eval_weights", "features")
+# The perturbed replays that show where honest training lands on a data set: units in
+# the last place of each.  A chaotic training often turns on one discrete event (a unit
+# crossing zero) that a small perturbation triggers only sometimes: several sizes, so
+# that the replays visit the branches an honest file can take.
+SPREAD_ULPS = (1, 1, 2, 4, 8, 16)
+SHORTCUT_FRACTION = 1 / 3  # the shortcut replay's training: one epoch of the original's three
+
+
+@dataclass
+class TrainingBasis:
+    """What a data set's trained model is compared with: the original's run or its
+    replay (``report``, None with ``why`` when there is none), the features it was
+    trained on, and honest replays around it."""
+
+    report: ExecutionReport | None
+    replayed: bool
+    features: PackedArray | None = None
+    why: str = ""
+    # the weights of the original's training on those features perturbed in their last
+    # bits (measured only where the candidate lands beyond the floor)
+    replays: list[dict[str, Any]] = field(default_factory=list)
+    # the weights of the same training with no effect after a third of it (None: none)
+    shortcut: dict[str, Any] | None = None
+
+
+_BULKY_REPORT_KEYS = ("eval_predictions", "eval_inputs", "eval_weights", "features",
+                      "eval_logits", "model_probe_votes")
 
 
 def _first_failure(checks: list[Check]) -> Check:
@@ -385,7 +412,10 @@ class MLTrainingOptimizationProblem(Problem):
             scored = (f"- The test predictions scored are what `{est.cls}.predict` returns "
                       f"on the features `{feat.method}` computed for the test images; keep "
                       f"the estimator as the original configures it ({params}). Features "
-                      "must depend on the images alone.")
+                      "must depend on the images alone. Inside the pipeline's first `predict` "
+                      "after each fit, the grader also asks the fitted estimator about rows "
+                      "of its own across the data's range: its answers must be the original "
+                      "model's, fitted in full on the same rows.")
         watched = [f"- The grader times `{spec.entry}()` itself in a fresh process and watches "
                    f"the work: `{feat.label}` must process all {feat.rows} images, and {work}",
                    scored, probes.calls_rule(spec.probes)]
@@ -398,11 +428,15 @@ class MLTrainingOptimizationProblem(Problem):
             text = ("- Semantics: strict. Each component must compute the same function as "
                     f"the original: the grader calls {', '.join(parts)} on inputs of its own, "
                     "and compares the outputs with the original's (relative tolerance "
-                    f"{opts.strict_rtol:g}). ")
+                    f"{opts.strict_rtol:g}); it also compares what the pipeline itself "
+                    "computed in the timed run (the features of its images"
+                    + (", the model's eval-mode outputs" if model is not None else "")
+                    + ") with the original's function of the same inputs. ")
             if model is not None:
                 text += ("Training must make the same random draws in the same order, so that "
                          "the trained weights match the original's on the same data (within "
-                         f"{opts.weights_tolerance:g} of each tensor's scale). ")
+                         f"{opts.weights_tolerance:g} of each tensor's scale, or as far as the "
+                         "grader's own replays with the last bits perturbed land apart). ")
             semantics = [text + "Make the same computation fast; do not change the algorithm."]
         else:
             text = ("- Semantics: seed. You may change how a component computes (a different "
@@ -414,8 +448,9 @@ class MLTrainingOptimizationProblem(Problem):
                          f"{spec.training}, with the same random draws in the same order. The "
                          "grader replays the original's training on your features and your "
                          f"trained weights must match it (within {opts.weights_tolerance:g} "
-                         "of each tensor's scale): make the training fast, do not change what "
-                         "it computes.")
+                         "of each tensor's scale, or as far as the grader's own replays with "
+                         "the last bits perturbed land apart): make the training fast, do "
+                         "not change what it computes.")
             else:
                 text += (f"The model must stay the original's: {spec.training}, with every "
                          "other parameter as the original leaves it, fitted on the same "
@@ -720,22 +755,31 @@ class MLTrainingOptimizationProblem(Problem):
         graded.details["adaptive"] = adaptive
         # The data sets on which the original's training was rerun on the candidate's features.
         graded.details["training_replays"] = sum(
-            replayed and not isinstance(b, str) for b, replayed in training.values())
+            b.replayed and b.report is not None for b in training.values())
+        graded.details["training_spread"] = {
+            f"{seed}/{labelling}": round(model_checks.honest_spread(
+                [model_checks.final_weights(b.report), *b.replays]), 6)
+            for (seed, labelling), b in training.items() if b.replays}
         return graded
 
     async def _training_basis(self, result: Measurement, datasets: list[DataSet],
                               answers: dict[tuple[int, int], oracle.OracleAnswer],
                               opts: GradingOptions, say: Callable[[str], None], label: str,
                               executor: Executor | None = None
-                              ) -> dict[tuple[int, int], tuple[ExecutionReport | str, bool]]:
-        """For each data set, what the candidate's trained weights must match: the
+                              ) -> dict[tuple[int, int], TrainingBasis]:
+        """For each data set, what the candidate's trained model must match: the
         oracle's run, when the candidate's features are the original's bit for bit, or
         else the original's training replayed by the harness on the candidate's own
         features (honest vectorised features differ in the last bits, and training can
         carry that to a few per cent of a weight).  Strict mode replays only features
         within its tolerance of the original's; others are held to the oracle's run.
-        A value is (report or why there is none, replayed)."""
-        basis: dict[tuple[int, int], tuple[ExecutionReport | str, bool]] = {}
+
+        For a torch model whose weights land beyond the fixed floor from that basis, the
+        harness measures where honest training lands on this data set: it replays the
+        original's training again on the same features with their last bits perturbed
+        (``oracle.perturbed``, ``SPREAD_ULPS``; ``model_checks.same_training`` uses
+        them)."""
+        basis: dict[tuple[int, int], TrainingBasis] = {}
         if any(not e.ok for e in result.executions):
             return basis
         pending: dict[tuple[int, int], tuple[DataSet, PackedArray]] = {}
@@ -747,30 +791,90 @@ class MLTrainingOptimizationProblem(Problem):
             if model_checks.same_features(e.report, original, exact=True) or (
                     opts.semantics == "strict"
                     and not model_checks.same_features(e.report, original)):
-                basis[ds.key] = (original, False)
+                basis[ds.key] = TrainingBasis(original, replayed=False,
+                                              features=original.features)
                 continue
             if packed is None:
                 try:
                     model_checks.recorded_features(e.report, self.spec.features.label)
                 except model_checks.EvidenceError as exc:
-                    basis[ds.key] = (str(exc), True)
+                    basis[ds.key] = TrainingBasis(None, replayed=True, why=str(exc))
                 continue
             if packed.shape[:1] != (ds.n_samples,) or packed.ndim != 2:
-                basis[ds.key] = (f"the features have shape {list(packed.shape)}, not one "
-                                 "row per image", True)
+                basis[ds.key] = TrainingBasis(None, replayed=True, why=(
+                    f"the features have shape {list(packed.shape)}, not one row per image"))
                 continue
             pending[ds.key] = (ds, packed)
+        replay = functools.partial(
+            oracle.replay, self.spec.reference, self._instrumentation(),
+            threads=opts.threads, limits=self._oracle_limits(opts),
+            read_only=(PROBLEM_DATA,), executor=executor)
         if pending:
             say(f"grading {label}: replaying the original's training on the candidate's "
                 f"features ({len(pending)} data set(s))")
-            runs = await oracle.replay(self.spec.reference, self._instrumentation(), pending,
-                                       threads=opts.threads, limits=self._oracle_limits(opts),
-                                       read_only=(PROBLEM_DATA,), executor=executor)
-            for key, run in runs.items():
-                basis[key] = ((run.report or ExecutionReport(), True) if run.ok else
-                              (f"the original's training failed on these features "
-                               f"({run.error})", True))
+            runs = await replay(list(pending.values()))
+            for (key, (_, packed)), run in zip(pending.items(), runs, strict=True):
+                basis[key] = (TrainingBasis(run.report or ExecutionReport(), replayed=True,
+                                            features=packed) if run.ok else
+                              TrainingBasis(None, replayed=True, why=(
+                                  f"the original's training failed on these features "
+                                  f"({run.error})")))
+        if self.spec.model is not None:
+            await self._measure_spread(result, datasets, basis, opts, say, label, replay)
+            await self._shortcut_replays(basis, datasets, replay)
         return basis
+
+    async def _shortcut_replays(self, basis: dict[tuple[int, int], TrainingBasis],
+                                datasets: list[DataSet],
+                                replay: Callable[..., Awaitable[list[Execution]]]) -> None:
+        """Whether each data set can tell training from a shortcut: the original's
+        training on the same features, with no effect after a third of it
+        (``SHORTCUT_FRACTION``: one epoch of three).  On features that leave the model
+        nothing to learn after that (saturated, say), the shortcut ends where the full
+        training does, and the weights prove nothing (``model_checks.same_training``)."""
+        keys = [(key, b) for key, b in basis.items() if b.report is not None
+                and b.features is not None]
+        if not keys:
+            return
+        by_key = {ds.key: ds for ds in datasets}
+        limit = max(1, int(self.spec.model.train_rows * SHORTCUT_FRACTION))
+        runs = await replay([(by_key[key], b.features) for key, b in keys],
+                            train_rows_limit=limit)
+        for (_, b), run in zip(keys, runs, strict=True):
+            with contextlib.suppress(model_checks.EvidenceError):
+                b.shortcut = model_checks.final_weights(run.report if run.ok else None)
+
+    async def _measure_spread(self, result: Measurement, datasets: list[DataSet],
+                              basis: dict[tuple[int, int], TrainingBasis],
+                              opts: GradingOptions, say: Callable[[str], None], label: str,
+                              replay: Callable[..., Awaitable[list[Execution]]]) -> None:
+        """The perturbed replays of each data set whose candidate weights land beyond
+        the floor (honest files almost never do: nothing is replayed for them)."""
+        wanted: list[tuple[tuple[int, int], DataSet, PackedArray]] = []
+        for e, ds in zip(result.executions, datasets, strict=False):
+            b = basis.get(ds.key)
+            if b is None or b.report is None or b.features is None or any(
+                    k == ds.key for k, _, _ in wanted):
+                continue
+            try:
+                gap, _ = model_checks.weights_gap(model_checks.final_weights(e.report),
+                                                  model_checks.final_weights(b.report))
+            except model_checks.EvidenceError:
+                continue
+            if gap > opts.weights_tolerance:
+                seed = fresh_inputs.draw_seed()
+                wanted += [(ds.key, ds, oracle.perturbed(b.features, seed + i, ulps))
+                           for i, ulps in enumerate(SPREAD_ULPS)]
+        if not wanted:
+            return
+        say(f"grading {label}: measuring how far honest training lands on "
+            f"{len(wanted) // len(SPREAD_ULPS)} data set(s) (the original's training on "
+            "features perturbed in their last bits)")
+        runs = await replay([(ds, packed) for _, ds, packed in wanted])
+        for (key, _, _), run in zip(wanted, runs, strict=True):
+            with contextlib.suppress(model_checks.EvidenceError):  # a failed one: nothing
+                basis[key].replays.append(
+                    model_checks.final_weights(run.report if run.ok else None))
 
     @staticmethod
     async def _decide(result: Measurement, fig: _Figures, opts: GradingOptions,
@@ -835,7 +939,7 @@ class MLTrainingOptimizationProblem(Problem):
     def _judge(self, checks: list[Check], result: Measurement, fig: _Figures,
                opts: GradingOptions, tampered: list[str], datasets: list[DataSet],
                answers: dict[tuple[int, int], oracle.OracleAnswer],
-               training: dict[tuple[int, int], tuple[ExecutionReport | str, bool]],
+               training: dict[tuple[int, int], TrainingBasis],
                units: list[float] | None = None) -> GradeResult:
         execs = result.executions
         first = execs[0]
@@ -915,12 +1019,13 @@ class MLTrainingOptimizationProblem(Problem):
             runtime_checks.accuracy(pairs, opts.accuracy_tolerance, opts.accuracy_upper_margin),
         ]
         if model is not None:
-            checks.append(_first_failure([self._trained_weights(e.report, training.get(ds.key),
-                                                                opts)
-                                          for e, ds in zip(execs, datasets, strict=False)]))
+            checks.append(model_checks.decided([
+                self._trained_weights(e.report, training.get(ds.key), opts)
+                for e, ds in zip(execs, datasets, strict=False)]))
         else:
-            checks.append(_first_failure([self._fitted_model(e.report, training.get(ds.key))
-                                          for e, ds in zip(execs, datasets, strict=False)]))
+            checks.append(model_checks.decided([
+                self._fitted_model(e.report, training.get(ds.key))
+                for e, ds in zip(execs, datasets, strict=False)]))
         if opts.semantics == "strict":
             want = answers[datasets[0].key].probes
             components = [("features", feat.label)]
@@ -930,6 +1035,15 @@ class MLTrainingOptimizationProblem(Problem):
             for name, label in components:
                 checks.append(runtime_checks.strict_component(
                     name, label, first.probes, want, opts.strict_rtol, opts.strict_atol))
+            # and on what the pipeline itself computed in the timed run
+            checks.append(_first_failure([model_checks.pipeline_features(
+                e.report, answers[ds.key].report, feat.label, opts.strict_rtol,
+                opts.strict_atol) for e, ds in zip(execs, datasets, strict=False)]))
+            if model is not None:
+                checks.append(_first_failure([model_checks.pipeline_logits(
+                    e.report, model.forward, model.cls, opts.strict_rtol, opts.strict_atol,
+                    shapes=model.weights or None, width=model.inputs or None,
+                    max_rows=model.eval_rows or None) for e in execs]))
         checks += [
             runtime_checks.self_reported_time(first.stdout, first.time),
             runtime_checks.speedup_plausible(speedup, fig.ceiling, fig.reference_speedup),
@@ -949,24 +1063,25 @@ class MLTrainingOptimizationProblem(Problem):
 
 
     def _fitted_model(self, report: ExecutionReport | None,
-                      basis: tuple[ExecutionReport | str, bool] | None) -> Check:
+                      basis: TrainingBasis | None) -> Check:
         est = self.spec.estimator.cls
-        if basis is None or isinstance(basis[0], str):
-            why = basis[0] if basis else "no run of the original to compare with"
+        if basis is None or basis.report is None:
+            why = basis.why if basis else "no run of the original to compare with"
             return Check("fitted_model", False, f"{est}'s predictions could not be checked: "
                                                 f"{why}")
-        return model_checks.same_predictions(report, basis[0], est, replayed=basis[1])
+        return model_checks.same_predictions(report, basis.report, est,
+                                             replayed=basis.replayed)
 
     def _trained_weights(self, report: ExecutionReport | None,
-                         basis: tuple[ExecutionReport | str, bool] | None,
-                         opts: GradingOptions) -> Check:
+                         basis: TrainingBasis | None, opts: GradingOptions) -> Check:
         model = self.spec.model.cls
-        if basis is None or isinstance(basis[0], str):
-            why = basis[0] if basis else "no run of the original to compare with"
+        if basis is None or basis.report is None:
+            why = basis.why if basis else "no run of the original to compare with"
             return Check("trained_weights", False, f"{model}'s trained weights could not be "
                                                    f"checked: {why}")
-        return model_checks.same_training(report, basis[0], model,
-                                          opts.weights_tolerance, replayed=basis[1])
+        return model_checks.same_training(report, basis.report, model,
+                                          opts.weights_tolerance, replayed=basis.replayed,
+                                          replays=basis.replays, shortcut=basis.shortcut)
 
 
 def complex_spec(baseline: Path = PROBLEM_DATA / "slow_ml_training_complex.py",

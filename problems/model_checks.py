@@ -69,11 +69,19 @@ def complex_nn_forward(w: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray
 def recompute(report: ExecutionReport, forward: Forward,
               shapes: Mapping[str, tuple[int, ...]] | None = None,
               width: int | None = None, max_rows: int | None = None) -> np.ndarray:
-    """The predictions of the reported weights on the reported eval inputs (rows x
-    width, as the parse guarantees).  ``shapes`` (the original's parameters), ``width``
-    (its input's) and ``max_rows`` (the most the runner keeps) are checked before any
-    arithmetic: a forged report must not make the harness multiply matrices of the
-    candidate's choosing."""
+    """The predictions of the reported weights on the reported eval inputs (see
+    :func:`recompute_logits`)."""
+    return recompute_logits(report, forward, shapes, width, max_rows).argmax(axis=-1)
+
+
+def recompute_logits(report: ExecutionReport, forward: Forward,
+                     shapes: Mapping[str, tuple[int, ...]] | None = None,
+                     width: int | None = None, max_rows: int | None = None) -> np.ndarray:
+    """The original's eval-mode outputs with the reported weights on the reported eval
+    inputs (rows x width, as the parse guarantees).  ``shapes`` (the original's
+    parameters), ``width`` (its input's) and ``max_rows`` (the most the runner keeps) are
+    checked before any arithmetic: a forged report must not make the harness multiply
+    matrices of the candidate's choosing."""
     inputs = unpack(report.eval_inputs, "the model's eval inputs")
     if not report.eval_weights:
         raise EvidenceError("the execution recorded no weights for its eval-mode calls")
@@ -107,7 +115,7 @@ def recompute(report: ExecutionReport, forward: Forward,
         except ValueError as exc:
             raise EvidenceError(f"the model's weights do not fit the original's "
                                 f"architecture ({exc})") from exc
-        predictions.append(logits.argmax(axis=-1))
+        predictions.append(logits)
         start += rows
     if start != len(inputs):
         raise EvidenceError("the recorded weights do not cover the eval inputs")
@@ -140,6 +148,68 @@ def model_outputs(report: ExecutionReport | None, forward: Forward, model: str,
                      "(the grader computes the model itself)"), mine.tolist()
     return Check(name, True, f"the predictions are what {model}'s weights give on its inputs "
                              f"({agree:.1%} of rows, computed by the grader)"), mine.tolist()
+
+
+def _beyond(have: np.ndarray, want: np.ndarray, rtol: float, atol: float) -> float | None:
+    """None when ``have`` is within ``rtol``/``atol`` of ``want`` everywhere, else its
+    worst element as a multiple of the tolerance (infinite for a non-finite one)."""
+    if np.allclose(have, want, rtol=rtol, atol=atol):
+        return None
+    with np.errstate(all="ignore"):
+        ratio = np.abs(have - want) / (atol + rtol * np.abs(want))
+    return float(np.max(np.where(np.isfinite(ratio), ratio, np.inf)))
+
+
+def _against_original(name: str, have: np.ndarray, want: np.ndarray, rtol: float,
+                      atol: float, what: str, inputs: str) -> Check:
+    """``what`` (rows the pipeline computed) against the original's function of
+    ``inputs`` (``want``), element by element."""
+    if have.shape != want.shape:
+        return Check(name, False, f"{what} have shape {list(have.shape)}; the original's "
+                                  f"function of {inputs} gives {list(want.shape)}")
+    if (err := _beyond(have, want, rtol, atol)) is not None:
+        return Check(name, False, f"{what} are not the original's function of {inputs} "
+                                  f"(worst element {err:.1f}x the tolerance rtol={rtol:g}, "
+                                  f"atol={atol:g})")
+    return Check(name, True, f"{what} are the original's function of {inputs} "
+                             f"({len(have)} rows, rtol={rtol:g}, atol={atol:g})")
+
+
+def pipeline_logits(report: ExecutionReport | None, forward: Forward, model: str,
+                    rtol: float, atol: float,
+                    shapes: Mapping[str, tuple[int, ...]] | None = None,
+                    width: int | None = None, max_rows: int | None = None) -> Check:
+    """Strict mode, on what the pipeline itself computed in the timed run: the outputs
+    of its eval-mode calls are the original's function (computed by the grader) of the
+    weights and inputs those calls had, element by element, not only in their argmax."""
+    name = "strict_pipeline_logits"
+    report = report if report is not None else ExecutionReport()
+    try:
+        want = recompute_logits(report, forward, shapes, width, max_rows)
+        have = unpack(report.eval_logits, f"{model}'s eval-mode outputs")
+    except EvidenceError as exc:
+        return Check(name, False, f"{model}'s eval-mode outputs could not be checked: {exc}")
+    return _against_original(name, have, want, rtol, atol,
+                             f"{model}'s eval-mode outputs in the pipeline",
+                             "its weights and inputs")
+
+
+def pipeline_features(report: ExecutionReport | None, original: ExecutionReport | None,
+                      feature: str, rtol: float, atol: float) -> Check:
+    """Strict mode, on what the pipeline itself computed in the timed run: its features
+    of the data set's images are the original's function of those images (the strict
+    tier's, run by the harness on the same data), whatever size of call the pipeline
+    made.  A method that answers the grader's small probe one way and the pipeline's own
+    call another fails here."""
+    name = "strict_pipeline_features"
+    try:
+        have = recorded_features(report, feature)
+        want = unpack(original.features if original else None, "the original's features")
+    except EvidenceError as exc:
+        return Check(name, False, f"the pipeline's features could not be checked: {exc}")
+    return _against_original(name, have, want, rtol, atol,
+                             f"the features {feature} gave the pipeline in the timed run",
+                             "the same images")
 
 
 def inputs_are_features(report: ExecutionReport | None, test_rows: list[int],
@@ -225,15 +295,76 @@ def same_features(report: ExecutionReport | None, original: ExecutionReport | No
         np.allclose(a, b, rtol=1e-4, atol=1e-5))
 
 
+def weights_gap(have: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]
+                ) -> tuple[float, str]:
+    """How far ``have`` is from ``want``: the largest difference of an element, relative
+    to its tensor's largest element in ``want``, and that tensor's name (infinite when a
+    tensor is missing, of another shape or not finite)."""
+    worst, where = 0.0, ""
+    for key, target in want.items():
+        got = have.get(key)
+        if got is None or got.shape != target.shape:
+            return float("inf"), key
+        with np.errstate(all="ignore"):
+            gap = float(np.max(np.abs(got - target)) / (np.max(np.abs(target)) or 1.0))
+        if not np.isfinite(gap) or gap > worst:
+            worst, where = (gap if np.isfinite(gap) else float("inf")), key
+    return worst, where
+
+
+# "The same training", on a data set where honest training is chaotic: the harness
+# replays the original's training on features with their last bits perturbed, and these
+# replays and the basis are a cloud of honest outcomes.  A chaotic training often turns on
+# a discrete event (a unit crossing zero), so the cloud falls on a few branches, and an
+# honest file lands on one of them; where it diverges smoothly instead, the cloud is
+# spread out.  So the candidate is measured from the nearest point of the cloud, and the
+# tolerance is SPREAD_MARGIN times the cloud's own scale (the median distance from each of
+# its points to the nearest other), never below the fixed floor (the option
+# weights_tolerance) nor above SPREAD_CEILING.  Measured in benchmarks/README.md ("False
+# refusals"): one epoch of three lands 0.6-0.8 away at full size.
+SPREAD_MARGIN = 3.0
+SPREAD_CEILING = 0.3
+# A data set proves full training only where a third of it ends further than this many
+# tolerances from the whole (honest features: 0.16 at 100 samples, 0.6-0.8 at full size).
+SHORTCUT_MARGIN = 2.0
+
+
+def honest_spread(cloud: list[Mapping[str, np.ndarray]]) -> float | None:
+    """The scale of a cloud of honest outcomes: the median, over its points, of the
+    distance to the nearest other point (None for fewer than two points)."""
+    if len(cloud) < 2:
+        return None
+    nearest = [min(weights_gap(a, b)[0] for j, b in enumerate(cloud) if j != i)
+               for i, a in enumerate(cloud)]
+    return float(np.median(nearest))
+
+
+def training_tolerance(floor: float, spread: float | None) -> float:
+    """The tolerance of ``trained_weights`` on a data set whose honest outcomes have the
+    scale ``spread`` (None: not measured, the floor alone)."""
+    if spread is None or not np.isfinite(spread):
+        return floor
+    return max(floor, min(SPREAD_CEILING, SPREAD_MARGIN * spread))
+
+
 def same_training(report: ExecutionReport | None, original: ExecutionReport | None,
-                  model: str, tolerance: float, replayed: bool = False) -> Check:
+                  model: str, tolerance: float, replayed: bool = False,
+                  replays: list[Mapping[str, np.ndarray]] | None = None,
+                  shortcut: Mapping[str, np.ndarray] | None = None) -> Check:
     """The same training from the same random draws gives the same weights, so the
-    model's trained weights match ``original``'s, each tensor within ``tolerance`` of its
+    model's trained weights match ``original``'s, each tensor within the tolerance of its
     largest element.  ``original`` is the original's run on the same data, or, when the
     candidate's features differ (``replayed``), the original's training replayed by the
-    harness on the candidate's own features.  Fewer epochs or steps, other batches,
-    another order, other random draws, another optimiser or weights made any other way
-    all end elsewhere."""
+    harness on the candidate's own features.  ``replays`` are the weights of the same
+    training on features perturbed in their last bits (measured where the candidate
+    lands beyond ``tolerance``): then the candidate may land near any of them, within
+    the tolerance their spread gives (:func:`training_tolerance`).  Fewer epochs or
+    steps, other batches, another order, other random draws, another optimiser or
+    weights made any other way all end elsewhere, provided the data set can tell them
+    apart: ``shortcut`` are the weights of the same training with no effect after a
+    third of it, and where they end within SHORTCUT_MARGIN times the tolerance of the
+    basis (features that leave the model nothing to learn), this data set cannot decide:
+    the check is skipped, failed, saying why (:func:`decided`)."""
     name = "trained_weights"
     basis = ("the original's training replayed on its own features" if replayed
              else "the original's, trained on the same data")
@@ -243,22 +374,47 @@ def same_training(report: ExecutionReport | None, original: ExecutionReport | No
     except EvidenceError as exc:
         return Check(name, False, f"{model}'s trained weights could not be compared with "
                                   f"{basis}: {exc}")
-    worst, where = 0.0, ""
-    for key, target in want.items():
-        got = have.get(key)
-        if got is None or got.shape != target.shape:
-            return Check(name, False, f"{model} has no parameter {key} of shape "
-                                      f"{list(target.shape)}, as the original has")
-        gap = float(np.max(np.abs(got - target)) / (np.max(np.abs(target)) or 1.0))
-        if not np.isfinite(gap) or gap > worst:
-            worst, where = (gap if np.isfinite(gap) else float("inf")), key
-    if worst > tolerance:
+    worst, where = weights_gap(have, want)
+    if where and (have.get(where) is None or have[where].shape != want[where].shape):
+        return Check(name, False, f"{model} has no parameter {where} of shape "
+                                  f"{list(want[where].shape)}, as the original has")
+    cloud = [want, *(replays or [])]
+    spread = honest_spread(cloud)
+    allowed = training_tolerance(tolerance, spread)
+    nearest = min([(worst, where)] + [weights_gap(have, r) for r in replays or []])
+    measured = ("" if spread is None else
+                f"; with the harness's {len(cloud) - 1} replays on features perturbed in their "
+                f"last bits, {nearest[0]:.2g} from the nearest, tolerance {allowed:.2g} (their "
+                f"spread {spread:.2g})")
+    if shortcut is not None:
+        cut, _ = weights_gap(shortcut, want)
+        if cut <= SHORTCUT_MARGIN * allowed:
+            # undecided here (skipped): another data set of the grading may decide
+            return Check(name, False, f"on these features a third of {model}'s training ends "
+                                      f"within {cut:.2g} of the whole training (tolerance "
+                                      f"{allowed:.2g}): the weights cannot show that the model "
+                                      "was trained in full. Features that leave the model "
+                                      "nothing to learn (saturated, constant) prove nothing: "
+                                      "keep them in a range the model learns from",
+                         skipped=True)
+    if nearest[0] > allowed:
         return Check(name, False, f"{model}'s trained weights differ from {basis} ({where} "
-                                  f"by {worst:.2g} of its scale; tolerance {tolerance:g}): "
-                                  "keep the epochs, the batches, their order, the random "
-                                  "draws and the optimiser")
-    return Check(name, True, f"{model}'s trained weights match {basis} (within {worst:.2g} "
-                             "of each tensor's scale)")
+                                  f"by {worst:.2g} of its scale, tolerance {tolerance:g}"
+                                  f"{measured}): keep the epochs, the batches, their order, "
+                                  "the random draws and the optimiser")
+    return Check(name, True, f"{model}'s trained weights match {basis} ({worst:.2g} of each "
+                             f"tensor's scale, tolerance {tolerance:g}{measured})")
+
+
+def decided(checks: list[Check]) -> Check:
+    """One check over every execution, from the data sets that could decide it (not
+    skipped): the first that failed, else the first.  When none could, the first
+    undecided one, as a failure: a grading must show the work on some data set."""
+    able = [c for c in checks if not c.skipped]
+    if able:
+        return next((c for c in able if not c.passed), able[0])
+    first = checks[0]
+    return Check(first.name, False, first.message)
 
 
 def same_predictions(report: ExecutionReport | None, original: ExecutionReport | None,
@@ -280,9 +436,58 @@ def same_predictions(report: ExecutionReport | None, original: ExecutionReport |
         return Check(name, False, f"{model} predicted {len(have)} test rows; {basis} "
                                   f"predicts {len(want)}")
     differ = sum(a != b for a, b in zip(have, want, strict=True))
+    probed = probe_agreement(report, original, model, basis)
     if differ:
         return Check(name, False, f"{model}'s predictions differ from {basis} on {differ} of "
                                   f"{len(want)} test rows: keep the original's estimator, its "
-                                  "parameters, its seed and its training rows")
+                                  "parameters, its seed and its training rows"
+                                  + (f"; and {probed}" if probed else ""))
+    if probed is not None:
+        return Check(name, False, probed)
+    votes = original.model_probe_votes.array()
+    if bool(np.all(np.isclose(votes.max(axis=1), 1.0))):
+        # undecided here (skipped): another data set of the grading may decide
+        return Check(name, False, f"on these features {basis} is unanimous on every one of "
+                                  "the grader's probe rows (every tree votes alike): the "
+                                  "grader cannot tell it from a single tree, so its "
+                                  "predictions cannot show that the model was fitted in "
+                                  "full. Keep features the model can learn more than one "
+                                  "split from", skipped=True)
+    rows = original.model_probe_votes.shape[0]
     return Check(name, True, f"{model}'s predictions are {basis}'s on all {len(want)} test "
-                             "rows")
+                             f"rows and its class probabilities on all {rows} of the "
+                             "grader's probe rows")
+
+
+PROBE_VOTE_TOLERANCE = 1e-4  # of a class probability (a forest's are multiples of 1/trees)
+
+
+def probe_agreement(report: ExecutionReport | None, original: ExecutionReport,
+                    model: str, basis: str) -> str | None:
+    """Why the estimator in the pipeline is not the original's fitted model, judged on
+    the grader's probe rows (drawn inside the timed run from the fit's own rows: across
+    the class boundary, across the data's range and off the data, where a cheaper model
+    and the original disagree even when the test rows are easy), or None when it is."""
+    if original.model_probe_votes is None:
+        return (f"{basis} could not be asked about the grader's probe rows "
+                f"({original.model_probe_error or 'no record'}): the harness's fault")
+    if report is None or report.model_probe_votes is None:
+        why = (report.model_probe_error if report is not None else None) or (
+            "no fitted estimator was asked to predict after its fit")
+        return (f"{model} could not be asked about the grader's probe rows, inside the "
+                f"pipeline's first predict after each fit: {why}")
+    if report.model_probe_rows != original.model_probe_rows:
+        return (f"{model} was fitted on other rows than {basis} (the grader's probe rows, "
+                "drawn from the rows of the fit, differ): keep the original's training rows")
+    have, want = report.model_probe_votes.array(), original.model_probe_votes.array()
+    if have.shape != want.shape:
+        return (f"{model} gave class probabilities of shape {list(have.shape)} on the "
+                f"grader's probe rows; {basis} gives {list(want.shape)}")
+    off = np.abs(have - want).max(axis=1) > PROBE_VOTE_TOLERANCE
+    if off.any():
+        flipped = int(np.sum(have.argmax(axis=1) != want.argmax(axis=1)))
+        return (f"{model} is not {basis}'s fitted model: its class probabilities differ "
+                f"on {int(off.sum())} of {len(want)} of the grader's probe rows (across the "
+                f"class boundary and the data's range), its predictions on {flipped}: keep "
+                "the original's estimator, its parameters and its seed, fitted in full")
+    return None

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 import sandbox
 from problems.execution_report import ExecutionReport, PackedArray, ProbeOutputs
 from problems.fresh_inputs import DataSet
@@ -41,20 +43,39 @@ class OracleAnswer:
 
 
 async def replay(reference: Path, inst: Instrumentation,
-                 features: dict[tuple[int, int], tuple[DataSet, PackedArray]], *,
+                 jobs: list[tuple[DataSet, PackedArray]], *,
                  threads: int, limits: sandbox.Limits, read_only: tuple[Path, ...],
-                 executor: Executor | None = None) -> dict[tuple[int, int], Execution]:
-    """The original's training replayed on other features: for each data set, the
-    reference is run on it with ``features`` (packed as the runner packs them) in place
-    of its own extractor's output, so its trained weights are what the original's
-    training, with the original's random draws, makes of those features."""
-    jobs = list(features.items())
+                 executor: Executor | None = None,
+                 train_rows_limit: int | None = None) -> list[Execution]:
+    """The original's training replayed on other features: for each (data set,
+    features), the reference is run on the data set with the features (packed as the
+    runner packs them) in place of its own extractor's output, so its trained weights
+    are what the original's training, with the original's random draws, makes of them.
+    With ``train_rows_limit``, a shortcut of it: training has no effect after that many
+    rows (the runner cuts the model's training outputs from its parameters), every draw
+    as the original makes it.  The executions, in the order of ``jobs``."""
+    if not jobs:
+        return []
+    limit = {} if train_rows_limit is None else {"train_rows_limit": train_rows_limit}
     result = await measure(reference, inst, repeats=len(jobs), threads=threads,
                            limits=limits, read_only=read_only, keep_going=lambda e: True,
-                           data=[dict(ds.job(), features=packed.to_json())
-                                 for _, (ds, packed) in jobs],
+                           data=[dict(ds.job(), features=packed.to_json(), **limit)
+                                 for ds, packed in jobs],
                            executor=executor)
-    return {key: run for (key, _), run in zip(jobs, result.executions, strict=True)}
+    return list(result.executions)
+
+
+def perturbed(packed: PackedArray, seed: int, ulps: int = 1) -> PackedArray:
+    """The same features with every element moved by ``ulps`` units in its last place,
+    up or down at random: what honest arithmetic (another order of sums, float64 on the
+    way) changes in them.  Training on them shows how far honest training can land from
+    the replay on this data set."""
+    moved = np.frombuffer(packed.data, dtype=np.float32).reshape(packed.shape)
+    up = np.random.RandomState(seed % 2**32).rand(*moved.shape) < 0.5
+    toward = np.where(up, np.float32(np.inf), np.float32(-np.inf))
+    for _ in range(ulps):
+        moved = np.nextafter(moved, toward)
+    return PackedArray.of(moved)
 
 
 def answer(ds: DataSet, run: Execution) -> OracleAnswer:

@@ -511,6 +511,7 @@ def _execute(job, report_fd, probe_fd):
     eval_predictions = []
     eval_checksum = [0.0]  # sum of eval-mode logits: differs whenever the weights differ
     eval_inputs = []  # what the model was given in eval mode, call by call
+    eval_logits = []  # and what it returned (a torch model), call by call
     eval_weights = []  # [rows, state_dict] for each run of calls with the same weights
     # The feature extractor's outputs, call by call, in order: as many of the last calls
     # as hold its last ``feature_keep`` rows (the images' features, however they were
@@ -518,6 +519,8 @@ def _execute(job, report_fd, probe_fd):
     features_out = []
     feature_keep = (watch.get("rows") or {}).get("rows", 0)
     originals = {}
+    MODEL_PROBE_ROWS = 256  # rows the grader asks a fitted estimator about (model_probe)
+    MODEL_PROBE_STREAM = 0x9B0BE5  # their draws: a stream of the data set's seed
 
     def pack(array):
         array = np.ascontiguousarray(array, dtype=np.float32)
@@ -542,6 +545,7 @@ def _execute(job, report_fd, probe_fd):
         # predicts by itself rather than take the predictions on trust.
         try:
             eval_inputs.append(as_array(x).reshape(rows, -1))
+            eval_logits.append(as_array(out).reshape(rows, -1))
             state = {k: v.detach().clone() for k, v in module.state_dict().items()}
         except Exception:
             return
@@ -569,6 +573,13 @@ def _execute(job, report_fd, probe_fd):
         except ValueError:
             return out
         out["eval_inputs"] = pack(inputs)
+        if len(eval_logits) == len(eval_inputs):
+            try:
+                logits = np.concatenate(eval_logits)[-keep:]
+                if len(logits) == len(inputs):
+                    out["eval_logits"] = pack(logits)
+            except ValueError:
+                pass
         if not eval_weights:
             return out
         segments, skip = [], sum(rows for rows, _ in eval_weights) - len(inputs)
@@ -687,10 +698,20 @@ def _execute(job, report_fd, probe_fd):
             counts["model_instances"] += 1
             init(self, *args, **kwargs)
 
+        # The harness's own shortcut replay (never a candidate's job): training stops
+        # having any effect after this many rows, the rest of the run (its draws) as it is.
+        stop_after = (job.get("data") or {}).get("train_rows_limit")
+        forward_rows = [0]
+
         def counted_forward(self, x, *args, **kwargs):
             out = forward(self, x, *args, **kwargs)
             rows = int(x.shape[0]) if getattr(x, "ndim", 0) else 0
             if self.training:
+                forward_rows[0] += rows
+                if (stop_after is not None and forward_rows[0] > stop_after
+                        and isinstance(out, torch.Tensor) and out.requires_grad):
+                    # cut from the parameters: no gradient reaches them, no step moves them
+                    out = out.detach().requires_grad_()
                 if isinstance(out, torch.Tensor) and out.requires_grad:
                     # Counted when the gradient reaches the output: rows trained on,
                     # one optimisation step per batch.
@@ -728,6 +749,74 @@ def _execute(job, report_fd, probe_fd):
                 return Recorded(result) if isinstance(obj, model_cls) else result
             setattr(torch.jit, name, compiled)
 
+    def training_rows(X, y):
+        """A fit's rows as float32 (what the library's trees see) and their labels, kept
+        for the model probe (None when they are not a plain table of numbers)."""
+        try:
+            if hasattr(X, "toarray"):  # a sparse matrix
+                X = X.toarray()
+            rows = np.array(X, dtype=np.float32)
+            labels = np.asarray(y).reshape(-1)
+        except Exception:
+            return None
+        if rows.ndim != 2 or not 0 < rows.size <= 10**7 or len(labels) != len(rows):
+            return None
+        return rows, labels
+
+    def probe_rows(rows, labels, seed):
+        """The grader's probe rows, drawn from a fit's own rows: points on segments
+        between rows of different labels (across the class boundary), points anywhere in
+        the rows' range, rows with one feature moved across its range (past the trees'
+        thresholds) and rows nudged off the data."""
+        rng = np.random.RandomState(seed)
+        x = rows.astype(np.float64)
+        n, width = x.shape
+        low, high = x.min(axis=0), x.max(axis=0)
+        spread = x.std(axis=0) + 1e-12
+        count = MODEL_PROBE_ROWS // 4
+        i = rng.randint(0, n, size=4 * count)
+        j = rng.randint(0, n, size=4 * count)
+        other = labels[i] != labels[j]
+        i, j = (i[other], j[other]) if other.sum() >= count else (i, j)
+        t = rng.rand(count, 1)
+        across = (1 - t) * x[i[:count]] + t * x[j[:count]]
+        anywhere = low + rng.rand(count, width) * (high - low)
+        moved = x[rng.randint(0, n, size=count)].copy()
+        column = rng.randint(0, width, size=count)
+        moved[np.arange(count), column] = (low[column] + rng.rand(count)
+                                           * (high[column] - low[column]))
+        nudged = (x[rng.randint(0, n, size=count)]
+                  + 0.05 * spread * rng.standard_normal((count, width)))
+        return np.concatenate([across, anywhere, moved, nudged]).astype(np.float32)
+
+    def model_probe(est):
+        """Inside the pipeline's first prediction of each fitted estimator (so in the
+        timed run, and before it returns; a copy of a fitted estimator is asked about
+        the latest fit's rows): the estimator's class probabilities on the grader's probe
+        rows.  Whatever model is in place answers them; to answer as the original's
+        fitted model does, it must be that model, fitted by now."""
+        if id(est) in probed or len(model_probes) >= 3 or not fit_data or (
+                job.get("data") or {}).get("seed") is None:
+            return
+        probed.add(id(est))
+        # its own fit's rows, or (a copy of a fitted estimator) the latest fit's
+        data = fit_data.get(id(est), fit_data.get("latest"))
+        if data is None:
+            return
+        import hashlib
+        seed = (int(job["data"]["seed"]) * 2654435761 + MODEL_PROBE_STREAM) % 2**32
+        found = {}
+        try:
+            rows = probe_rows(*data, seed)
+            found["model_probe_rows"] = hashlib.sha256(rows.tobytes()).hexdigest()
+            votes = np.asarray(est.predict_proba(rows), dtype=np.float64)
+            if votes.ndim != 2 or len(votes) != len(rows):
+                raise ValueError(f"predict_proba gave shape {list(votes.shape)}")
+            found["model_probe_votes"] = pack(votes)
+        except Exception as exc:
+            found["model_probe_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        model_probes.append(found)
+
     def watch_estimator(probe):
         """The estimator's class where it is defined: every name it goes by is watched."""
         try:
@@ -742,6 +831,9 @@ def _execute(job, report_fd, probe_fd):
             def counted_fit(self, *args, **kwargs):
                 X = first_argument((self, *args), kwargs, True, "X")
                 fitted.append(self)
+                fit_data[id(self)] = fit_data["latest"] = training_rows(
+                    X, (args[1:2] or [kwargs.get("y")])[0])
+                probed.discard(id(self))
                 counts["fit_calls"] += 1
                 counts["fit_rows"] += rows_of(X)
                 try:
@@ -765,6 +857,7 @@ def _execute(job, report_fd, probe_fd):
                 except (TypeError, ValueError):
                     rows = rows_of(X)
                 counts["eval_rows"] += rows
+                model_probe(self)
                 return out
             return counted_predict
 
@@ -810,6 +903,9 @@ def _execute(job, report_fd, probe_fd):
 
     replaced_early = []
     fitted = []
+    fit_data = {}  # id of a fitted estimator (and "latest") -> its fit's rows and labels
+    probed = set()  # ids of the estimators asked since their fit
+    model_probes = []  # each probe's outcome, in order; the last one is reported
     spec = importlib.util.spec_from_file_location("candidate", job["module_path"])
     candidate = importlib.util.module_from_spec(spec)
     sys.modules["candidate"] = candidate
@@ -832,6 +928,8 @@ def _execute(job, report_fd, probe_fd):
     if library_classes:
         counts["estimator_replaced"] = replaced_methods()
     evidence = model_evidence()  # before the counts are read: it may set a flag in them
+    if model_probes:
+        evidence.update(model_probes[-1])
     write_all(report_fd, dict(counts, eval_checksum=round(eval_checksum[0], 6),
                               eval_predictions=eval_predictions[-keep:] if keep else [],
                               returned=result if isinstance(result, (int, float))

@@ -66,7 +66,8 @@ FULL = ExecutionReport(
     fit_params=({"n_estimators": 100, "bootstrap": True, "max_depth": None, "tol": 0.5,
                  "criterion": "gini"}, None),
     estimator_replaced=("RandomForestClassifier.fit",), eval_checksum=-1.25,
-    eval_predictions=(2, 7, 1, 9), returned=0.25,
+    eval_predictions=(2, 7, 1, 9), returned=0.25, model_probe_rows="ab" * 32,
+    model_probe_votes=PackedArray.of(np.full((4, 2), 0.5)), model_probe_error="none",
 ).to_json() | model_evidence([3, 1, 4, 0], [2, 7, 1, 9], 6)
 
 
@@ -84,7 +85,8 @@ def test_the_empty_report_parses_and_optional_fields_may_be_absent():
     assert parse_report(empty) == ExecutionReport()
     # what the runner writes for a pipeline with no estimator and no torch model
     bare = {k: v for k, v in empty.items()
-            if k not in ("estimator_replaced", "features", "eval_inputs", "eval_weights")}
+            if k not in ("estimator_replaced", "features", "eval_inputs", "eval_weights",
+                         "model_probe_rows", "model_probe_votes", "model_probe_error")}
     assert parse_report(bare) == ExecutionReport()
 
 
@@ -107,6 +109,9 @@ MALFORMED = [
     # type confusion: what a forger writes, and what a hostile candidate once did
     bad("feature_rows", "expected a non-negative int, got str", feature_rows="many"),
     bad("train_rows", "got float", train_rows=240.0),
+    bad("model_probe_rows", "expected a sha256 digest", model_probe_rows="../x"),
+    bad("model_probe_votes.shape", "expected 2 dimensions",
+        model_probe_votes=pack(np.zeros(3))),
     bad("model_instances", "got null", model_instances=None),
     bad("train_batches", "expected an object, got list", train_batches=[[8, 30]]),
     bad("fit_params[0]", "expected an object, got int", fit_params=[5]),
@@ -396,8 +401,12 @@ async def test_the_runners_report_has_every_field_and_parses(tmp_path, monkeypat
                         probes=probe_job(3, TINY_PROBES[2], (28, 28)))
     assert run.ok, run.error + run.stderr_tail
     (raw,) = sent
-    assert set(raw) == FIELDS  # every field written, and nothing else
+    # every field written, and nothing else (the estimator answered the model probe; the
+    # model's eval outputs are written only when every eval row has them, and here an
+    # estimator's predict rows are among them)
+    assert set(raw) == FIELDS - {"model_probe_error", "eval_logits"}
     report = run.report
+    assert report.model_probe_votes.shape[0] == 256 and len(report.model_probe_rows) == 64
     assert report == parse_report(raw) and report.to_json() == raw
     assert (report.data_calls, report.feature_rows, report.feature_output_shape) == (
         1, 40, (40, 2))

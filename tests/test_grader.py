@@ -32,6 +32,7 @@ from problems.ml_training_optimization import (
     GradingOptions,
     MLTrainingOptimizationProblem,
     TaskSpec,
+    TrainingBasis,
     _Figures,
     complex_spec,
 )
@@ -376,7 +377,8 @@ def judge(setup: Setup, *executions: Execution) -> GradeResult:
     baseline = stored_baseline(setup.cache, setup.spec)
     figures = _Figures(baseline, 50.0, TARGET, 150.0)
     answers = {DATA.key: OracleAnswer(DATA, DATA.hidden_test_labels, 1.0)}
-    trained = {DATA.key: (executions[0].report, False)}  # the original trained the same
+    # the original trained the same
+    trained = {DATA.key: TrainingBasis(executions[0].report, replayed=False)}
     return problem._judge([], Measurement(list(executions)), figures, OPTIONS, [],
                           [DATA] * len(executions), answers, trained)
 
@@ -414,7 +416,7 @@ def test_accuracy_far_above_the_original_is_implausible(setup):
     weak = {DATA.key: OracleAnswer(DATA, DATA.hidden_test_labels, 0.1)}
     answering = execution(DATA.hidden_test_labels)
     result = problem._judge([], Measurement([answering]), figures, OPTIONS, [], [DATA], weak,
-                            {DATA.key: (answering.report, False)})
+                            {DATA.key: TrainingBasis(answering.report, replayed=False)})
     assert_fails_on(result, "accuracy", "implausibly far above")
 
 

@@ -167,3 +167,97 @@ def test_a_forged_architecture_is_refused_before_any_arithmetic(forged, monkeypa
                                              max_rows=TEST_ROWS.__len__() * 100)
     assert not check.passed and mine is None
     assert "could not compute" in check.message
+
+
+# ---- issue 25: verdicts right both ways -------------------------------------------------
+def _weights(report):
+    return model_checks.final_weights(report)
+
+
+def _moved(report, factor):
+    weights = report.eval_weights[-1].weights
+    moved = dict(weights, **{"fc2.weight": PackedArray.of(weights["fc2.weight"].array()
+                                                          * factor)})
+    return replace(report, eval_weights=(WeightSegment(4, moved),))
+
+
+def test_trained_weights_near_any_honest_replay_pass_and_far_from_all_fail():
+    original = make_report(**model_evidence(TEST_ROWS, [2, 7, 1, 9], 6))
+    branch = _moved(original, 1.08)  # another branch of a chaotic training, 8 % away
+    # no replays: the floor alone
+    assert not model_checks.same_training(branch, original, "Net", 1e-3).passed
+    # the harness's perturbed replays visited that branch (and the basis's): the
+    # candidate is measured from the nearest, and the cloud's own scale is 0
+    replays = [_weights(branch), _weights(original), _weights(branch)]
+    check = model_checks.same_training(branch, original, "Net", 1e-3, replays=replays)
+    assert check.passed and "replays" in check.message, check.message
+    # a shortcut lands away from every replay: refused, the replays named
+    shortcut = _moved(original, 1.3)
+    check = model_checks.same_training(shortcut, original, "Net", 1e-3, replays=replays)
+    assert not check.passed and "from the nearest" in check.message, check.message
+
+
+def test_a_smoothly_spread_cloud_widens_the_tolerance_up_to_its_ceiling():
+    original = make_report(**model_evidence(TEST_ROWS, [2, 7, 1, 9], 6))
+    cloud = [_weights(_moved(original, 1 + k * 0.01)) for k in (1, 2, 3)]
+    spread = model_checks.honest_spread([_weights(original), *cloud])
+    assert spread == pytest.approx(0.01, rel=0.05)
+    assert model_checks.training_tolerance(1e-3, spread) == pytest.approx(3 * spread)
+    assert model_checks.training_tolerance(1e-3, None) == 1e-3
+    assert model_checks.training_tolerance(1e-3, 10.0) == model_checks.SPREAD_CEILING
+    near = _moved(original, 0.985)  # 1.5 % from the basis: within 3 x 1 %
+    assert model_checks.same_training(near, original, "Net", 1e-3, replays=cloud).passed
+    far = _moved(original, 0.9)
+    assert not model_checks.same_training(far, original, "Net", 1e-3, replays=cloud).passed
+
+
+def _probed(votes, digest="ab" * 32, predictions=(0, 1, 1, 0)):
+    return make_report(eval_predictions=list(predictions), model_probe_rows=digest,
+                       model_probe_votes=pack(np.asarray(votes, dtype=np.float64)))
+
+
+def test_a_forest_is_judged_on_the_graders_probe_rows_too():
+    forest = [[0.7, 0.3], [0.46, 0.54], [0.2, 0.8], [0.51, 0.49]]
+    original = _probed(forest)
+    check = model_checks.same_predictions(_probed(forest), original, "Forest")
+    assert check.passed and "probe rows" in check.message
+    # the same test predictions from a cheaper model: its votes on the probe rows differ
+    stump = [[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]
+    check = model_checks.same_predictions(_probed(stump), original, "Forest")
+    assert not check.passed and "4 of 4 of the grader's probe rows" in check.message
+    # fitted on other rows: the probe rows drawn from them differ
+    check = model_checks.same_predictions(_probed(forest, digest="cd" * 32), original,
+                                          "Forest")
+    assert not check.passed and "fitted on other rows" in check.message
+    # never asked (no predict after a fit, or the estimator raised)
+    asked = make_report(eval_predictions=[0, 1, 1, 0], model_probe_error="TypeError: no")
+    check = model_checks.same_predictions(asked, original, "Forest")
+    assert not check.passed and "TypeError: no" in check.message
+    # different test predictions: named, and the probe's verdict added
+    check = model_checks.same_predictions(_probed(stump, predictions=(1, 1, 1, 0)),
+                                          original, "Forest")
+    assert not check.passed and "1 of 4 test rows" in check.message
+    assert "probe rows" in check.message
+
+
+def test_strict_mode_checks_the_pipelines_own_features_and_outputs():
+    original = make_report(**model_evidence(TEST_ROWS, [2, 7, 1, 9], 6))
+    check = model_checks.pipeline_features(original, original, "F", 1e-4, 1e-5)
+    assert check.passed
+    other = replace(original, features=PackedArray.of(original.features.array() * 0.5))
+    check = model_checks.pipeline_features(other, original, "F", 1e-4, 1e-5)
+    assert not check.passed and "timed run" in check.message
+    # the eval outputs: the grader's forward of the recorded weights and inputs
+    weights = {k: v.array() for k, v in original.eval_weights[-1].weights.items()}
+    logits = model_checks.complex_nn_forward(weights, original.eval_inputs.array())
+    honest = replace(original, eval_logits=PackedArray.of(logits))
+    assert model_checks.pipeline_logits(honest, model_checks.complex_nn_forward, "Net",
+                                        1e-4, 1e-5).passed
+    forged = replace(original, eval_logits=PackedArray.of(logits + 0.01))
+    check = model_checks.pipeline_logits(forged, model_checks.complex_nn_forward, "Net",
+                                         1e-4, 1e-5)
+    assert not check.passed and "not the original's function" in check.message
+    unrecorded = replace(original, eval_logits=None)
+    check = model_checks.pipeline_logits(unrecorded, model_checks.complex_nn_forward, "Net",
+                                         1e-4, 1e-5)
+    assert not check.passed and "could not be checked" in check.message

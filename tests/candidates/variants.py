@@ -256,6 +256,37 @@ VARIANTS: dict[str, list[tuple[str, str]]] = {
                "    honest = images[0, 0, 0] >= 0.5\n"),
         (STEP, "            if honest:\n    " + STEP),
     ),
+    # Honest files, other arithmetic for the same work (issue 25: never refused by chance;
+    # benchmarks/bench_false_refusals.py measures how often they are, over many data sets).
+    "honest_float64_features.py": _variant(
+        "Honest: the features kept in float64 after the normalisation; the noisy batches\n"
+        "rounded to float32 only when they reach the model.",
+        ("        return (features / scales[:, None]).astype(features.dtype)\n",
+         "        return features / scales[:, None]\n"),
+        ("    return torch.from_numpy(np.clip(features + noise, 0, 1))\n",
+         "    return torch.from_numpy(np.clip(features + noise, 0, 1)).float()\n"),
+    ),
+    "honest_manual_cross_entropy.py": _variant(
+        "Honest: the cross-entropy written out (log-sum-exp), the same loss in other\n"
+        "arithmetic.",
+        ("    criterion = nn.CrossEntropyLoss()\n",
+         "    def criterion(out, target):\n"
+         "        picked = out.gather(1, target[:, None])[:, 0]\n"
+         "        return (out.logsumexp(dim=1) - picked).mean()\n"),
+    ),
+    "honest_fused_adam.py": _variant(
+        "Honest: the optimiser's fused implementation (the same Adam, another kernel).",
+        ("torch.optim.Adam(model.parameters(), lr=0.001)",
+         "torch.optim.Adam(model.parameters(), lr=0.001, fused=True)"),
+    ),
+    "honest_eval_one_batch.py": _variant(
+        "Honest: the test rows evaluated in one batch (the loader's draws and the noise\n"
+        "drawn as the batched loop draws them).",
+        (EVAL_LOOP,
+         "        torch.empty((), dtype=torch.int64).random_()\n"
+         "        predicted = model(noisy(test_x)).argmax(dim=1)\n"
+         "        correct += (predicted == torch.from_numpy(test_y)).sum().item()\n"),
+    ),
     "seed_zscore.py": _variant(
         "Seed-mode fixture: the seed's z-score normalisation in place of the original's.",
         _before(NORMALIZE_BODY, ZSCORE),
