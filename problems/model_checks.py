@@ -486,8 +486,8 @@ def probe_agreement(report: ExecutionReport | None, original: ExecutionReport,
     off = np.abs(have - want).max(axis=1) > PROBE_VOTE_TOLERANCE
     if off.any():
         flipped = int(np.sum(have.argmax(axis=1) != want.argmax(axis=1)))
-        return (f"{model} is not {basis}'s fitted model: its class probabilities differ "
-                f"on {int(off.sum())} of {len(want)} of the grader's probe rows (across the "
+        return (f"{model} is not the model fitted as {basis}: its class probabilities "
+                f"differ on {int(off.sum())} of {len(want)} of the grader's probe rows (across the "
                 f"class boundary and the data's range), its predictions on {flipped}: keep "
                 "the original's estimator, its parameters and its seed, fitted in full")
     return None
