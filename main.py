@@ -554,12 +554,7 @@ def problems_command(cfg: Config, args: argparse.Namespace) -> int:
 
 
 async def batch_command(cfg: Config) -> int:
-    import batch
     import pricing
-    import summary
-    import tools
-    from agent import AgentSettings
-    from problem import DataGuard, GraderError
 
     if (cfg.max_cost or cfg.max_run_cost) and pricing.prices_for(cfg.model) is None:
         console.print(f"[red]error:[/red] a cost limit needs {cfg.model}'s prices, which "
@@ -570,6 +565,21 @@ async def batch_command(cfg: Config) -> int:
         return 2
     problem = build_problem(cfg, _say)
     client = build_client(cfg, problem)
+    try:
+        return await _batch_with(cfg, problem, client, isolation)
+    finally:  # its connections closed inside this loop, not by a finaliser in another
+        close = getattr(client, "close", None)
+        if close is not None:
+            await close()
+
+
+async def _batch_with(cfg: Config, problem: Any, client: Any, isolation: str) -> int:
+    import batch
+    import summary
+    import tools
+    from agent import AgentSettings
+    from problem import DataGuard, GraderError
+
     limits: dict[str, Any] = {}
     if cfg.agent == "claude":
         from agent import PreflightError, preflight

@@ -24,7 +24,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import anthropic  # noqa: E402
 from fake_api import FakeMessagesAPI, Reply, tool_use  # noqa: E402
 
 import agent  # noqa: E402
@@ -88,10 +87,10 @@ async def step_overhead(steps: int) -> None:
     settings = agent.AgentSettings("claude-haiku-4-5", steps, 1024, stream=False)
     reply = Reply([tool_use("read_file", {"path": "problem_data/slow_ml_training_complex.py"})],
                   stop_reason="tool_use")
-    with FakeMessagesAPI(lambda body, i: reply) as server:
+    async with FakeMessagesAPI(lambda body, i: reply) as server:
         clients = {"in-process instant model": _InstantClient(),
-                   "real SDK + loopback fake API": anthropic.AsyncAnthropic(
-                       base_url=server.base_url, api_key="bench", max_retries=0)}
+                   "real SDK + loopback fake API": server.client(api_key="bench",
+                                                                 max_retries=0)}
         for label, client in clients.items():
             for stream in (False, True) if label.startswith("real") else (False,):
                 with tempfile.TemporaryDirectory() as ws:

@@ -21,7 +21,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import anthropic  # noqa: E402
 from fake_api import FakeMessagesAPI, PromptCache  # noqa: E402
 from test_agent_loop import OPT, OPT_SOURCE, StubProblem, fifteen_steps  # noqa: E402
 
@@ -43,7 +42,7 @@ async def one(ttl: str | None) -> agent.AgentOutcome:
         try:
             cache = PromptCache(HAIKU_MIN)
             async with FakeMessagesAPI(fifteen_steps(), prompt_cache=cache) as server:
-                client = anthropic.AsyncAnthropic(base_url=server.base_url, api_key="k")
+                client = server.client(api_key="k")
                 outcome = await agent.run_agent(
                     client, ctx.problem.prompt(workspace), ALLOWED,
                     agent.AgentSettings(MODEL, 15, 8192, True, ttl),

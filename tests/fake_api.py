@@ -613,7 +613,19 @@ class FakeMessagesAPI:
         self._requests: list[dict] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._clients: list = []
         self.base_url = ""
+
+    def client(self, api_key: str = "test-key", **options: Any):
+        """The real SDK's async client, pointed here; ``async with`` closes it on the way
+        out, inside its test's loop (a client left to its finaliser schedules its
+        ``aclose`` in whatever loop runs next, and logs a traceback if that loop ends
+        first)."""
+        import anthropic
+
+        made = anthropic.AsyncAnthropic(base_url=self.base_url, api_key=api_key, **options)
+        self._clients.append(made)
+        return made
 
     def model_info(self, model: str) -> dict | Fail:
         """What GET /v1/models/{model} answers."""
@@ -693,4 +705,7 @@ class FakeMessagesAPI:
     async def __aexit__(self, *exc: object) -> None:
         import asyncio
 
+        for made in self._clients:
+            await made.close()
+        self._clients.clear()
         await asyncio.to_thread(self.stop)

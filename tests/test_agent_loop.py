@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anthropic
 import pytest
 from fake_api import (
     FAST_RETRY,
@@ -98,8 +97,7 @@ async def drive(tmp_path: Path, script: Any, stream: bool, *, max_steps: int = 1
     token = tools.RUN.set(ctx)
     try:
         async with FakeMessagesAPI(script, prompt_cache=prompt_cache) as server:
-            client = anthropic.AsyncAnthropic(base_url=server.base_url, api_key="test-key",
-                                              max_retries=max_retries)
+            client = server.client(max_retries=max_retries)
             prompt = ctx.problem.prompt(workspace)
             async with asyncio.timeout(60):
                 outcome = await agent.run_agent(
@@ -107,7 +105,6 @@ async def drive(tmp_path: Path, script: Any, stream: bool, *, max_steps: int = 1
                     AgentSettings(MODEL, max_steps, max_tokens, stream, cache_ttl,
                                   thinking_budget),
                     agent.Transcript(workspace / "transcript.jsonl"))
-            await client.close()
     finally:
         tools.RUN.reset(token)
     ran = Ran(outcome, server, ctx, workspace, prompt)

@@ -18,7 +18,7 @@ MODEL = "claude-test-model"
 
 
 def sdk(server: FakeMessagesAPI, key: str = "test-key") -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=server.base_url, api_key=key, max_retries=1)
+    return server.client(api_key=key, max_retries=1)
 
 
 async def test_preflight_learns_the_models_limits():
@@ -59,12 +59,23 @@ def test_the_batch_exits_at_once_and_leaves_the_old_records(tmp_path, monkeypatc
 
     monkeypatch.setattr(batch, "run_batch", never)
     monkeypatch.setattr(batch, "prepare_output", never)
+    built = []
+
+    def build_client(*args: Any) -> Any:
+        built.append(real_build_client(*args))
+        return built[-1]
+
+    real_build_client = main.build_client
+    monkeypatch.setattr(main, "build_client", build_client)
     with FakeMessagesAPI([], models=models) as server:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-bad")
         started = time.monotonic()
         assert main.main(["--problem", "math", "--model", MODEL, "--output", str(old)]) == 2
         assert time.monotonic() - started < 10
+    # closed in the batch's own loop: left to its finaliser, the client would schedule
+    # its aclose in whichever loop runs next, and log a traceback if that loop ends first
+    assert [client.is_closed() for client in built] == [True]
     err = capsys.readouterr().err
     assert cause in err and "untouched" in err and "Traceback" not in err
     assert (old / "run_summary.md").read_text() == "the previous batch"
@@ -248,8 +259,7 @@ async def test_each_sdk_retry_is_one_compact_line():
         script = [Fail(429, "rate_limit_error", "slow down", headers=FAST_RETRY),
                   Fail(529, "overloaded_error", "busy", headers=FAST_RETRY), Reply([text("hi")])]
         async with FakeMessagesAPI(script) as server:
-            client = anthropic.AsyncAnthropic(base_url=server.base_url, api_key="k",
-                                              max_retries=3)
+            client = server.client(api_key="k", max_retries=3)
             await client.messages.create(model=MODEL, max_tokens=10,
                                          messages=[{"role": "user", "content": "hi"}])
     finally:

@@ -98,7 +98,7 @@ def settings(output: Path, runs: int, *, concurrent: bool = True, stream: bool =
 
 
 def sdk_client(server: FakeMessagesAPI) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=server.base_url, api_key="test-key", max_retries=2)
+    return server.client(max_retries=2)
 
 
 class Notes:

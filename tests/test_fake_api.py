@@ -50,9 +50,7 @@ def scripted_reply() -> Reply:
 
 
 def client_for(server: FakeMessagesAPI, max_retries: int = 0) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(
-        base_url=server.base_url, api_key="test-key", max_retries=max_retries, timeout=10
-    )
+    return server.client(max_retries=max_retries, timeout=10)
 
 
 async def ask(client: anthropic.AsyncAnthropic, prompt: str = "hello", **kw):
