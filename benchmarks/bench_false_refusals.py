@@ -61,6 +61,7 @@ VARIANTS = {
     "complex/manual_cross_entropy": ("complex", "honest_manual_cross_entropy.py", [],
                                      ("seed", "strict")),
     "complex/fused_adam": ("complex", "honest_fused_adam.py", [], ("seed", "strict")),
+    "complex/torch_compile": ("complex", "honest_torch_compile.py", [], ("seed", "strict")),
     "complex/eval_one_batch": ("complex", "honest_eval_one_batch.py", [],
                                ("seed", "strict")),
     "complex/zscore": ("complex", "seed_zscore.py", [], ("seed",)),

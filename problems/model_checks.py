@@ -313,7 +313,8 @@ def weights_gap(have: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]
 
 
 # "The same training", on a data set where honest training is chaotic: the harness
-# replays the original's training on features with their last bits perturbed, and these
+# replays the original's training with its arithmetic perturbed in the last bits (the
+# features, the model's outputs in training: ``oracle.Perturbation``), and these
 # replays and the basis are a cloud of honest outcomes.  A chaotic training often turns on
 # a discrete event (a unit crossing zero), so the cloud falls on a few branches, and an
 # honest file lands on one of them; where it diverges smoothly instead, the cloud is
@@ -347,6 +348,16 @@ def training_tolerance(floor: float, spread: float | None) -> float:
     return max(floor, min(SPREAD_CEILING, SPREAD_MARGIN * spread))
 
 
+def near_the_cloud(have: Mapping[str, np.ndarray], cloud: list[Mapping[str, np.ndarray]],
+                   floor: float) -> tuple[tuple[float, str], float, float | None]:
+    """Where weights ``have`` lie against a cloud of honest outcomes (its first point the
+    basis): the distance to the nearest point (and the tensor that decides it), the
+    tolerance the cloud's spread gives, and that spread (None for the basis alone)."""
+    spread = honest_spread(cloud)
+    nearest = min(weights_gap(have, point) for point in cloud)
+    return nearest, training_tolerance(floor, spread), spread
+
+
 def same_training(report: ExecutionReport | None, original: ExecutionReport | None,
                   model: str, tolerance: float, replayed: bool = False,
                   replays: list[Mapping[str, np.ndarray]] | None = None,
@@ -356,7 +367,7 @@ def same_training(report: ExecutionReport | None, original: ExecutionReport | No
     largest element.  ``original`` is the original's run on the same data, or, when the
     candidate's features differ (``replayed``), the original's training replayed by the
     harness on the candidate's own features.  ``replays`` are the weights of the same
-    training on features perturbed in their last bits (measured where the candidate
+    training with its arithmetic perturbed in the last bits (measured where the candidate
     lands beyond ``tolerance``): then the candidate may land near any of them, within
     the tolerance their spread gives (:func:`training_tolerance`).  Fewer epochs or
     steps, other batches, another order, other random draws, another optimiser or
@@ -379,12 +390,10 @@ def same_training(report: ExecutionReport | None, original: ExecutionReport | No
         return Check(name, False, f"{model} has no parameter {where} of shape "
                                   f"{list(want[where].shape)}, as the original has")
     cloud = [want, *(replays or [])]
-    spread = honest_spread(cloud)
-    allowed = training_tolerance(tolerance, spread)
-    nearest = min([(worst, where)] + [weights_gap(have, r) for r in replays or []])
+    nearest, allowed, spread = near_the_cloud(have, cloud, tolerance)
     measured = ("" if spread is None else
-                f"; with the harness's {len(cloud) - 1} replays on features perturbed in their "
-                f"last bits, {nearest[0]:.2g} from the nearest, tolerance {allowed:.2g} (their "
+                f"; with the harness's {len(cloud) - 1} replays with the arithmetic perturbed in "
+                f"the last bits, {nearest[0]:.2g} from the nearest, tolerance {allowed:.2g} (their "
                 f"spread {spread:.2g})")
     if shortcut is not None:
         cut, _ = weights_gap(shortcut, want)

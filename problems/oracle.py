@@ -15,8 +15,10 @@ original's training on them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,26 +44,57 @@ class OracleAnswer:
     report: ExecutionReport = field(default_factory=ExecutionReport, repr=False)
 
 
+@dataclass(frozen=True)
+class Perturbation:
+    """Honest arithmetic, imitated in a replay: the features moved by ``feature_ulps``
+    units in their last place (another order of sums in the extractor, float64 on the
+    way), and each output of the model in training moved by up to ``output_ulps`` (another
+    order of sums in the training: fused kernels, batched matrix products, a loss written
+    out), from draws of their own seeded by ``seed`` (the run's own draws untouched)."""
+
+    seed: int
+    feature_ulps: int = 0
+    output_ulps: int = 0
+
+    def features(self, packed: PackedArray) -> PackedArray:
+        return (perturbed(packed, self.seed, self.feature_ulps) if self.feature_ulps
+                else packed)
+
+    def job(self) -> dict[str, Any]:
+        """What the runner's job carries for the training outputs (nothing when they
+        are left alone)."""
+        return ({"output_jitter": {"seed": self.seed, "ulps": self.output_ulps}}
+                if self.output_ulps else {})
+
+
 async def replay(reference: Path, inst: Instrumentation,
                  jobs: list[tuple[DataSet, PackedArray]], *,
                  threads: int, limits: sandbox.Limits, read_only: tuple[Path, ...],
                  executor: Executor | None = None,
-                 train_rows_limit: int | None = None) -> list[Execution]:
+                 train_rows_limit: int | None = None,
+                 perturbations: Sequence[Perturbation] | None = None) -> list[Execution]:
     """The original's training replayed on other features: for each (data set,
     features), the reference is run on the data set with the features (packed as the
     runner packs them) in place of its own extractor's output, so its trained weights
     are what the original's training, with the original's random draws, makes of them.
     With ``train_rows_limit``, a shortcut of it: training has no effect after that many
     rows (the runner cuts the model's training outputs from its parameters), every draw
-    as the original makes it.  The executions, in the order of ``jobs``."""
+    as the original makes it.  With ``perturbations`` (one per job), each replay's
+    arithmetic is perturbed so (:class:`Perturbation`).  The executions, in the order of
+    ``jobs``."""
     if not jobs:
         return []
+    if perturbations is not None and len(perturbations) != len(jobs):
+        raise ValueError(f"{len(perturbations)} perturbations for {len(jobs)} replays")
     limit = {} if train_rows_limit is None else {"train_rows_limit": train_rows_limit}
+    data = []
+    for k, (ds, packed) in enumerate(jobs):
+        p = perturbations[k] if perturbations is not None else Perturbation(0)
+        data.append(dict(ds.job(), features=p.features(packed).to_json(), **p.job(),
+                         **limit))
     result = await measure(reference, inst, repeats=len(jobs), threads=threads,
                            limits=limits, read_only=read_only, keep_going=lambda e: True,
-                           data=[dict(ds.job(), features=packed.to_json(), **limit)
-                                 for ds, packed in jobs],
-                           executor=executor)
+                           data=data, executor=executor)
     return list(result.executions)
 
 

@@ -702,12 +702,24 @@ def _execute(job, report_fd, probe_fd):
         # having any effect after this many rows, the rest of the run (its draws) as it is.
         stop_after = (job.get("data") or {}).get("train_rows_limit")
         forward_rows = [0]
+        # The harness's perturbed replays: each training output moved by up to ``ulps``
+        # units in its last place, as another order of sums would move it, from a
+        # generator of its own (the run's draws are untouched).
+        jitter = (job.get("data") or {}).get("output_jitter")
+        if jitter:
+            jitter_draws = torch.Generator().manual_seed(int(jitter["seed"]))
+            jitter_ulps = float(jitter["ulps"])
 
         def counted_forward(self, x, *args, **kwargs):
             out = forward(self, x, *args, **kwargs)
             rows = int(x.shape[0]) if getattr(x, "ndim", 0) else 0
             if self.training:
                 forward_rows[0] += rows
+                if (jitter and isinstance(out, torch.Tensor)
+                        and out.is_floating_point()):
+                    moved = torch.rand(out.shape, generator=jitter_draws) * 2 - 1
+                    out = out * (1 + moved.to(out.device, out.dtype)
+                                 * (jitter_ulps * torch.finfo(out.dtype).eps))
                 if (stop_after is not None and forward_rows[0] > stop_after
                         and isinstance(out, torch.Tensor) and out.requires_grad):
                     # cut from the parameters: no gradient reaches them, no step moves them

@@ -114,6 +114,44 @@ async def test_oracle_predicts_what_the_original_predicts(small):
             assert np.allclose(have, want, rtol=OPTIONS.strict_rtol, atol=OPTIONS.strict_atol)
 
 
+async def test_perturbed_replays_move_the_arithmetic_and_nothing_else(small):
+    """The harness's perturbed replays (``oracle.Perturbation``): each training output
+    moved in its last bits, from draws of its own, so the run's own draws, batches and
+    counts are the original's, the weights move by arithmetic noise only, and the same
+    perturbation gives the same weights."""
+    from problems import model_checks
+
+    spec = complex_spec(small["slow"], 100, reference=small["reference"])
+    inst = MLTrainingOptimizationProblem(spec, OPTIONS)._instrumentation()
+    ds = make_dataset(21, 100)
+    run = dict(inst=inst, threads=1, limits=sandbox.Limits(timeout=300),
+               read_only=(PROBLEM_DATA,))
+    assert await oracle.replay(small["reference"], jobs=[], **run) == []
+    own = await execute(small["reference"], inst, threads=1, limits=run["limits"],
+                        read_only=(PROBLEM_DATA,), data=ds.job(), timed=False)
+    assert own.ok, own.error
+    features = own.report.features
+    perturbations = [oracle.Perturbation(5), oracle.Perturbation(5, output_ulps=16),
+                     oracle.Perturbation(5, output_ulps=16), oracle.Perturbation(6, output_ulps=16),
+                     oracle.Perturbation(6, feature_ulps=4)]
+    runs = await oracle.replay(small["reference"], jobs=[(ds, features)] * 5,
+                               perturbations=perturbations, **run)
+    assert all(r.ok for r in runs), [r.error for r in runs]
+    weights = [model_checks.final_weights(r.report) for r in runs]
+    base = model_checks.final_weights(own.report)
+    gaps = [model_checks.weights_gap(w, base)[0] for w in weights]
+    assert gaps[0] == 0.0  # no perturbation: the original's training bit for bit
+    assert 0 < gaps[1] < 1e-3 and 0 < gaps[3] < 1e-3 and 0 < gaps[4] < 1e-3
+    assert model_checks.weights_gap(weights[1], weights[2])[0] == 0.0  # the same seed
+    assert model_checks.weights_gap(weights[1], weights[3])[0] > 0.0  # another seed
+    for r in runs:  # the draws, batches and counts are the original's
+        assert r.report.train_rows == own.report.train_rows
+        assert r.report.train_batches == own.report.train_batches
+    with pytest.raises(ValueError, match="2 perturbations for 1 replays"):
+        await oracle.replay(small["reference"], jobs=[(ds, features)],
+                            perturbations=perturbations[:2], **run)
+
+
 # ---- gradings at 1000 samples ------------------------------------------------------------
 STRICT = "strict"
 EXPECTED = {  # fixture: (seed mode, strict mode); None passes, else a check that fails

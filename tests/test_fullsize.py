@@ -1,7 +1,7 @@
 """End to end at full size: the real 2-minute baseline, a scripted batch, the grade CLI.
 
-This is the one place the suite pays for the real pipeline (about 3-5 minutes here).
-Deselect locally with -m "not fullsize"; CI runs it."""
+The suite's full-size tests (about 8 minutes here): left out of `uv run pytest`, which
+stays near 15 minutes, and run by CI as its second step (`uv run pytest -m ci_extra`)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ def _main(*args, timeout=1800):
                           text=True, timeout=timeout, env=dict(os.environ))
 
 
+@pytest.mark.ci_extra
 def test_scripted_batch_then_cached_grade_at_full_size(tmp_path):
     out = tmp_path / "batch"
     batch = _main("--agent", "scripted", "--runs", "2", "--concurrent",
@@ -119,3 +120,48 @@ def test_each_seed_problem_at_full_size(name, tmp_path):
     assert ("estimator_setup" in names) == (name == "numpy")
     accuracy = next(c for c in data["checks"] if c["name"] == "accuracy")
     assert f"within {0.01 if name == 'numpy' else 0.02:g}" in accuracy["message"]
+
+
+# Image seed 900023 at full size (benchmarks/README.md, "False refusals"): the flagship's
+# training there turns on a discrete event, and the honest file with float64 features
+# takes the other branch, 0.062 of a tensor's scale from the original's training replayed
+# on its own features.  Replays with only their features perturbed never visited that
+# branch (refused: the miss the benchmark showed); replays with the training's outputs
+# perturbed do, about one in five.
+CHAOTIC_FULL_SIZE_SEED = 900023
+
+
+@pytest.mark.ci_extra
+async def test_honest_training_passes_on_a_chaotic_full_size_data_set(tmp_path):
+    from candidates.variants import write_candidate
+
+    import sandbox
+    from problems import oracle
+    from problems.fresh_inputs import make_dataset
+    from problems.measurement import Measurement, execute
+    from problems.ml_training_optimization import (
+        PROBLEM_DATA,
+        GradingOptions,
+        MLTrainingOptimizationProblem,
+        complex_spec,
+    )
+
+    problem = MLTrainingOptimizationProblem(complex_spec(), GradingOptions())
+    opts = problem.options
+    inst = problem._instrumentation()
+    ds = make_dataset(CHAOTIC_FULL_SIZE_SEED, 3000)
+    run = dict(threads=1, limits=sandbox.Limits(timeout=900), read_only=(PROBLEM_DATA,),
+               data=ds.job(), timed=False)
+    path = write_candidate("honest_float64_features.py", tmp_path / "float64.py", 3000)
+    candidate = await execute(path, inst, **run)
+    original = await execute(problem.spec.reference, inst, **run)
+    assert candidate.ok and original.ok, candidate.error + original.error
+    said: list[str] = []
+    basis = await problem._training_basis(Measurement([candidate]), [ds],
+                                          {ds.key: oracle.answer(ds, original)}, opts,
+                                          said.append, "float64.py")
+    b = basis[ds.key]
+    assert b.replayed and b.replays  # beyond the floor: the perturbed replays ran
+    check = problem._trained_weights(candidate.report, b, opts)
+    assert check.passed, (check.message, said)
+    assert "0.062 of each tensor's scale" in check.message  # the other branch, passed

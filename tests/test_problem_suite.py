@@ -491,6 +491,7 @@ HONEST_ON_FIXED_DATA = [
     ("complex", "honest_manual_cross_entropy.py", "strict"),
     ("complex", "honest_fused_adam.py", "seed"),
     ("complex", "honest_eval_one_batch.py", "strict"),
+    ("complex", "honest_torch_compile.py", "strict"),
     ("numpy", "float64_features", "seed"),
     ("numpy", "float64_features", "strict"),
 ]
@@ -507,7 +508,12 @@ async def test_honest_variants_pass_on_fixed_data_sets(small, name, honest, sema
                        (FEATURES[name], FEATURES[name].replace(
                            "(images)\n", "(images).astype(np.float64)\n")))
     result = await problem_for(small, name, semantics=semantics).grade(path)
-    assert result.passed, (failed(result), result.reason)
+    if honest == "honest_torch_compile.py":  # compiling costs more than 100 samples save
+        assert failed(result) == ["speedup_target"], (failed(result), result.reason)
+        weights = next(c for c in result.checks if c.name == "trained_weights")
+        assert weights.passed, weights.message
+    else:
+        assert result.passed, (failed(result), result.reason)
 
 
 # The red team's seed-mode shortcuts (issue 25): features, chosen by the candidate, on

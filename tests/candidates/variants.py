@@ -279,6 +279,20 @@ VARIANTS: dict[str, list[tuple[str, str]]] = {
         ("torch.optim.Adam(model.parameters(), lr=0.001)",
          "torch.optim.Adam(model.parameters(), lr=0.001, fused=True)"),
     ),
+    "honest_torch_compile.py": _variant(
+        "Honest: the model compiled (torch.compile) for training and evaluation: the same\n"
+        "model, generated kernels, its dropout drawn from PyTorch's generator as eager\n"
+        "code draws it (fallback_random; by default the compiled kernels draw their own).",
+        ("    optimizer = torch.optim.Adam(model.parameters(), lr=0.001)\n",
+         "    optimizer = torch.optim.Adam(model.parameters(), lr=0.001)\n"
+         "    from torch._inductor import config as inductor_config\n"
+         "    inductor_config.fallback_random = True\n"
+         "    compiled = torch.compile(model)\n"),
+        ("            loss = criterion(model(batch_features), batch_labels)\n",
+         "            loss = criterion(compiled(batch_features), batch_labels)\n"),
+        ("            predicted = model(batch_features).argmax(dim=1)\n",
+         "            predicted = compiled(batch_features).argmax(dim=1)\n"),
+    ),
     "honest_eval_one_batch.py": _variant(
         "Honest: the test rows evaluated in one batch (the loader's draws and the noise\n"
         "drawn as the batched loop draws them).",
