@@ -185,7 +185,6 @@ class _Figures:
 
 
 SEMANTICS = ("seed", "strict")
-# what an execution records for the grader's own computations: not copied into grade.json
 # The perturbed replays that show where honest training lands on a data set: (feature
 # units, training-output units) in the last place (``oracle.Perturbation``).  A chaotic
 # training turns on a few discrete events (a unit crossing zero) that a small

@@ -546,7 +546,15 @@ ONE_SPLIT_FEATURES = (
     "    def _unused(self, images):\n")
 
 
-async def test_one_epoch_on_features_that_saturate_the_model_fails(small):
+# A data set on which the saturating features leave the model nothing to learn after one
+# epoch.  On others (seeds 4 and 4242, and one that CI drew) the shortcut still ends
+# beyond the tolerance, 0.002-0.0044 from every replay, and fails as other training:
+# pinned, so that the test shows the undecided path every time.
+SATURATED_SEED = 1
+
+
+async def test_one_epoch_on_features_that_saturate_the_model_fails(small, monkeypatch):
+    monkeypatch.setattr(fresh_inputs, "draw_seed", lambda: SATURATED_SEED)
     path = variant(small, "pytorch", "saturating_one_epoch", SATURATING_FEATURES,
                    *FORGED_ONE_EPOCH)
     result = await problem_for(small, "pytorch").grade(path)
