@@ -151,7 +151,7 @@ def _fraction(text: str) -> float:
 
 
 def _target_rule(text: str) -> str:
-    from problems.calibration import RuleError, TargetRule
+    from problems.ml_training.calibration import RuleError, TargetRule
 
     try:
         TargetRule.parse(text)  # the tier's existence is checked against the problem
@@ -291,7 +291,7 @@ def invalid_target_message(cfg: Config) -> str | None:
     """A target rule naming a tier the problem does not have (checked before anything
     is measured)."""
     from problems import registry
-    from problems.calibration import RuleError, TargetRule
+    from problems.ml_training.calibration import RuleError, TargetRule
 
     problem = registry.build(cfg.problem)  # builds only: measures nothing
     tiers = problem.tier_names()
@@ -434,7 +434,7 @@ async def grade_command(cfg: Config, args: argparse.Namespace) -> int:
 
 async def calibrate_command(cfg: Config, args: argparse.Namespace) -> int:
     from problem import GraderError
-    from problems.calibration import TargetRule
+    from problems.ml_training.calibration import TargetRule
 
     problem = build_problem(cfg, _say)
     if not problem.tier_names():

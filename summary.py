@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 import pricing
-from problems import calibration
+from problems.ml_training import calibration
 
 Z95 = 1.959963984540054
 

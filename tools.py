@@ -534,7 +534,7 @@ _profile_locks: dict[str, asyncio.Lock] = {}
 
 
 def _profile_cache_dir() -> Path:
-    from problems.measurement import default_cache_dir
+    from problems.ml_training.measurement import default_cache_dir
 
     return default_cache_dir() / "profiles"  # no sandbox sees it (sandbox.plan)
 

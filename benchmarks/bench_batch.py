@@ -29,7 +29,7 @@ from fake_api import FakeMessagesAPI, Reply, tool_use  # noqa: E402
 import agent  # noqa: E402
 import batch  # noqa: E402
 import tools  # noqa: E402
-from problems.ml_training_optimization import ComplexMLTrainingWithProfiler  # noqa: E402
+from problems.ml_training.task import ComplexMLTrainingWithProfiler  # noqa: E402
 from scripted_agent import ScriptedClient, _message  # noqa: E402
 
 SETTINGS = agent.AgentSettings("claude-haiku-4-5", 15, 8192)

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import sandbox  # noqa: E402
-from problems.ml_training_optimization import (  # noqa: E402
+from problems.ml_training.task import (  # noqa: E402
     ComplexMLTrainingWithProfiler,
     GradingOptions,
 )

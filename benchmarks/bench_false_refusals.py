@@ -32,9 +32,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from candidates.variants import write_candidate  # noqa: E402
 from test_problem_suite import SUITE  # noqa: E402
 
-from problems import fresh_inputs  # noqa: E402
-from problems.measurement import BaselineCache  # noqa: E402
-from problems.ml_training_optimization import (  # noqa: E402
+from problems.ml_training import fresh_inputs  # noqa: E402
+from problems.ml_training.measurement import BaselineCache  # noqa: E402
+from problems.ml_training.task import (  # noqa: E402
     GradingOptions,
     MLTrainingOptimizationProblem,
 )

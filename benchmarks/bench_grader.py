@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from problems.ml_training_optimization import (  # noqa: E402
+from problems.ml_training.task import (  # noqa: E402
     COMPLEX_SPEC,
     ComplexMLTrainingWithProfiler,
     GradingOptions,

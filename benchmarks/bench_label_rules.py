@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from bench_labels import ref  # the strict reference, loaded once (and the project on sys.path)
 
-from problems.fresh_inputs import brightness_labels
+from problems.ml_training.fresh_inputs import brightness_labels
 
 VARIANTS = {"orig": {}, "other_traj": {"tseed": "other"}, "2ep": {"epochs": 2},
             "1ep": {"epochs": 1}, "b240": {"batch": 240}, "untrained": {"train": False},

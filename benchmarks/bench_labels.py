@@ -3,7 +3,7 @@ hidden test labels of fresh data sets, per training variant.
 
     uv run python benchmarks/bench_labels.py [--samples 3000] [--seeds 6]
 
-Each fresh data set is built as the grader builds it (``problems.fresh_inputs``); the
+Each fresh data set is built as the grader builds it (``problems.ml_training.fresh_inputs``); the
 pipeline is the strict reference's (the oracle's), with one thing changed per row:
 fewer epochs, bigger batches, no optimiser step, no normalisation, or the seed's
 z-score and magnitude-scaling strategies.  In process, one thread: about 0.5 s a run
@@ -24,10 +24,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from problems.fresh_inputs import make_dataset  # noqa: E402
+from problems.ml_training.fresh_inputs import make_dataset  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location(
-    "reference", ROOT / "problems" / "reference" / "ml_training_reference.py")
+    "reference", ROOT / "problems" / "ml_training" / "reference" / "ml_training_reference.py")
 ref = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ref)
 

@@ -4,7 +4,7 @@
 
 For every backend the machine has, alternating so drift hits all alike, it times
 (1) ``python -c pass`` through ``sandbox.run_python``, (2) one timed execution of a
-trivial candidate in a sandbox of its own through ``problems.measurement.execute``
+trivial candidate in a sandbox of its own through ``problems.ml_training.measurement.execute``
 (sandbox, interpreter, torch import, timer, template, fork), timed around the call, and
 (3) in one warm ``Executor``, each execution's wall time (job sent to output received,
 clean-up included) minus its timed part: the overhead an execution costs once the
@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sandbox  # noqa: E402
-from problems.measurement import Executor, Instrumentation, execute  # noqa: E402
+from problems.ml_training.measurement import Executor, Instrumentation, execute  # noqa: E402
 
 CANDIDATE = "def run_complex_training_pipeline():\n    return 0.0\n"
 INST = Instrumentation(entry="run_complex_training_pipeline")

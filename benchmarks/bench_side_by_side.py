@@ -26,9 +26,9 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from problems import fresh_inputs  # noqa: E402
-from problems.measurement import Executor, timing_lock  # noqa: E402
-from problems.ml_training_optimization import (  # noqa: E402
+from problems.ml_training import fresh_inputs  # noqa: E402
+from problems.ml_training.measurement import Executor, timing_lock  # noqa: E402
+from problems.ml_training.task import (  # noqa: E402
     COMPLEX_SPEC,
     PROBLEM_DATA,
     ComplexMLTrainingWithProfiler,

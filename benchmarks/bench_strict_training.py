@@ -29,12 +29,12 @@ from candidates.variants import write_candidate  # noqa: E402
 from conftest import REFERENCE, scaled_copy  # noqa: E402
 
 import sandbox  # noqa: E402
-from problems.execution_report import ExecutionReport  # noqa: E402
-from problems.fresh_inputs import make_dataset  # noqa: E402
-from problems.measurement import execute  # noqa: E402
-from problems.ml_training_optimization import MLTrainingOptimizationProblem as Problem  # noqa: E402
-from problems.ml_training_optimization import complex_spec  # noqa: E402
-from problems.model_checks import final_weights, same_features, unpack  # noqa: E402
+from problems.ml_training.execution_report import ExecutionReport  # noqa: E402
+from problems.ml_training.fresh_inputs import make_dataset  # noqa: E402
+from problems.ml_training.measurement import execute  # noqa: E402
+from problems.ml_training.model_checks import final_weights, same_features, unpack  # noqa: E402
+from problems.ml_training.task import MLTrainingOptimizationProblem as Problem  # noqa: E402
+from problems.ml_training.task import complex_spec  # noqa: E402
 
 
 async def main(samples: int, seed: int, names: list[str]) -> None:

@@ -33,17 +33,17 @@ from candidates.variants import write_candidate  # noqa: E402
 from conftest import REFERENCE, scaled_copy  # noqa: E402
 
 import sandbox  # noqa: E402
-from problems import model_checks  # noqa: E402
-from problems.fresh_inputs import make_dataset  # noqa: E402
-from problems.measurement import Executor  # noqa: E402
-from problems.ml_training_optimization import (  # noqa: E402
+from problems.ml_training import model_checks  # noqa: E402
+from problems.ml_training.fresh_inputs import make_dataset  # noqa: E402
+from problems.ml_training.measurement import Executor  # noqa: E402
+from problems.ml_training.task import (  # noqa: E402
     MORE_SPREAD,
     SPREAD,
     SPREAD_ROUNDS,
     complex_spec,
     spread_perturbations,
 )
-from problems.ml_training_optimization import MLTrainingOptimizationProblem as Problem  # noqa: E402
+from problems.ml_training.task import MLTrainingOptimizationProblem as Problem  # noqa: E402
 
 FLOOR = 1e-3
 DEFAULT = ["honest_fast.py", "honest_float64_features.py", "honest_manual_cross_entropy.py",

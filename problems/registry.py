@@ -26,7 +26,7 @@ class Settings:
 
 
 def _complex(s: Settings) -> Problem:
-    from problems.ml_training_optimization import (
+    from problems.ml_training.task import (
         COMPLEX_SPEC,
         ComplexMLTrainingWithProfiler,
         options_for,
@@ -39,8 +39,8 @@ def _complex(s: Settings) -> Problem:
 
 
 def _numpy(s: Settings) -> Problem:
-    from problems.ml_training_optimization import options_for
-    from problems.numpy_training import NUMPY_SPEC, NumpyTrainingProblem
+    from problems.ml_training.declarations.numpy_pipeline import NUMPY_SPEC, NumpyTrainingProblem
+    from problems.ml_training.task import options_for
 
     return NumpyTrainingProblem(
         include_profiler=s.include_profiler,
@@ -49,8 +49,11 @@ def _numpy(s: Settings) -> Problem:
 
 
 def _pytorch(s: Settings) -> Problem:
-    from problems.ml_training_optimization import options_for
-    from problems.pytorch_training import PYTORCH_SPEC, PytorchTrainingProblem
+    from problems.ml_training.declarations.pytorch_pipeline import (
+        PYTORCH_SPEC,
+        PytorchTrainingProblem,
+    )
+    from problems.ml_training.task import options_for
 
     return PytorchTrainingProblem(
         include_profiler=s.include_profiler,

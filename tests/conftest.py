@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW_PIPELINE = ROOT / "problem_data" / "slow_ml_training_complex.py"
-REFERENCE = ROOT / "problems" / "reference" / "ml_training_reference.py"
+REFERENCE = ROOT / "problems" / "ml_training" / "reference" / "ml_training_reference.py"
 VECTORIZED = REFERENCE.parent / "ml_training_vectorized.py"
 
 
@@ -47,12 +47,12 @@ def small_pipelines(tmp_path_factory) -> dict[str, Path]:
 
 def model_evidence(test_rows: list[int], predictions: list[int], n_samples: int = 100,
                    n_features: int = 13) -> dict:
-    """What an execution records of its model (``problems/model_checks.py``), for a model
+    """What an execution records of its model (``model_checks``), for a model
     built to give ``predictions``: one-hot features on the test rows, and weights that
     read them (the harness's own computation of the model then gives those predictions)."""
     import numpy as np
 
-    from problems.execution_report import pack
+    from problems.ml_training.execution_report import pack
 
     features = np.full((n_samples, n_features), 0.5, dtype=np.float32)
     features[test_rows] = 0.0
@@ -62,7 +62,7 @@ def model_evidence(test_rows: list[int], predictions: list[int], n_samples: int 
         w = np.zeros(shape, dtype=np.float32)
         w[:10, :10] = 5.0 * np.eye(10)
         weights |= {f"{name}.weight": pack(w), f"{name}.bias": pack(np.zeros(shape[0]))}
-    from problems.model_checks import complex_nn_forward
+    from problems.ml_training.model_checks import complex_nn_forward
 
     logits = complex_nn_forward({k: np.frombuffer(__import__("base64").b64decode(v["b64"]),
                                                   dtype=np.float32).reshape(v["shape"])
@@ -76,6 +76,6 @@ def make_report(**fields):
     """An ``ExecutionReport`` parsed as the harness parses the runner's: ``fields`` (in
     the runner's JSON form, e.g. ``model_evidence(...)``) over an execution that did
     nothing."""
-    from problems.execution_report import ExecutionReport, parse_report
+    from problems.ml_training.execution_report import ExecutionReport, parse_report
 
     return parse_report({**ExecutionReport().to_json(), **fields})

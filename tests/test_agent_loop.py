@@ -31,7 +31,7 @@ import agent
 import tools
 from agent import AgentOutcome, AgentSettings
 from problem import Check, GradeResult, Problem
-from problems.ml_training_optimization import PROBLEM_DATA
+from problems.ml_training.task import PROBLEM_DATA
 
 MODEL = "claude-test-model"
 ALLOWED = ["read_file", "write_file", "python_expression", "submit_intermediate_answer",
@@ -529,7 +529,7 @@ async def test_token_usage_is_summed_over_steps(tmp_path, stream):
 def fifteen_steps() -> list[Reply]:
     """A 15-step run: read the slow pipeline, write a whole file (the flagship's
     reference, about 24 KB), twelve small experiments, submit."""
-    reference = (Path(__file__).resolve().parent.parent / "problems" / "reference"
+    reference = (Path(__file__).resolve().parent.parent / "problems" / "ml_training" / "reference"
                  / "ml_training_reference.py").read_text()
     return ([Reply([tool_use("read_file", {"path": SLOW})], "tool_use"),
              Reply([tool_use("write_file", {"path": "draft.py", "content": reference})],

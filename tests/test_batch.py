@@ -44,8 +44,8 @@ import summary
 import tools
 from agent import AgentSettings
 from problem import Check, GradeResult
-from problems.measurement import BaselineCache
-from problems.ml_training_optimization import (
+from problems.ml_training.measurement import BaselineCache
+from problems.ml_training.task import (
     GraderError,
     GradingOptions,
     MLTrainingOptimizationProblem,

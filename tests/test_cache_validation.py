@@ -16,15 +16,15 @@ from typing import Any
 import pytest
 from conftest import REFERENCE, SLOW_PIPELINE
 
-from problems.calibration import in_anchor_units
-from problems.measurement import (
+from problems.ml_training.calibration import in_anchor_units
+from problems.ml_training.measurement import (
     MAX_CACHE_BYTES,
     MAX_CACHED_VALUES,
     BaselineCache,
     CachedMeasurement,
     Lookup,
 )
-from problems.ml_training_optimization import (
+from problems.ml_training.task import (
     GradingOptions,
     MLTrainingOptimizationProblem,
     complex_spec,

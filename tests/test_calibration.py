@@ -8,11 +8,11 @@ import math
 import pytest
 
 import main
-from problems import calibration
-from problems.calibration import Ladder, RuleError, TargetRule
-from problems.fresh_inputs import make_dataset
-from problems.measurement import Execution, Measurement
-from problems.ml_training_optimization import (
+from problems.ml_training import calibration
+from problems.ml_training.calibration import Ladder, RuleError, TargetRule
+from problems.ml_training.fresh_inputs import make_dataset
+from problems.ml_training.measurement import Execution, Measurement
+from problems.ml_training.task import (
     GradingOptions,
     MLTrainingOptimizationProblem,
     _Figures,
@@ -114,7 +114,7 @@ def run(time: float) -> Execution:
 
 
 def figures(target: float) -> _Figures:
-    from problems.measurement import CachedMeasurement
+    from problems.ml_training.measurement import CachedMeasurement
 
     base = CachedMeasurement(times=[100.0, 100.5, 99.5], accuracy=0.3)
     return _Figures(base, 400.0, target, 1200.0, ladder(), str(target))
@@ -202,7 +202,7 @@ class _StubExecutor:
 
 
 async def test_side_by_side_alternates_and_closes_with_an_anchor():
-    from problems.measurement import SideBySide
+    from problems.ml_training.measurement import SideBySide
 
     log: list = []
     pairs = SideBySide(_StubExecutor("cand", log, 0.5), _StubExecutor("strict", log, 0.25),
@@ -242,7 +242,7 @@ async def test_short_runs_get_executions_up_to_the_timed_budget():
 async def test_a_long_execution_says_it_is_still_running():
     import asyncio
 
-    from problems.ml_training_optimization import _heartbeat
+    from problems.ml_training.task import _heartbeat
 
     said: list[str] = []
     async with _heartbeat(said.append, "baseline: timed execution 1/3 running", every=0.05):

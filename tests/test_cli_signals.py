@@ -16,7 +16,7 @@ import time
 
 from conftest import REFERENCE, ROOT, SLOW_PIPELINE, VECTORIZED
 
-from problems.measurement import BaselineCache, CachedMeasurement
+from problems.ml_training.measurement import BaselineCache, CachedMeasurement
 
 
 def _seed_cache(directory):

@@ -29,13 +29,19 @@ import safe_files
 import sandbox
 import tools
 from problem import DataGuard, GradeResult, Problem
-from problems.measurement import BaselineCache, Execution, Executor, Instrumentation, execute
-from problems.ml_training_optimization import PROBLEM_DATA
+from problems.ml_training.measurement import (
+    BaselineCache,
+    Execution,
+    Executor,
+    Instrumentation,
+    execute,
+)
+from problems.ml_training.task import PROBLEM_DATA
 
 SECRET = "sk-ant-escape-" + uuid.uuid4().hex
 PREFIX = SECRET[:14]  # what an attacker knows of the key's shape
 ROOT = sandbox.PROJECT_ROOT
-REFERENCE = ROOT / "problems" / "reference" / "ml_training_reference.py"
+REFERENCE = ROOT / "problems" / "ml_training" / "reference" / "ml_training_reference.py"
 BACKENDS = [b for b in sandbox.available_backends() if b != "none"]
 CHANNELS = ["code_tool", "profiler", "candidate"]
 
@@ -428,7 +434,7 @@ SMALL_SCRIPT = ("def work(n):\n    return sum(i * i for i in range(n))\n\n"
 def victims(tmp_path):
     """What the links aim at: a secret outside the run directory, and a record in the
     harness's cache directory."""
-    from problems.measurement import default_cache_dir
+    from problems.ml_training.measurement import default_cache_dir
 
     secret = tmp_path / "secret.txt"
     secret.write_text(FILE_SECRET)
@@ -525,7 +531,7 @@ def data_runs(tmp_path):
 
 
 def cached_profiles() -> list[Path]:
-    from problems.measurement import default_cache_dir
+    from problems.ml_training.measurement import default_cache_dir
 
     cache = default_cache_dir() / "profiles"
     return [p for p in cache.rglob("*") if p.is_file()] if cache.exists() else []
@@ -861,14 +867,14 @@ def elsewhere():
     """Files a user's machine has outside anything a sandbox is given: another checkout
     of the project, the harness's identity counter, the host's account files."""
     other = Path("/var/tmp") / f"hp-other-checkout-{uuid.uuid4().hex[:8]}"
-    reference = other / "problems" / "reference" / "ml_training_reference.py"
+    reference = other / "problems" / "ml_training" / "reference" / "ml_training_reference.py"
     reference.parent.mkdir(parents=True)
     reference.write_text(f"# {SECRET}\n")
     yield [reference, other, Path("/etc/shadow"), Path("/etc/passwd"),
            Path("/var/lib/hello-py/next-identity"), Path.home() / ".bash_history",
-           sandbox.PROJECT_ROOT / "problems" / "reference", Path.home() / ".cache"]
+           sandbox.PROJECT_ROOT / "problems" / "ml_training" / "reference", Path.home() / ".cache"]
     reference.unlink()
-    for parent in (reference.parent, reference.parent.parent, other):
+    for parent in (*list(reference.parents)[:3], other):
         parent.rmdir()
 
 

@@ -1,4 +1,4 @@
-"""The execution's report at the trust boundary (``problems/execution_report.py``).
+"""The execution's report at the trust boundary (``problems/ml_training/execution_report.py``).
 
 What the runner writes is the candidate's to forge: every malformed field must end as a
 MalformedReport naming it, an execution that sends one must fail naming it, and a
@@ -20,9 +20,9 @@ from candidates.variants import EVAL, HONEST, apply_edits
 from conftest import model_evidence, scaled_text
 
 import sandbox
-from problems import measurement, model_checks
-from problems import probes as probe_kinds
-from problems.execution_report import (
+from problems.ml_training import measurement, model_checks
+from problems.ml_training import probes as probe_kinds
+from problems.ml_training.execution_report import (
     MAX_COMPONENTS,
     MAX_DIMS,
     MAX_ELEMENTS,
@@ -41,9 +41,14 @@ from problems.execution_report import (
     parse_probes,
     parse_report,
 )
-from problems.fresh_inputs import make_dataset, probe_job
-from problems.measurement import BaselineCache, CachedMeasurement, Instrumentation, execute
-from problems.ml_training_optimization import (
+from problems.ml_training.fresh_inputs import make_dataset, probe_job
+from problems.ml_training.measurement import (
+    BaselineCache,
+    CachedMeasurement,
+    Instrumentation,
+    execute,
+)
+from problems.ml_training.task import (
     GradingOptions,
     MLTrainingOptimizationProblem,
     complex_spec,
@@ -91,7 +96,7 @@ def test_the_empty_report_parses_and_optional_fields_may_be_absent():
 
 
 def test_every_field_has_a_reader():
-    from problems.execution_report import _READERS
+    from problems.ml_training.execution_report import _READERS
 
     assert set(_READERS) == FIELDS
 

@@ -19,10 +19,10 @@ from candidates.variants import write_candidate
 from conftest import REFERENCE, SLOW_PIPELINE, scaled_copy
 
 import sandbox
-from problems import fresh_inputs, oracle
-from problems.fresh_inputs import make_dataset
-from problems.measurement import BaselineCache, execute
-from problems.ml_training_optimization import (
+from problems.ml_training import fresh_inputs, oracle
+from problems.ml_training.fresh_inputs import make_dataset
+from problems.ml_training.measurement import BaselineCache, execute
+from problems.ml_training.task import (
     PROBLEM_DATA,
     GradingOptions,
     MLTrainingOptimizationProblem,
@@ -119,7 +119,7 @@ async def test_perturbed_replays_move_the_arithmetic_and_nothing_else(small):
     moved in its last bits, from draws of its own, so the run's own draws, batches and
     counts are the original's, the weights move by arithmetic noise only, and the same
     perturbation gives the same weights."""
-    from problems import model_checks
+    from problems.ml_training import model_checks
 
     spec = complex_spec(small["slow"], 100, reference=small["reference"])
     inst = MLTrainingOptimizationProblem(spec, OPTIONS)._instrumentation()

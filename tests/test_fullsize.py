@@ -108,7 +108,7 @@ def test_each_seed_problem_at_full_size(name, tmp_path):
     assert [r["status"] for r in results["runs"]] == ["pass"], results["runs"]
     assert results["config"]["problem"] == name
 
-    reference = ROOT / "problems" / "reference" / f"{name}_reference.py"
+    reference = ROOT / "problems" / "ml_training" / "reference" / f"{name}_reference.py"
     graded = _main("grade", str(reference), "--problem", name, "--json",
                    "--baseline-repeats", "1")
     assert graded.returncode == 0, graded.stderr[-4000:]
@@ -136,10 +136,10 @@ async def test_honest_training_passes_on_a_chaotic_full_size_data_set(tmp_path):
     from candidates.variants import write_candidate
 
     import sandbox
-    from problems import oracle
-    from problems.fresh_inputs import make_dataset
-    from problems.measurement import Measurement, execute
-    from problems.ml_training_optimization import (
+    from problems.ml_training import oracle
+    from problems.ml_training.fresh_inputs import make_dataset
+    from problems.ml_training.measurement import Measurement, execute
+    from problems.ml_training.task import (
         PROBLEM_DATA,
         GradingOptions,
         MLTrainingOptimizationProblem,

@@ -25,10 +25,16 @@ from conftest import make_report, model_evidence
 
 import sandbox
 from problem import DataGuard, GradeResult
-from problems import measurement, runtime_checks
-from problems.fresh_inputs import make_dataset
-from problems.measurement import BaselineCache, CachedMeasurement, Execution, Measurement
-from problems.ml_training_optimization import (
+from problems.ml_training import measurement, runtime_checks
+from problems.ml_training.fresh_inputs import make_dataset
+from problems.ml_training.measurement import (
+    BaselineCache,
+    CachedMeasurement,
+    Execution,
+    Measurement,
+)
+from problems.ml_training.oracle import OracleAnswer
+from problems.ml_training.task import (
     GradingOptions,
     MLTrainingOptimizationProblem,
     TaskSpec,
@@ -36,7 +42,6 @@ from problems.ml_training_optimization import (
     _Figures,
     complex_spec,
 )
-from problems.oracle import OracleAnswer
 
 N_SAMPLES = 100
 # Low on purpose: the honest fixture is only ~10x faster than the 100-sample baseline,

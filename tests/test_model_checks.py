@@ -1,5 +1,5 @@
 """The grader's own computation of the model, and the checks that tie its evidence
-together (``problems/model_checks.py``).  The gradings that exercise them against
+together (``problems/ml_training/model_checks.py``).  The gradings that exercise them against
 exploit fixtures are in ``tests/test_fresh_inputs.py``."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import SLOW_PIPELINE, make_report, model_evidence
 
-from problems import model_checks
-from problems.execution_report import PackedArray, WeightSegment, pack
+from problems.ml_training import model_checks
+from problems.ml_training.execution_report import PackedArray, WeightSegment, pack
 
 TEST_ROWS = [3, 1, 4, 0]
 

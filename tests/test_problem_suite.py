@@ -17,9 +17,12 @@ from candidates.variants import write_candidate
 from conftest import make_report
 
 import sandbox
-from problems import fresh_inputs, oracle, probes, registry
-from problems.measurement import BaselineCache, execute
-from problems.ml_training_optimization import (
+from problems import registry
+from problems.ml_training import fresh_inputs, oracle, probes
+from problems.ml_training.declarations.numpy_pipeline import NumpyTrainingProblem, numpy_spec
+from problems.ml_training.declarations.pytorch_pipeline import PytorchTrainingProblem, pytorch_spec
+from problems.ml_training.measurement import BaselineCache, execute
+from problems.ml_training.task import (
     PROBLEM_DATA,
     REFERENCE_DIR,
     SEMANTICS,
@@ -28,8 +31,6 @@ from problems.ml_training_optimization import (
     MLTrainingOptimizationProblem,
     complex_spec,
 )
-from problems.numpy_training import NumpyTrainingProblem, numpy_spec
-from problems.pytorch_training import PytorchTrainingProblem, pytorch_spec
 
 N = 100
 SUITE = {  # name: (spec builder, slow file, reference, the files' own n_samples)

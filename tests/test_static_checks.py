@@ -1,6 +1,6 @@
 """The source checks a candidate must pass before it is run (no subprocesses here).
 
-The snippets are judged both by the functions in ``problems.static_checks`` and through
+The snippets are judged both by the functions in ``problems.ml_training.static_checks`` and through
 the grader's own static stage (``MLTrainingOptimizationProblem._static``).
 """
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from problems import static_checks
-from problems.measurement import BaselineCache
-from problems.ml_training_optimization import MLTrainingOptimizationProblem, complex_spec
+from problems.ml_training import static_checks
+from problems.ml_training.measurement import BaselineCache
+from problems.ml_training.task import MLTrainingOptimizationProblem, complex_spec
 
 CANDIDATES = Path(__file__).resolve().parent / "candidates"
 CLEAN = (CANDIDATES / "honest_fast.py").read_text()

@@ -22,7 +22,7 @@ import pytest
 import sandbox
 import tools
 from problem import Check, DataGuard, GradeResult, Problem
-from problems.ml_training_optimization import PROBLEM_DATA
+from problems.ml_training.task import PROBLEM_DATA
 from tools import RunContext, ToolSettings
 
 SECRET = "sk-ant-test-SECRET-123456"
@@ -270,11 +270,11 @@ BAD_INPUTS = [
                       ("cannot read '/etc/passwd'", _READ_DENIED), absent=("root:",)),
                  id="read-abs-etc-passwd"),
     pytest.param(Case("read_file",
-                      {"path": str(tools.PROJECT_ROOT / "problems/ml_training_optimization.py")},
+                      {"path": str(tools.PROJECT_ROOT / "problems/ml_training/task.py")},
                       ("ml_training_optimization.py'", _READ_DENIED), absent=("import",)),
                  id="read-abs-harness-file"),
-    pytest.param(Case("read_file", {"path": "problems/ml_training_optimization.py"},
-                      ("cannot read 'problems/ml_training_optimization.py'", _READ_DENIED)),
+    pytest.param(Case("read_file", {"path": "problems/ml_training/task.py"},
+                      ("cannot read 'problems/ml_training/task.py'", _READ_DENIED)),
                  id="read-rel-harness-file"),
     pytest.param(Case("read_file", {"path": "tests/conftest.py"},
                       ("cannot read 'tests/conftest.py'", _READ_DENIED)),

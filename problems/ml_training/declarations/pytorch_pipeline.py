@@ -2,11 +2,11 @@
 normalisation written as loops, and a small network trained one sample at a time (the
 seed's ``MLTrainingOptimizationPyTorch``).
 
-It is graded by the ML-training grader (``problems.ml_training_optimization``) from this
+It is graded by the ML-training grader (``problems.ml_training.task``) from this
 declaration: the slow file, its reference solution (the strict tier), the names it must
 keep, the output contract, the probes the runner watches and how its data is drawn and
 split.  Labels are learnable (the brightness half of each image, under a secret class
-order per data set: ``problems.fresh_inputs``) and the accuracy tolerance is the seed's
+order per data set: ``problems.ml_training.fresh_inputs``) and the accuracy tolerance is the seed's
 0.02.
 """
 
@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from problems import fresh_inputs, probes
-from problems.ml_training_optimization import (
+from problems.ml_training import fresh_inputs, probes
+from problems.ml_training.runtime_checks import ACCURACY_RE
+from problems.ml_training.task import (
     PROBLEM_DATA,
     REFERENCE_DIR,
     MLTrainingOptimizationProblem,
@@ -27,7 +28,6 @@ from problems.ml_training_optimization import (
     options_for,
     training_batches,
 )
-from problems.runtime_checks import ACCURACY_RE
 
 N_SAMPLES = 2000
 EPOCHS = 3

@@ -2,13 +2,13 @@
 declares its probes from.
 
 A problem lists the components its task requires (``TaskSpec.probes``); each probe
-says what the runner (``problems/timing_runner.py``) must wrap in the execution and
+says what the runner (``problems/ml_training/timing_runner.py``) must wrap in the execution and
 brings its own check of what it recorded.  The instrumentation is derived from the
 declaration (:func:`instrumentation`), never written out by hand, so the runner, the
 checks and the prompt cannot disagree about which names are watched.
 
 - :class:`DataFunction`: the pipeline's data function, replaced by the grader's fresh
-  data (``problems.fresh_inputs``), with the original's random draws;
+  data (``problems.ml_training.fresh_inputs``), with the original's random draws;
 - :class:`RowsThrough`: rows through a named method (the feature extractor); its
   outputs, every call's in call order, are kept as evidence;
 - :class:`TorchModule`: a ``torch.nn.Module`` class: instances, rows trained on with
@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from problem import Check
-from problems import model_checks
-from problems.execution_report import ExecutionReport
-from problems.measurement import Instrumentation
+from problems.ml_training import model_checks
+from problems.ml_training.execution_report import ExecutionReport
+from problems.ml_training.measurement import Instrumentation
 
 
 @dataclass(frozen=True)

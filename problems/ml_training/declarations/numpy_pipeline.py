@@ -1,11 +1,11 @@
 """The NumPy problem: a pipeline whose eight features are Python loops over every pixel,
 with a scikit-learn random forest as its model (the seed's ``MLTrainingOptimizationNumPy``).
 
-It is graded by the ML-training grader (``problems.ml_training_optimization``) from this
+It is graded by the ML-training grader (``problems.ml_training.task``) from this
 declaration: the slow file, its reference solution (the strict tier), the names it must
 keep, the output contract, the probes the runner watches and how its data is drawn and
 split.  Labels are learnable (the brightness half of each image, under a secret class
-order per data set: ``problems.fresh_inputs``) and the accuracy tolerance is the seed's
+order per data set: ``problems.ml_training.fresh_inputs``) and the accuracy tolerance is the seed's
 0.01.
 """
 
@@ -14,15 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from problems import fresh_inputs, probes
-from problems.ml_training_optimization import (
+from problems.ml_training import fresh_inputs, probes
+from problems.ml_training.runtime_checks import ACCURACY_RE
+from problems.ml_training.task import (
     PROBLEM_DATA,
     REFERENCE_DIR,
     MLTrainingOptimizationProblem,
     TaskSpec,
     options_for,
 )
-from problems.runtime_checks import ACCURACY_RE
 
 N_SAMPLES = 1000
 PARAMS = {"n_estimators": 100, "random_state": 42}

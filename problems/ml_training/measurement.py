@@ -1,7 +1,7 @@
 """Timed executions of a pipeline file, and the on-disk cache of baseline measurements.
 
 An :class:`Executor` is one warm sandbox for one file, under
-``problems/timing_runner.py``: it imports torch once, and each execution is a fresh fork
+``problems/ml_training/timing_runner.py``: it imports torch once, and each execution is a fresh fork
 of a pristine template, wiped away before the next.  An execution returns what the
 *harness* observed: the timer's interval, the harness's own timestamps of the runner's
 START and END lines, the output, and the execution's counts of the work done (its own,
@@ -9,7 +9,7 @@ to be checked).  :func:`execute` is one execution in a sandbox of its own;
 :func:`measure` repeats executions, one timed execution on the machine at a time.
 :class:`BaselineCache` keeps measurements keyed by everything that changes them.
 
-Judging the figures is the grader's job (``problems.ml_training_optimization``)."""
+Judging the figures is the grader's job (``problems.ml_training.task``)."""
 
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ from typing import Any, NamedTuple
 
 import safe_files
 import sandbox
-from problems.calibration import in_anchor_units
-from problems.execution_report import (
+from problems.ml_training.calibration import in_anchor_units
+from problems.ml_training.execution_report import (
     ExecutionReport,
     MalformedReport,
     ProbeOutputs,
@@ -71,7 +71,7 @@ def timing_lock() -> asyncio.Lock:
 
 @dataclass(frozen=True)
 class Instrumentation:
-    """The entry the runner calls, what it watches (``problems.probes``: each probe's
+    """The entry the runner calls, what it watches (``problems.ml_training.probes``: each probe's
     ``job()``) and the modules its timer imports before any timed region."""
 
     entry: str
@@ -113,7 +113,7 @@ class Measurement:
 
 
 class Executor:
-    """A warm sandbox that runs one file, job after job (``problems/timing_runner.py``).
+    """A warm sandbox that runs one file, job after job (``problems/ml_training/timing_runner.py``).
 
     The sandbox starts once and imports torch once; each execution is a fresh fork of a
     pristine template inside it, and between executions the runner kills what the
@@ -373,7 +373,7 @@ async def execute(path: Path, inst: Instrumentation, *, threads: int, limits: sa
 
     ``data`` (a ``fresh_inputs.DataSet.job()``) is injected through the pipeline's data
     function; ``probes`` (strict mode) are run on the components after the timed part.
-    The time is the timer process's (``problems/timing_runner.py``): from just before it
+    The time is the timer process's (``problems/ml_training/timing_runner.py``): from just before it
     lets the execution start to the moment every holder of the execution's report pipe
     has closed it.  The harness also timestamps both marks as they arrive on the private
     control channel and keeps that interval beside it."""
@@ -384,7 +384,7 @@ async def execute(path: Path, inst: Instrumentation, *, threads: int, limits: sa
 
 def _payload(marks: dict[str, tuple[float, str]], kind: str) -> Any:
     """The JSON value sent as ``kind`` (the execution's REPORT and PROBES are its own
-    output: untrusted, to be parsed by ``problems.execution_report``); None when nothing
+    output: untrusted, to be parsed by ``problems.ml_training.execution_report``); None when nothing
     was sent.  Text that is not JSON raises MalformedReport naming the kind."""
     return loads(marks[kind][1], kind.lower()) if kind in marks else None
 

@@ -484,7 +484,7 @@ def _serve():
 
 def _execute(job, report_fd, probe_fd):
     """Import the candidate, wrap what the task's probes watch (``job["watch"]``, made
-    by ``problems.probes``), call the entry function and report what was seen."""
+    by ``problems.ml_training.probes``), call the entry function and report what was seen."""
     import base64
     import importlib
     import importlib.util

@@ -5,7 +5,7 @@ file, required names, output contract, workload); :class:`ComplexMLTrainingWithP
 is the flagship configuration over ``problem_data/slow_ml_training_complex.py``.
 
 ``grade`` applies the static checks, then measures baseline and candidate with the
-same protocol (``problems.measurement``) and judges every figure it measured itself.
+same protocol (``problems.ml_training.measurement``) and judges every figure it measured itself.
 Progress goes to an optional callback; nothing here prints.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 import safe_files
 import sandbox
 from problem import Check, DataGuard, GraderError, GradeResult, Knob, Problem
-from problems import (
+from problems.ml_training import (
     calibration,
     fresh_inputs,
     model_checks,
@@ -36,9 +36,9 @@ from problems import (
     runtime_checks,
     static_checks,
 )
-from problems.execution_report import ExecutionReport, PackedArray
-from problems.fresh_inputs import DataSet
-from problems.measurement import (
+from problems.ml_training.execution_report import ExecutionReport, PackedArray
+from problems.ml_training.fresh_inputs import DataSet
+from problems.ml_training.measurement import (
     BaselineCache,
     CachedMeasurement,
     Execution,
@@ -48,9 +48,9 @@ from problems.measurement import (
     Measurement,
     SideBySide,
 )
-from problems.runtime_checks import ACCURACY_RE
+from problems.ml_training.runtime_checks import ACCURACY_RE
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PROBLEM_DATA = PROJECT_ROOT / "problem_data"
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 MAX_CANDIDATE_BYTES = 1_000_000
@@ -86,7 +86,7 @@ def check_isolation(opts: GradingOptions) -> str:
 @dataclass(frozen=True)
 class TaskSpec:
     """One ML-training task: its files, the names it must keep, its output contract,
-    the components the runner watches (``probes``, from ``problems.probes``), how its
+    the components the runner watches (``probes``, from ``problems.ml_training.probes``), how its
     data is drawn and split (``recipe``) and its defaults."""
 
     baseline: Path

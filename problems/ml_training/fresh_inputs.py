@@ -153,7 +153,7 @@ def make_dataset(seed: int, n_samples: int, labelling: int = 0,
 def probe_job(seed: int, module: Any = None,
               image_shape: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE)) -> dict:
     """Strict mode's probes: images for the feature extractor and, for a torch model
-    (``module``, a ``problems.probes.TorchModule``), weights of its declared shapes with
+    (``module``, a ``problems.ml_training.probes.TorchModule``), weights of its declared shapes with
     inputs for its forward pass, and inputs for each submodule it names.  The inputs
     span negative and positive values so that every branch of an activation is
     exercised."""

@@ -1,18 +1,18 @@
 """The execution's report and strict mode's probe outputs, parsed once where they cross
 from the candidate's process into the harness.
 
-The runner (``problems/timing_runner.py``) writes both as JSON from inside the execution,
+The runner (``timing_runner.py``) writes both as JSON from inside the execution,
 so both are the candidate's to forge.  :func:`parse_report` and :func:`parse_probes` turn
 the decoded JSON (:func:`loads`) into frozen records and check every field for its
 type (a bool is not a number), its range (counts are non-negative, floats finite) and
 its size (lists, names, texts and arrays are bounded).  Anything else, a missing field or
 an unknown one included, is a :class:`MalformedReport` naming the field:
-``problems.measurement`` makes that a failed execution, never an exception in the
+``problems.ml_training.measurement`` makes that a failed execution, never an exception in the
 harness.  Packed arrays stay packed (:class:`PackedArray`: a shape and its float32
 bytes, their size checked against the shape) until a check unpacks them.
 
 Whether a well-formed report tells the truth is not decided here: the checks
-(``problems.probes``, ``problems.model_checks``, ``problems.runtime_checks``) judge what
+(``probes``, ``model_checks``, ``runtime_checks``) judge what
 it says against what the harness knows.  The contents of packed arrays are not checked
 either (a diverging model has NaN weights, and the checks handle them).
 """
@@ -101,7 +101,7 @@ class WeightSegment:
 @dataclass(frozen=True)
 class ExecutionReport:
     """What the runner saw in one execution, one field per key it writes (see
-    ``_execute`` in ``problems/timing_runner.py`` and ``problems.probes``).  The
+    ``_execute`` in the runner and ``probes``).  The
     defaults are an execution that did nothing; ``estimator_replaced``, ``features``,
     ``eval_inputs`` and ``eval_weights`` are written only when there is something to say.
     ``features`` are the feature method's outputs of every call joined in call order (its

@@ -2,8 +2,8 @@
 
 The execution reports the model's eval-mode predictions, and beside them the evidence
 they came from: the inputs the model was called on in eval mode, the weights it had,
-and the output of the feature extractor (``problems/timing_runner.py``, parsed by
-``problems.execution_report``).  All of it is the candidate's to forge, so none of it is
+and the output of the feature extractor (``problems/ml_training/timing_runner.py``, parsed by
+``problems.ml_training.execution_report``).  All of it is the candidate's to forge, so none of it is
 believed alone.  Instead the pieces must fit:
 
 - :func:`model_outputs`: the predictions are what the task's own model function (the
@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from problem import Check
-from problems.execution_report import ExecutionReport, PackedArray
+from problems.ml_training.execution_report import ExecutionReport, PackedArray
 
 Forward = Callable[[Mapping[str, np.ndarray], np.ndarray], np.ndarray]
 MIN_AGREEMENT = 0.99  # of rows: float32 against float64 can flip an exact near-tie
