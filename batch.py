@@ -6,13 +6,14 @@ or one after another), and, however the batch ends (done, Ctrl-C, SIGTERM), writ
 written whole (temporary file, then rename), so nothing is ever half-written.
 
 Each run gets ``run_N/`` with the agent's files, ``transcript.jsonl``, ``grade.json`` and
-``run.json``.  A run is an ``error`` only for a fault outside the agent's answer, named in
-``error_cause``: ``api`` (the API failed after retries), ``budget`` (a cost limit stopped
-it), ``grader`` (grading raised) or ``harness`` (anything else raised, a full or read-only
-disk included); the last two keep their traceback, and the batch goes on.  When the
-batch's own records cannot be written, :class:`RecordsError` says so in one line.  How
-the summary counts each cause is ``summary``'s.  Console output is the caller's (``note``
-callback).
+``run.json`` (its :class:`records.RunRecord`, made once when the run ends).  A run is an
+``error`` only for a fault outside the agent's answer, named in ``error_cause``: ``api``
+(the API failed after retries), ``budget`` (a cost limit stopped it), ``grader`` (grading
+raised) or ``harness`` (anything else raised, a full or read-only disk included); the
+last two keep their traceback, and the batch goes on.  When the batch's own records
+cannot be written, :class:`RecordsError` says so in one line.  The records' names and
+shapes are ``records``'s; how the summary counts each cause is ``summary``'s.  Console
+output is the caller's (``note`` callback).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,11 @@ import sandbox
 import summary
 import tools
 from agent import AgentOutcome, AgentSettings, Transcript, run_agent
-from problem import DataGuard, Problem
+from problem import DataGuard, GradeResult, Problem
+from records import BATCH_RECORDS, BatchResults, RunRecord
 
 log = logging.getLogger(__name__)
 Note = Callable[[int | None, str], None]
-BATCH_RECORDS = ("results.json", "run_summary.md")  # written by write_records
-RUN_RECORDS = ("run.json", "grade.json", "transcript.jsonl")  # in each run_N/, by run_one
 # Errors of the file system itself: a run that meets one is the harness's error whatever
 # stage it was in (the grader's included), never a verdict on the agent's answer.
 DISK_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
@@ -133,8 +133,8 @@ def prepare_output(directory: Path) -> None:
 
 async def run_one(run_id: int, problem: Problem, client: Any,
                   s: BatchSettings, guard: DataGuard | None, api_slots: asyncio.Semaphore,
-                  note: Note, budget: Budget | None = None) -> dict[str, Any]:
-    """One agent run, graded and recorded.  Returns its entry for results.json."""
+                  note: Note, budget: Budget | None = None) -> RunRecord:
+    """One agent run, graded and recorded in ``run.json``.  Returns its record."""
     workspace = (s.output_dir / f"run_{run_id}").resolve()
     ctx = tools.RunContext(workspace, problem, guard, s.tools, tools.secrets_from_environment(),
                            progress=lambda message: note(run_id, message))
@@ -148,11 +148,11 @@ async def run_one(run_id: int, problem: Problem, client: Any,
         budget.spent[run_id] = outcome_cost(s.agent.model, so_far) or 0.0
         return budget.exceeded(run_id)
 
-    entry: dict[str, Any] = {"run_id": run_id, "status": "error", "error_cause": None,
-                             "submitted": False,
-                             "found_by": None, "speedup": None, "speedup_ci95": None,
-                             "score": None, "accuracy": None,
-                             "baseline_accuracy": None, "reason": "", "failed_checks": []}
+    # How the run ended, as far as it got: the record is made of these once, below.
+    status, cause, reason = "error", None, ""
+    submitted, found_by = False, None
+    grade = GradeResult(passed=False, checks=[])  # no figures until a grader gives them
+    candidate_name = stopped_by = trace = None
     stage = "harness"  # what an exception is blamed on: the grader while it grades
     try:
         workspace.mkdir(parents=True, exist_ok=True)
@@ -164,21 +164,20 @@ async def run_one(run_id: int, problem: Problem, client: Any,
             should_stop=over_budget)
         over_budget(outcome)  # the last call's cost counts towards the others' limit
         candidate = ctx.submitted
-        entry["submitted"] = candidate is not None
-        entry["found_by"] = "submitted" if candidate is not None else None
+        submitted = candidate is not None
+        found_by = "submitted" if candidate is not None else None
         if candidate is None and (candidate := tools.first_candidate(
                 workspace, problem.fallback_candidates(workspace))):
-            entry["found_by"] = "fallback"
+            found_by = "fallback"
         if outcome.ended_by == "budget":
-            entry.update(found_by=None, reason="budget", budget=outcome.api_error,
-                         error_cause="budget")
+            found_by, cause, reason, stopped_by = None, "budget", "budget", outcome.api_error
         elif outcome.ended_by == "api_error":
-            entry.update(found_by=None, reason=f"API error after retries: {outcome.api_error}",
-                         error_cause="api")
+            found_by, cause = None, "api"
+            reason = f"API error after retries: {outcome.api_error}"
         elif candidate is None:
-            entry.update(status="fail", found_by=None,
-                         reason=f"no answer: the agent ended ({outcome.ended_by}) without "
-                                "submitting, and its run directory holds no .py file")
+            status, found_by = "fail", None
+            reason = (f"no answer: the agent ended ({outcome.ended_by}) without submitting, "
+                      "and its run directory holds no .py file")
         else:
             note(run_id, f"grading {candidate.path.name}")
             stage = "grader"
@@ -186,68 +185,54 @@ async def run_one(run_id: int, problem: Problem, client: Any,
                 result = await problem.grade(copy, progress=ctx.progress)
             stage = "harness"
             write_record(workspace, "grade.json", result.to_dict(), ctx.secrets)
-            entry.update(status="pass" if result.passed else "fail", speedup=result.speedup,
-                         speedup_ci95=result.speedup_ci95, score=result.score,
-                         accuracy=result.accuracy, baseline_accuracy=result.baseline_accuracy,
-                         reason=result.reason, failed_checks=result.failed_checks,
-                         candidate=str(candidate.path.relative_to(workspace))
-                         if candidate.path.is_relative_to(workspace)
-                         else str(candidate.path))
+            path = candidate.path
+            grade, status, reason, candidate_name = (
+                result, "pass" if result.passed else "fail", result.reason,
+                str(path.relative_to(workspace) if path.is_relative_to(workspace) else path))
     except Exception as exc:  # the harness's fault (GraderError included): record it, go on
         disk_fault = isinstance(exc, OSError) and exc.errno in DISK_FAULTS
         stage = "harness" if disk_fault else stage
-        entry.update(status="error", error_cause=stage,
-                     reason=f"{stage} error: {type(exc).__name__}: {exc}",
-                     traceback=traceback.format_exc())
+        status, cause, reason = "error", stage, f"{stage} error: {type(exc).__name__}: {exc}"
+        trace = traceback.format_exc()
         if disk_fault:  # no bug to trace: one line
-            log.error("run %d: %s", run_id, entry["reason"])
+            log.error("run %d: %s", run_id, reason)
         else:
             log.exception("run %d failed with a %s error", run_id, stage)
-    entry.update(steps=outcome.steps, ended_by=outcome.ended_by,
-                 tool_calls=dict(outcome.tool_calls), tool_errors=outcome.tool_errors,
-                 input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens,
-                 cache_creation_input_tokens=outcome.cache_creation_input_tokens,
-                 cache_read_input_tokens=outcome.cache_read_input_tokens,
-                 cost_usd=outcome_cost(s.agent.model, outcome),
-                 stream_retries=outcome.stream_retries, refusal=outcome.refusal,
-                 intermediate=ctx.intermediate,
-                 tampering=ctx.tampering,
-                 isolation=sandbox.best_isolation(),
-                 wall_time=round(time.monotonic() - started, 3))
+    record = RunRecord(
+        run_id=run_id, status=status, error_cause=cause, submitted=submitted,
+        found_by=found_by, speedup=grade.speedup, speedup_ci95=grade.speedup_ci95,
+        score=grade.score, accuracy=grade.accuracy, baseline_accuracy=grade.baseline_accuracy,
+        reason=reason, failed_checks=grade.failed_checks, budget=stopped_by,
+        candidate=candidate_name, traceback=trace,
+        steps=outcome.steps, ended_by=outcome.ended_by,
+        tool_calls=dict(outcome.tool_calls), tool_errors=outcome.tool_errors,
+        input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens,
+        cache_creation_input_tokens=outcome.cache_creation_input_tokens,
+        cache_read_input_tokens=outcome.cache_read_input_tokens,
+        cost_usd=outcome_cost(s.agent.model, outcome), stream_retries=outcome.stream_retries,
+        refusal=outcome.refusal, intermediate=ctx.intermediate, tampering=ctx.tampering,
+        isolation=sandbox.best_isolation(), wall_time=round(time.monotonic() - started, 3))
     try:
-        write_record(workspace, "run.json", entry, ctx.secrets)
-    except OSError as exc:  # the disk's fault: the entry still reaches results.json
-        entry["record_error"] = f"run.json could not be written: {exc.strerror or exc}"
-        log.error("run %d: %s", run_id, entry["record_error"])
-    speedup = f" {entry['speedup']:.1f}x" if entry["speedup"] else ""
-    reason = entry["reason"] if len(entry["reason"]) <= 100 else entry["reason"][:99] + "…"
-    note(run_id, entry["status"] + speedup + (f" ({reason})" if entry["status"] != "pass"
-                                              else ""))
-    return entry
+        write_record(workspace, "run.json", record.to_json(), ctx.secrets)
+    except OSError as exc:  # the disk's fault: the record still reaches results.json
+        why = f"run.json could not be written: {exc.strerror or exc}"
+        record = replace(record, record_error=why)
+        log.error("run %d: %s", run_id, why)
+    short = reason if len(reason) <= 100 else reason[:99] + "…"
+    note(run_id, status + (f" {record.speedup:.1f}x" if record.speedup else "")
+         + (f" ({short})" if status != "pass" else ""))
+    return record
 
 
-def _results_entry(e: dict[str, Any]) -> dict[str, Any]:
-    keys = ("run_id", "status", "error_cause", "steps", "speedup", "speedup_ci95", "score",
-            "accuracy", "baseline_accuracy", "reason",
-            "submitted", "found_by", "failed_checks", "tool_calls", "intermediate",
-            "input_tokens", "output_tokens", "cache_creation_input_tokens",
-            "cache_read_input_tokens", "cost_usd", "stream_retries", "wall_time",
-            "record_error")
-    return {k: e.get(k) for k in keys}
-
-
-def write_records(s: BatchSettings, baseline: dict[str, Any], entries: list[dict[str, Any]],
-                  interrupted: bool) -> dict[str, Any]:
+def write_records(s: BatchSettings, baseline: dict[str, Any], records: list[RunRecord],
+                  interrupted: bool) -> BatchResults:
     """Write results.json and run_summary.md; :class:`RecordsError` names those the file
     system refused (each is tried, and none is left half-written)."""
-    runs = [_results_entry(e) for e in sorted(entries, key=lambda e: e["run_id"])]
-    totals = summary.batch_figures(runs)
+    runs = sorted(records, key=lambda r: r.run_id)
     config = s.config or {"runs": s.runs, "concurrent": s.concurrent,
                           "agent": asdict(s.agent)}
-    results = {"config": config, "baseline": baseline, "runs": runs, "totals": totals,
-               "interrupted": interrupted}
-    texts = (json_text(results),
-             summary.render_markdown(config, baseline, runs, totals, interrupted))
+    results = BatchResults(config, baseline, runs, summary.batch_figures(runs), interrupted)
+    texts = (json_text(results.to_json()), summary.render_markdown(results))
     refused = []
     for name, text in zip(BATCH_RECORDS, texts, strict=True):
         try:
@@ -261,7 +246,8 @@ def write_records(s: BatchSettings, baseline: dict[str, Any], entries: list[dict
 
 async def run_batch(problem: Problem, client: Any, s: BatchSettings,
                     note: Note, guard: DataGuard | None = None) -> dict[str, Any]:
-    """Run the batch; on cancellation, record what finished and re-raise."""
+    """Run the batch; on cancellation, record what finished and re-raise.  Returns what
+    it wrote to results.json, in its JSON form (``BatchResults.to_json``)."""
     try:
         prepare_output(s.output_dir)
     except OSError as exc:
@@ -269,12 +255,12 @@ async def run_batch(problem: Problem, client: Any, s: BatchSettings,
                            f"{exc.strerror or exc}") from exc
     baseline = await problem.prepare()
     api_slots = asyncio.Semaphore(s.max_api_calls)
-    entries: list[dict[str, Any]] = []
+    records: list[RunRecord] = []
     budget = (Budget(s.max_cost_usd, s.max_run_cost_usd)
               if s.max_cost_usd is not None or s.max_run_cost_usd is not None else None)
 
     async def one(run_id: int) -> None:
-        entries.append(await run_one(run_id, problem, client, s, guard, api_slots, note,
+        records.append(await run_one(run_id, problem, client, s, guard, api_slots, note,
                                      budget))
 
     interrupted = False
@@ -290,5 +276,5 @@ async def run_batch(problem: Problem, client: Any, s: BatchSettings,
         interrupted = True
         raise
     finally:
-        results = write_records(s, baseline, entries, interrupted)
-    return results
+        results = write_records(s, baseline, records, interrupted)
+    return results.to_json()

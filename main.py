@@ -7,9 +7,11 @@
     uv run main.py problems                # every problem, its knobs and tiers
     ... --problem NAME                     # any of these on another problem (e.g. math)
 
-This module parses flags, builds the problem and the client, and prints progress and
-results.  The loop lives in ``agent``, the batch and its records in ``batch``, the
-grader in ``problems``.
+This module parses and checks flags, builds the problem and the client, and runs each
+command: what to do, in what order, and when to stop.  What the operator reads is
+rendered by ``console``; the loop lives in ``agent``, the batch and its records in
+``batch``, the grader (and any calibration) in ``problems``, reached only through
+``problems.registry`` and the ``problem.Problem`` contract.
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ import logging
 import math
 import os
 import signal
-import statistics
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
+
+import console
+from problem import GradingChoices
+from sandbox import PROJECT_ROOT
 
 
 @dataclass(frozen=True)
@@ -43,12 +47,9 @@ class Config:
     model: str = "claude-haiku-4-5"
     max_steps: int | None = None  # None: the problem's own (15 for complex)
     max_tokens: int = 32000  # a whole-file write fits (about 8k tokens for 24 KB of code)
-    target: str | None = None  # a rule: 33, vectorized, 0.9*strict; None: the problem's
-    relative_target: float | None = None  # the rule F*strict, spelt as a fraction
-    semantics: str = "seed"  # "seed": quality must hold; "strict": same functions as the original
-    repeats: int = 3  # timed executions per candidate (median reported)
-    baseline_repeats: int = 3
-    threads: int = 1  # same for baseline and candidate
+    # how the problem grades: target, semantics, repeats, baseline_repeats, threads,
+    # use_cache (problem.GradingChoices, e.g. GradingChoices(target="0.9*strict"))
+    grading: GradingChoices = GradingChoices()
     agent: str = "claude"  # or "scripted": offline, no key
     output: Path = Path("output")
     max_api_calls: int = 4  # in flight at once across the batch
@@ -58,13 +59,11 @@ class Config:
     thinking: int | None = None  # extended thinking's token budget per reply; None: off
     max_cost: float | None = None  # USD for the whole batch's model calls; None: no limit
     max_run_cost: float | None = None  # USD for each run's
-    use_cache: bool = True  # reuse the measured baseline
     unsafe_no_sandbox: bool = False  # run and grade even where no sandbox is available
     save: str | None = None  # copy the batch to saved_outputs/NAME
 
 
 CONFIG = Config()
-ROOT = Path(__file__).resolve().parent
 
 # The range of each whole-number knob that sizes the harness's own work, stated once: a
 # flag is checked as it is parsed, CONFIG before anything runs, so a typo such as
@@ -85,7 +84,6 @@ BOUNDS: dict[str, tuple[int, int]] = {
 }
 BOUND_NOTES = {"repeats": "the grader runs one data set twice (determinism) and its images "
                           "once more under other labels (features_from_images)"}
-console = Console(stderr=True, highlight=False)
 RECORDS_FAILED = 4  # exit status: the batch's records could not be written (disk full...)
 
 
@@ -119,14 +117,27 @@ def _bounded(name: str) -> Any:
     return parse
 
 
+GRADING = tuple(f.name for f in dataclasses.fields(GradingChoices))
+
+
+def knob_path(name: str) -> str:
+    """Where the knob ``name`` is in ``Config``: ``grading.repeats``, ``runs``."""
+    return f"grading.{name}" if name in GRADING else name
+
+
+def knob(cfg: Config, name: str) -> Any:
+    """The value of the knob ``name`` (a field of ``Config`` or of its ``grading``)."""
+    return getattr(cfg.grading, name) if name in GRADING else getattr(cfg, name)
+
+
 def config_errors(cfg: Config) -> list[str]:
     """Every bounded knob of ``cfg`` outside its range (a knob whose default is None may
     be None)."""
     optional = {f.name for f in dataclasses.fields(Config) if f.default is None}
-    return [f"CONFIG.{name} in main.py {why} (its flag: --{name.replace('_', '-')})"
+    return [f"CONFIG.{knob_path(name)} in main.py {why} (its flag: --{name.replace('_', '-')})"
             for name in BOUNDS
-            if not (getattr(cfg, name) is None and name in optional)
-            and (why := bound_error(name, getattr(cfg, name)))]
+            if not (knob(cfg, name) is None and name in optional)
+            and (why := bound_error(name, knob(cfg, name)))]
 
 
 def _positive(kind: type) -> Any:
@@ -150,16 +161,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _target_rule(text: str) -> str:
-    from problems.ml_training.calibration import RuleError, TargetRule
-
-    try:
-        TargetRule.parse(text)  # the tier's existence is checked against the problem
-    except RuleError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text.strip()
-
-
 def _save_name(text: str) -> str:
     if not text or "/" in text or text.startswith(".") or "\x00" in text:
         raise argparse.ArgumentTypeError(f"a plain folder name, got {text!r}")
@@ -171,7 +172,7 @@ def _grading_flags(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--problem", choices=registry.names(),
                    help=f"which problem (default {CONFIG.problem}; see `main.py problems`)")
-    p.add_argument("--target", type=_target_rule,
+    p.add_argument("--target", type=str.strip,
                    help="what passes: a speedup (33), a tier (vectorized) or a fraction of one "
                         "(0.9*strict); see `main.py calibrate`")
     p.add_argument("--relative-target", type=_fraction, dest="relative_target",
@@ -255,26 +256,24 @@ def parse_args(argv: list[str]) -> tuple[str, argparse.Namespace, Config]:
         _grading_flags(p)
         args = p.parse_args(argv)
         command = "batch"
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
-                 if getattr(args, f.name, None) is not None}
-    return command, args, dataclasses.replace(CONFIG, **overrides)
+    def given(names: Any) -> dict[str, Any]:
+        return {name: getattr(args, name) for name in names
+                if getattr(args, name, None) is not None}
+
+    grading = dataclasses.replace(CONFIG.grading, **given(GRADING))
+    overrides = given(f.name for f in dataclasses.fields(Config) if f.name != "grading")
+    return command, args, dataclasses.replace(CONFIG, grading=grading, **overrides)
 
 
 # ---- building blocks ------------------------------------------------------------------
 def build_problem(cfg: Config, progress: Any = None, name: str | None = None) -> Any:
     from problems import registry
 
-    grading = dict(relative_target=cfg.relative_target,
-                   semantics=cfg.semantics,
-                   repeats=cfg.repeats, baseline_repeats=cfg.baseline_repeats,
-                   threads=cfg.threads, use_cache=cfg.use_cache,
-                   allow_unsandboxed=cfg.unsafe_no_sandbox)
-    if cfg.target is not None:
-        grading["target"] = cfg.target
     return registry.build(name or cfg.problem, registry.Settings(
         include_profiler=cfg.include_profiler,
         include_intermediate_answer=cfg.include_intermediate_answer,
-        grading=grading, progress=progress))
+        grading=dataclasses.replace(cfg.grading, allow_unsandboxed=cfg.unsafe_no_sandbox),
+        progress=progress))
 
 
 def build_client(cfg: Config, problem: Any) -> Any:
@@ -288,21 +287,16 @@ def build_client(cfg: Config, problem: Any) -> Any:
 
 
 def invalid_target_message(cfg: Config) -> str | None:
-    """A target rule naming a tier the problem does not have (checked before anything
-    is measured)."""
+    """Why the target rule cannot be the problem's (a malformed rule, a tier it does not
+    have), checked before anything is measured; None when it can."""
     from problems import registry
-    from problems.ml_training.calibration import RuleError, TargetRule
 
     problem = registry.build(cfg.problem)  # builds only: measures nothing
-    tiers = problem.tier_names()
-    if not tiers:
-        return None  # graded exactly: no speed target applies
-    text = (f"{cfg.relative_target:g}*strict" if cfg.relative_target
-            else cfg.target or problem.default_target())
-    try:
-        TargetRule.parse(text, tiers)
-    except RuleError as exc:
-        return f"--target: {exc}"
+    choices = cfg.grading
+    text = (f"{choices.relative_target:g}*strict" if choices.relative_target
+            else choices.target if choices.target is not None else problem.default_target())
+    if text is not None and (why := problem.target_error(text)):
+        return f"--target: {why}"
     return None
 
 
@@ -330,7 +324,7 @@ def reply_token_limit(cfg: Config, limits: dict[str, Any]) -> int:
         ceilings.append((NONSTREAMING_MAX_TOKENS, "the SDK's limit without streaming"))
     for ceiling, why in ceilings:
         if ceiling and wanted > ceiling:
-            _say(f"max_tokens {wanted} is above {why}: using {ceiling}")
+            console.say(f"max_tokens {wanted} is above {why}: using {ceiling}")
             wanted = ceiling
     return wanted
 
@@ -344,72 +338,16 @@ def missing_key_message(cfg: Config) -> str | None:
 
 
 def sandbox_or_refusal(cfg: Config) -> str | None:
-    """The isolation children run under, after any warning; None when the command must
-    stop (no sandbox, and --unsafe-no-sandbox not given)."""
-    isolation, warning = isolation_notice(cfg)
-    if warning:
-        console.print(warning)
-        if not cfg.unsafe_no_sandbox:
-            return None
-    return isolation
-
-
-def _say(message: str) -> None:
-    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
-
-
-class SdkRetries(logging.Handler):
-    """The SDK's retries as one compact console line each (what failed, the wait), so a
-    429 back-off is not an unexplained stall; the SDK's warnings and errors pass on.  Its
-    other debug lines go nowhere."""
-
-    def __init__(self, say: Any = _say) -> None:
-        super().__init__(logging.DEBUG)
-        self.say, self.why = say, "a failed request"
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed record: say nothing rather than fail the caller
-            return
-        if message.startswith("Retrying due to status code"):
-            self.why = f"HTTP {message.rsplit(' ', 1)[-1]}"
-        elif message.startswith("Encountered httpx2.TimeoutException"):
-            self.why = "a timeout"
-        elif message.startswith("Encountered Exception"):
-            self.why = "a connection error"
-        elif message.startswith("Retrying request to") and len(record.args or ()) == 2:
-            url, wait = record.args
-            path = str(url).split("://", 1)[-1].partition("/")[2] or str(url)
-            self.say(f"[yellow]API[/yellow]: {self.why} on /{path}; the SDK retries in "
-                     f"{float(wait):.1f} s")
-            self.why = "a failed request"
-        elif record.levelno >= logging.WARNING:
-            self.say(f"{record.levelname.lower()} ({record.name}): {message}")
-
-
-def show_sdk_retries() -> None:
-    sdk = logging.getLogger("anthropic._base_client")
-    if not any(isinstance(h, SdkRetries) for h in sdk.handlers):
-        sdk.addHandler(SdkRetries())
-    sdk.setLevel(logging.DEBUG)
-    sdk.propagate = False
-
-
-def isolation_notice(cfg: Config) -> tuple[str, str | None]:
-    """The isolation children will run under, and a warning when there is none."""
+    """The isolation children run under, after a warning when there is none; None when
+    the command must stop (no sandbox, and --unsafe-no-sandbox not given)."""
     import sandbox
 
     isolation = sandbox.best_isolation()
-    if isolation != "none":
-        return isolation, None
-    hint = ("install bubblewrap (apt-get install bubblewrap) to sandbox agent code and "
-            "candidates")
-    if cfg.unsafe_no_sandbox:
-        return isolation, (f"[yellow]warning:[/yellow] no sandbox on this machine: agent "
-                           f"code and candidates run with your privileges ({hint})")
-    return isolation, (f"[red]error:[/red] no sandbox on this machine: {hint}, or pass "
-                       "--unsafe-no-sandbox to run anyway")
+    if isolation == "none":
+        console.no_sandbox(allowed=cfg.unsafe_no_sandbox)
+        if not cfg.unsafe_no_sandbox:
+            return None
+    return isolation
 
 
 # ---- commands -------------------------------------------------------------------------
@@ -419,110 +357,39 @@ async def grade_command(cfg: Config, args: argparse.Namespace) -> int:
     isolation = sandbox_or_refusal(cfg)
     if isolation is None:
         return 2
-    problem = build_problem(cfg, _say)
+    problem = build_problem(cfg, console.say)
     try:
         result = await problem.grade(args.file)
     except GraderError as exc:
-        console.print(f"[red]could not grade:[/red] {exc}")
+        console.error(exc, "could not grade")
         return 3
     if args.json:
         print(json.dumps(result.to_dict(), default=str))
     else:
-        print(format_report(result))
+        print(console.format_report(result))
     return 0 if result.passed else 1
 
 
 async def calibrate_command(cfg: Config, args: argparse.Namespace) -> int:
     from problem import GraderError
-    from problems.ml_training.calibration import TargetRule
 
-    problem = build_problem(cfg, _say)
-    if not problem.tier_names():
-        message = f"{problem.name} is graded exactly: it has no baseline or tiers to calibrate"
-        print(json.dumps({"problem": problem.name, "baseline_time": None, "tiers": [],
-                          "default_target": None, "default_target_rule": None,
-                          "note": message}) if args.json else message)
+    problem = build_problem(cfg, console.say)
+    data, isolation = None, None
+    if problem.tier_names():  # something to measure: only in a sandbox
+        isolation = sandbox_or_refusal(cfg)
+        if isolation is None:
+            return 2
+        try:
+            data = await problem.calibrate()
+        except GraderError as exc:
+            console.error(exc, "could not calibrate")
+            return 3
+    if data is None:  # graded exactly
+        print(console.nothing_to_calibrate(problem.name, args.json))
         return 0
-    isolation = sandbox_or_refusal(cfg)
-    if isolation is None:
-        return 2
-    try:
-        ladder = await problem.ladder()
-    except GraderError as exc:
-        console.print(f"[red]could not calibrate:[/red] {exc}")
-        return 3
-    tiers = ladder.names()
-    default = problem.default_target()
-    rules = dict.fromkeys([default, problem.target_rule().text, "33",
-                           *tiers, *(f"0.9*{t}" for t in tiers)])
-    resolved = {r: TargetRule.parse(r, tiers).resolve(ladder) for r in rules}
-    data = {"problem": problem.name, **ladder.to_json(),
-            "default_target_rule": default,
-            "default_target": resolved[default],
-            "target_rule": problem.target_rule().text,
-            "target": resolved[problem.target_rule().text],
-            "rules": resolved,
-            "scores": {t.name: ladder.score(t.speedup, True) for t in ladder.tiers},
-            "isolation": isolation}
-    if args.json:
-        print(json.dumps(data, default=str))
-        return 0
-    shown = ", ".join(f"{t:.2f}" for t in ladder.baseline_times)
-    units = ""
-    if ladder.baseline_units:
-        units = (f"; {statistics.median(ladder.baseline_units):.1f} times the strict tier's "
-                 "time, measured side by side")
-    lines = [f"baseline: {ladder.baseline_time:.2f} s (median of "
-             f"{len(ladder.baseline_times)}: {shown}){units}",
-             "", f"{'tier':<12} {'time':>9} {'speedup':>9}  95 % interval   score"]
-    for t in ladder.tiers:
-        ci = f"{t.speedup_ci95[0]:.1f}-{t.speedup_ci95[1]:.1f}x" if t.speedup_ci95 else "–"
-        lines.append(f"{t.name:<12} {t.time:>8.3f}s {t.speedup:>8.1f}x  {ci:<14} "
-                     f"{data['scores'][t.name]:.2f}")
-    lines += ["", "target rules here:"]
-    for rule, value in resolved.items():
-        marks = [m for m, on in (("default", rule == default),
-                                 ("in use", rule == data["target_rule"])) if on]
-        lines.append(f"  {rule:<16} -> {value:.1f}x" + (f"  ({', '.join(marks)})" if marks
-                                                        else ""))
-    print("\n".join(lines))
+    data = {**data, "isolation": isolation}
+    print(json.dumps(data, default=str) if args.json else console.calibration_report(data))
     return 0
-
-
-def _side_by_side_line(result: Any) -> list[str]:
-    side = (result.details or {}).get("side_by_side") or {}
-    mine, base = side.get("candidate_units"), side.get("baseline_units")
-    if not mine or not base:
-        return []
-    return [f"  Side by side with the strict tier: the candidate took "
-            f"{statistics.median(mine):.3f} of its time (median of {len(mine)}), the "
-            f"baseline {statistics.median(base):.1f} (calibration)"]
-
-
-def format_report(result: Any) -> str:
-    def fmt(value: float | None, spec: str) -> str:
-        return "–" if value is None else format(value, spec)
-
-    lines = ["=" * 50, "PERFORMANCE METRICS", "=" * 50,
-             f"  Baseline:  time {fmt(result.baseline_time, '.2f')} s, accuracy on the "
-             f"same fresh data {fmt(result.baseline_accuracy, '.4f')}",
-             f"  Candidate: time {fmt(result.candidate_time, '.3f')} s (median of "
-             f"{len(result.candidate_times)}: "
-             f"{', '.join(f'{t:.3f}' for t in result.candidate_times) or '–'}), "
-             f"accuracy {fmt(result.accuracy, '.4f')}",
-             f"  Speedup:   {fmt(result.speedup, '.2f')}x"
-             + (f" (95 % interval {result.speedup_ci95[0]:.2f}-{result.speedup_ci95[1]:.2f}x)"
-                if result.speedup_ci95 else "")
-             + f", target {fmt(result.target, '.2f')}x ({result.target_rule}); "
-             f"score {fmt(result.score, '.3f')}",
-             *_side_by_side_line(result),
-             "=" * 50, "CHECKS"]
-    for c in result.checks:
-        mark = "skip" if c.skipped else ("ok  " if c.passed else "FAIL")
-        lines.append(f"  [{mark}] {c.name}: {c.message}")
-    lines.append("=" * 50)
-    lines.append("PASSED" if result.passed else f"NOT PASSED — {result.reason}")
-    return "\n".join(lines)
 
 
 def problems_command(cfg: Config, args: argparse.Namespace) -> int:
@@ -536,20 +403,8 @@ def problems_command(cfg: Config, args: argparse.Namespace) -> int:
                         "default": name == cfg.problem,
                         "baseline_time_cached": baseline, "tiers": problem.tier_names(),
                         "knobs": [dataclasses.asdict(k) for k in problem.knobs()]})
-    if args.json:
-        print(json.dumps({"problems": listing}, default=str))
-        return 0
-    lines = []
-    for entry in listing:
-        base = (f"{entry['baseline_time_cached']:.1f} s (cached)"
-                if entry["baseline_time_cached"] is not None
-                else "not measured yet" if entry["tiers"] else "none (graded exactly)")
-        lines += [f"{entry['name']}" + ("  (default)" if entry["default"] else ""),
-                  f"  {entry['summary']}",
-                  f"  baseline here: {base}; tiers: {', '.join(entry['tiers']) or '–'}",
-                  "  knobs: " + "; ".join(f"{k['name']}={k['default']} ({k['help']})"
-                                          for k in entry["knobs"]), ""]
-    print("\n".join(lines).rstrip())
+    print(json.dumps({"problems": listing}, default=str) if args.json
+          else console.problems_listing(listing))
     return 0
 
 
@@ -557,13 +412,13 @@ async def batch_command(cfg: Config) -> int:
     import pricing
 
     if (cfg.max_cost or cfg.max_run_cost) and pricing.prices_for(cfg.model) is None:
-        console.print(f"[red]error:[/red] a cost limit needs {cfg.model}'s prices, which "
-                      "pricing.py does not list: add them, or run without --max-cost")
+        console.error(f"a cost limit needs {cfg.model}'s prices, which pricing.py does not "
+                      "list: add them, or run without --max-cost")
         return 2
     isolation = sandbox_or_refusal(cfg)
     if isolation is None:
         return 2
-    problem = build_problem(cfg, _say)
+    problem = build_problem(cfg, console.say)
     client = build_client(cfg, problem)
     try:
         return await _batch_with(cfg, problem, client, isolation)
@@ -588,13 +443,11 @@ async def _batch_with(cfg: Config, problem: Any, client: Any, isolation: str) ->
         try:
             limits = await preflight(client, cfg.model)
         except PreflightError as exc:
-            console.print(f"[red]error:[/red] {exc} (nothing was run; {cfg.output} is "
-                          "untouched)")
+            console.error(f"{exc} (nothing was run; {cfg.output} is untouched)")
             return 2
     max_tokens = reply_token_limit(cfg, limits)
     if cfg.thinking and cfg.thinking >= max_tokens:  # its range was checked by parse_args
-        console.print(f"[red]error:[/red] --thinking {cfg.thinking} must be below max_tokens "
-                      f"({max_tokens})")
+        console.error(f"--thinking {cfg.thinking} must be below max_tokens ({max_tokens})")
         return 2
     max_steps = cfg.max_steps or problem.max_steps
     output = cfg.output if cfg.output.is_absolute() else Path.cwd() / cfg.output
@@ -603,19 +456,19 @@ async def _batch_with(cfg: Config, problem: Any, client: Any, isolation: str) ->
         agent=AgentSettings(cfg.model, max_steps, max_tokens, cfg.stream,
                             None if cfg.prompt_cache == "off" else cfg.prompt_cache,
                             cfg.thinking),
-        tools=tools.ToolSettings(threads=cfg.threads), max_api_calls=cfg.max_api_calls,
+        tools=tools.ToolSettings(threads=cfg.grading.threads), max_api_calls=cfg.max_api_calls,
         max_cost_usd=cfg.max_cost, max_run_cost_usd=cfg.max_run_cost,
         config={**{k: str(v) if isinstance(v, Path) else v
-                   for k, v in dataclasses.asdict(cfg).items()}, "max_steps": max_steps,
+                   for k, v in dataclasses.asdict(cfg).items() if k != "grading"},
+                **{k: v for k, v in dataclasses.asdict(cfg.grading).items()
+                   if k != "allow_unsandboxed"},  # that is unsafe_no_sandbox
+                "max_steps": max_steps,
                 "max_tokens": max_tokens,
                 "isolation": isolation, "model_limits": limits or None})
     mode = "concurrently" if cfg.concurrent else "one after another"
-    _say(f"batch: problem {problem.name}, {cfg.runs} run(s) {mode}, agent {cfg.agent}"
-         + (f" ({cfg.model})" if cfg.agent == "claude" else "")
-         + f", sandbox {isolation}, records in {output}")
-
-    def note(run_id: int | None, message: str) -> None:
-        _say(f"run {run_id}: {message}" if run_id is not None else message)
+    console.say(f"batch: problem {problem.name}, {cfg.runs} run(s) {mode}, agent {cfg.agent}"
+                + (f" ({cfg.model})" if cfg.agent == "claude" else "")
+                + f", sandbox {isolation}, records in {output}")
 
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
@@ -623,34 +476,36 @@ async def _batch_with(cfg: Config, problem: Any, client: Any, isolation: str) ->
         loop.add_signal_handler(sig, task.cancel)
     try:
         guard = DataGuard(problem.data_dir) if problem.data_dir is not None else None
-        results = await batch.run_batch(problem, client, settings, note, guard)
+        results = await batch.run_batch(problem, client, settings, console.note, guard)
     except asyncio.CancelledError:
-        _say(f"[yellow]interrupted[/yellow]: finished runs recorded in {output}/run_summary.md")
+        console.say(f"[yellow]interrupted[/yellow]: finished runs recorded in "
+                    f"{output}/run_summary.md")
         return 130
     except GraderError as exc:
-        console.print(f"[red]could not measure the baseline:[/red] {exc}")
+        console.error(exc, "could not measure the baseline")
         return 3
     except batch.RecordsError as exc:  # the disk is full or read-only
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        console.error(escape(str(exc)), soft_wrap=True)
         return RECORDS_FAILED
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     t = results["totals"]
-    _say(f"[bold]done[/bold]: passed {t['passed']}, failed {t['failed']}, errors {t['errors']}"
-         f" — {summary.pass_rate_line(t)}; summary: {output / 'run_summary.md'}")
+    console.say(f"[bold]done[/bold]: passed {t['passed']}, failed {t['failed']}, errors "
+                f"{t['errors']} — {summary.pass_rate_line(t)}; summary: "
+                f"{output / 'run_summary.md'}")
     if cfg.save:
         try:
-            dest, report = await asyncio.to_thread(save_batch, output, ROOT / "saved_outputs",
-                                                   cfg.save)
+            dest, report = await asyncio.to_thread(save_batch, output,
+                                                   PROJECT_ROOT / "saved_outputs", cfg.save)
         except OSError as exc:
-            where = ROOT / "saved_outputs" / cfg.save
-            console.print(f"[red]error:[/red] could not save the batch to {escape(str(where))}"
-                          f": {escape(exc.strerror or str(exc))}", soft_wrap=True)
+            where = PROJECT_ROOT / "saved_outputs" / cfg.save
+            console.error(f"could not save the batch to {escape(str(where))}: "
+                          f"{escape(exc.strerror or str(exc))}", soft_wrap=True)
             return RECORDS_FAILED
         left = report.skipped + report.failed
-        _say(f"saved to {dest}" + (f" ({left} entries not copied: see {SAVE_REPORT})"
-                                   if left else ""))
+        console.say(f"saved to {dest}" + (f" ({left} entries not copied: see {SAVE_REPORT})"
+                                          if left else ""))
     return 0
 
 
@@ -679,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     command, args, cfg = parse_args(sys.argv[1:] if argv is None else argv)
     if message := invalid_target_message(cfg):
-        console.print(f"[red]error:[/red] {message}")
+        console.error(message)
         return 2
     if command == "problems":
         return problems_command(cfg, args)
@@ -688,9 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     if command == "calibrate":
         return asyncio.run(calibrate_command(cfg, args))
     if message := missing_key_message(cfg):
-        console.print(f"[red]error:[/red] {message}")
+        console.error(message)
         return 2
-    show_sdk_retries()
+    console.show_sdk_retries()
     return asyncio.run(batch_command(cfg))
 
 

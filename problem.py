@@ -4,11 +4,14 @@ A :class:`Problem` says what the agent is asked to do and which tools it gets; i
 ``grade`` returns a :class:`GradeResult` (a verdict, the figures, and the named checks
 that decided it).  Nothing here prints or does slow work at construction: the CLI
 layer reports, and problems measure what they need when first asked.
+:func:`cache_dir` is where the harness keeps what it measured, for problems and the
+profiler alike.
 """
 
 from __future__ import annotations
 
 import abc
+import os
 import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -89,6 +92,32 @@ class GradeResult:
         return "\n".join(lines)
 
 
+def cache_dir() -> Path:
+    """The harness's own cache directory (measured baselines, shared profiles):
+    ``HELLO_PY_CACHE_DIR``, else ``hello-py`` under ``XDG_CACHE_HOME`` or ``~/.cache``.
+    No sandbox sees it: a sandbox sees only what is bound into it (``sandbox``)."""
+    if env := os.environ.get("HELLO_PY_CACHE_DIR"):
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hello-py"
+
+
+@dataclass(frozen=True)
+class GradingChoices:
+    """The user's choices of how a problem grades, held by ``main.Config`` and passed to
+    the problem as they are.  ``None`` is the problem's own default (its target rule);
+    a problem resolves the choices against its defaults itself, in one place.  A
+    problem graded exactly ignores what does not apply to it."""
+
+    target: str | None = None  # a rule: 33, vectorized, 0.9*strict; None: the problem's
+    relative_target: float | None = None  # the rule F*strict, spelt as a fraction
+    semantics: str = "seed"  # "seed": quality must hold; "strict": same functions as the original
+    repeats: int = 3  # timed executions per candidate (median reported)
+    baseline_repeats: int = 3
+    threads: int = 1  # same for baseline and candidate
+    use_cache: bool = True  # reuse the measured baseline
+    allow_unsandboxed: bool = False  # grade even where no sandbox is available
+
+
 class GraderError(RuntimeError):
     """The harness could not grade (e.g. the baseline itself failed): not the candidate's
     fault, so never reported as a failed verdict."""
@@ -126,6 +155,17 @@ class Problem(abc.ABC):
     def default_target(self) -> str | None:
         """The target rule that applies when the user gives none (None: graded without
         a speed target)."""
+        return None
+
+    def target_error(self, rule: str) -> str | None:
+        """Why ``rule`` (the user's ``--target``) cannot be this problem's target, or None
+        when it can (checked before anything is measured)."""
+        return None
+
+    async def calibrate(self) -> dict[str, Any] | None:
+        """The baseline and the tiers measured on this machine (cached), and what each
+        target rule resolves to here: ``main.py calibrate``'s data.  None for a problem
+        graded exactly."""
         return None
 
     async def prepare(self) -> dict[str, Any]:

@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 GIB = 1024**3
 MIB = 1024**2
-PROJECT_ROOT = Path(__file__).resolve().parent
+PROJECT_ROOT = Path(__file__).resolve().parent  # the checkout (tools and main import it)
 CONTROL_FD = 3
 BACKENDS = ("bwrap", "unshare", "none")
 

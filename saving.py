@@ -4,7 +4,7 @@ A run directory holds whatever the agent's code left there, as much of it as it 
 (100,000 empty files cost it nothing).  The copy has bounds (entries, bytes), and within
 them the harness's records come first and always; what is left is shared evenly between
 the runs, so one run's flood costs only its own files.  Which names are records is
-``batch``'s; copying without following links is ``safe_files``'s; picking the
+``records``'s; copying without following links is ``safe_files``'s; picking the
 destination and printing are ``main``'s.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import safe_files
-from batch import BATCH_RECORDS, RUN_RECORDS
+from records import BATCH_RECORDS, RUN_RECORDS
 
 MAX_ENTRIES = 100_000  # the whole copy's bounds
 MAX_BYTES = 4 * 1024**3

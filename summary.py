@@ -1,22 +1,25 @@
 """The figures of a batch and the ``run_summary.md`` that shows them.
 
-Pure functions over run entries (the dicts stored in ``results.json``): counts by
-status and by error cause, the pass rate with its 95 % Wilson interval and the runs it
-leaves out, average steps, the geometric-mean speedup of passing runs and how often each
-check failed.  Nothing here runs anything
-or touches the network; the batch collects the entries and writes the files.
+Pure functions over run records (``records.RunRecord``): counts by status and by error
+cause, the pass rate with its 95 % Wilson interval and the runs it leaves out, average
+steps, the mean score with its bootstrap interval, the geometric-mean speedup of passing
+runs, tokens and cost, and how often each check failed.  The intervals are scipy's.
+Nothing here runs anything or touches the network; the batch makes the records and
+writes the files.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
-import pricing
-from problems.ml_training import calibration
+import numpy as np
+from scipy import stats
 
-Z95 = 1.959963984540054
+import pricing
+from records import BatchResults, RunRecord
 
 # A run's ``error_cause`` (set by ``batch``), as the summary names it.
 ERROR_CAUSES = {"api": "API error", "budget": "budget stop", "grader": "grader error",
@@ -31,17 +34,27 @@ ERROR_CAUSES = {"api": "API error", "budget": "budget stop", "grader": "grader e
 LEFT_OUT_CAUSES = frozenset({"api", "budget"})
 
 
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval for a binomial proportion ((0, 0) when n == 0)."""
+def wilson_interval(successes: int, n: int) -> tuple[float, float]:
+    """The 95 % Wilson score interval for a binomial proportion ((0, 0) when n == 0);
+    ValueError when ``successes`` is outside 0..n."""
     if n == 0:
         return (0.0, 0.0)
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes={successes} outside 0..{n}")
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    ci = stats.binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float] | None:
+    """A 95 % percentile bootstrap interval of the mean (2000 resamples, seeded: the same
+    values give the same interval); None for fewer than two values."""
+    if len(values) < 2:
+        return None
+    v = np.asarray(values, dtype=float)
+    if np.ptp(v) == 0:
+        return float(v[0]), float(v[0])
+    result = stats.bootstrap((v,), np.mean, confidence_level=0.95, n_resamples=2000,
+                             method="percentile", rng=np.random.default_rng(0))
+    low, high = result.confidence_interval
+    return float(low), float(high)
 
 
 def geometric_mean(values: list[float]) -> float | None:
@@ -51,40 +64,39 @@ def geometric_mean(values: list[float]) -> float | None:
     return math.exp(sum(math.log(v) for v in positive) / len(positive))
 
 
-def error_cause(run: dict[str, Any]) -> str | None:
+def error_cause(run: RunRecord) -> str | None:
     """Why ``run`` is an error (None: it is not); records older than ``error_cause`` have
     "unknown", which counts against the agent like a harness error."""
-    if run["status"] != "error":
+    if run.status != "error":
         return None
-    cause = run.get("error_cause")
-    return cause if cause in ERROR_CAUSES else "unknown"
+    return run.error_cause if run.error_cause in ERROR_CAUSES else "unknown"
 
 
-def counts_in_pass_rate(run: dict[str, Any]) -> bool:
+def counts_in_pass_rate(run: RunRecord) -> bool:
     return error_cause(run) not in LEFT_OUT_CAUSES
 
 
-def score_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def score_figures(runs: Sequence[RunRecord]) -> dict[str, Any]:
     """The mean normalised score of the runs the pass rate counts (a run that did not
     pass scores 0), with a 95 % bootstrap interval."""
-    scores = [(r.get("score") or 0.0) if r["status"] != "error" else 0.0
+    scores = [(r.score or 0.0) if r.status != "error" else 0.0
               for r in runs if counts_in_pass_rate(r)]
-    interval = calibration.mean_interval(scores)
+    interval = mean_interval(scores)
     return {"mean_score": sum(scores) / len(scores) if scores else None,
             "mean_score_ci95": list(interval) if interval else None}
 
 
-def batch_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def batch_figures(runs: Sequence[RunRecord]) -> dict[str, Any]:
     """Totals over the runs that finished.  Errors are not failures: they are counted
     apart, by cause; the pass rate counts the graded runs and the errors that count
     against the agent (``LEFT_OUT_CAUSES``), and says how many it leaves out."""
-    statuses = Counter(r["status"] for r in runs)
+    statuses = Counter(r.status for r in runs)
     passed, failed, errors = statuses["pass"], statuses["fail"], statuses["error"]
     causes = Counter(c for r in runs if (c := error_cause(r)))
     left_out = sum(n for c, n in causes.items() if c in LEFT_OUT_CAUSES)
     counted = len(runs) - left_out
     low, high = wilson_interval(passed, counted)
-    check_failures = Counter(c for r in runs for c in r.get("failed_checks") or [])
+    check_failures = Counter(c for r in runs for c in r.failed_checks)
     return {
         "runs": len(runs),
         "passed": passed,
@@ -95,20 +107,19 @@ def batch_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "left_out": left_out,
         "pass_rate": passed / counted if counted else None,
         "pass_rate_ci95": [low, high] if counted else None,
-        "average_steps": sum(r["steps"] for r in runs) / len(runs) if runs else None,
+        "average_steps": sum(r.steps for r in runs) / len(runs) if runs else None,
         "geomean_speedup_passing": geometric_mean(
-            [r["speedup"] for r in runs if r["status"] == "pass" and r.get("speedup")]),
+            [r.speedup for r in runs if r.status == "pass" and r.speedup]),
         "check_failures": dict(check_failures.most_common()),
         **score_figures(runs),
-        "input_tokens": sum(r.get("input_tokens") or 0 for r in runs),
-        "output_tokens": sum(r.get("output_tokens") or 0 for r in runs),
-        "cache_creation_input_tokens": sum(r.get("cache_creation_input_tokens") or 0
-                                           for r in runs),
-        "cache_read_input_tokens": sum(r.get("cache_read_input_tokens") or 0 for r in runs),
+        "input_tokens": sum(r.input_tokens for r in runs),
+        "output_tokens": sum(r.output_tokens for r in runs),
+        "cache_creation_input_tokens": sum(r.cache_creation_input_tokens for r in runs),
+        "cache_read_input_tokens": sum(r.cache_read_input_tokens for r in runs),
         # unknown (None) when any run's cost is: a partial sum would read as the total
-        "cost_usd": (round(sum(r["cost_usd"] for r in runs), 6)
-                     if all(r.get("cost_usd") is not None for r in runs) else None),
-        "stream_retries": sum(r.get("stream_retries") or 0 for r in runs),
+        "cost_usd": (round(sum(r.cost_usd for r in runs), 6)
+                     if all(r.cost_usd is not None for r in runs) else None),
+        "stream_retries": sum(r.stream_retries for r in runs),
     }
 
 
@@ -147,36 +158,34 @@ def _cell(text: str | None) -> str:
     return (text or "").replace("|", "\\|").replace("\n", " ")[:160]
 
 
-def render_markdown(config: dict[str, Any], baseline: dict[str, Any],
-                    runs: list[dict[str, Any]], totals: dict[str, Any],
-                    interrupted: bool = False) -> str:
+def render_markdown(results: BatchResults) -> str:
+    """``run_summary.md``: the configuration, the baseline, a row per run, the totals,
+    the errors and the failed checks."""
     lines = ["# Run summary", ""]
-    if interrupted:
+    if results.interrupted:
         lines += ["**Interrupted**: only the runs that finished are included.", ""]
     lines += ["## Configuration", ""]
-    lines += [f"- {k}: `{v}`" for k, v in config.items()]
+    lines += [f"- {k}: `{v}`" for k, v in results.config.items()]
     lines += ["", "## Baseline", ""]
-    lines += [f"- {k}: {v}" for k, v in baseline.items()]
+    lines += [f"- {k}: {v}" for k, v in results.baseline.items()]
     lines += ["", "## Runs", "",
               "| run | verdict | speedup | score | accuracy diff | reason | steps | tools used | "
               "intermediate | tokens in/out | cache write/read | cost |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in runs:
-        diff = (None if r.get("accuracy") is None or r.get("baseline_accuracy") is None
-                else r["accuracy"] - r["baseline_accuracy"])
-        used = ", ".join(f"{k}×{v}" for k, v in sorted((r.get("tool_calls") or {}).items()))
+    for r in results.runs:
+        diff = (None if r.accuracy is None or r.baseline_accuracy is None
+                else r.accuracy - r.baseline_accuracy)
+        used = ", ".join(f"{k}×{v}" for k, v in sorted(r.tool_calls.items()))
         inter = ", ".join("grader error" if i.get("error") else
                           _fmt(i.get("speedup"), ".1f", "x") + ("✓" if i.get("passed") else "✗")
-                          for i in r.get("intermediate") or [])
-        reason = _cell(r.get("reason"))
+                          for i in r.intermediate)
         lines.append(
-            f"| {r['run_id']} | {r['status']} | {_fmt(r.get('speedup'), '.2f', 'x')} | "
-            f"{_fmt(r.get('score'), '.3f')} | {_fmt(diff, '+.4f')} | {reason} | "
-            f"{r['steps']} | {used} | {inter or '–'} | "
-            f"{r.get('input_tokens', 0)}/{r.get('output_tokens', 0)} | "
-            f"{r.get('cache_creation_input_tokens') or 0}/"
-            f"{r.get('cache_read_input_tokens') or 0} | {_cost(r.get('cost_usd'))} |")
-    t = totals
+            f"| {r.run_id} | {r.status} | {_fmt(r.speedup, '.2f', 'x')} | "
+            f"{_fmt(r.score, '.3f')} | {_fmt(diff, '+.4f')} | {_cell(r.reason)} | "
+            f"{r.steps} | {used} | {inter or '–'} | {r.input_tokens}/{r.output_tokens} | "
+            f"{r.cache_creation_input_tokens}/{r.cache_read_input_tokens} | "
+            f"{_cost(r.cost_usd)} |")
+    t = results.totals
     lines += [
         "", "## Totals", "",
         f"- Runs: {t['runs']} (passed {t['passed']}, failed {t['failed']}, "
@@ -197,12 +206,12 @@ def render_markdown(config: dict[str, Any], baseline: dict[str, Any],
         "`pricing.py`)",
         "", "## Errors", "",
     ]
-    errors = [r for r in runs if r["status"] == "error"]
+    errors = [r for r in results.runs if r.status == "error"]
     if errors:
         lines += ["| run | cause | pass rate | reason |", "|---|---|---|---|"]
-        lines += [f"| {r['run_id']} | {ERROR_CAUSES[error_cause(r)]} | "
+        lines += [f"| {r.run_id} | {ERROR_CAUSES[error_cause(r)]} | "
                   f"{'counted as not passed' if counts_in_pass_rate(r) else 'left out'} | "
-                  f"{_cell(r.get('reason'))} |" for r in errors]
+                  f"{_cell(r.reason)} |" for r in errors]
     else:
         lines.append("- none")
     lines += ["", "## Failed checks", ""]

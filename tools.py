@@ -14,26 +14,21 @@ through ``safe_files``; a file offered for grading is read once and graded as a 
 Per-run state (workspace, problem, submissions) lives in :class:`RunContext`, reached
 through the ``RUN`` context variable so concurrent runs never share it.  Code the agent
 runs goes through ``sandbox.run_python``; nothing here executes agent code in-process.
+Profiling itself (py-spy, its report, the shared profile cache) is ``profiler``'s:
+``profile_tool`` decides what may be profiled and what the sandbox sees.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import contextvars
-import html
-import json
 import logging
 import os
-import shutil
 import stat
-import sys
 import tempfile
 import time
 import traceback
-import zlib
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -43,169 +38,19 @@ import pydantic
 from anthropic import beta_async_tool
 from anthropic.lib.tools import ToolError
 
+import profiler
 import safe_files
 import sandbox
 from problem import DataGuard, Problem
+from sandbox import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent
 MAX_READ_CHARS = 60_000
-MAX_READ_BYTES = 8 * 1024**2  # what read_file (and a profiled task file's hash) reads at most
+MAX_READ_BYTES = 8 * 1024**2  # what read_file reads at most
 MAX_WRITE_BYTES = 1_000_000
 MAX_CANDIDATE_BYTES = 8 * 1024**2  # what the harness reads of a file offered for grading
 MAX_TOOL_OUTPUT = 12_000
-
-_PROFILER = r"""
-import cProfile, pstats, io, runpy, sys
-script, out_file = sys.argv[1], sys.argv[2]
-sys.argv = [script]
-profiler = cProfile.Profile()
-status = 0
-try:
-    profiler.runcall(runpy.run_path, script, run_name="__main__")
-except SystemExit as exc:
-    status = exc.code if isinstance(exc.code, int) else 1
-except BaseException:
-    import traceback; traceback.print_exc(); status = 1
-profiler.dump_stats(out_file)
-for key, title in (("cumulative", "cumulative time"), ("tottime", "own time")):
-    buf = io.StringIO()
-    pstats.Stats(profiler, stream=buf).sort_stats(key).print_stats(15)
-    text = buf.getvalue()
-    start = text.find("   ncalls")
-    print(f"\n=== top 15 functions by {title} ===\n" + (text[start:] if start >= 0 else text))
-sys.exit(status)
-"""
-
-
-# py-spy runs the script as its own child (inside the same sandbox) and samples it from
-# outside the interpreter, native frames included; the harness reads its stacks.
-_PY_SPY_LAUNCHER = r'''
-import os, subprocess, sys, tempfile
-spy, rate, out_file, script = sys.argv[1:5]
-fd, status_file = tempfile.mkstemp()  # py-spy exits 0 whatever the script did
-os.close(fd)
-runner = """
-import runpy, sys
-script, status_file = sys.argv[1:3]
-sys.argv = [script]
-status = 0
-try:
-    runpy.run_path(script, run_name="__main__")
-except SystemExit as exc:
-    status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-except BaseException:
-    import traceback; traceback.print_exc(); status = 1
-with open(status_file, "w") as f:
-    f.write(str(status))
-sys.exit(status)
-"""
-subprocess.run([spy, "record", "--native", "--format", "raw", "--rate", rate, "-o", out_file,
-                "--", sys.executable, "-X", "utf8", "-c", runner, script, status_file])
-try:
-    with open(status_file) as f:
-        status = int(f.read().strip() or 1)
-except (OSError, ValueError):
-    status = 1
-sys.exit(status)
-'''
-PY_SPY_RATE = 100  # samples a second
-MAX_STACKS_BYTES = 20_000_000  # what the harness reads of a profile the sandbox wrote
-TOP_FRAMES = 15
-
-
-def py_spy() -> str | None:
-    """The py-spy executable beside this interpreter (the project's environment), or
-    on PATH; None when the package is not installed."""
-    beside = Path(sys.executable).parent / "py-spy"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    return shutil.which("py-spy")
-
-
-def parse_stacks(text: str) -> Counter[tuple[str, ...]]:
-    """Collapsed stacks ('frame;frame;frame COUNT' per line) as counts; malformed lines
-    are skipped (the file was written inside the sandbox)."""
-    stacks: Counter[tuple[str, ...]] = Counter()
-    for line in text.splitlines():
-        stack, _, count = line.rstrip().rpartition(" ")
-        if stack and count.isdigit():
-            stacks[tuple(f.strip() for f in stack.split(";") if f.strip())] += int(count)
-    return stacks
-
-
-def stacks_report(stacks: Counter[tuple[str, ...]], top: int = TOP_FRAMES) -> str:
-    """The hottest frames by own samples (the stack's leaf) and by total samples (any
-    place in the stack, once per stack), as text for the model."""
-    total = sum(stacks.values())
-    if not total:
-        return "(no samples: the program ended before the first one)"
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    for stack, count in stacks.items():
-        if stack:
-            own[stack[-1]] += count
-        for frame in set(stack):
-            inclusive[frame] += count
-    lines = [f"{total} samples at {PY_SPY_RATE} per second (py-spy, native frames included)"]
-    for title, table in (("own samples (where the time is spent)", own),
-                         ("total samples (including what they call)", inclusive)):
-        lines.append(f"\n=== top {top} frames by {title} ===")
-        lines += [f"{100 * n / total:6.1f}%  {frame[:200]}" for frame, n in
-                  table.most_common(top)]
-    return "\n".join(lines)
-
-
-def flame_graph_svg(stacks: Counter[tuple[str, ...]], width: int = 1200) -> str:
-    """A static icicle-style flame graph (root at the top), every name XML-escaped."""
-    total = sum(stacks.values()) or 1
-    tree: dict = {}
-    for stack, count in stacks.items():
-        node = tree
-        for frame in stack:
-            entry = node.setdefault(frame, [0, {}])
-            entry[0] += count
-            node = entry[1]
-    rows: list[str] = []
-    depth_max = 0
-
-    def draw(node: dict, x: float, depth: int) -> None:
-        nonlocal depth_max
-        for frame, (count, children) in sorted(node.items()):
-            w = width * count / total
-            if w >= 0.5:
-                depth_max = max(depth_max, depth)
-                name = html.escape(frame, quote=True)
-                label = html.escape(frame[: int(w / 7)], quote=True) if w > 30 else ""
-                hue = 20 + zlib.crc32(frame.encode()) % 40
-                rows.append(f'<g><title>{name} ({count} samples, {100 * count / total:.1f}%)'
-                            f'</title><rect x="{x:.1f}" y="{depth * 17}" width="{w:.1f}" '
-                            f'height="16" fill="hsl({hue},90%,60%)"/><text x="{x + 2:.1f}" '
-                            f'y="{depth * 17 + 12}" font-size="11">{label}</text></g>')
-                draw(children, x, depth + 1)
-            x += w
-
-    draw(tree, 0.0, 0)
-    height = (depth_max + 1) * 17
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'font-family="monospace">\n' + "\n".join(rows) + "\n</svg>\n")
-
-
-def _read_stacks(root: Path, rel: PurePosixPath) -> Counter[tuple[str, ...]]:
-    """The stacks py-spy wrote in the run directory (a link, FIFO or oversized file
-    planted there gives none)."""
-    try:
-        data = safe_files.read_bytes(root, rel, MAX_STACKS_BYTES)
-    except OSError:
-        return Counter()
-    return parse_stacks(data.decode("utf-8", errors="replace"))
-
-
-def _beside(stem: PurePosixPath, suffix: str) -> PurePosixPath:
-    """``stem`` with ``suffix`` added (``with_suffix`` would cut a dotted name)."""
-    return stem.with_name(stem.name + suffix)
-
 
 @dataclass
 class ToolSettings:
@@ -522,164 +367,21 @@ async def profile_tool(path: str) -> str:
         raise ToolError(f"cannot make profiles/ in your run directory: "
                         f"{exc.strerror or exc}") from exc
     stem = PurePosixPath("profiles", f"{script.rel.stem}-{ctx.profiles}")  # in the run dir
+    s = ctx.settings
+
+    async def run(args: list[str], workdir: Path) -> tuple[sandbox.ProcessResult, str]:
+        result = await sandbox.run_python(
+            args, visibility=_visibility(ctx, workdir), threads=s.threads,
+            limits=sandbox.Limits(timeout=s.profile_timeout, memory_bytes=s.memory_bytes,
+                                  max_output=MAX_TOOL_OUTPUT * 2))
+        return result, _process_output(result)
+
+    job = profiler.Job(path, script.root, script.rel, ctx.workspace, stem, run, _display)
     if script.root == _data_dir(ctx):
         # The task's own files never change: profiled once per machine, then shared by
         # every run (minutes of CPU each, on a machine whose runs share two cores).
-        return await _shared_profile(ctx, path, script, stem)
-    return await _profile(ctx, path, script, stem)
-
-
-PROFILE_CACHE_VERSION = 1
-_profile_locks: dict[str, asyncio.Lock] = {}
-
-
-def _profile_cache_dir() -> Path:
-    from problems.ml_training.measurement import default_cache_dir
-
-    return default_cache_dir() / "profiles"  # no sandbox sees it (sandbox.plan)
-
-
-async def _shared_profile(ctx: RunContext, path: str, script: Place,
-                          stem: PurePosixPath) -> str:
-    """The profile of an unchanged task file: from the machine's cache when there, else
-    measured (once, however many runs ask at the same time) and stored.  The run gets
-    its own copies of the raw profile and the flame graph.
-
-    What is shared is measured in a clean room: a fresh directory of the harness's,
-    never the run directory, so nothing an agent planted (a module the task file would
-    import from its working directory, a file at a profile's name) can reach the cache
-    and, through it, another run.  Every copy goes through ``safe_files``."""
-    kind = f"py-spy-{PY_SPY_RATE}" if py_spy() is not None else "cprofile"
-    try:
-        entry = await asyncio.to_thread(_profile_entry, script, kind)
-    except OSError as exc:  # the task file itself is unreadable: measured, not shared
-        log.warning("the task file's profile is not shared: %s", exc.strerror or exc)
-        return await _profile(ctx, path, script, stem)
-    shown = _display(ctx.workspace / stem)
-    lock = _profile_locks.setdefault(entry.name, asyncio.Lock())
-    async with lock:
-        found = await asyncio.to_thread(_load_profile, entry, ctx.workspace, stem)
-        if found is not None:
-            return ("(the shared profile of this unchanged file, measured once on this "
-                    f"machine)\n{found.replace(_STEM, shown)}")
-        room = Path(tempfile.mkdtemp(prefix="hp-profile-"))
-        try:
-            (room / stem.parent).mkdir()
-            result = await _profile(ctx, path, script, stem, workdir=room)
-            await asyncio.to_thread(_store_profile, entry, room, stem,
-                                    result.replace(shown, _STEM))
-            for suffix in _PROFILE_FILES:
-                with contextlib.suppress(FileNotFoundError):
-                    await asyncio.to_thread(
-                        safe_files.copy_file, room, _beside(stem, suffix), ctx.workspace,
-                        _beside(stem, suffix), MAX_STACKS_BYTES)
-        finally:
-            await asyncio.to_thread(safe_files.remove_tree, room)
-        return result
-
-
-_STEM = "\0stem\0"  # where a stored profile names the run's own files
-_PROFILE_FILES = (".txt", ".svg", ".prof")
-MAX_PROFILE_RECORD_BYTES = 1_000_000
-
-
-def _profile_entry(script: Place, kind: str) -> Path:
-    import hashlib
-
-    source = safe_files.read_bytes(script.root, script.rel, MAX_READ_BYTES)
-    digest = hashlib.sha256(source + f"\0{kind}\0{sys.version}\0"
-                            f"{PROFILE_CACHE_VERSION}".encode()).hexdigest()[:32]
-    return _profile_cache_dir() / digest
-
-
-def _load_profile(entry: Path, workspace: Path, stem: PurePosixPath) -> str | None:
-    """The stored profile's text, its files copied into the run directory (a name the
-    agent's code took there is replaced); None when nothing usable is stored."""
-    try:
-        found = json.loads(safe_files.read_bytes(entry, "record.json",
-                                                 MAX_PROFILE_RECORD_BYTES))
-        files = {name: safe_files.read_bytes(entry, name, MAX_STACKS_BYTES)
-                 for name in found["files"] if Path(name).suffix in _PROFILE_FILES}
-        result = str(found["result"])
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError):
-        safe_files.remove_tree(entry)  # unreadable: measured again
-        return None
-    for name, data in files.items():
-        try:
-            safe_files.write_bytes(workspace, _beside(stem, Path(name).suffix), data)
-        except OSError as exc:
-            raise ToolError(f"cannot write the profile into your run directory: "
-                            f"{exc.strerror or exc}") from exc
-    return result
-
-
-def _store_profile(entry: Path, workspace: Path, stem: PurePosixPath, result: str) -> None:
-    """Store the run's profile for the others, unless what is at its names in the run
-    directory is not what the profiler wrote (a link, a FIFO: then nothing is stored)."""
-    files = {}
-    for suffix in _PROFILE_FILES:
-        try:
-            files[f"profile{suffix}"] = safe_files.read_bytes(workspace, _beside(stem, suffix),
-                                                              MAX_STACKS_BYTES)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            log.warning("the profile is not shared: %s", exc.strerror or exc)
-            return
-    if not files.keys() & {"profile.txt", "profile.prof"}:
-        log.warning("the profile is not shared: the profiler wrote no raw profile")
-        return
-    tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
-    try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        safe_files.remove_tree(tmp)
-        for name, data in files.items():
-            safe_files.write_bytes(entry.parent, f"{tmp.name}/{name}", data)
-        safe_files.write_bytes(entry.parent, f"{tmp.name}/record.json", json.dumps(
-            {"result": result, "files": sorted(files)}).encode())
-        safe_files.remove_tree(entry)
-        tmp.rename(entry)
-    except OSError as exc:
-        log.warning("the shared profile could not be stored: %s", exc)
-        safe_files.remove_tree(tmp)
-
-
-async def _profile(ctx: RunContext, path: str, script: Place, stem: PurePosixPath,
-                   workdir: Path | None = None) -> str:
-    """Profile ``script`` in ``workdir`` (the run directory unless given); the text
-    names the files as they will be in the run directory."""
-    s = ctx.settings
-    spy = py_spy()
-    workdir = workdir or ctx.workspace
-    raw_rel = _beside(stem, ".txt" if spy is not None else ".prof")
-    raw = workdir / raw_rel  # written by the profiler, inside the sandbox
-    if spy is not None:
-        args = ["-c", _PY_SPY_LAUNCHER, spy, str(PY_SPY_RATE), str(raw), str(script.path)]
-    else:
-        args = ["-c", _PROFILER, str(script.path), str(raw)]
-    result = await sandbox.run_python(
-        args, visibility=_visibility(ctx, workdir), threads=s.threads,
-        limits=sandbox.Limits(timeout=s.profile_timeout, memory_bytes=s.memory_bytes,
-                              max_output=MAX_TOOL_OUTPUT * 2))
-    output = _process_output(result)
-    shown = _display(ctx.workspace / raw_rel)
-    if not result.ok:
-        raise ToolError(f"profiling {path}: the program {result.failure()}.\n{output}")
-    if spy is None:
-        return (f"(py-spy is not installed: a cProfile profile)\n"
-                f"profile saved to {shown}\n{output}")
-    stacks = await asyncio.to_thread(_read_stacks, workdir, raw_rel)
-    svg = _beside(stem, ".svg")
-    try:
-        await asyncio.to_thread(safe_files.write_bytes, workdir, svg,
-                                flame_graph_svg(stacks).encode())
-        graph = f"flame graph: {_display(ctx.workspace / svg)}"
-    except OSError as exc:
-        graph = f"no flame graph: {exc.strerror or exc}"
-    return (f"profile saved to {shown} ({graph})\n"
-            f"{stacks_report(stacks)}\n\nprogram output:\n{output}")
+        return await profiler.shared_profile(job)
+    return await profiler.profile(job)
 
 
 def _candidate_for_agent(path: str) -> tuple[RunContext, Candidate]:

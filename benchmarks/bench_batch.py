@@ -1,6 +1,6 @@
 """Batch benchmark: concurrent vs sequential scripted batches, and per-step overhead.
 
-    uv run python benchmarks/bench_batch.py [--runs 5] [--steps 15]
+    uv run python -m benchmarks.bench_batch [--runs 5] [--steps 15] [--skip-batch]
 
 1. Runs the same 5-run scripted batch (full-size problem, cached baseline) concurrently
    and sequentially: wall-time ratio, and the graded speedups of the same candidate in
@@ -15,28 +15,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from anthropic.types import Message
 
-from fake_api import FakeMessagesAPI, Reply, tool_use  # noqa: E402
-
-import agent  # noqa: E402
-import batch  # noqa: E402
-import tools  # noqa: E402
-from problems.ml_training.task import ComplexMLTrainingWithProfiler  # noqa: E402
-from scripted_agent import ScriptedClient, _message  # noqa: E402
+import agent
+import batch
+import tools
+from problems.ml_training.declarations.complex_pipeline import COMPLEX_SPEC
+from problems.ml_training.task import MLTrainingTask
+from scripted_agent import ScriptedClient
+from tests.fake_api import FakeMessagesAPI, Reply, tool_use
 
 SETTINGS = agent.AgentSettings("claude-haiku-4-5", 15, 8192)
 
 
 async def batch_modes(runs: int) -> None:
-    problem = ComplexMLTrainingWithProfiler(progress=lambda m: None)
+    problem = MLTrainingTask(COMPLEX_SPEC, progress=lambda m: None)
     await problem.figures()
     speedups = {}
     for concurrent in (True, False):
@@ -44,7 +43,7 @@ async def batch_modes(runs: int) -> None:
             s = batch.BatchSettings(runs=runs, concurrent=concurrent, output_dir=Path(out),
                                     agent=SETTINGS, tools=tools.ToolSettings())
             started = time.monotonic()
-            results = await batch.run_batch(problem, ScriptedClient(), s, lambda r, m: None)
+            results = await batch.run_batch(problem, ScriptedClient(problem), s, lambda r, m: None)
             wall = time.monotonic() - started
         mode = "concurrent" if concurrent else "sequential"
         speedups[mode] = [r["speedup"] for r in results["runs"]]
@@ -59,9 +58,14 @@ async def batch_modes(runs: int) -> None:
 
 
 class _InstantMessages:
+    ids = itertools.count(1)
+
     async def create(self, *, model, messages, **_):
         call = tool_use("read_file", {"path": "problem_data/slow_ml_training_complex.py"})
-        return _message([call], "tool_use", model)
+        return Message.model_validate({
+            "id": f"msg_instant_{next(self.ids):06d}", "type": "message", "role": "assistant",
+            "model": model, "content": [call], "stop_reason": "tool_use",
+            "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}})
 
     def stream(self, **request):  # not used: SETTINGS below disable streaming
         raise NotImplementedError
@@ -94,7 +98,7 @@ async def step_overhead(steps: int) -> None:
         for label, client in clients.items():
             for stream in (False, True) if label.startswith("real") else (False,):
                 with tempfile.TemporaryDirectory() as ws:
-                    ctx = tools.RunContext(Path(ws), ComplexMLTrainingWithProfiler())
+                    ctx = tools.RunContext(Path(ws), MLTrainingTask(COMPLEX_SPEC))
                     tools.RUN.set(ctx)
                     dispatch_time = 0.0
                     s = agent.AgentSettings(settings.model, steps, 1024, stream=stream)

@@ -1,6 +1,6 @@
 """Drift benchmark: a candidate's graded speedup while the machine is deliberately slowed.
 
-    uv run python benchmarks/bench_drift.py [--rounds 3] [--candidate FILE]
+    uv run python -m benchmarks.bench_drift [--rounds 3] [--candidate FILE]
 
 Grades one file (default: tests/candidates/honest_fast.py, full size) in rounds of
 three conditions: an idle machine, a CPU hog on the other core (a process streaming
@@ -24,14 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import sandbox  # noqa: E402
-from problems.ml_training.task import (  # noqa: E402
-    ComplexMLTrainingWithProfiler,
-    GradingOptions,
-)
+import sandbox
+from benchmarks.candidates import CANDIDATES
+from problems.ml_training.declarations.complex_pipeline import COMPLEX_SPEC
+from problems.ml_training.spec import GradingOptions
+from problems.ml_training.task import MLTrainingTask
 
 HOG = """
 import numpy as np
@@ -51,8 +48,8 @@ def start_hog(cpu: int) -> subprocess.Popen:
 
 
 async def main(rounds: int, candidate: Path) -> None:
-    problem = ComplexMLTrainingWithProfiler(options=GradingOptions(),
-                                            progress=lambda m: print("  " + m, flush=True))
+    problem = MLTrainingTask(COMPLEX_SPEC, options=GradingOptions(),
+                             progress=lambda m: print("  " + m, flush=True))
     figures = await problem.figures()
     timing_cpu = sandbox.default_cpu(True)
     other_cpu = sandbox.default_cpu(False)
@@ -98,6 +95,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--candidate", type=Path,
-                        default=ROOT / "tests" / "candidates" / "honest_fast.py")
+                        default=CANDIDATES / "honest_fast.py")
     args = parser.parse_args()
     asyncio.run(main(args.rounds, args.candidate))

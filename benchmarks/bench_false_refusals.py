@@ -1,7 +1,7 @@
 """How often honest files are refused, and by which check: each honest variant graded on
 many fresh data sets, in both semantics modes, through the grader's own `grade`.
 
-    uv run python benchmarks/bench_false_refusals.py [--samples 100] [--gradings 20]
+    uv run python -m benchmarks.bench_false_refusals [--samples 100] [--gradings 20]
         [--first-seed 700000] [--modes seed,strict] [--only NAME ...] [--json FILE]
 
 Every grading is the problem's own (`repeats=3`: one image set, twice under its labels
@@ -20,27 +20,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from candidates.variants import write_candidate  # noqa: E402
-from test_problem_suite import SUITE  # noqa: E402
-
-from problems.ml_training import fresh_inputs  # noqa: E402
-from problems.ml_training.measurement import BaselineCache  # noqa: E402
-from problems.ml_training.task import (  # noqa: E402
-    GradingOptions,
-    MLTrainingOptimizationProblem,
-)
+from benchmarks.candidates import scaled_copy, write_candidate
+from problems.ml_training import fresh_inputs
+from problems.ml_training.declarations.complex_pipeline import complex_spec
+from problems.ml_training.declarations.numpy_pipeline import numpy_spec
+from problems.ml_training.declarations.pytorch_pipeline import pytorch_spec
+from problems.ml_training.spec import GradingOptions
+from problems.ml_training.task import MLTrainingTask
+from problems.ml_training.timing.cache import BaselineCache
 
 SPEED = {"speedup_target", "speedup_plausible"}
-PROBLEMS = SUITE  # problem: (spec, slow file, reference, the files' own n_samples)
+# each problem's spec builder; its default spec names its full-size files
+PROBLEMS = {"numpy": numpy_spec, "pytorch": pytorch_spec, "complex": complex_spec}
 NUMPY_CHUNKS = [
     ("    features = extractor.extract_features(images)\n",
      "    features = np.concatenate([extractor.extract_features(part)\n"
@@ -72,15 +68,6 @@ VARIANTS = {
 }
 
 
-def scaled(source: Path, dest: Path, default: int, n: int, edits=()) -> Path:
-    text = source.read_text().replace(f"n_samples={default}", f"n_samples={n}")
-    for old, new in edits:
-        assert text.count(old) == 1, f"{dest.name}: {old!r} must occur once"
-        text = text.replace(old, new)
-    dest.write_text(text)
-    return dest
-
-
 async def main(args: argparse.Namespace) -> dict[str, dict]:
     work = Path(tempfile.mkdtemp(prefix="bench-refusals-"))
     modes = args.modes.split(",")
@@ -90,23 +77,23 @@ async def main(args: argparse.Namespace) -> dict[str, dict]:
           f"seeds {args.first_seed}..{args.first_seed + args.gradings - 1}", flush=True)
     for name in chosen:
         problem_name, fixture, edits, honest_modes = VARIANTS[name]
-        spec_of, slow, reference, default = PROBLEMS[problem_name]
+        spec_of = PROBLEMS[problem_name]
+        full = spec_of()
         d = work / name.replace("/", "_")
         d.mkdir()
-        baseline = scaled(slow, d / "slow.py", default, args.samples)
-        ref = scaled(reference, d / "reference.py", default, args.samples)
+        baseline = scaled_copy(full.baseline, d / "slow.py", args.samples, full.n_samples)
+        ref = scaled_copy(full.reference, d / "reference.py", args.samples, full.n_samples)
         if fixture is not None:
             path = write_candidate(fixture, d / fixture, args.samples)
         else:
-            path = scaled(reference, d / "candidate.py", default, args.samples, edits)
+            path = scaled_copy(full.reference, d / "candidate.py", args.samples,
+                               full.n_samples, edits)
         spec = spec_of(baseline, args.samples, reference=ref)
         for mode in (m for m in modes if m in honest_modes):
             opts = GradingOptions(repeats=3, baseline_repeats=1, target=1.0,
                                   min_timed_seconds=0, semantics=mode,
                                   accuracy_tolerance=spec.accuracy_tolerance)
-            problem = MLTrainingOptimizationProblem(spec, opts,
-                                                    cache=BaselineCache(work / "cache"))
-            problem.progress = lambda text: None
+            problem = MLTrainingTask(spec, opts, cache=BaselineCache(work / "cache"))
             refused, by_check, replayed, started = 0, Counter(), 0, time.monotonic()
             for g in range(args.gradings):
                 seed = args.first_seed + g

@@ -1,6 +1,6 @@
 """Grader benchmark: noise of the reference's graded speedup, grader overhead, cache.
 
-    uv run python benchmarks/bench_grader.py [--gradings 5]
+    uv run python -m benchmarks.bench_grader [--gradings 5] [--semantics seed|strict]
 
 Grades the reference solution N times against the real (cached) baseline and reports
 the median speedup and its coefficient of variation across gradings, each grading's
@@ -16,23 +16,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from problems.ml_training.task import (  # noqa: E402
-    COMPLEX_SPEC,
-    ComplexMLTrainingWithProfiler,
-    GradingOptions,
-)
+from problems.ml_training.declarations.complex_pipeline import COMPLEX_SPEC
+from problems.ml_training.spec import GradingOptions
+from problems.ml_training.task import MLTrainingTask
 
 
 async def main(gradings: int, semantics: str) -> None:
     options = GradingOptions(semantics=semantics)
-    problem = ComplexMLTrainingWithProfiler(options=options,
-                                            progress=lambda m: print("  " + m, flush=True))
+    problem = MLTrainingTask(COMPLEX_SPEC, options=options,
+                             progress=lambda m: print("  " + m, flush=True))
     figures = await problem.figures()
     print(f"baseline median {figures.baseline.median:.2f} s {figures.baseline.times}, "
           f"accuracy {figures.baseline.accuracy:.4f}; reference speedup "
@@ -67,7 +61,7 @@ async def main(gradings: int, semantics: str) -> None:
           " (goal <= 24 s: 1.5x the 16 s before fresh inputs)")
     print(f"grader overhead per grading: median {statistics.median(overheads):.3f} s, "
           f"max {max(overheads):.3f} s (goal <= 1 s)")
-    second = ComplexMLTrainingWithProfiler(options=options)
+    second = MLTrainingTask(COMPLEX_SPEC, options=options)
     await second.grade(COMPLEX_SPEC.reference)
     print(f"second problem instance: {second.baseline_executions} baseline executions "
           "(goal 0: cached)")

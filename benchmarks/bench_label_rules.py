@@ -1,7 +1,7 @@
 """Which label rules could replace brightness deciles: learnability by the original, what
 one epoch of three loses, and whether the seed's z-score normalisation keeps up.
 
-    uv run python benchmarks/bench_label_rules.py [samples] [seeds] [rule,rule,...]
+    uv run python -m benchmarks.bench_label_rules [samples] [seeds] [rule,rule,...]
 
 An exploration kept for the record (results in benchmarks/README.md): each rule labels
 the original's images for a seed; the strict reference's training (the oracle's) is run
@@ -19,8 +19,8 @@ import sys
 
 import numpy as np
 import torch
-from bench_labels import ref  # the strict reference, loaded once (and the project on sys.path)
 
+from benchmarks.bench_labels import ref  # the strict reference, loaded once
 from problems.ml_training.fresh_inputs import brightness_labels
 
 VARIANTS = {"orig": {}, "other_traj": {"tseed": "other"}, "2ep": {"epochs": 2},

@@ -1,7 +1,7 @@
 """How learnable the grader's labels are, and what each shortcut loses: accuracy on the
 hidden test labels of fresh data sets, per training variant.
 
-    uv run python benchmarks/bench_labels.py [--samples 3000] [--seeds 6]
+    uv run python -m benchmarks.bench_labels [--samples 3000] [--seeds 6]
 
 Each fresh data set is built as the grader builds it (``problems.ml_training.fresh_inputs``); the
 pipeline is the strict reference's (the oracle's), with one thing changed per row:
@@ -15,19 +15,16 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from problems.ml_training.declarations.complex_pipeline import COMPLEX_SPEC
+from problems.ml_training.fresh_inputs import make_dataset
 
-from problems.ml_training.fresh_inputs import make_dataset  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location(
-    "reference", ROOT / "problems" / "ml_training" / "reference" / "ml_training_reference.py")
+# The strict reference, loaded from its file: its training recipe (``_Trainer``,
+# ``_shuffled_order``, ``_noisy``) is private to it, and these benchmarks vary that recipe.
+_spec = importlib.util.spec_from_file_location("reference", COMPLEX_SPEC.reference)
 ref = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ref)
 

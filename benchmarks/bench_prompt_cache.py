@@ -1,43 +1,79 @@
 """Prompt caching: input billed at the full price over a scripted 15-step run, on and off.
 
-    uv run python benchmarks/bench_prompt_cache.py
+    uv run python -m benchmarks.bench_prompt_cache
 
-The fake Messages API (tests/fake_api.py) bills the cache from each request's
+The fake Messages API (``tests/fake_api.py``) bills the cache from each request's
 ``cache_control`` breakpoint (``PromptCache``: about four characters of JSON a token).
 The run reads the slow flagship pipeline, writes a whole file (the reference), makes
-twelve small experiments and
-submits, through the real SDK and the real tools; the same script is played with the
-conversation cached for 1 hour and with caching off.  Costs use pricing.py's table for
+twelve small experiments and submits, through the real SDK and the real tools, for a
+problem whose grader answers at once; the same script is played with the conversation
+cached for 1 hour and with caching off.  Costs use pricing.py's table for
 claude-haiku-4-5.  Results: benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from fake_api import FakeMessagesAPI, PromptCache  # noqa: E402
-from test_agent_loop import OPT, OPT_SOURCE, StubProblem, fifteen_steps  # noqa: E402
-
-import agent  # noqa: E402
-import tools  # noqa: E402
-from batch import outcome_cost  # noqa: E402
+import agent
+import tools
+from batch import outcome_cost
+from problem import Check, GradeResult, Problem
+from problems.ml_training.declarations.complex_pipeline import COMPLEX_SPEC
+from problems.ml_training.spec import PROBLEM_DATA
+from tests.fake_api import FakeMessagesAPI, PromptCache, Reply, text, tool_use
 
 MODEL = "claude-haiku-4-5"
 ALLOWED = ["read_file", "write_file", "python_expression", "submit_answer"]
 HAIKU_MIN = 4096  # tokens: the shortest prefix Claude Haiku 4.5 caches
+SLOW = "problem_data/slow_ml_training_complex.py"
+OPT = "optimized_ml_training.py"
+OPT_SOURCE = "import numpy as np\n\n\ndef run_complex_training_pipeline():\n    return 0.1\n"
+
+
+class CannedProblem(Problem):
+    """A problem whose grader answers at once with a canned verdict (the run's cost is
+    the conversation's, not a grading's)."""
+
+    name = "canned"
+    data_dir = PROBLEM_DATA
+
+    def prompt(self, workspace: Path) -> str:
+        return f"Make the pipeline fast. Your working directory is `{workspace}`."
+
+    def tool_names(self) -> list[str]:
+        return list(ALLOWED)
+
+    async def grade(self, candidate: Path, **options: Any) -> GradeResult:
+        return GradeResult(passed=True, checks=[Check("canned", True, "canned verdict")],
+                           speedup=40.0, baseline_time=4.0, candidate_time=0.1,
+                           candidate_times=[0.1], accuracy=0.1, baseline_accuracy=0.1,
+                           target=33.0)
+
+
+def fifteen_steps() -> list[Reply]:
+    """Read the slow pipeline, write a whole file (the flagship's reference, about 24 KB),
+    twelve small experiments, submit.  (The experiments name their argument
+    ``expression``, not ``code``: each is answered with a validation error, as when the
+    README's figures were measured.)"""
+    reference = COMPLEX_SPEC.reference.read_text()
+    return ([Reply([tool_use("read_file", {"path": SLOW})], "tool_use"),
+             Reply([tool_use("write_file", {"path": "draft.py", "content": reference})],
+                   "tool_use", output_tokens=8000)]
+            + [Reply([text(f"Trying idea {k}."),
+                      tool_use("python_expression", {"expression": f"sum(range({k}))"})],
+                     "tool_use", output_tokens=40) for k in range(12)]
+            + [Reply([tool_use("submit_answer", {"path": OPT})], "tool_use")])
 
 
 async def one(ttl: str | None) -> agent.AgentOutcome:
     with tempfile.TemporaryDirectory() as d:
         workspace = Path(d)
         (workspace / OPT).write_text(OPT_SOURCE)
-        ctx = tools.RunContext(workspace, StubProblem())
+        ctx = tools.RunContext(workspace, CannedProblem())
         token = tools.RUN.set(ctx)
         try:
             cache = PromptCache(HAIKU_MIN)

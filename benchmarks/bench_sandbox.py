@@ -1,14 +1,15 @@
 """What isolation costs per child: each backend against none, side by side.
 
-    uv run python benchmarks/bench_sandbox.py [--repeats 10]
+    uv run python -m benchmarks.bench_sandbox [--repeats 10]
 
 For every backend the machine has, alternating so drift hits all alike, it times
 (1) ``python -c pass`` through ``sandbox.run_python``, (2) one timed execution of a
-trivial candidate in a sandbox of its own through ``problems.ml_training.measurement.execute``
-(sandbox, interpreter, torch import, timer, template, fork), timed around the call, and
-(3) in one warm ``Executor``, each execution's wall time (job sent to output received,
-clean-up included) minus its timed part: the overhead an execution costs once the
-sandbox is warm.  It prints the medians and each backend's overhead over ``none``.
+trivial candidate in a sandbox of its own through
+``problems.ml_training.timing.executor.execute`` (sandbox, interpreter, torch import,
+timer, template, fork), timed around the call, and (3) in one warm ``Executor``, each
+execution's wall time (job sent to output received, clean-up included) minus its timed
+part: the overhead an execution costs once the sandbox is warm.  It prints the medians
+and each backend's overhead over ``none``.
 """
 
 from __future__ import annotations
@@ -16,15 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import sandbox  # noqa: E402
-from problems.ml_training.measurement import Executor, Instrumentation, execute  # noqa: E402
+import sandbox
+from problems.ml_training.timing.executor import Executor, Instrumentation, execute
 
 CANDIDATE = "def run_complex_training_pipeline():\n    return 0.0\n"
 INST = Instrumentation(entry="run_complex_training_pipeline")

@@ -1,6 +1,7 @@
 """Side-by-side benchmark: which estimator of a speedup is stable from one grading to the next.
 
-    uv run python benchmarks/bench_side_by_side.py [--rounds 6] [--pairs 20] [A B]
+    uv run python -m benchmarks.bench_side_by_side [--rounds 6] [--pairs 20] [A B]
+        [--out FILE] [--report FILE]
 
 Each round starts two new warm sandboxes, one per file (default: the strict reference
 twice, so the true ratio is 1), and alternates their timed executions, A B A B, on fresh
@@ -23,16 +24,10 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from problems.ml_training import fresh_inputs  # noqa: E402
-from problems.ml_training.measurement import Executor, timing_lock  # noqa: E402
-from problems.ml_training.task import (  # noqa: E402
-    COMPLEX_SPEC,
-    PROBLEM_DATA,
-    ComplexMLTrainingWithProfiler,
-)
+from problems.ml_training import fresh_inputs
+from problems.ml_training.declarations.complex_pipeline import COMPLEX_SPEC
+from problems.ml_training.spec import PROBLEM_DATA, GradingOptions
+from problems.ml_training.timing.executor import Executor, timing_lock
 
 ESTIMATORS = {"median": np.median, "mean": np.mean,
               "trim20": lambda x: stats.trim_mean(x, 0.2), "min": np.min,
@@ -40,8 +35,7 @@ ESTIMATORS = {"median": np.median, "mean": np.mean,
 
 
 async def measure(a: Path, b: Path, rounds: int, pairs: int) -> list[tuple[list, list]]:
-    problem = ComplexMLTrainingWithProfiler()
-    inst, limits = problem._instrumentation(), problem._limits(600)
+    inst, limits = COMPLEX_SPEC.instrumentation(), GradingOptions().limits(600)
     data = []
     for r in range(rounds):
         async with (Executor(a, inst, threads=1, limits=limits,

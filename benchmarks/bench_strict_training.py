@@ -2,7 +2,7 @@
 honest versions' trained weights come to the oracle's on the same data, and how far a
 shortcut lands.
 
-    uv run python benchmarks/bench_strict_training.py [--samples 1000] [--seed 114365524]
+    uv run python -m benchmarks.bench_strict_training [--samples 1000] [--seed 114365524]
         [FIXTURE ...]
 
 Runs the strict reference (the oracle) and then each named file on one fresh data set,
@@ -18,33 +18,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from candidates.variants import write_candidate  # noqa: E402
-from conftest import REFERENCE, scaled_copy  # noqa: E402
-
-import sandbox  # noqa: E402
-from problems.ml_training.execution_report import ExecutionReport  # noqa: E402
-from problems.ml_training.fresh_inputs import make_dataset  # noqa: E402
-from problems.ml_training.measurement import execute  # noqa: E402
-from problems.ml_training.model_checks import final_weights, same_features, unpack  # noqa: E402
-from problems.ml_training.task import MLTrainingOptimizationProblem as Problem  # noqa: E402
-from problems.ml_training.task import complex_spec  # noqa: E402
+import sandbox
+from benchmarks.candidates import scaled_copy, write_candidate
+from problems.ml_training.declarations.complex_pipeline import COMPLEX_SPEC, complex_spec
+from problems.ml_training.execution_report import ExecutionReport
+from problems.ml_training.fresh_inputs import make_dataset
+from problems.ml_training.model_checks import final_weights, same_features, unpack
+from problems.ml_training.timing.executor import execute
 
 
 async def main(samples: int, seed: int, names: list[str]) -> None:
     import numpy as np
 
     work = Path(tempfile.mkdtemp(prefix="bench-strict-"))
-    inst = Problem(complex_spec(n_samples=samples))._instrumentation()
+    inst = complex_spec(n_samples=samples).instrumentation()
     ds = make_dataset(seed, samples)
-    files = {"reference": scaled_copy(REFERENCE, work / "reference.py", samples),
-             "vectorized": scaled_copy(REFERENCE.parent / "ml_training_vectorized.py",
+    files = {"reference": scaled_copy(COMPLEX_SPEC.reference, work / "reference.py", samples),
+             "vectorized": scaled_copy(COMPLEX_SPEC.tiers["vectorized"],
                                        work / "vectorized.py", samples)}
     original = None
     print(f"{samples} samples, data seed {seed}")

@@ -1,16 +1,16 @@
 """Every problem the harness hosts, by the name ``--problem`` takes.
 
-Each entry builds its problem from the CLI's settings; a new problem adds one entry
-here, its package under ``problems/``, its files under ``problem_data/`` and its tests.
+Each entry builds its problem from the CLI's settings.  A new ML-training problem is
+one line here naming its declaration (``problems/ml_training/declarations/``); another
+kind of problem adds its builder and its package under ``problems/``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from problem import Problem
+from problem import GradingChoices, Problem
 
 DEFAULT_PROBLEM = "complex"
 
@@ -21,44 +21,29 @@ class Settings:
 
     include_profiler: bool = True
     include_intermediate_answer: bool = True
-    grading: dict[str, Any] = field(default_factory=dict)  # GradingOptions' fields
+    grading: GradingChoices = field(default_factory=GradingChoices)
     progress: Callable[[str], None] | None = None
 
 
-def _complex(s: Settings) -> Problem:
-    from problems.ml_training.task import (
-        COMPLEX_SPEC,
-        ComplexMLTrainingWithProfiler,
-        options_for,
-    )
+def _ml_training(declaration: str) -> Callable[[Settings], Problem]:
+    """A builder for the ML-training problem declared in ``declaration`` (its module in
+    ``problems/ml_training/declarations/`` and the name of its spec)."""
 
-    return ComplexMLTrainingWithProfiler(
-        include_profiler=s.include_profiler,
-        include_intermediate_answer=s.include_intermediate_answer,
-        options=options_for(COMPLEX_SPEC, s.grading), progress=s.progress)
+    def build(s: Settings) -> Problem:
+        import importlib
 
+        from problems.ml_training.spec import GradingOptions
+        from problems.ml_training.task import MLTrainingTask
 
-def _numpy(s: Settings) -> Problem:
-    from problems.ml_training.declarations.numpy_pipeline import NUMPY_SPEC, NumpyTrainingProblem
-    from problems.ml_training.task import options_for
+        module, spec = declaration.split(":")
+        declared = getattr(importlib.import_module(
+            f"problems.ml_training.declarations.{module}"), spec)
+        return MLTrainingTask(declared, GradingOptions.of(s.grading),
+                              include_profiler=s.include_profiler,
+                              include_intermediate_answer=s.include_intermediate_answer,
+                              progress=s.progress)
 
-    return NumpyTrainingProblem(
-        include_profiler=s.include_profiler,
-        include_intermediate_answer=s.include_intermediate_answer,
-        options=options_for(NUMPY_SPEC, s.grading), progress=s.progress)
-
-
-def _pytorch(s: Settings) -> Problem:
-    from problems.ml_training.declarations.pytorch_pipeline import (
-        PYTORCH_SPEC,
-        PytorchTrainingProblem,
-    )
-    from problems.ml_training.task import options_for
-
-    return PytorchTrainingProblem(
-        include_profiler=s.include_profiler,
-        include_intermediate_answer=s.include_intermediate_answer,
-        options=options_for(PYTORCH_SPEC, s.grading), progress=s.progress)
+    return build
 
 
 def _math(s: Settings) -> Problem:
@@ -68,7 +53,11 @@ def _math(s: Settings) -> Problem:
 
 
 BUILDERS: dict[str, Callable[[Settings], Problem]] = {
-    "complex": _complex, "numpy": _numpy, "pytorch": _pytorch, "math": _math}
+    "complex": _ml_training("complex_pipeline:COMPLEX_SPEC"),
+    "numpy": _ml_training("numpy_pipeline:NUMPY_SPEC"),
+    "pytorch": _ml_training("pytorch_pipeline:PYTORCH_SPEC"),
+    "math": _math,
+}
 
 
 def names() -> list[str]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
+from candidates.variants import scaled_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW_PIPELINE = ROOT / "problem_data" / "slow_ml_training_complex.py"
@@ -20,13 +20,6 @@ def _isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("HELLO_PY_OUTPUT_DIR", str(tmp_path / "output"))
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
-
-
-def scaled_text(text: str, n_samples: int, origin: object) -> str:
-    """A pipeline's source with its data set scaled to ``n_samples`` samples."""
-    text, count = re.subn(r"n_samples=3000", f"n_samples={n_samples}", text)
-    assert count >= 1, f"{origin} has no n_samples=3000 default to scale"
-    return text
 
 
 def scaled_copy(source: Path, dest: Path, n_samples: int) -> Path:

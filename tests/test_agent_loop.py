@@ -31,7 +31,7 @@ import agent
 import tools
 from agent import AgentOutcome, AgentSettings
 from problem import Check, GradeResult, Problem
-from problems.ml_training.task import PROBLEM_DATA
+from problems.ml_training.spec import PROBLEM_DATA
 
 MODEL = "claude-test-model"
 ALLOWED = ["read_file", "write_file", "python_expression", "submit_intermediate_answer",

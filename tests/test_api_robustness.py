@@ -12,6 +12,7 @@ from fake_api import Fail, FakeMessagesAPI, sent_api_key
 
 import agent
 import batch
+import console
 import main
 
 MODEL = "claude-test-model"
@@ -149,12 +150,12 @@ async def test_a_batch_reports_cache_tokens_and_cost(tmp_path):
 def test_an_unknown_models_cost_is_unknown_not_zero():
     import pricing
     import summary
+    from records import RunRecord
 
     assert pricing.cost_usd("claude-nonesuch-9", input_tokens=10, output_tokens=10) is None
     assert pricing.prices_for("claude-sonnet-4-5-20250929") == pricing.PRICES["claude-sonnet-4-5"]
     assert pricing.prices_for("claude-sonnet-4") == pricing.PRICES["claude-sonnet-4"]
-    runs = [{"status": "pass", "steps": 1, "cost_usd": 0.5},
-            {"status": "fail", "steps": 1, "cost_usd": None}]
+    runs = [RunRecord(1, "pass", steps=1, cost_usd=0.5), RunRecord(2, "fail", steps=1)]
     assert summary.batch_figures(runs)["cost_usd"] is None
 
 
@@ -250,7 +251,7 @@ async def test_each_sdk_retry_is_one_compact_line():
     from fake_api import FAST_RETRY, Reply, text
 
     lines: list[str] = []
-    handler = main.SdkRetries(say=lines.append)
+    handler = console.SdkRetries(say=lines.append)
     sdk_log = logging.getLogger("anthropic._base_client")
     level, propagate = sdk_log.level, sdk_log.propagate
     sdk_log.addHandler(handler)

@@ -37,20 +37,18 @@ from fake_api import (
 
 import batch
 import main
+import records
 import safe_files
 import sandbox
 import scripted_agent
 import summary
 import tools
 from agent import AgentSettings
-from problem import Check, GradeResult
-from problems.ml_training.measurement import BaselineCache
-from problems.ml_training.task import (
-    GraderError,
-    GradingOptions,
-    MLTrainingOptimizationProblem,
-    complex_spec,
-)
+from problem import Check, GraderError, GradeResult
+from problems.ml_training.declarations.complex_pipeline import complex_spec
+from problems.ml_training.spec import GradingOptions
+from problems.ml_training.task import MLTrainingTask
+from problems.ml_training.timing.cache import BaselineCache
 
 N = 300
 TARGET = 1.2
@@ -78,15 +76,15 @@ def pipelines(tmp_path_factory) -> dict[str, Path]:
 
 def under_root(path: Path) -> Path:
     """``path`` spelt lexically under the project root (``ROOT/../../tmp/...``): a workaround
-    for ``MLTrainingOptimizationProblem.prompt``, which calls
+    for ``MLTrainingTask.prompt``, which calls
     ``spec.baseline.relative_to(PROJECT_ROOT)`` and so raises for a baseline elsewhere
     (see test_prompt_accepts_a_baseline_outside_the_project)."""
     return ROOT / os.path.relpath(path, ROOT)
 
 
-def make_problem(pipelines: dict[str, Path], **toggles: Any) -> MLTrainingOptimizationProblem:
+def make_problem(pipelines: dict[str, Path], **toggles: Any) -> MLTrainingTask:
     spec = complex_spec(under_root(pipelines["baseline"]), N, reference=pipelines["reference"])
-    return MLTrainingOptimizationProblem(spec, OPTIONS, cache=BaselineCache(pipelines["cache"]),
+    return MLTrainingTask(spec, OPTIONS, cache=BaselineCache(pipelines["cache"]),
                                          **toggles)
 
 
@@ -372,9 +370,9 @@ async def test_a_tool_that_raises_is_a_harness_error(tmp_path, pipelines, monkey
         entry = await batch.run_one(1, make_problem(pipelines), sdk_client(server),
                                     settings(tmp_path / "out", 1), None,
                                     asyncio.Semaphore(1), Notes())
-    assert (entry["status"], entry["error_cause"]) == ("error", "harness")
-    assert entry["reason"] == "harness error: KeyError: 'boom in a tool'"
-    assert "KeyError" in entry["traceback"]
+    assert (entry.status, entry.error_cause) == ("error", "harness")
+    assert entry.reason == "harness error: KeyError: 'boom in a tool'"
+    assert "KeyError" in entry.traceback
 
 
 async def test_an_intermediate_grading_that_raises_is_a_tool_error_not_a_run_error(
@@ -399,8 +397,8 @@ async def test_an_intermediate_grading_that_raises_is_a_tool_error_not_a_run_err
         entry = await batch.run_one(1, problem, sdk_client(server), settings(out, 1), None,
                                     asyncio.Semaphore(1), Notes())
         bodies = server.bodies
-    assert (entry["status"], entry["error_cause"], entry["steps"]) == ("pass", None, 3)
-    assert entry["tool_errors"] == 1
+    assert (entry.status, entry.error_cause, entry.steps) == ("pass", None, 3)
+    assert entry.tool_errors == 1
     [answer] = [b for m in bodies[2]["messages"] if isinstance(m["content"], list)
                 for b in m["content"] if b.get("tool_use_id") == "toolu_i"]
     assert answer["is_error"] is True
@@ -416,7 +414,7 @@ async def test_an_intermediate_grading_that_raises_is_a_tool_error_not_a_run_err
 # ---- the prompt of a problem whose baseline lives outside the project -----------------
 def test_prompt_accepts_a_baseline_outside_the_project(tmp_path, pipelines):
     spec = complex_spec(pipelines["baseline"], N, reference=pipelines["reference"])
-    problem = MLTrainingOptimizationProblem(spec, OPTIONS, cache=BaselineCache(tmp_path))
+    problem = MLTrainingTask(spec, OPTIONS, cache=BaselineCache(tmp_path))
     prompt = problem.prompt(tmp_path / "run_1")
     assert str(pipelines["baseline"]) in prompt
 
@@ -432,8 +430,8 @@ async def test_run_ended_by_an_api_error_found_nothing(tmp_path, pipelines):
     async with FakeMessagesAPI(down) as server:
         entry = await batch.run_one(1, problem, sdk_client(server), s, None,
                                     asyncio.Semaphore(1), Notes())
-    assert (entry["status"], entry["submitted"]) == ("error", False)
-    assert entry["found_by"] is None
+    assert (entry.status, entry.submitted) == ("error", False)
+    assert entry.found_by is None
 
 
 # ---- 5. the CLI ------------------------------------------------------------------------
@@ -480,7 +478,7 @@ def test_cli_explains_the_least_number_of_repeats(capsys):
 def test_cli_accepts_each_end_of_a_range(name):
     for value in main.BOUNDS[name]:
         _, _, cfg = main.parse_args(["--agent", "scripted", f"{_flag(name)}={value}"])
-        assert getattr(cfg, name) == value
+        assert main.knob(cfg, name) == value
 
 
 @pytest.mark.parametrize("name", list(main.BOUNDS))
@@ -490,12 +488,15 @@ def test_cli_refuses_config_out_of_range(monkeypatch, capsys, name, kind):
     low, high = main.BOUNDS[name]
     value = {"above": high + 1, "below": low - 1, "float": float(low), "bool": True,
              "text": str(low), "huge": 10 ** 5000}[kind]
-    monkeypatch.setattr(main, "CONFIG", replace(main.CONFIG, **{name: value}))
+    cfg = (replace(main.CONFIG, grading=replace(main.CONFIG.grading, **{name: value}))
+           if name in main.GRADING else replace(main.CONFIG, **{name: value}))
+    monkeypatch.setattr(main, "CONFIG", cfg)
     with pytest.raises(SystemExit) as exc:
         main.main(["--agent", "scripted"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "Traceback" not in err
-    assert f"CONFIG.{name} in main.py must be a whole number from {low} to {high}" in err
+    assert (f"CONFIG.{main.knob_path(name)} in main.py must be a whole number from {low} "
+            f"to {high}") in err
     assert f"(its flag: {_flag(name)})" in err
 
 
@@ -715,7 +716,7 @@ def _batch_on_disk(out: Path) -> None:
     for n in (1, 2, 3):
         run = out / f"run_{n}"
         run.mkdir()
-        for name in batch.RUN_RECORDS:
+        for name in records.RUN_RECORDS:
             (run / name).write_text(f"{name} of run {n}\n")
         (run / OPT).write_text(f"# run {n}\n")
 
@@ -742,7 +743,7 @@ def _planted_records(run: Path) -> None:  # the agent's code replaced two of its
 
 
 SAVE_CASES = [  # what run 2's agent did; the copy's bounds; what of run 2 is (not) kept
-    ("flood-entries", _flood, {"max_entries": 40}, list(batch.RUN_RECORDS), ["many/f499"],
+    ("flood-entries", _flood, {"max_entries": 40}, list(records.RUN_RECORDS), ["many/f499"],
      "stopped after 9 entries"),  # 40, less 2 batch records, / 3 runs, less 3 records
     ("one-big-file", _big_file, {"max_bytes": 12_000}, [OPT], ["big.bin"],
      "big.bin: 20000 bytes, over the copy's limit"),
@@ -763,12 +764,12 @@ def test_save_keeps_every_record_and_each_run_s_share(tmp_path, agent, limits, k
     _batch_on_disk(out)
     agent(out / "run_2")
     dest, report = main.save_batch(out, tmp_path / "saved", "b", **limits)
-    for name in batch.BATCH_RECORDS:  # the batch's records, always
+    for name in records.BATCH_RECORDS:  # the batch's records, always
         assert (dest / name).read_bytes() == (out / name).read_bytes()
     for n in (1, 3):  # the other runs lose nothing to run 2
         assert sorted(p.name for p in (dest / f"run_{n}").iterdir()) == sorted(
-            [*batch.RUN_RECORDS, OPT] if limits.get("max_entries") != 0 else batch.RUN_RECORDS)
-        for name in batch.RUN_RECORDS:
+            [*records.RUN_RECORDS, OPT] if limits.get("max_entries") != 0 else records.RUN_RECORDS)
+        for name in records.RUN_RECORDS:
             assert (dest / f"run_{n}" / name).read_text() == f"{name} of run {n}\n"
     for rel in kept:
         assert (dest / "run_2" / rel).read_bytes() == (out / "run_2" / rel).read_bytes()

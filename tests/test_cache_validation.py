@@ -17,17 +17,15 @@ import pytest
 from conftest import REFERENCE, SLOW_PIPELINE
 
 from problems.ml_training.calibration import in_anchor_units
-from problems.ml_training.measurement import (
+from problems.ml_training.declarations.complex_pipeline import complex_spec
+from problems.ml_training.spec import GradingOptions
+from problems.ml_training.task import MLTrainingTask
+from problems.ml_training.timing.cache import (
     MAX_CACHE_BYTES,
     MAX_CACHED_VALUES,
     BaselineCache,
     CachedMeasurement,
     Lookup,
-)
-from problems.ml_training.task import (
-    GradingOptions,
-    MLTrainingOptimizationProblem,
-    complex_spec,
 )
 
 TIMES = [50.0, 52.0, 49.0]
@@ -245,7 +243,7 @@ def test_the_grader_measures_again_past_a_contradicting_baseline(tmp_path, small
                                 anchor_times=[0.5] * 8)
     cache.store(planted)
     progress: list[str] = []
-    problem = MLTrainingOptimizationProblem(spec, opts, cache=cache, progress=progress.append)
+    problem = MLTrainingTask(spec, opts, cache=cache, progress=progress.append)
     figures = asyncio.run(problem.figures())
     refusals = [line for line in progress if "refused" in line]
     assert refusals == ["baseline: the cached measurement was refused (units[0] disagrees "
@@ -255,7 +253,7 @@ def test_the_grader_measures_again_past_a_contradicting_baseline(tmp_path, small
     assert figures.reference_speedup == statistics.median(figures.baseline.units) != 1000.0
     assert cache.load(planted_key) == Lookup(figures.baseline, None)  # stored in its place
     # ...and the stored measurement passes its own checks, so it is used from now on
-    again = MLTrainingOptimizationProblem(spec, opts, cache=cache)
+    again = MLTrainingTask(spec, opts, cache=cache)
     assert asyncio.run(again.figures()).baseline == figures.baseline
     assert again.baseline_executions == 0
 

@@ -8,15 +8,12 @@ import math
 import pytest
 
 import main
-from problems.ml_training import calibration
+from problems.ml_training import calibration, session
 from problems.ml_training.calibration import Ladder, RuleError, TargetRule
 from problems.ml_training.fresh_inputs import make_dataset
-from problems.ml_training.measurement import Execution, Measurement
-from problems.ml_training.task import (
-    GradingOptions,
-    MLTrainingOptimizationProblem,
-    _Figures,
-)
+from problems.ml_training.ladder import Figures
+from problems.ml_training.spec import GradingOptions
+from problems.ml_training.timing.executor import Execution, Measurement
 
 TIERS = ["vectorized", "strict"]
 
@@ -113,11 +110,11 @@ def run(time: float) -> Execution:
     return Execution(ok=True, error="", time=time, stdout="", stderr_tail="", wall_time=time)
 
 
-def figures(target: float) -> _Figures:
-    from problems.ml_training.measurement import CachedMeasurement
+def figures(target: float) -> Figures:
+    from problems.ml_training.timing.cache import CachedMeasurement
 
     base = CachedMeasurement(times=[100.0, 100.5, 99.5], accuracy=0.3)
-    return _Figures(base, 400.0, target, 1200.0, ladder(), str(target))
+    return Figures(base, 400.0, target, 1200.0, ladder(), str(target))
 
 
 async def decide(times: list[float], target: float, more: list[float], cap: int = 9):
@@ -131,8 +128,7 @@ async def decide(times: list[float], target: float, more: list[float], cap: int 
 
     datasets = [make_dataset(1, 50), make_dataset(2, 50), make_dataset(1, 50)]
     opts = GradingOptions(max_repeats=cap, min_timed_seconds=0)
-    verdict = await MLTrainingOptimizationProblem._decide(result, figures(target), opts,
-                                                          datasets, one_more)
+    verdict = await session.decide(result, figures(target), opts, datasets, one_more)
     return verdict, result, calls, datasets
 
 
@@ -202,7 +198,7 @@ class _StubExecutor:
 
 
 async def test_side_by_side_alternates_and_closes_with_an_anchor():
-    from problems.ml_training.measurement import SideBySide
+    from problems.ml_training.timing.side_by_side import SideBySide
 
     log: list = []
     pairs = SideBySide(_StubExecutor("cand", log, 0.5), _StubExecutor("strict", log, 0.25),
@@ -228,12 +224,12 @@ async def test_short_runs_get_executions_up_to_the_timed_budget():
         return Measurement([run(0.5)])
 
     opts = GradingOptions(min_timed_seconds=3.0, max_repeats=20)
-    verdict = await MLTrainingOptimizationProblem._decide(
+    verdict = await session.decide(
         result, figures(10.0), opts, [make_dataset(1, 50), make_dataset(2, 50)], one_more)
     assert len(result.executions) == 6 and verdict["short_run_executions"] == 4
     assert calls == [1, 2, 1, 2]
     capped = Measurement([run(0.01)])
-    await MLTrainingOptimizationProblem._decide(
+    await session.decide(
         capped, figures(10.0), GradingOptions(min_timed_seconds=3.0, max_repeats=7),
         [make_dataset(1, 50)], one_more)
     assert len(capped.executions) == 7
@@ -242,10 +238,10 @@ async def test_short_runs_get_executions_up_to_the_timed_budget():
 async def test_a_long_execution_says_it_is_still_running():
     import asyncio
 
-    from problems.ml_training.task import _heartbeat
+    from problems.ml_training.ladder import heartbeat
 
     said: list[str] = []
-    async with _heartbeat(said.append, "baseline: timed execution 1/3 running", every=0.05):
+    async with heartbeat(said.append, "baseline: timed execution 1/3 running", every=0.05):
         await asyncio.sleep(0.18)
     await asyncio.sleep(0.1)  # nothing after the block ends
     assert 2 <= len(said) <= 4

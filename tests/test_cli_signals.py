@@ -16,7 +16,7 @@ import time
 
 from conftest import REFERENCE, ROOT, SLOW_PIPELINE, VECTORIZED
 
-from problems.ml_training.measurement import BaselineCache, CachedMeasurement
+from problems.ml_training.timing.cache import BaselineCache, CachedMeasurement
 
 
 def _seed_cache(directory):

@@ -29,14 +29,9 @@ import safe_files
 import sandbox
 import tools
 from problem import DataGuard, GradeResult, Problem
-from problems.ml_training.measurement import (
-    BaselineCache,
-    Execution,
-    Executor,
-    Instrumentation,
-    execute,
-)
-from problems.ml_training.task import PROBLEM_DATA
+from problems.ml_training.spec import PROBLEM_DATA
+from problems.ml_training.timing.cache import BaselineCache
+from problems.ml_training.timing.executor import Execution, Executor, Instrumentation, execute
 
 SECRET = "sk-ant-escape-" + uuid.uuid4().hex
 PREFIX = SECRET[:14]  # what an attacker knows of the key's shape
@@ -434,7 +429,7 @@ SMALL_SCRIPT = ("def work(n):\n    return sum(i * i for i in range(n))\n\n"
 def victims(tmp_path):
     """What the links aim at: a secret outside the run directory, and a record in the
     harness's cache directory."""
-    from problems.ml_training.measurement import default_cache_dir
+    from problems.ml_training.timing.cache import default_cache_dir
 
     secret = tmp_path / "secret.txt"
     secret.write_text(FILE_SECRET)
@@ -531,7 +526,7 @@ def data_runs(tmp_path):
 
 
 def cached_profiles() -> list[Path]:
-    from problems.ml_training.measurement import default_cache_dir
+    from problems.ml_training.timing.cache import default_cache_dir
 
     cache = default_cache_dir() / "profiles"
     return [p for p in cache.rglob("*") if p.is_file()] if cache.exists() else []

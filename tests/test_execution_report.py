@@ -16,12 +16,13 @@ from dataclasses import fields
 
 import numpy as np
 import pytest
-from candidates.variants import EVAL, HONEST, apply_edits
-from conftest import model_evidence, scaled_text
+from candidates.variants import EVAL, HONEST, apply_edits, scaled_text
+from conftest import model_evidence
 
 import sandbox
-from problems.ml_training import measurement, model_checks
+from problems.ml_training import model_checks
 from problems.ml_training import probes as probe_kinds
+from problems.ml_training.declarations.complex_pipeline import complex_spec
 from problems.ml_training.execution_report import (
     MAX_COMPONENTS,
     MAX_DIMS,
@@ -42,17 +43,11 @@ from problems.ml_training.execution_report import (
     parse_report,
 )
 from problems.ml_training.fresh_inputs import make_dataset, probe_job
-from problems.ml_training.measurement import (
-    BaselineCache,
-    CachedMeasurement,
-    Instrumentation,
-    execute,
-)
-from problems.ml_training.task import (
-    GradingOptions,
-    MLTrainingOptimizationProblem,
-    complex_spec,
-)
+from problems.ml_training.spec import GradingOptions
+from problems.ml_training.task import MLTrainingTask
+from problems.ml_training.timing import executor as measurement
+from problems.ml_training.timing.cache import BaselineCache, CachedMeasurement
+from problems.ml_training.timing.executor import Instrumentation, execute
 
 FIELDS = {f.name for f in fields(ExecutionReport)}
 
@@ -526,7 +521,7 @@ async def test_grading_a_forged_report_fails_runs_cleanly(tmp_path, small_pipeli
     source = apply_edits(HONEST.read_text(), [(EVAL, forge + EVAL)], "forged_report")
     path = tmp_path / "candidate.py"
     path.write_text(scaled_text(source, N_SAMPLES, "forged_report"))
-    problem = MLTrainingOptimizationProblem(spec, OPTIONS, cache=cache)
+    problem = MLTrainingTask(spec, OPTIONS, cache=cache)
     result = await problem.grade(path)
     assert problem.baseline_executions == 0
     assert not result.passed

@@ -20,14 +20,12 @@ from conftest import REFERENCE, SLOW_PIPELINE, scaled_copy
 
 import sandbox
 from problems.ml_training import fresh_inputs, oracle
+from problems.ml_training.declarations.complex_pipeline import complex_spec
 from problems.ml_training.fresh_inputs import make_dataset
-from problems.ml_training.measurement import BaselineCache, execute
-from problems.ml_training.task import (
-    PROBLEM_DATA,
-    GradingOptions,
-    MLTrainingOptimizationProblem,
-    complex_spec,
-)
+from problems.ml_training.spec import PROBLEM_DATA, GradingOptions
+from problems.ml_training.task import MLTrainingTask
+from problems.ml_training.timing.cache import BaselineCache
+from problems.ml_training.timing.executor import execute
 
 N = 1000
 VECTORIZED = REFERENCE.parent / "ml_training_vectorized.py"
@@ -95,9 +93,9 @@ def small(tmp_path_factory) -> dict[str, Path]:
 
 async def test_oracle_predicts_what_the_original_predicts(small):
     spec = complex_spec(small["slow"], 100, reference=small["reference"])
-    problem = MLTrainingOptimizationProblem(spec, OPTIONS)
-    inst = problem._instrumentation()
-    probes = problem.probe_job(99)
+    problem = MLTrainingTask(spec, OPTIONS)
+    inst = problem.spec.instrumentation()
+    probes = problem.spec.probe_job(99)
     limits = sandbox.Limits(timeout=300)
     for seed in (11, 22, 33):
         ds = make_dataset(seed, 100)
@@ -119,10 +117,10 @@ async def test_perturbed_replays_move_the_arithmetic_and_nothing_else(small):
     moved in its last bits, from draws of its own, so the run's own draws, batches and
     counts are the original's, the weights move by arithmetic noise only, and the same
     perturbation gives the same weights."""
-    from problems.ml_training import model_checks
+    from problems.ml_training import training_checks
 
     spec = complex_spec(small["slow"], 100, reference=small["reference"])
-    inst = MLTrainingOptimizationProblem(spec, OPTIONS)._instrumentation()
+    inst = spec.instrumentation()
     ds = make_dataset(21, 100)
     run = dict(inst=inst, threads=1, limits=sandbox.Limits(timeout=300),
                read_only=(PROBLEM_DATA,))
@@ -137,13 +135,13 @@ async def test_perturbed_replays_move_the_arithmetic_and_nothing_else(small):
     runs = await oracle.replay(small["reference"], jobs=[(ds, features)] * 5,
                                perturbations=perturbations, **run)
     assert all(r.ok for r in runs), [r.error for r in runs]
-    weights = [model_checks.final_weights(r.report) for r in runs]
-    base = model_checks.final_weights(own.report)
-    gaps = [model_checks.weights_gap(w, base)[0] for w in weights]
+    weights = [training_checks.final_weights(r.report) for r in runs]
+    base = training_checks.final_weights(own.report)
+    gaps = [training_checks.weights_gap(w, base)[0] for w in weights]
     assert gaps[0] == 0.0  # no perturbation: the original's training bit for bit
     assert 0 < gaps[1] < 1e-3 and 0 < gaps[3] < 1e-3 and 0 < gaps[4] < 1e-3
-    assert model_checks.weights_gap(weights[1], weights[2])[0] == 0.0  # the same seed
-    assert model_checks.weights_gap(weights[1], weights[3])[0] > 0.0  # another seed
+    assert training_checks.weights_gap(weights[1], weights[2])[0] == 0.0  # the same seed
+    assert training_checks.weights_gap(weights[1], weights[3])[0] > 0.0  # another seed
     for r in runs:  # the draws, batches and counts are the original's
         assert r.report.train_rows == own.report.train_rows
         assert r.report.train_batches == own.report.train_batches
@@ -186,7 +184,7 @@ def gradings(tmp_path_factory) -> dict:
     spec = complex_spec(scaled_copy(SLOW_PIPELINE, d / "slow.py", N), N,
                         reference=scaled_copy(REFERENCE, d / "reference.py", N))
     cache = BaselineCache(d / "cache")
-    asyncio.run(MLTrainingOptimizationProblem(spec, OPTIONS, cache=cache).figures())
+    asyncio.run(MLTrainingTask(spec, OPTIONS, cache=cache).figures())
     def grade(job):
         name, semantics = job
         if name == "reference":
@@ -195,9 +193,9 @@ def gradings(tmp_path_factory) -> dict:
             path = scaled_copy(VECTORIZED, Path(tempfile.mkdtemp(dir=d)) / "vec.py", N)
         else:
             path = write_candidate(name, Path(tempfile.mkdtemp(dir=d)) / name, N)
-        problem = MLTrainingOptimizationProblem(spec, replace(OPTIONS, semantics=semantics),
+        problem = MLTrainingTask(spec, replace(OPTIONS, semantics=semantics),
                                                 cache=cache)
-        problem._datasets = lambda count: [make_dataset(PINNED_SEED, N)] * count
+        problem.draw_datasets = lambda count: [make_dataset(PINNED_SEED, N)] * count
         return job, asyncio.run(problem.grade(path))
 
     with pytest.MonkeyPatch.context() as mp:
@@ -241,8 +239,8 @@ async def test_behaviour_that_depends_on_the_data_is_caught(gradings, tmp_path):
     for seed in range(1, 50):
         bright = np.random.RandomState(seed).rand(1)[0] >= 0.5
         by_pixel.setdefault(bright, seed)
-    problem = MLTrainingOptimizationProblem(spec, replace(OPTIONS, repeats=2), cache=cache)
-    problem._datasets = lambda count: [make_dataset(by_pixel[True], N),
+    problem = MLTrainingTask(spec, replace(OPTIONS, repeats=2), cache=cache)
+    problem.draw_datasets = lambda count: [make_dataset(by_pixel[True], N),
                                        make_dataset(by_pixel[False], N)]
     path = write_candidate("cheat_depends_on_data.py", tmp_path / "c.py", N)
     result = await problem.grade(path)
@@ -254,8 +252,8 @@ async def test_behaviour_that_depends_on_the_data_is_caught(gradings, tmp_path):
 
 async def test_repeated_data_set_checks_determinism(gradings, tmp_path):
     spec, cache = gradings["spec"], gradings["cache"]
-    problem = MLTrainingOptimizationProblem(spec, replace(OPTIONS, repeats=3), cache=cache)
-    keys = [d.key for d in problem._datasets(3)]
+    problem = MLTrainingTask(spec, replace(OPTIONS, repeats=3), cache=cache)
+    keys = [d.key for d in problem.draw_datasets(3)]
     assert len(keys) == 3 and len(set(keys)) == 2
     path = write_candidate("cheat_nondeterministic.py", tmp_path / "c.py", N)
     result = await problem.grade(path)
@@ -270,7 +268,7 @@ async def test_torch_compile_runs_in_the_sandbox(tmp_path):
                     "    f = torch.compile(lambda x: torch.tanh(x) * 2 + 1)\n"
                     "    print('compiled', float(f(torch.ones(4, 3)).sum()))\n"
                     "    return 0.0\n")
-    inst = MLTrainingOptimizationProblem(complex_spec(), OPTIONS)._instrumentation()
+    inst = complex_spec().instrumentation()
     run = await execute(path, inst, threads=1, limits=sandbox.Limits(timeout=300))
     assert run.ok, run.error + run.stderr_tail
     assert "compiled 30.27" in run.stdout  # 12 x (2 tanh(1) + 1)
@@ -278,9 +276,9 @@ async def test_torch_compile_runs_in_the_sandbox(tmp_path):
 
 async def _graded(gradings, name, tmp_path, datasets=None, repeats=1):
     """Fixture ``name`` graded in seed mode on ``datasets`` (default: the pinned one)."""
-    problem = MLTrainingOptimizationProblem(gradings["spec"], replace(OPTIONS, repeats=repeats),
+    problem = MLTrainingTask(gradings["spec"], replace(OPTIONS, repeats=repeats),
                                             cache=gradings["cache"])
-    problem._datasets = lambda count: list(datasets or [make_dataset(PINNED_SEED, N)])
+    problem.draw_datasets = lambda count: list(datasets or [make_dataset(PINNED_SEED, N)])
     return await problem.grade(write_candidate(name, tmp_path / "c.py", N))
 
 

@@ -136,19 +136,16 @@ async def test_honest_training_passes_on_a_chaotic_full_size_data_set(tmp_path):
     from candidates.variants import write_candidate
 
     import sandbox
-    from problems.ml_training import oracle
+    from problems.ml_training import evidence, oracle, verdict
+    from problems.ml_training.declarations.complex_pipeline import complex_spec
     from problems.ml_training.fresh_inputs import make_dataset
-    from problems.ml_training.measurement import Measurement, execute
-    from problems.ml_training.task import (
-        PROBLEM_DATA,
-        GradingOptions,
-        MLTrainingOptimizationProblem,
-        complex_spec,
-    )
+    from problems.ml_training.spec import PROBLEM_DATA, GradingOptions
+    from problems.ml_training.task import MLTrainingTask
+    from problems.ml_training.timing.executor import Measurement, execute
 
-    problem = MLTrainingOptimizationProblem(complex_spec(), GradingOptions())
+    problem = MLTrainingTask(complex_spec(), GradingOptions())
     opts = problem.options
-    inst = problem._instrumentation()
+    inst = problem.spec.instrumentation()
     ds = make_dataset(CHAOTIC_FULL_SIZE_SEED, 3000)
     run = dict(threads=1, limits=sandbox.Limits(timeout=900), read_only=(PROBLEM_DATA,),
                data=ds.job(), timed=False)
@@ -157,11 +154,11 @@ async def test_honest_training_passes_on_a_chaotic_full_size_data_set(tmp_path):
     original = await execute(problem.spec.reference, inst, **run)
     assert candidate.ok and original.ok, candidate.error + original.error
     said: list[str] = []
-    basis = await problem._training_basis(Measurement([candidate]), [ds],
+    basis = await evidence.training_basis(problem.spec, Measurement([candidate]), [ds],
                                           {ds.key: oracle.answer(ds, original)}, opts,
                                           said.append, "float64.py")
     b = basis[ds.key]
     assert b.replayed and b.replays  # beyond the floor: the perturbed replays ran
-    check = problem._trained_weights(candidate.report, b, opts)
+    check = verdict.trained_weights(problem.spec, candidate.report, b, opts)
     assert check.passed, (check.message, said)
     assert "0.062 of each tensor's scale" in check.message  # the other branch, passed

@@ -25,23 +25,18 @@ from conftest import make_report, model_evidence
 
 import sandbox
 from problem import DataGuard, GradeResult
-from problems.ml_training import measurement, runtime_checks
+from problems.ml_training import runtime_checks, verdict
+from problems.ml_training.declarations.complex_pipeline import complex_spec
+from problems.ml_training.evidence import TrainingBasis
 from problems.ml_training.fresh_inputs import make_dataset
-from problems.ml_training.measurement import (
-    BaselineCache,
-    CachedMeasurement,
-    Execution,
-    Measurement,
-)
+from problems.ml_training.ladder import Figures
 from problems.ml_training.oracle import OracleAnswer
-from problems.ml_training.task import (
-    GradingOptions,
-    MLTrainingOptimizationProblem,
-    TaskSpec,
-    TrainingBasis,
-    _Figures,
-    complex_spec,
-)
+from problems.ml_training.session import Session
+from problems.ml_training.spec import GradingOptions, TaskSpec
+from problems.ml_training.task import MLTrainingTask
+from problems.ml_training.timing import executor as measurement
+from problems.ml_training.timing.cache import BaselineCache, CachedMeasurement
+from problems.ml_training.timing.executor import Execution, Measurement
 
 N_SAMPLES = 100
 # Low on purpose: the honest fixture is only ~10x faster than the 100-sample baseline,
@@ -65,7 +60,7 @@ class Setup:
     spec: TaskSpec
     baseline: Path
     baseline_median: float
-    first_problem: MLTrainingOptimizationProblem
+    first_problem: MLTrainingTask
     workdir: Path
 
 
@@ -75,7 +70,7 @@ def setup(tmp_path_factory, small_pipelines) -> Setup:
     cache = BaselineCache(tmp_path_factory.mktemp("cache"))
     baseline = small_pipelines["baseline"]
     spec = complex_spec(baseline, N_SAMPLES, reference=small_pipelines["reference"])
-    problem = MLTrainingOptimizationProblem(spec, OPTIONS, cache=cache)
+    problem = MLTrainingTask(spec, OPTIONS, cache=cache)
     figures = asyncio.run(problem.figures())
     stored = stored_baseline(cache, spec)
     assert stored is not None and stored.median == figures.baseline.median
@@ -97,7 +92,7 @@ def candidate(setup: Setup, name: str) -> Path:
 async def grade(setup: Setup, path: Path, progress: list[str] | None = None,
                 **changes) -> GradeResult:
     """Grades with a fresh problem instance over the shared cache (never re-measuring)."""
-    problem = MLTrainingOptimizationProblem(
+    problem = MLTrainingTask(
         setup.spec, replace(OPTIONS, **changes), cache=setup.cache,
         progress=progress.append if progress is not None else None)
     result = await problem.grade(path)
@@ -214,7 +209,7 @@ async def cache_job(setup: Setup) -> dict:
     path = candidate(setup, "cheat_hardcoded_output.py")
     out = {}
     for label, use_cache in (("cached", True), ("fresh", False)):
-        problem = MLTrainingOptimizationProblem(
+        problem = MLTrainingTask(
             setup.spec, replace(OPTIONS, repeats=1, use_cache=use_cache), cache=cache)
         out[label] = (problem, await problem.grade(path))
     out["stored"] = stored_baseline(cache, setup.spec)
@@ -378,14 +373,14 @@ def execution(predictions: list[int], time: float = 0.5, checksum: float = 1.5) 
 def judge(setup: Setup, *executions: Execution) -> GradeResult:
     """The verdict on hand-made executions, all on DATA, against an oracle that is
     always right."""
-    problem = MLTrainingOptimizationProblem(setup.spec, OPTIONS, cache=setup.cache)
     baseline = stored_baseline(setup.cache, setup.spec)
-    figures = _Figures(baseline, 50.0, TARGET, 150.0)
+    figures = Figures(baseline, 50.0, TARGET, 150.0)
     answers = {DATA.key: OracleAnswer(DATA, DATA.hidden_test_labels, 1.0)}
     # the original trained the same
     trained = {DATA.key: TrainingBasis(executions[0].report, replayed=False)}
-    return problem._judge([], Measurement(list(executions)), figures, OPTIONS, [],
-                          [DATA] * len(executions), answers, trained)
+    observed = Session(Measurement(list(executions)), [DATA] * len(executions), answers,
+                       trained)
+    return verdict.judge(setup.spec, OPTIONS.resolved(setup.spec), figures, [], observed)
 
 
 def test_determinism_judged_on_differing_accuracies(setup):
@@ -416,12 +411,12 @@ def test_determinism_judged_on_logits_when_predictions_agree(setup):
 def test_accuracy_far_above_the_original_is_implausible(setup):
     # Reading the answers rather than learning them: the oracle here scores 1.0, so a
     # model 0.3 above it cannot exist; judged against a weak original instead.
-    problem = MLTrainingOptimizationProblem(setup.spec, OPTIONS, cache=setup.cache)
-    figures = _Figures(stored_baseline(setup.cache, setup.spec), 50.0, TARGET, 150.0)
+    figures = Figures(stored_baseline(setup.cache, setup.spec), 50.0, TARGET, 150.0)
     weak = {DATA.key: OracleAnswer(DATA, DATA.hidden_test_labels, 0.1)}
     answering = execution(DATA.hidden_test_labels)
-    result = problem._judge([], Measurement([answering]), figures, OPTIONS, [], [DATA], weak,
-                            {DATA.key: TrainingBasis(answering.report, replayed=False)})
+    observed = Session(Measurement([answering]), [DATA], weak,
+                       {DATA.key: TrainingBasis(answering.report, replayed=False)})
+    result = verdict.judge(setup.spec, OPTIONS.resolved(setup.spec), figures, [], observed)
     assert_fails_on(result, "accuracy", "implausibly far above")
 
 
@@ -539,7 +534,7 @@ async def test_runner_state_is_out_of_reach_even_without_static_checks(setup, fi
     """Defence in depth: executed directly (no static checks), the exploits find none of
     the runner's state in __main__: the counters, the predictions and the nonce live in
     function scope, so the execution fails instead of forging anything."""
-    inst = MLTrainingOptimizationProblem(setup.spec, OPTIONS)._instrumentation()
+    inst = setup.spec.instrumentation()
     run = await measurement.execute(candidate(setup, fixture), inst, threads=1,
                                     limits=sandbox.Limits(timeout=120))
     assert not run.ok
@@ -605,7 +600,7 @@ async def test_speedup_above_ceiling_is_implausible(setup, honest):
 # ---- 5. the baseline cache --------------------------------------------------------------
 async def test_cache_is_reused_by_a_second_instance(setup):
     assert setup.first_problem.baseline_executions == 1
-    problem = MLTrainingOptimizationProblem(setup.spec, OPTIONS, cache=setup.cache)
+    problem = MLTrainingTask(setup.spec, OPTIONS, cache=setup.cache)
     figures = await problem.figures()
     assert problem.baseline_executions == 0
     assert figures.baseline.median == setup.baseline_median

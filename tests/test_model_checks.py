@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import SLOW_PIPELINE, make_report, model_evidence
 
-from problems.ml_training import model_checks
+from problems.ml_training import model_checks, training_checks
 from problems.ml_training.execution_report import PackedArray, WeightSegment, pack
 
 TEST_ROWS = [3, 1, 4, 0]
@@ -110,18 +110,18 @@ def test_features_must_not_depend_on_the_labels():
 
 def test_trained_weights_are_compared_tensor_by_tensor():
     original = make_report(**model_evidence(TEST_ROWS, [2, 7, 1, 9], 6))
-    assert model_checks.same_training(original, original, "Net", 1e-3).passed
+    assert training_checks.same_training(original, original, "Net", 1e-3).passed
     weights = original.eval_weights[-1].weights
     moved = dict(weights, **{"fc2.weight": PackedArray.of(weights["fc2.weight"].array() * 1.01)})
     drifted = replace(original, eval_weights=(WeightSegment(4, moved),))
-    check = model_checks.same_training(drifted, original, "Net", 1e-3)
+    check = training_checks.same_training(drifted, original, "Net", 1e-3)
     assert not check.passed and "fc2.weight" in check.message
-    assert model_checks.same_training(drifted, original, "Net", 2e-2).passed
+    assert training_checks.same_training(drifted, original, "Net", 2e-2).passed
 
 
 def test_replayed_training_is_named_and_features_decide_when_to_replay():
     original = make_report(**model_evidence(TEST_ROWS, [2, 7, 1, 9], 6))
-    check = model_checks.same_training(original, original, "Net", 1e-3, replayed=True)
+    check = training_checks.same_training(original, original, "Net", 1e-3, replayed=True)
     assert check.passed and "replayed on its own features" in check.message
     assert model_checks.same_features(original, original)
     features = original.features.array()
@@ -171,7 +171,7 @@ def test_a_forged_architecture_is_refused_before_any_arithmetic(forged, monkeypa
 
 # ---- issue 25: verdicts right both ways -------------------------------------------------
 def _weights(report):
-    return model_checks.final_weights(report)
+    return training_checks.final_weights(report)
 
 
 def _moved(report, factor):
@@ -185,30 +185,30 @@ def test_trained_weights_near_any_honest_replay_pass_and_far_from_all_fail():
     original = make_report(**model_evidence(TEST_ROWS, [2, 7, 1, 9], 6))
     branch = _moved(original, 1.08)  # another branch of a chaotic training, 8 % away
     # no replays: the floor alone
-    assert not model_checks.same_training(branch, original, "Net", 1e-3).passed
+    assert not training_checks.same_training(branch, original, "Net", 1e-3).passed
     # the harness's perturbed replays visited that branch (and the basis's): the
     # candidate is measured from the nearest, and the cloud's own scale is 0
     replays = [_weights(branch), _weights(original), _weights(branch)]
-    check = model_checks.same_training(branch, original, "Net", 1e-3, replays=replays)
+    check = training_checks.same_training(branch, original, "Net", 1e-3, replays=replays)
     assert check.passed and "replays" in check.message, check.message
     # a shortcut lands away from every replay: refused, the replays named
     shortcut = _moved(original, 1.3)
-    check = model_checks.same_training(shortcut, original, "Net", 1e-3, replays=replays)
+    check = training_checks.same_training(shortcut, original, "Net", 1e-3, replays=replays)
     assert not check.passed and "from the nearest" in check.message, check.message
 
 
 def test_a_smoothly_spread_cloud_widens_the_tolerance_up_to_its_ceiling():
     original = make_report(**model_evidence(TEST_ROWS, [2, 7, 1, 9], 6))
     cloud = [_weights(_moved(original, 1 + k * 0.01)) for k in (1, 2, 3)]
-    spread = model_checks.honest_spread([_weights(original), *cloud])
+    spread = training_checks.honest_spread([_weights(original), *cloud])
     assert spread == pytest.approx(0.01, rel=0.05)
-    assert model_checks.training_tolerance(1e-3, spread) == pytest.approx(3 * spread)
-    assert model_checks.training_tolerance(1e-3, None) == 1e-3
-    assert model_checks.training_tolerance(1e-3, 10.0) == model_checks.SPREAD_CEILING
+    assert training_checks.training_tolerance(1e-3, spread) == pytest.approx(3 * spread)
+    assert training_checks.training_tolerance(1e-3, None) == 1e-3
+    assert training_checks.training_tolerance(1e-3, 10.0) == training_checks.SPREAD_CEILING
     near = _moved(original, 0.985)  # 1.5 % from the basis: within 3 x 1 %
-    assert model_checks.same_training(near, original, "Net", 1e-3, replays=cloud).passed
+    assert training_checks.same_training(near, original, "Net", 1e-3, replays=cloud).passed
     far = _moved(original, 0.9)
-    assert not model_checks.same_training(far, original, "Net", 1e-3, replays=cloud).passed
+    assert not training_checks.same_training(far, original, "Net", 1e-3, replays=cloud).passed
 
 
 def _probed(votes, digest="ab" * 32, predictions=(0, 1, 1, 0)):
@@ -219,22 +219,22 @@ def _probed(votes, digest="ab" * 32, predictions=(0, 1, 1, 0)):
 def test_a_forest_is_judged_on_the_graders_probe_rows_too():
     forest = [[0.7, 0.3], [0.46, 0.54], [0.2, 0.8], [0.51, 0.49]]
     original = _probed(forest)
-    check = model_checks.same_predictions(_probed(forest), original, "Forest")
+    check = training_checks.same_predictions(_probed(forest), original, "Forest")
     assert check.passed and "probe rows" in check.message
     # the same test predictions from a cheaper model: its votes on the probe rows differ
     stump = [[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]
-    check = model_checks.same_predictions(_probed(stump), original, "Forest")
+    check = training_checks.same_predictions(_probed(stump), original, "Forest")
     assert not check.passed and "4 of 4 of the grader's probe rows" in check.message
     # fitted on other rows: the probe rows drawn from them differ
-    check = model_checks.same_predictions(_probed(forest, digest="cd" * 32), original,
+    check = training_checks.same_predictions(_probed(forest, digest="cd" * 32), original,
                                           "Forest")
     assert not check.passed and "fitted on other rows" in check.message
     # never asked (no predict after a fit, or the estimator raised)
     asked = make_report(eval_predictions=[0, 1, 1, 0], model_probe_error="TypeError: no")
-    check = model_checks.same_predictions(asked, original, "Forest")
+    check = training_checks.same_predictions(asked, original, "Forest")
     assert not check.passed and "TypeError: no" in check.message
     # different test predictions: named, and the probe's verdict added
-    check = model_checks.same_predictions(_probed(stump, predictions=(1, 1, 1, 0)),
+    check = training_checks.same_predictions(_probed(stump, predictions=(1, 1, 1, 0)),
                                           original, "Forest")
     assert not check.passed and "1 of 4 test rows" in check.message
     assert "probe rows" in check.message

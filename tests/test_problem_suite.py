@@ -17,20 +17,16 @@ from candidates.variants import write_candidate
 from conftest import make_report
 
 import sandbox
+from problem import GradingChoices
 from problems import registry
 from problems.ml_training import fresh_inputs, oracle, probes
-from problems.ml_training.declarations.numpy_pipeline import NumpyTrainingProblem, numpy_spec
-from problems.ml_training.declarations.pytorch_pipeline import PytorchTrainingProblem, pytorch_spec
-from problems.ml_training.measurement import BaselineCache, execute
-from problems.ml_training.task import (
-    PROBLEM_DATA,
-    REFERENCE_DIR,
-    SEMANTICS,
-    ComplexMLTrainingWithProfiler,
-    GradingOptions,
-    MLTrainingOptimizationProblem,
-    complex_spec,
-)
+from problems.ml_training.declarations.complex_pipeline import COMPLEX_SPEC, complex_spec
+from problems.ml_training.declarations.numpy_pipeline import NUMPY_SPEC, numpy_spec
+from problems.ml_training.declarations.pytorch_pipeline import PYTORCH_SPEC, pytorch_spec
+from problems.ml_training.spec import PROBLEM_DATA, REFERENCE_DIR, SEMANTICS, GradingOptions
+from problems.ml_training.task import MLTrainingTask
+from problems.ml_training.timing.cache import BaselineCache
+from problems.ml_training.timing.executor import execute
 
 N = 100
 SUITE = {  # name: (spec builder, slow file, reference, the files' own n_samples)
@@ -66,11 +62,11 @@ def small(tmp_path_factory) -> dict[str, dict]:
     return out
 
 
-def problem_for(small: dict, name: str, **options) -> MLTrainingOptimizationProblem:
+def problem_for(small: dict, name: str, **options) -> MLTrainingTask:
     s = small[name]
     spec = s["spec_of"](s["baseline"], N, reference=s["reference"])
     opts = GradingOptions(**{**OPTIONS.__dict__, **options})
-    return MLTrainingOptimizationProblem(spec, opts, cache=BaselineCache(s["cache"]))
+    return MLTrainingTask(spec, opts, cache=BaselineCache(s["cache"]))
 
 
 def variant(small: dict, name: str, label: str, *edits: tuple[str, str]) -> Path:
@@ -92,32 +88,31 @@ def failed(result) -> list[str]:
 def test_the_seed_problems_are_registered_with_their_own_defaults():
     assert registry.names() == ["complex", "numpy", "pytorch", "math"]
     numpy_problem, torch_problem = registry.build("numpy"), registry.build("pytorch")
-    assert isinstance(numpy_problem, NumpyTrainingProblem)
-    assert isinstance(torch_problem, PytorchTrainingProblem)
+    assert numpy_problem.spec is NUMPY_SPEC and torch_problem.spec is PYTORCH_SPEC
     assert numpy_problem.options.accuracy_tolerance == 0.01
     assert torch_problem.options.accuracy_tolerance == 0.02
-    assert isinstance(registry.build("complex"), ComplexMLTrainingWithProfiler)
+    assert registry.build("complex").spec is COMPLEX_SPEC
     for problem in (numpy_problem, torch_problem):
         assert problem.tier_names() == ["strict"]
         assert problem.default_target() == problem.options.target == "0.7*strict"
         knobs = {k.name: k.default for k in problem.knobs()}
         assert knobs["target"] == "0.7*strict" and knobs["n_samples"] in (1000, 2000)
     # the user's target still wins over the problem's
-    built = registry.build("numpy", registry.Settings(grading={"target": "0.5*strict"}))
+    built = registry.build("numpy", registry.Settings(grading=GradingChoices(target="0.5*strict")))
     assert built.options.target == "0.5*strict" and built.options.accuracy_tolerance == 0.01
 
 
 def test_the_instrumentation_is_derived_from_the_declared_probes():
-    numpy_inst = NumpyTrainingProblem()._instrumentation()
+    numpy_inst = NUMPY_SPEC.instrumentation()
     kinds = [p["kind"] for p in numpy_inst.watch]
     assert kinds == ["data", "rows", "estimator", "eval_predictions"]
     assert "torch" not in numpy_inst.preload
     assert {"sklearn.ensemble", "sklearn.model_selection"} <= set(numpy_inst.preload)
-    torch_inst = PytorchTrainingProblem()._instrumentation()
+    torch_inst = PYTORCH_SPEC.instrumentation()
     assert [p["kind"] for p in torch_inst.watch] == ["data", "rows", "torch_module",
                                                      "eval_predictions"]
     assert torch_inst.preload[0] == "torch"
-    spec = PytorchTrainingProblem().spec
+    spec = PYTORCH_SPEC
     assert spec.model.batches == {1: 3 * 1600}  # one sample per optimiser step, 3 epochs
 
 
@@ -151,7 +146,7 @@ def test_estimator_setup_names_a_changed_parameter():
 @pytest.mark.parametrize("name", NEW)
 async def test_oracle_predicts_what_the_original_predicts(small, name):
     problem = problem_for(small, name)
-    inst, probe_job = problem._instrumentation(), problem.probe_job(99)
+    inst, probe_job = problem.spec.instrumentation(), problem.spec.probe_job(99)
     limits = sandbox.Limits(timeout=300)
     for seed in (11, 22):
         ds = fresh_inputs.make_dataset(seed, N, recipe=problem.spec.recipe)

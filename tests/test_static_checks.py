@@ -1,7 +1,7 @@
 """The source checks a candidate must pass before it is run (no subprocesses here).
 
 The snippets are judged both by the functions in ``problems.ml_training.static_checks`` and through
-the grader's own static stage (``MLTrainingOptimizationProblem._static``).
+the grader's own static stage (``grading.static_gate``).
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from problems.ml_training import static_checks
-from problems.ml_training.measurement import BaselineCache
-from problems.ml_training.task import MLTrainingOptimizationProblem, complex_spec
+from problems.ml_training import grading, static_checks
+from problems.ml_training.declarations.complex_pipeline import complex_spec
+from problems.ml_training.task import MLTrainingTask
+from problems.ml_training.timing.cache import BaselineCache
 
 CANDIDATES = Path(__file__).resolve().parent / "candidates"
 CLEAN = (CANDIDATES / "honest_fast.py").read_text()
@@ -22,9 +23,9 @@ IMPORTS = "import torch\nimport torch.nn as nn\nimport numpy as np\n"
 
 
 @pytest.fixture
-def problem(tmp_path) -> MLTrainingOptimizationProblem:
-    """The flagship's contract (real baseline name); nothing is measured by _static."""
-    return MLTrainingOptimizationProblem(complex_spec(), cache=BaselineCache(tmp_path / "c"))
+def problem(tmp_path) -> MLTrainingTask:
+    """The flagship's contract (real baseline name); nothing is measured by the static gate."""
+    return MLTrainingTask(complex_spec(), cache=BaselineCache(tmp_path / "c"))
 
 
 def static_checks_of(problem, tmp_path, source: str | bytes) -> dict[str, object]:
@@ -33,7 +34,7 @@ def static_checks_of(problem, tmp_path, source: str | bytes) -> dict[str, object
         path.write_bytes(source)
     else:
         path.write_text(source)
-    checks, _ = problem._static(path)
+    checks, _ = grading.static_gate(problem.spec, path)
     return {c.name: c for c in checks}
 
 

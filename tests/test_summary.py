@@ -7,6 +7,7 @@ import math
 import pytest
 
 import summary
+from records import BatchResults, RunRecord
 
 
 @pytest.mark.parametrize(("k", "n", "low", "high"), [
@@ -28,17 +29,47 @@ def test_wilson_interval_empty_and_invalid():
         summary.wilson_interval(3, 2)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 10, 40, 200])
+def test_wilson_interval_is_the_textbook_formula(n):
+    # scipy's interval against the formula summary.py wrote by hand before it used
+    # scipy: equal up to rounding in the last bits (results.json's values may differ in
+    # their 16th or 17th significant digit; every printed figure is the same).
+    z = 1.959963984540054
+    for k in range(n + 1):
+        p, denom = k / n, 1 + z * z / n
+        centre = (p + z * z / (2 * n)) / denom
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+        assert summary.wilson_interval(k, n) == pytest.approx(
+            (max(0.0, centre - half), min(1.0, centre + half)), abs=1e-15)
+
+
+@pytest.mark.parametrize(("values", "interval"), [
+    ([0.8], None),                 # one value: no spread to resample
+    ([0.7, 0.7, 0.7], (0.7, 0.7)),  # no spread: the value itself
+    ([0.8, 0.0], (0.0, 0.8)),
+    # seeded: the same values give the same interval, batch after batch
+    ([0.8, 0.0, 0.5, 0.9, 0.1, 0.3], (0.16666666666666666, 0.7000000000000001)),
+    ([0.2, 0.4, 0.6, 0.8, 1.0, 0.0, 0.0], (0.17142857142857146, 0.7142857142857143)),
+])
+def test_mean_interval_is_a_seeded_bootstrap(values, interval):
+    assert summary.mean_interval(values) == (pytest.approx(interval) if interval else None)
+
+
 def test_geometric_mean():
     assert summary.geometric_mean([2.0, 8.0]) == pytest.approx(4.0)
     assert summary.geometric_mean([]) is None
     assert summary.geometric_mean([None, 0.0]) is None  # nothing positive to average
 
 
-def _run(i, status, speedup=None, steps=5, failed=(), cause=None):
-    return {"run_id": i, "status": status, "speedup": speedup, "steps": steps,
-            "failed_checks": list(failed), "input_tokens": 100 * i, "output_tokens": 10 * i,
-            "accuracy": 0.1, "baseline_accuracy": 0.09, "reason": "", "tool_calls": {},
-            "intermediate": [], "error_cause": cause}
+def _run(i, status, speedup=None, steps=5, failed=(), cause=None, **more):
+    return RunRecord(run_id=i, status=status, speedup=speedup, steps=steps,
+                     failed_checks=list(failed), input_tokens=100 * i, output_tokens=10 * i,
+                     accuracy=0.1, baseline_accuracy=0.09, error_cause=cause, **more)
+
+
+def _markdown(runs, config=None, baseline=None, interrupted=False):
+    return summary.render_markdown(BatchResults(config or {}, baseline or {}, runs,
+                                                summary.batch_figures(runs), interrupted))
 
 
 def test_pass_rate_counts_only_passes():
@@ -115,8 +146,8 @@ def test_check_failure_counts():
 
 
 def test_mean_score_counts_failed_runs_as_zero_and_leaves_api_errors_out():
-    runs = [_run(1, "pass", 40.0), _run(2, "fail", 20.0), _run(3, "error", cause="api")]
-    runs[0]["score"], runs[1]["score"], runs[2]["score"] = 0.8, None, None
+    runs = [_run(1, "pass", 40.0, score=0.8), _run(2, "fail", 20.0),
+            _run(3, "error", cause="api")]
     t = summary.batch_figures(runs)
     assert t["mean_score"] == pytest.approx(0.4)
     low, high = t["mean_score_ci95"]
@@ -125,8 +156,8 @@ def test_mean_score_counts_failed_runs_as_zero_and_leaves_api_errors_out():
 
 
 def test_mean_score_counts_a_harness_error_as_zero():
-    runs = [_run(1, "pass", 40.0), _run(2, "error", cause="harness")]
-    runs[0]["score"], runs[1]["score"] = 0.8, 0.9  # an error's stray score is not used
+    # an error's stray score is not used
+    runs = [_run(1, "pass", 40.0, score=0.8), _run(2, "error", cause="harness", score=0.9)]
     assert summary.batch_figures(runs)["mean_score"] == pytest.approx(0.4)
 
 
@@ -136,13 +167,12 @@ def test_no_runs():
 
 
 def test_markdown_shows_every_figure():
-    runs = [_run(1, "pass", 40.0), _run(2, "fail", 20.0, failed=["speedup_target"])]
-    runs[1]["reason"] = "speedup_target: speedup 20.00x < target 33.00x | x"
-    runs[0]["tool_calls"] = {"read_file": 2, "submit_answer": 1}
-    runs[0]["intermediate"] = [{"speedup": 35.5, "passed": True}]
-    runs[0]["score"], runs[1]["score"] = 0.75, 0.0
-    t = summary.batch_figures(runs)
-    text = summary.render_markdown({"runs": 2}, {"time_median_s": 119.0}, runs, t)
+    runs = [_run(1, "pass", 40.0, score=0.75, tool_calls={"read_file": 2, "submit_answer": 1},
+                 intermediate=[{"speedup": 35.5, "passed": True}]),
+            _run(2, "fail", 20.0, failed=["speedup_target"], score=0.0,
+                 reason="speedup_target: speedup 20.00x < target 33.00x | x")]
+    text = _markdown(runs, {"runs": 2}, {"time_median_s": 119.0})
+    assert "- runs: `2`\n" in text and "- time_median_s: 119.0\n" in text
     assert "| 1 | pass | 40.00x | 0.750 | +0.0100 |" in text
     assert ("Mean score over the runs the pass rate counts (0 at the baseline, 1 at the "
             "strict tier, 0 when not passed): 0.375") in text
@@ -155,15 +185,15 @@ def test_markdown_shows_every_figure():
     assert "Geometric-mean speedup of passing runs: 40.00x" in text
     assert "`speedup_target`: 1" in text
     assert "Interrupted" not in text
-    assert "Interrupted" in summary.render_markdown({}, {}, runs, t, interrupted=True)
+    assert "Interrupted" in _markdown(runs, interrupted=True)
 
 
 def test_markdown_lists_each_error_with_its_cause_and_how_it_counts():
-    runs = [_run(1, "pass", 40.0), _run(2, "error", cause="api"),
-            _run(3, "error", cause="grader"), _run(4, "error")]
-    runs[1]["reason"] = "API error after retries: InternalServerError"
-    runs[2]["reason"] = "grader error: RuntimeError: a | b\nc"
-    text = summary.render_markdown({}, {}, runs, summary.batch_figures(runs))
+    runs = [_run(1, "pass", 40.0),
+            _run(2, "error", cause="api", reason="API error after retries: InternalServerError"),
+            _run(3, "error", cause="grader", reason="grader error: RuntimeError: a | b\nc"),
+            _run(4, "error")]
+    text = _markdown(runs)
     errors = text.split("## Errors\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert errors == [
         "| run | cause | pass rate | reason |", "|---|---|---|---|",
@@ -176,9 +206,9 @@ def test_markdown_lists_each_error_with_its_cause_and_how_it_counts():
 
 
 def test_markdown_marks_an_intermediate_submission_the_grader_failed_on():
-    runs = [_run(1, "pass", 40.0)]
-    runs[0]["intermediate"] = [{"speedup": None, "passed": False, "error": "RuntimeError: x",
-                                "traceback": "Traceback ..."},
-                               {"speedup": 35.5, "passed": True}]
-    text = summary.render_markdown({}, {}, runs, summary.batch_figures(runs))
+    runs = [_run(1, "pass", 40.0, intermediate=[
+        {"speedup": None, "passed": False, "error": "RuntimeError: x",
+         "traceback": "Traceback ..."},
+        {"speedup": 35.5, "passed": True}])]
+    text = _markdown(runs)
     assert "| grader error, 35.5x✓ |" in text and "Traceback" not in text

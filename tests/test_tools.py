@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 
+import profiler
 import sandbox
 import tools
 from problem import Check, DataGuard, GradeResult, Problem
-from problems.ml_training.task import PROBLEM_DATA
+from problems.ml_training.spec import PROBLEM_DATA
 from tools import RunContext, ToolSettings
 
 SECRET = "sk-ant-test-SECRET-123456"
@@ -271,7 +272,7 @@ BAD_INPUTS = [
                  id="read-abs-etc-passwd"),
     pytest.param(Case("read_file",
                       {"path": str(tools.PROJECT_ROOT / "problems/ml_training/task.py")},
-                      ("ml_training_optimization.py'", _READ_DENIED), absent=("import",)),
+                      ("problems/ml_training/task.py'", _READ_DENIED), absent=("import",)),
                  id="read-abs-harness-file"),
     pytest.param(Case("read_file", {"path": "problems/ml_training/task.py"},
                       ("cannot read 'problems/ml_training/task.py'", _READ_DENIED)),
@@ -613,7 +614,7 @@ SMALL_SCRIPT = ("def work(n):\n    return sum(i * i for i in range(n))\n\n"
 
 
 async def test_profile_tool_samples_with_py_spy(ctx):
-    assert tools.py_spy() is not None, "py-spy is a dependency of the project"
+    assert profiler.py_spy() is not None, "py-spy is a dependency of the project"
     await tools.dispatch("write_file", {"path": "small.py", "content": SMALL_SCRIPT}, ALL_TOOLS)
     outcome = await tools.dispatch("profile_tool", {"path": "small.py"}, ALL_TOOLS)
     assert not outcome.is_error, outcome.content
@@ -624,14 +625,14 @@ async def test_profile_tool_samples_with_py_spy(ctx):
     assert "=== top 15 frames by total samples" in outcome.content
     assert "work (small.py:2)" in outcome.content  # the hot function, by file and line
     assert f"result {sum(i * i for i in range(3_000_000))}" in outcome.content
-    stacks = tools.parse_stacks(raw.read_text())
+    stacks = profiler.parse_stacks(raw.read_text())
     assert sum(stacks.values()) >= 1
     assert svg.read_text().startswith("<svg") and "work (small.py:2)" in svg.read_text()
     assert ctx.profiles == 1
 
 
 async def test_profile_tool_falls_back_to_cprofile_and_says_so(ctx, monkeypatch):
-    monkeypatch.setattr(tools, "py_spy", lambda: None)
+    monkeypatch.setattr(profiler, "py_spy", lambda: None)
     await tools.dispatch("write_file", {"path": "small.py", "content": SMALL_SCRIPT}, ALL_TOOLS)
     outcome = await tools.dispatch("profile_tool", {"path": "small.py"}, ALL_TOOLS)
     assert not outcome.is_error, outcome.content
@@ -647,7 +648,7 @@ async def test_profile_tool_falls_back_to_cprofile_and_says_so(ctx, monkeypatch)
 @pytest.mark.parametrize("spy", [True, False], ids=["py-spy", "cprofile"])
 async def test_profile_tool_reports_a_failing_script(ctx, monkeypatch, spy):
     if not spy:
-        monkeypatch.setattr(tools, "py_spy", lambda: None)
+        monkeypatch.setattr(profiler, "py_spy", lambda: None)
     await tools.dispatch("write_file", {"path": "bad.py", "content": "raise KeyError('k')\n"},
                          ALL_TOOLS)
     outcome = await tools.dispatch("profile_tool", {"path": "bad.py"}, ALL_TOOLS)
@@ -665,7 +666,7 @@ def test_profile_output_is_read_as_untrusted(tmp_path):
     os.mkfifo(fifo)
     (tmp_path / "dir").symlink_to(tmp_path)  # a link among the parents, too
     for rel in ("link.txt", "fifo.txt", "missing.txt", "dir/link.txt"):
-        assert tools._read_stacks(tmp_path, rel) == {}
+        assert profiler.read_stacks(tmp_path, rel) == {}
 
 
 def test_parse_stacks_skips_malformed_lines_and_the_svg_escapes_names():
@@ -675,15 +676,15 @@ def test_parse_stacks_skips_malformed_lines_and_the_svg_escapes_names():
             ";;; 2\n"
             "<script>alert(1)</script> 4\n"
             "a (x.py:1);b (x.py:2) notanumber\n")
-    stacks = tools.parse_stacks(text)
+    stacks = profiler.parse_stacks(text)
     assert stacks[("a (x.py:1)", "b (x.py:2)")] == 5 and stacks[("a (x.py:1)",)] == 3
-    report = tools.stacks_report(stacks)
+    report = profiler.stacks_report(stacks)
     assert report.splitlines()[0].startswith("14 samples")
     own = report.split("=== top 15 frames by total")[0]
     assert "35.7%  b (x.py:2)" in own  # 5 of 14 samples end in b
-    svg = tools.flame_graph_svg(stacks)
+    svg = profiler.flame_graph_svg(stacks)
     assert "<script>" not in svg and "&lt;script&gt;" in svg
-    assert tools.stacks_report(tools.parse_stacks("")).startswith("(no samples")
+    assert profiler.stacks_report(profiler.parse_stacks("")).startswith("(no samples")
 
 
 async def test_submit_intermediate_answer_grades_and_records(ctx):
@@ -848,13 +849,13 @@ async def test_the_unchanged_task_file_is_profiled_once_and_shared(tmp_path, mon
 
     monkeypatch.setenv("HELLO_PY_CACHE_DIR", str(tmp_path / "cache"))
     calls = []
-    real = tools._profile
+    real = profiler.profile
 
-    async def counted(*args: Any, **kwargs: Any) -> str:
-        calls.append(args[2])
-        return await real(*args, **kwargs)
+    async def counted(job: profiler.Job, *args: Any, **kwargs: Any) -> str:
+        calls.append(job.script)
+        return await real(job, *args, **kwargs)
 
-    monkeypatch.setattr(tools, "_profile", counted)
+    monkeypatch.setattr(profiler, "profile", counted)
 
     async def profile_in(run: str, path: str) -> tuple[RunContext, tools.ToolOutcome]:
         ws = tmp_path / run

@@ -125,18 +125,13 @@ def in_anchor_units(times: Sequence[float | None],
     return units
 
 
-def mean_interval(values: Sequence[float], confidence: float = 0.95
-                  ) -> tuple[float, float] | None:
-    """A bootstrap interval of the mean (None for fewer than two values)."""
-    if len(values) < 2:
-        return None
-    v = np.asarray(values, dtype=float)
-    if np.ptp(v) == 0:
-        return float(v[0]), float(v[0])
-    result = stats.bootstrap((v,), np.mean, confidence_level=confidence, n_resamples=2000,
-                             method="percentile", rng=np.random.default_rng(0))
-    low, high = result.confidence_interval
-    return float(low), float(high)
+def speedup(base: Sequence[float], mine: Sequence[float]
+            ) -> tuple[float | None, tuple[float, float] | None]:
+    """median(base) / median(mine) and its 95 % interval: the one formula every speedup
+    here is (both in seconds, or both in units of the strict tier beside them)."""
+    if not base or not mine:
+        return None, None
+    return statistics.median(base) / statistics.median(mine), speedup_interval(base, mine)
 
 
 @dataclass
@@ -167,29 +162,25 @@ class Ladder:
     def baseline_time(self) -> float:
         return statistics.median(self.baseline_times)
 
+    def _pair(self, times: Sequence[float], units: Sequence[float] | None
+              ) -> tuple[Sequence[float], Sequence[float]]:
+        """The baseline's figures and these, in anchor units where both have them."""
+        if self.baseline_units and units:
+            return self.baseline_units, units
+        return self.baseline_times, times
+
     def add(self, name: str, times: list[float], units: list[float] | None = None) -> None:
         """A tier's figures: its times in seconds and, side by side, in anchor units."""
-        median = statistics.median(times)
-        if self.baseline_units and units:
-            speedup = statistics.median(self.baseline_units) / statistics.median(units)
-            ci = speedup_interval(self.baseline_units, units)
-        else:
-            speedup = self.baseline_time / median
-            ci = speedup_interval(self.baseline_times, times)
-        self.tiers.append(TierFigures(name, times, median, speedup, ci, list(units or [])))
+        ratio, ci = speedup(*self._pair(times, units))
+        self.tiers.append(TierFigures(name, times, statistics.median(times), ratio, ci,
+                                      list(units or [])))
 
     def candidate_speedup(self, times: Sequence[float], units: Sequence[float]
                           ) -> tuple[float | None, tuple[float, float] | None]:
         """A candidate's speedup and its 95 % interval: from its anchor units when the
         ladder has them (chained: baseline to strict at calibration, strict to the
         candidate now), else from seconds."""
-        if self.baseline_units and units:
-            return (statistics.median(self.baseline_units) / statistics.median(units),
-                    speedup_interval(self.baseline_units, units))
-        if not times:
-            return None, None
-        return (self.baseline_time / statistics.median(times),
-                speedup_interval(self.baseline_times, times))
+        return speedup(*self._pair(times, units))
 
     def speedup(self, tier: str) -> float:
         for t in self.tiers:

@@ -7,7 +7,7 @@ the decoded JSON (:func:`loads`) into frozen records and check every field for i
 type (a bool is not a number), its range (counts are non-negative, floats finite) and
 its size (lists, names, texts and arrays are bounded).  Anything else, a missing field or
 an unknown one included, is a :class:`MalformedReport` naming the field:
-``problems.ml_training.measurement`` makes that a failed execution, never an exception in the
+``timing.executor`` makes that a failed execution, never an exception in the
 harness.  Packed arrays stay packed (:class:`PackedArray`: a shape and its float32
 bytes, their size checked against the shape) until a check unpacks them.
 

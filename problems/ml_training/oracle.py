@@ -8,7 +8,7 @@ the baseline's predictions with the oracle's on the baseline's own seeds).
 
 :func:`answer` reads the original's behaviour off a run of the reference on a data set:
 the grader takes those runs from the strict-tier executions it times beside the
-candidate (``SideBySide`` in ``problems.ml_training.measurement``), so they cost almost nothing
+candidate (``SideBySide`` in ``timing.executor``), so they cost almost nothing
 extra.  :func:`replay` runs it with another pipeline's features in place of its own: the
 original's training on them.
 """
@@ -25,7 +25,7 @@ import numpy as np
 import sandbox
 from problems.ml_training.execution_report import ExecutionReport, PackedArray, ProbeOutputs
 from problems.ml_training.fresh_inputs import DataSet
-from problems.ml_training.measurement import Execution, Executor, Instrumentation, measure
+from problems.ml_training.timing.executor import Execution, Executor, Instrumentation, measure
 
 
 class OracleError(RuntimeError):

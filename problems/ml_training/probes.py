@@ -2,7 +2,7 @@
 declares its probes from.
 
 A problem lists the components its task requires (``TaskSpec.probes``); each probe
-says what the runner (``problems/ml_training/timing_runner.py``) must wrap in the execution and
+says what the runner (the runner) must wrap in the execution and
 brings its own check of what it recorded.  The instrumentation is derived from the
 declaration (:func:`instrumentation`), never written out by hand, so the runner, the
 checks and the prompt cannot disagree about which names are watched.
@@ -33,7 +33,7 @@ from typing import Any
 from problem import Check
 from problems.ml_training import model_checks
 from problems.ml_training.execution_report import ExecutionReport
-from problems.ml_training.measurement import Instrumentation
+from problems.ml_training.timing.executor import Instrumentation
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Checks on what a candidate did when it ran, each returning one :class:`problem.Check`.
 
-They judge figures the harness measured itself (``problems.ml_training.measurement``): exit status,
+They judge figures the harness measured itself (``timing``): exit status,
 the runner's counts of rows through the required components, the model's eval-mode
 predictions, the grader's own clock.  Printed output is only compared against those
 figures, never believed.  The static stage is ``problems.ml_training.static_checks``.
@@ -13,7 +13,7 @@ from typing import Any
 
 from problem import Check
 from problems.ml_training.execution_report import ExecutionReport, ProbeOutputs
-from problems.ml_training.measurement import Execution
+from problems.ml_training.timing.executor import Execution
 
 ACCURACY_RE = re.compile(r"Test accuracy:\s*([0-9]*\.?[0-9]+)")
 FINAL_TIME_RE = re.compile(r"FINAL_TIME:\s*([0-9]*\.?[0-9]+)")

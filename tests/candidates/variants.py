@@ -12,10 +12,16 @@ them (a patch about half the file's size, mostly a copy of honest_fast.py in str
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
-from conftest import scaled_text
+
+def scaled_text(text: str, n_samples: int, origin: object) -> str:
+    """A pipeline's source with its data set scaled to ``n_samples`` samples."""
+    text, count = re.subn(r"n_samples=3000", f"n_samples={n_samples}", text)
+    assert count >= 1, f"{origin} has no n_samples=3000 default to scale"
+    return text
 
 CANDIDATES = Path(__file__).resolve().parent
 HONEST = CANDIDATES / "honest_fast.py"

@@ -1,28 +1,21 @@
 """The NumPy problem: a pipeline whose eight features are Python loops over every pixel,
 with a scikit-learn random forest as its model (the seed's ``MLTrainingOptimizationNumPy``).
 
-It is graded by the ML-training grader (``problems.ml_training.task``) from this
+It is graded by the ML-training grader (``problems.ml_training``) from this
 declaration: the slow file, its reference solution (the strict tier), the names it must
 keep, the output contract, the probes the runner watches and how its data is drawn and
 split.  Labels are learnable (the brightness half of each image, under a secret class
-order per data set: ``problems.ml_training.fresh_inputs``) and the accuracy tolerance is the seed's
+order per data set: ``fresh_inputs``) and the accuracy tolerance is the seed's
 0.01.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from problems.ml_training import fresh_inputs, probes
 from problems.ml_training.runtime_checks import ACCURACY_RE
-from problems.ml_training.task import (
-    PROBLEM_DATA,
-    REFERENCE_DIR,
-    MLTrainingOptimizationProblem,
-    TaskSpec,
-    options_for,
-)
+from problems.ml_training.spec import PROBLEM_DATA, REFERENCE_DIR, TaskSpec
 
 N_SAMPLES = 1000
 PARAMS = {"n_estimators": 100, "random_state": 42}
@@ -36,6 +29,9 @@ def numpy_spec(baseline: Path = PROBLEM_DATA / "slow_ml_training_numpy.py",
     n_test = len(RECIPE.test_rows(None, n_samples))
     n_train = n_samples - n_test
     return TaskSpec(
+        name="numpy",
+        summary=("per-pixel NumPy feature loops and a scikit-learn random forest (1,000 "
+                 "images): make it fast with the same accuracy (within 0.01)"),
         baseline=baseline,
         required_imports=("numpy", "sklearn.ensemble", "sklearn.model_selection"),
         required_classes=("SlowFeatureExtractor",),
@@ -62,12 +58,3 @@ def numpy_spec(baseline: Path = PROBLEM_DATA / "slow_ml_training_numpy.py",
 
 
 NUMPY_SPEC = numpy_spec()
-
-
-class NumpyTrainingProblem(MLTrainingOptimizationProblem):
-    name = "numpy"
-    summary = ("per-pixel NumPy feature loops and a scikit-learn random forest (1,000 "
-               "images): make it fast with the same accuracy (within 0.01)")
-
-    def __init__(self, spec: TaskSpec = NUMPY_SPEC, **kwargs: Any):
-        super().__init__(spec, kwargs.pop("options", None) or options_for(spec), **kwargs)

@@ -2,11 +2,11 @@
 normalisation written as loops, and a small network trained one sample at a time (the
 seed's ``MLTrainingOptimizationPyTorch``).
 
-It is graded by the ML-training grader (``problems.ml_training.task``) from this
+It is graded by the ML-training grader (``problems.ml_training``) from this
 declaration: the slow file, its reference solution (the strict tier), the names it must
 keep, the output contract, the probes the runner watches and how its data is drawn and
 split.  Labels are learnable (the brightness half of each image, under a secret class
-order per data set: ``problems.ml_training.fresh_inputs``) and the accuracy tolerance is the seed's
+order per data set: ``fresh_inputs``) and the accuracy tolerance is the seed's
 0.02.
 """
 
@@ -14,20 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from problems.ml_training import fresh_inputs, probes
 from problems.ml_training.runtime_checks import ACCURACY_RE
-from problems.ml_training.task import (
-    PROBLEM_DATA,
-    REFERENCE_DIR,
-    MLTrainingOptimizationProblem,
-    TaskSpec,
-    options_for,
-    training_batches,
-)
+from problems.ml_training.spec import PROBLEM_DATA, REFERENCE_DIR, TaskSpec, training_batches
 
 N_SAMPLES = 2000
 EPOCHS = 3
@@ -49,6 +41,9 @@ def pytorch_spec(baseline: Path = PROBLEM_DATA / "slow_ml_training_pytorch.py",
     n_train = int(0.8 * n_samples)
     n_test = n_samples - n_train
     return TaskSpec(
+        name="pytorch",
+        summary=("per-pixel PyTorch feature loops, a looped normalisation and a network "
+                 "trained one sample at a time (2,000 images): make it fast, same accuracy"),
         baseline=baseline,
         required_imports=("torch", "torch.nn", "numpy"),
         required_classes=("SimpleNN", "SlowFeatureExtractor"),
@@ -81,12 +76,3 @@ def pytorch_spec(baseline: Path = PROBLEM_DATA / "slow_ml_training_pytorch.py",
 
 
 PYTORCH_SPEC = pytorch_spec()
-
-
-class PytorchTrainingProblem(MLTrainingOptimizationProblem):
-    name = "pytorch"
-    summary = ("per-pixel PyTorch feature loops, a looped normalisation and a network "
-               "trained one sample at a time (2,000 images): make it fast, same accuracy")
-
-    def __init__(self, spec: TaskSpec = PYTORCH_SPEC, **kwargs: Any):
-        super().__init__(spec, kwargs.pop("options", None) or options_for(spec), **kwargs)

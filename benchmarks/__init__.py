@@ -1,0 +1,1 @@
+"""Speed and noise measurements of the harness itself (results in benchmarks/README.md)."""

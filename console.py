@@ -1,0 +1,175 @@
+"""What the operator reads: progress on stderr, reports and listings for stdout.
+
+The CLI layer's output, rendered here and nowhere else: the timestamped progress line
+(:func:`say`, and :func:`note` for a batch's runs), red one-line errors (:func:`error`,
+:func:`no_sandbox`), the SDK's retries as one line each (:class:`SdkRetries`), the grade
+report (:func:`format_report`), the calibration table (:func:`calibration_report`) and
+the problems listing (:func:`problems_listing`).  Stderr is printed here; text for
+stdout is returned, and the caller prints it (or JSON instead).  What to run, and when
+to stop, is ``main``'s; the figures come from the problem (its grader, ``calibrate``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+
+stderr = Console(stderr=True, highlight=False)
+
+
+# ---- progress and errors (stderr) -----------------------------------------------------
+def say(message: str) -> None:
+    stderr.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+
+
+def note(run_id: int | None, message: str) -> None:
+    """A batch's progress: a run's (``run_id``) or the batch's own."""
+    say(f"run {run_id}: {message}" if run_id is not None else message)
+
+
+def error(message: object, label: str = "error", soft_wrap: bool | None = None) -> None:
+    """``label: message``, the label in red: why a command stops."""
+    stderr.print(f"[red]{label}:[/red] {message}", soft_wrap=soft_wrap)
+
+
+def no_sandbox(allowed: bool) -> None:
+    """No sandbox on this machine: a warning when the user allowed running without one
+    (``--unsafe-no-sandbox``), else why the command stops."""
+    hint = ("install bubblewrap (apt-get install bubblewrap) to sandbox agent code and "
+            "candidates")
+    if allowed:
+        stderr.print(f"[yellow]warning:[/yellow] no sandbox on this machine: agent code and "
+                     f"candidates run with your privileges ({hint})")
+    else:
+        error(f"no sandbox on this machine: {hint}, or pass --unsafe-no-sandbox to run "
+              "anyway")
+
+
+# ---- the SDK's retries (stderr) -------------------------------------------------------
+class SdkRetries(logging.Handler):
+    """The SDK's retries as one compact console line each (what failed, the wait), so a
+    429 back-off is not an unexplained stall; the SDK's warnings and errors pass on.  Its
+    other debug lines go nowhere."""
+
+    def __init__(self, say: Callable[[str], None] = say) -> None:
+        super().__init__(logging.DEBUG)
+        self.say, self.why = say, "a failed request"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: say nothing rather than fail the caller
+            return
+        if message.startswith("Retrying due to status code"):
+            self.why = f"HTTP {message.rsplit(' ', 1)[-1]}"
+        elif message.startswith("Encountered httpx2.TimeoutException"):
+            self.why = "a timeout"
+        elif message.startswith("Encountered Exception"):
+            self.why = "a connection error"
+        elif message.startswith("Retrying request to") and len(record.args or ()) == 2:
+            url, wait = record.args
+            path = str(url).split("://", 1)[-1].partition("/")[2] or str(url)
+            self.say(f"[yellow]API[/yellow]: {self.why} on /{path}; the SDK retries in "
+                     f"{float(wait):.1f} s")
+            self.why = "a failed request"
+        elif record.levelno >= logging.WARNING:
+            self.say(f"{record.levelname.lower()} ({record.name}): {message}")
+
+
+def show_sdk_retries() -> None:
+    sdk = logging.getLogger("anthropic._base_client")
+    if not any(isinstance(h, SdkRetries) for h in sdk.handlers):
+        sdk.addHandler(SdkRetries())
+    sdk.setLevel(logging.DEBUG)
+    sdk.propagate = False
+
+
+# ---- reports (stdout) -----------------------------------------------------------------
+def _side_by_side_line(result: Any) -> list[str]:
+    side = (result.details or {}).get("side_by_side") or {}
+    mine, base = side.get("candidate_units"), side.get("baseline_units")
+    if not mine or not base:
+        return []
+    return [f"  Side by side with the strict tier: the candidate took "
+            f"{statistics.median(mine):.3f} of its time (median of {len(mine)}), the "
+            f"baseline {statistics.median(base):.1f} (calibration)"]
+
+
+def format_report(result: Any) -> str:
+    """A ``GradeResult`` as ``main.py grade`` prints it: the figures, then each check."""
+    def fmt(value: float | None, spec: str) -> str:
+        return "–" if value is None else format(value, spec)
+
+    lines = ["=" * 50, "PERFORMANCE METRICS", "=" * 50,
+             f"  Baseline:  time {fmt(result.baseline_time, '.2f')} s, accuracy on the "
+             f"same fresh data {fmt(result.baseline_accuracy, '.4f')}",
+             f"  Candidate: time {fmt(result.candidate_time, '.3f')} s (median of "
+             f"{len(result.candidate_times)}: "
+             f"{', '.join(f'{t:.3f}' for t in result.candidate_times) or '–'}), "
+             f"accuracy {fmt(result.accuracy, '.4f')}",
+             f"  Speedup:   {fmt(result.speedup, '.2f')}x"
+             + (f" (95 % interval {result.speedup_ci95[0]:.2f}-{result.speedup_ci95[1]:.2f}x)"
+                if result.speedup_ci95 else "")
+             + f", target {fmt(result.target, '.2f')}x ({result.target_rule}); "
+             f"score {fmt(result.score, '.3f')}",
+             *_side_by_side_line(result),
+             "=" * 50, "CHECKS"]
+    for c in result.checks:
+        mark = "skip" if c.skipped else ("ok  " if c.passed else "FAIL")
+        lines.append(f"  [{mark}] {c.name}: {c.message}")
+    lines.append("=" * 50)
+    lines.append("PASSED" if result.passed else f"NOT PASSED — {result.reason}")
+    return "\n".join(lines)
+
+
+def calibration_report(data: dict[str, Any]) -> str:
+    """``Problem.calibrate``'s data as a table: the baseline, each tier, each rule."""
+    shown = ", ".join(f"{t:.2f}" for t in data["baseline_times"])
+    units = ""
+    if data["baseline_units"]:
+        units = (f"; {statistics.median(data['baseline_units']):.1f} times the strict tier's "
+                 "time, measured side by side")
+    lines = [f"baseline: {data['baseline_time']:.2f} s (median of "
+             f"{len(data['baseline_times'])}: {shown}){units}",
+             "", f"{'tier':<12} {'time':>9} {'speedup':>9}  95 % interval   score"]
+    for t in data["tiers"]:
+        ci95 = t["speedup_ci95"]
+        ci = f"{ci95[0]:.1f}-{ci95[1]:.1f}x" if ci95 else "–"
+        lines.append(f"{t['name']:<12} {t['time']:>8.3f}s {t['speedup']:>8.1f}x  {ci:<14} "
+                     f"{data['scores'][t['name']]:.2f}")
+    lines += ["", "target rules here:"]
+    for rule, value in data["rules"].items():
+        marks = [m for m, on in (("default", rule == data["default_target_rule"]),
+                                 ("in use", rule == data["target_rule"])) if on]
+        lines.append(f"  {rule:<16} -> {value:.1f}x" + (f"  ({', '.join(marks)})" if marks
+                                                        else ""))
+    return "\n".join(lines)
+
+
+def nothing_to_calibrate(problem: str, as_json: bool) -> str:
+    """What ``calibrate`` says of a problem graded exactly (no baseline, no tiers)."""
+    message = f"{problem} is graded exactly: it has no baseline or tiers to calibrate"
+    return json.dumps({"problem": problem, "baseline_time": None, "tiers": [],
+                       "default_target": None, "default_target_rule": None,
+                       "note": message}) if as_json else message
+
+
+def problems_listing(listing: list[dict[str, Any]]) -> str:
+    """``main.py problems``: each problem, its summary, baseline, tiers and knobs."""
+    lines = []
+    for entry in listing:
+        base = (f"{entry['baseline_time_cached']:.1f} s (cached)"
+                if entry["baseline_time_cached"] is not None
+                else "not measured yet" if entry["tiers"] else "none (graded exactly)")
+        lines += [f"{entry['name']}" + ("  (default)" if entry["default"] else ""),
+                  f"  {entry['summary']}",
+                  f"  baseline here: {base}; tiers: {', '.join(entry['tiers']) or '–'}",
+                  "  knobs: " + "; ".join(f"{k['name']}={k['default']} ({k['help']})"
+                                          for k in entry["knobs"]), ""]
+    return "\n".join(lines).rstrip()

@@ -1,0 +1,120 @@
+"""The harness's records of a batch: their file names and their shapes.
+
+:class:`RunRecord` is one run's record (``run_N/run.json``; its entry in ``results.json``
+is a part of it) and :class:`BatchResults` is ``results.json`` as a whole.  Each has
+``to_json()``, which gives the keys in the order the files have always had them, and
+``from_json()``, which reads what any earlier batch wrote: a key an older record lacks
+takes its default, a key this one does not know is ignored.
+
+Only the shapes are here.  Filling a record in (running, grading, costing) is ``batch``'s,
+the figures over the runs are ``summary``'s, and writing the files safely is
+``safe_files``'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+BATCH_RECORDS = ("results.json", "run_summary.md")  # at the top of the output directory
+RUN_RECORDS = ("run.json", "grade.json", "transcript.jsonl")  # in each run_N/
+
+# The keys of a run's entry in results.json, in the file's order: what the summary reads.
+RESULTS_ENTRY_KEYS = (
+    "run_id", "status", "error_cause", "steps", "speedup", "speedup_ci95", "score",
+    "accuracy", "baseline_accuracy", "reason", "submitted", "found_by", "failed_checks",
+    "tool_calls", "intermediate", "input_tokens", "output_tokens",
+    "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd", "stream_retries",
+    "wall_time", "record_error")
+# Keys run.json holds only when they apply (never as null).
+_WHEN_SET = frozenset({"budget", "candidate", "traceback", "record_error"})
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run, as ``run.json`` records it; the fields are in the file's order."""
+
+    run_id: int
+    status: str  # pass | fail | error
+    error_cause: str | None = None  # for an error: api | budget | grader | harness
+    submitted: bool = False  # the agent submitted an answer
+    found_by: str | None = None  # how the graded file was found: submitted | fallback
+    # The grader's figures (None unless the run was graded).
+    speedup: float | None = None
+    speedup_ci95: tuple[float, float] | None = None
+    score: float | None = None
+    accuracy: float | None = None
+    baseline_accuracy: float | None = None
+    reason: str = ""  # why it did not pass ("" when it did)
+    failed_checks: list[str] = field(default_factory=list)
+    budget: str | None = None  # which cost limit stopped it
+    candidate: str | None = None  # the graded file, relative to the run directory
+    traceback: str | None = None  # of a grader or harness error
+    # What the agent did, and what it cost.
+    steps: int = 0
+    ended_by: str = ""  # submitted | no_tool_calls | max_steps | api_error | budget | ...
+    tool_calls: dict[str, int] = field(default_factory=dict)
+    tool_errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cost_usd: float | None = None  # None: the model's prices are unknown
+    stream_retries: int = 0
+    refusal: dict[str, Any] | None = None
+    intermediate: list[dict[str, Any]] = field(default_factory=list)
+    tampering: list[dict[str, Any]] = field(default_factory=list)
+    isolation: str | None = None
+    wall_time: float = 0.0  # seconds
+    record_error: str | None = None  # why run.json is missing (results.json only)
+
+    def to_json(self) -> dict[str, Any]:
+        """``run.json``: every field, less those of ``_WHEN_SET`` that do not apply."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)
+                if not (f.name in _WHEN_SET and getattr(self, f.name) is None)}
+
+    def to_results_json(self) -> dict[str, Any]:
+        """The run's entry in ``results.json``: ``RESULTS_ENTRY_KEYS``, null included."""
+        return {name: _plain(getattr(self, name)) for name in RESULTS_ENTRY_KEYS}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunRecord:
+        """Read a ``run.json`` or a ``results.json`` entry of any batch.  A null or missing
+        key takes its default: records older than ``error_cause`` have None there, which
+        the summary reads as an error of unknown cause."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names and v is not None}
+        if "speedup_ci95" in values:
+            values["speedup_ci95"] = tuple(values["speedup_ci95"])
+        return cls(**values)
+
+
+def _plain(value: Any) -> Any:
+    """A tuple as the list JSON reads it back as (so a record equals its file's JSON)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+@dataclass(frozen=True)
+class BatchResults:
+    """``results.json``: the batch's configuration and baseline, each finished run's
+    entry, the totals over them (``summary.batch_figures``) and whether it was
+    interrupted."""
+
+    config: dict[str, Any]
+    baseline: dict[str, Any]
+    runs: list[RunRecord]  # in run_id order
+    totals: dict[str, Any]
+    interrupted: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"config": self.config, "baseline": self.baseline,
+                "runs": [r.to_results_json() for r in self.runs], "totals": self.totals,
+                "interrupted": self.interrupted}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BatchResults:
+        return cls(config=data.get("config") or {}, baseline=data.get("baseline") or {},
+                   runs=[RunRecord.from_json(r) for r in data.get("runs") or []],
+                   totals=data.get("totals") or {},
+                   interrupted=bool(data.get("interrupted")))
