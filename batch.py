@@ -38,6 +38,7 @@ import tools
 from agent import AgentOutcome, AgentSettings, Transcript, run_agent
 from problem import DataGuard, GradeResult, Problem
 from records import BATCH_RECORDS, BatchResults, RunRecord
+from workspace import first_candidate, graded_copy
 
 log = logging.getLogger(__name__)
 Note = Callable[[int | None, str], None]
@@ -166,7 +167,7 @@ async def run_one(run_id: int, problem: Problem, client: Any,
         candidate = ctx.submitted
         submitted = candidate is not None
         found_by = "submitted" if candidate is not None else None
-        if candidate is None and (candidate := tools.first_candidate(
+        if candidate is None and (candidate := first_candidate(
                 workspace, problem.fallback_candidates(workspace))):
             found_by = "fallback"
         if outcome.ended_by == "budget":
@@ -181,7 +182,7 @@ async def run_one(run_id: int, problem: Problem, client: Any,
         else:
             note(run_id, f"grading {candidate.path.name}")
             stage = "grader"
-            with tools.graded_copy(candidate) as copy:  # the bytes read when it was offered
+            with graded_copy(candidate) as copy:  # the bytes read when it was offered
                 result = await problem.grade(copy, progress=ctx.progress)
             stage = "harness"
             write_record(workspace, "grade.json", result.to_dict(), ctx.secrets)

@@ -20,6 +20,8 @@ from typing import Any
 
 from rich.console import Console
 
+import sandbox
+
 stderr = Console(stderr=True, highlight=False)
 
 
@@ -41,14 +43,11 @@ def error(message: object, label: str = "error", soft_wrap: bool | None = None) 
 def no_sandbox(allowed: bool) -> None:
     """No sandbox on this machine: a warning when the user allowed running without one
     (``--unsafe-no-sandbox``), else why the command stops."""
-    hint = ("install bubblewrap (apt-get install bubblewrap) to sandbox agent code and "
-            "candidates")
     if allowed:
         stderr.print(f"[yellow]warning:[/yellow] no sandbox on this machine: agent code and "
-                     f"candidates run with your privileges ({hint})")
+                     f"candidates run with your privileges ({sandbox.INSTALL_HINT})")
     else:
-        error(f"no sandbox on this machine: {hint}, or pass --unsafe-no-sandbox to run "
-              "anyway")
+        error(sandbox.REFUSAL)
 
 
 # ---- the SDK's retries (stderr) -------------------------------------------------------

@@ -161,6 +161,13 @@ def available_backends() -> list[str]:
 _forced: str | None = os.environ.get("HELLO_PY_ISOLATION") or None
 
 
+# What to do where no sandbox is available: the CLI and the grader refuse alike.
+INSTALL_HINT = ("install bubblewrap (apt-get install bubblewrap) to sandbox agent code and "
+                "candidates")
+REFUSAL = (f"no sandbox on this machine: {INSTALL_HINT}, or pass --unsafe-no-sandbox to run "
+           "anyway")
+
+
 def best_isolation() -> str:
     """The backend children run under: the strongest available, unless forced (tests and
     benchmarks set ``HELLO_PY_ISOLATION`` or call :func:`force_isolation`)."""

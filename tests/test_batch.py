@@ -36,6 +36,7 @@ from fake_api import (
 )
 
 import batch
+import flags
 import main
 import records
 import safe_files
@@ -440,14 +441,14 @@ def _flag(name: str) -> str:
 
 
 def _bad_values(name: str) -> list[str]:
-    low, high = main.BOUNDS[name]
+    low, high = flags.BOUNDS[name]
     return [str(high + 1), "99999999999999999999", "9" * 5000, str(low - 1), "-7", "2.5",
             "1e3", "many", ""]
 
 
 GRADING_FLAGS = {"repeats", "baseline_repeats", "threads"}  # also on grade and calibrate
 BAD_FLAGS = [([*prefix, f"{_flag(name)}={value}"], name)
-             for name in main.BOUNDS for value in _bad_values(name)
+             for name in flags.BOUNDS for value in _bad_values(name)
              for prefix in ([["--agent", "scripted"]]
                             + ([["grade", "x.py"], ["calibrate"]] if name in GRADING_FLAGS
                                else []))]
@@ -462,7 +463,7 @@ def test_cli_refuses_a_sizing_flag_out_of_range(monkeypatch, capsys, argv, name)
     with pytest.raises(SystemExit) as exc:
         main.main(argv)
     err = capsys.readouterr().err
-    low, high = main.BOUNDS[name]
+    low, high = flags.BOUNDS[name]
     assert exc.value.code == 2
     assert f"argument {_flag(name)}: must be a whole number from {low} to {high}" in err
     assert "Traceback" not in err and len(err) < 3000  # 5000 digits are not echoed
@@ -474,34 +475,34 @@ def test_cli_explains_the_least_number_of_repeats(capsys):
     assert "the grader runs one data set twice (determinism)" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", list(main.BOUNDS))
+@pytest.mark.parametrize("name", list(flags.BOUNDS))
 def test_cli_accepts_each_end_of_a_range(name):
-    for value in main.BOUNDS[name]:
+    for value in flags.BOUNDS[name]:
         _, _, cfg = main.parse_args(["--agent", "scripted", f"{_flag(name)}={value}"])
-        assert main.knob(cfg, name) == value
+        assert flags.knob(cfg, name) == value
 
 
-@pytest.mark.parametrize("name", list(main.BOUNDS))
+@pytest.mark.parametrize("name", list(flags.BOUNDS))
 @pytest.mark.parametrize("kind", ["above", "below", "float", "bool", "text", "huge"])
 def test_cli_refuses_config_out_of_range(monkeypatch, capsys, name, kind):
     # The same bounds hold for a value edited into CONFIG as for a flag.
-    low, high = main.BOUNDS[name]
+    low, high = flags.BOUNDS[name]
     value = {"above": high + 1, "below": low - 1, "float": float(low), "bool": True,
              "text": str(low), "huge": 10 ** 5000}[kind]
     cfg = (replace(main.CONFIG, grading=replace(main.CONFIG.grading, **{name: value}))
-           if name in main.GRADING else replace(main.CONFIG, **{name: value}))
+           if name in flags.GRADING else replace(main.CONFIG, **{name: value}))
     monkeypatch.setattr(main, "CONFIG", cfg)
     with pytest.raises(SystemExit) as exc:
         main.main(["--agent", "scripted"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "Traceback" not in err
-    assert (f"CONFIG.{main.knob_path(name)} in main.py must be a whole number from {low} "
+    assert (f"CONFIG.{flags.knob_path(name)} in main.py must be a whole number from {low} "
             f"to {high}") in err
     assert f"(its flag: {_flag(name)})" in err
 
 
 def test_config_defaults_are_within_their_bounds():
-    assert main.config_errors(main.CONFIG) == []
+    assert flags.config_errors(main.CONFIG) == []
 
 
 def test_cli_huge_runs_is_a_usage_error_in_a_real_process(tmp_path):

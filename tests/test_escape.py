@@ -28,6 +28,7 @@ from test_execution_report import FORGERIES
 import safe_files
 import sandbox
 import tools
+import workspace
 from problem import DataGuard, GradeResult, Problem
 from problems.ml_training.spec import PROBLEM_DATA
 from problems.ml_training.timing.cache import BaselineCache
@@ -617,14 +618,14 @@ async def test_fallback_candidate_is_never_read_through_a_link(run_ctx, victims,
     await plant(links({problem.spec.optimized_name: target, "sub/other.py": target,
                        "up": target.parent}))
     assert problem.fallback_candidates(ws) == []
-    assert tools.first_candidate(ws, [ws / problem.spec.optimized_name,
-                                      ws / "up" / target.name]) is None
+    assert workspace.first_candidate(ws, [ws / problem.spec.optimized_name,
+                                          ws / "up" / target.name]) is None
     # Listed as a regular file, then swapped for a link before the harness reads it.
     await plant("open('mine.py', 'w').write('x = 1\\n')")
     listed = problem.fallback_candidates(ws)
     assert listed == [ws / "mine.py"]
     await plant(links({"mine.py": target}))
-    assert tools.first_candidate(ws, listed) is None
+    assert workspace.first_candidate(ws, listed) is None
     untouched(victims)
 
 
@@ -651,7 +652,7 @@ async def test_answer_file_is_never_written_or_graded_through_a_link(run_ctx, vi
                                    ["submit_value"])
     assert not outcome.is_error, outcome.content
     await plant(links({tools.ANSWER_FILE: victims[victim]}))
-    with tools.graded_copy(run_ctx.submitted) as copy:
+    with workspace.graded_copy(run_ctx.submitted) as copy:
         result = await problem.grade(copy)
     assert result.passed, result.reason
     untouched(victims)

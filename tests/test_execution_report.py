@@ -288,7 +288,7 @@ def executor(tmp_path) -> measurement.Executor:
 
 
 def read(executor: measurement.Executor, marks) -> measurement.Execution:
-    return executor._execution(marks, None, False, 10.0, 0.6, None)
+    return executor.execution_of(marks, None, False, 10.0, 0.6, None)
 
 
 @pytest.mark.parametrize(("report", "probes", "error"), [

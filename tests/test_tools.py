@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import os
 import threading
 import time
@@ -22,6 +23,7 @@ import pytest
 import profiler
 import sandbox
 import tools
+import workspace
 from problem import Check, DataGuard, GradeResult, Problem
 from problems.ml_training.spec import PROBLEM_DATA
 from tools import RunContext, ToolSettings
@@ -83,7 +85,7 @@ def ctx(tmp_path, monkeypatch, baseline_bytes):
     (ws / "blob.bin").write_bytes(b"text\x00more text")
     (ws / "latin1.txt").write_bytes(b"caf\xe9 \xff\xfe")
     (ws / "to_passwd").symlink_to("/etc/passwd")
-    (ws / "to_main.py").symlink_to(tools.PROJECT_ROOT / "main.py")
+    (ws / "to_main.py").symlink_to(sandbox.PROJECT_ROOT / "main.py")
     (ws / "to_outside.py").symlink_to(tmp_path / "outside.py")
     (ws / "loop").symlink_to(ws / "loop")
     os.mkfifo(ws / "fifo")
@@ -271,7 +273,7 @@ BAD_INPUTS = [
                       ("cannot read '/etc/passwd'", _READ_DENIED), absent=("root:",)),
                  id="read-abs-etc-passwd"),
     pytest.param(Case("read_file",
-                      {"path": str(tools.PROJECT_ROOT / "problems/ml_training/task.py")},
+                      {"path": str(sandbox.PROJECT_ROOT / "problems/ml_training/task.py")},
                       ("problems/ml_training/task.py'", _READ_DENIED), absent=("import",)),
                  id="read-abs-harness-file"),
     pytest.param(Case("read_file", {"path": "problems/ml_training/task.py"},
@@ -430,7 +432,7 @@ BAD_INPUTS = [
                  marks=needs_isolation,
                  id="python-append-to-baseline"),
     pytest.param(Case("python_expression",
-                      {"code": f"open({str(tools.PROJECT_ROOT / 'main.py')!r}).read()"},
+                      {"code": f"open({str(sandbox.PROJECT_ROOT / 'main.py')!r}).read()"},
                       ("FileNotFoundError",)),
                  marks=needs_isolation,
                  id="python-harness-invisible"),
@@ -547,13 +549,15 @@ async def test_write_then_read_back(ctx):
 
 async def test_exactly_1mb_is_accepted(ctx):
     outcome = await tools.dispatch(
-        "write_file", {"path": "big.txt", "content": "x" * tools.MAX_WRITE_BYTES}, ALL_TOOLS)
+        "write_file", {"path": "big.txt", "content": "x" * workspace.MAX_WRITE_BYTES},
+        ALL_TOOLS)
     assert not outcome.is_error
     read = await tools.dispatch("read_file", {"path": "big.txt"}, ALL_TOOLS)
     assert not read.is_error
     assert read.content.startswith("x" * tools.MAX_READ_CHARS)
     assert read.content.endswith(
-        f"[... truncated: showing {tools.MAX_READ_CHARS} of {tools.MAX_WRITE_BYTES} characters]")
+        f"[... truncated: showing {tools.MAX_READ_CHARS} of {workspace.MAX_WRITE_BYTES} "
+        "characters]")
 
 
 async def test_read_baseline_by_project_root_path(ctx, baseline_bytes):
@@ -570,16 +574,16 @@ def test_run_dir_from_project_root_form_resolves_into_workspace(tmp_path):
 
     Only path arithmetic: nothing is created in the checkout.
     """
-    ws = tools.PROJECT_ROOT / "output" / f"pytest-{uuid.uuid4().hex}" / "run_1"
-    run = RunContext(workspace=ws, problem=StubProblem())
-    rel = ws.relative_to(tools.PROJECT_ROOT)
-    assert tools.resolve_writable(run, f"{rel}/x.py").path == ws / "x.py"
-    assert tools.resolve_writable(run, "x.py").path == ws / "x.py"
-    assert tools.resolve_writable(run, str(ws / "d" / "x.py")).path == ws / "d" / "x.py"
+    ws = sandbox.PROJECT_ROOT / "output" / f"pytest-{uuid.uuid4().hex}" / "run_1"
+    writable = functools.partial(workspace.resolve_writable, ws, StubProblem.data_dir)
+    rel = ws.relative_to(sandbox.PROJECT_ROOT)
+    assert writable(f"{rel}/x.py").path == ws / "x.py"
+    assert writable("x.py").path == ws / "x.py"
+    assert writable(str(ws / "d" / "x.py")).path == ws / "d" / "x.py"
     with pytest.raises(tools.ToolError, match="cannot write"):
-        tools.resolve_writable(run, f"{rel}/../run_2/x.py")
+        writable(f"{rel}/../run_2/x.py")
     with pytest.raises(tools.ToolError, match="cannot write"):
-        tools.resolve_writable(run, str(rel))
+        writable(str(rel))
     assert not ws.parent.exists()
 
 
@@ -713,7 +717,7 @@ async def test_submit_answer_sets_submitted(ctx):
     assert not outcome.is_error
     assert outcome.content == (f"submitted {ctx.workspace / 'fast.py'}; "
                                "it will be graded after the task ends")
-    assert ctx.submitted == tools.Candidate(ctx.workspace / "fast.py", b"print(1)\n")
+    assert ctx.submitted == workspace.Candidate(ctx.workspace / "fast.py", b"print(1)\n")
     assert ctx.problem.calls == []  # graded later, not now
 
 

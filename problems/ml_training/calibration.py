@@ -11,7 +11,7 @@ Speedups are chained ratios measured side by side (:func:`in_anchor_units`): bas
 to ``strict`` when calibrating, ``strict`` to the candidate when grading.  Intervals are
 bootstrap intervals (``scipy.stats.bootstrap``) of the ratio of medians.
 
-This module only computes; measuring is the problem's (``problems.ml_training.task``).
+This module only computes; measuring is ``ladder``'s.
 """
 
 from __future__ import annotations

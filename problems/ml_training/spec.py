@@ -165,8 +165,5 @@ def check_isolation(opts: GradingOptions) -> str:
     """The isolation gradings run under; refuses 'none' unless the user allowed it."""
     isolation = sandbox.best_isolation()
     if isolation == "none" and not opts.allow_unsandboxed:
-        raise GraderError("no sandbox is available on this machine (bubblewrap, or root "
-                          "with unshare and setpriv): candidates would run with the harness's "
-                          "privileges. Install bubblewrap (apt-get install bubblewrap), or "
-                          "pass --unsafe-no-sandbox to grade anyway.")
+        raise GraderError(sandbox.REFUSAL)
     return isolation

@@ -4,7 +4,7 @@ All of it reads the syntax tree (``ast``), never substrings, so a required class
 in a comment or a string does not count.  Each function returns one
 :class:`problem.Check`.  There is no denylist standing in for isolation: the sandbox
 contains what the code does, and :func:`advisories` only explains what cannot help.
-What the code does at run time is judged elsewhere (``problems.ml_training.runtime_checks``).
+What the code does at run time is judged elsewhere (``runtime_checks``).
 """
 
 from __future__ import annotations

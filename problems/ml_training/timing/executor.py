@@ -285,7 +285,7 @@ class Executor:
                 await self._discard()
         else:
             gone = await self._discard()
-        execution = self._execution(marks, data, timed_out, seconds, wall, gone)
+        execution = self.execution_of(marks, data, timed_out, seconds, wall, gone)
         if out_of_memory:  # the kernel ended one of its processes at the sandbox's limit
             execution.ok, execution.time = False, None
             execution.error = ("the program ran out of memory (the sandbox's limit of "
@@ -293,9 +293,12 @@ class Executor:
                                "its processes together was reached)")
         return execution
 
-    def _execution(self, marks: dict[str, tuple[float, str]], data: dict[str, Any] | None,
-                   timed_out: bool, seconds: float, wall: float,
-                   gone: sandbox.ProcessResult | None) -> Execution:
+    def execution_of(self, marks: dict[str, tuple[float, str]], data: dict[str, Any] | None,
+                     timed_out: bool, seconds: float, wall: float,
+                     gone: sandbox.ProcessResult | None) -> Execution:
+        """What the harness observed of one execution, from the runner's marks (its
+        START and END lines, the report and the output, each as the harness received
+        it): the report is parsed here, at the boundary."""
         elapsed = observed = exit_code = cpu = None
         if "START" in marks and "END" in marks:
             observed = marks["END"][0] - marks["START"][0]

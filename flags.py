@@ -1,0 +1,216 @@
+"""The CLI's flags: each command's parser, the bounds of every whole-number knob, and
+the errors a bad flag or a bad value edited into ``main.CONFIG`` gives.
+
+:func:`parse_args` returns the command, its flags and the config with them applied; a
+flag is checked as it is parsed and the config before anything runs, so a typo such
+as ``--runs 99999999999999999999`` is a usage error (status 2) instead of an
+allocation.  What the config is and what each command does is ``main``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from problem import GradingChoices
+
+# The range of each whole-number knob that sizes the harness's own work, stated once: a
+# flag is checked as it is parsed, CONFIG before anything runs, so a typo such as
+# `--runs 99999999999999999999` is a usage error instead of an allocation.
+MIN_REPEATS = 3  # two executions on one data set (determinism), one relabelled (features)
+MIN_THINKING = 1024  # the API's smallest extended-thinking budget
+MAX_REPLY_TOKENS = 128_000  # above every model's reply limit (the preflight narrows it)
+BOUNDS: dict[str, tuple[int, int]] = {
+    "runs": (1, 1000),
+    "max_steps": (1, 500),
+    "max_tokens": (1, MAX_REPLY_TOKENS),
+    "thinking": (MIN_THINKING, MAX_REPLY_TOKENS),  # and below max_tokens (batch_command)
+    "repeats": (MIN_REPEATS, 50),  # timed executions of up to minutes each
+    "baseline_repeats": (1, 50),
+    "threads": (1, 64),
+    "max_api_calls": (1, 64),
+    "api_retries": (0, 10),
+}
+BOUND_NOTES = {"repeats": "the grader runs one data set twice (determinism) and its images "
+                          "once more under other labels (features_from_images)"}
+
+def _shown(value: Any) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        text = "a number of thousands of digits"
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def bound_error(name: str, value: Any) -> str | None:
+    """Why ``value`` is not acceptable for the knob ``name`` of ``BOUNDS`` (None: it is)."""
+    low, high = BOUNDS[name]
+    if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+        return None
+    note = f": {BOUND_NOTES[name]}" if name in BOUND_NOTES else ""
+    return f"must be a whole number from {low} to {high}, got {_shown(value)}{note}"
+
+
+def _bounded(name: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value: Any = int(text)
+        except ValueError:  # not a whole number (2.5, x) or too many digits to parse
+            value = text
+        if why := bound_error(name, value):
+            raise argparse.ArgumentTypeError(why)
+        return value
+    return parse
+
+
+GRADING = tuple(f.name for f in dataclasses.fields(GradingChoices))
+
+
+def knob_path(name: str) -> str:
+    """Where the knob ``name`` is in ``main.Config``: ``grading.repeats``, ``runs``."""
+    return f"grading.{name}" if name in GRADING else name
+
+
+def knob(cfg: Any, name: str) -> Any:
+    """The value of the knob ``name`` (a field of ``Config`` or of its ``grading``)."""
+    return getattr(cfg.grading, name) if name in GRADING else getattr(cfg, name)
+
+
+def config_errors(cfg: Any) -> list[str]:
+    """Every bounded knob of ``cfg`` outside its range (a knob whose default is None may
+    be None)."""
+    optional = {f.name for f in dataclasses.fields(cfg) if f.default is None}
+    return [f"CONFIG.{knob_path(name)} in main.py {why} (its flag: --{name.replace('_', '-')})"
+            for name in BOUNDS
+            if not (knob(cfg, name) is None and name in optional)
+            and (why := bound_error(name, knob(cfg, name)))]
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got "
+                                             f"{text}")
+        return value
+    return parse
+
+
+def _fraction(text: str) -> float:
+    value = _positive(float)(text)
+    if value > 2:
+        raise argparse.ArgumentTypeError(f"a fraction of the reference speedup, e.g. 0.8; "
+                                         f"got {text}")
+    return value
+
+
+def _save_name(text: str) -> str:
+    if not text or "/" in text or text.startswith(".") or "\x00" in text:
+        raise argparse.ArgumentTypeError(f"a plain folder name, got {text!r}")
+    return text
+
+
+def _grading_flags(p: argparse.ArgumentParser, config: Any) -> None:
+    from problems import registry
+
+    p.add_argument("--problem", choices=registry.names(),
+                   help=f"which problem (default {config.problem}; see `main.py problems`)")
+    p.add_argument("--target", type=str.strip,
+                   help="what passes: a speedup (33), a tier (vectorized) or a fraction of one "
+                        "(0.9*strict); see `main.py calibrate`")
+    p.add_argument("--relative-target", type=_fraction, dest="relative_target",
+                   help="pass at this fraction of the reference solution's speedup")
+    p.add_argument("--semantics", choices=["seed", "strict"],
+                   help="seed: model quality must hold; strict: each component computes the "
+                        "original's function")
+    p.add_argument("--repeats", type=_bounded("repeats"),
+                   help="timed executions per candidate")
+    p.add_argument("--baseline-repeats", dest="baseline_repeats",
+                   type=_bounded("baseline_repeats"),
+                   help="timed executions of the baseline (when not cached)")
+    p.add_argument("--threads", type=_bounded("threads"),
+                   help="threads for baseline and candidate")
+    p.add_argument("--no-cache", dest="use_cache", action="store_false", default=None,
+                   help="re-measure the baseline instead of using the cached one")
+    p.add_argument("--unsafe-no-sandbox", dest="unsafe_no_sandbox", action="store_true",
+                   default=None, help="grade even when no sandbox (bubblewrap) is available")
+
+
+def parse_args(argv: list[str], config: Any) -> tuple[str, argparse.Namespace, Any]:
+    """The command, its flags, and ``config`` (``main.CONFIG``) with the flags applied;
+    a bad flag, or a knob of ``config`` out of its range, exits with status 2."""
+    if errors := config_errors(config):  # first: the help texts below show its values
+        argparse.ArgumentParser(prog="main.py").error("; ".join(errors))
+    if argv[:1] == ["grade"]:
+        p = argparse.ArgumentParser(prog="main.py grade", description="Grade one file.")
+        p.add_argument("file", type=Path)
+        p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+        _grading_flags(p, config)
+        args = p.parse_args(argv[1:])
+        command = "grade"
+    elif argv[:1] == ["problems"]:
+        p = argparse.ArgumentParser(prog="main.py problems",
+                                    description="List every problem, its knobs and tiers.")
+        p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+        args = p.parse_args(argv[1:])
+        command = "problems"
+    elif argv[:1] == ["calibrate"]:
+        p = argparse.ArgumentParser(
+            prog="main.py calibrate",
+            description="Measure (or show, when cached) the baseline and the calibration "
+                        "tiers on this machine, and what each target rule resolves to.")
+        p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+        _grading_flags(p, config)
+        args = p.parse_args(argv[1:])
+        command = "calibrate"
+    else:
+        p = argparse.ArgumentParser(prog="main.py", description="Run a batch of agent runs.")
+        p.add_argument("--runs", type=_bounded("runs"))
+        mode = p.add_mutually_exclusive_group()
+        mode.add_argument("--concurrent", dest="concurrent", action="store_true", default=None)
+        mode.add_argument("--sequential", dest="concurrent", action="store_false")
+        p.add_argument("--no-intermediate", dest="include_intermediate_answer",
+                       action="store_false", default=None)
+        p.add_argument("--no-profiler", dest="include_profiler", action="store_false",
+                       default=None)
+        p.add_argument("--model")
+        p.add_argument("--max-steps", dest="max_steps", type=_bounded("max_steps"))
+        p.add_argument("--max-tokens", dest="max_tokens", type=_bounded("max_tokens"),
+                       help=f"tokens per model reply (default {config.max_tokens})")
+        p.add_argument("--max-api-calls", dest="max_api_calls",
+                       type=_bounded("max_api_calls"),
+                       help="model calls in flight at once across the batch")
+        p.add_argument("--api-retries", dest="api_retries", type=_bounded("api_retries"),
+                       help="the SDK's retries of a failed request (429, 5xx, connection)")
+        streaming = p.add_mutually_exclusive_group()
+        streaming.add_argument("--stream", dest="stream", action="store_true", default=None)
+        streaming.add_argument("--no-stream", dest="stream", action="store_false")
+        p.add_argument("--thinking", type=_bounded("thinking"), metavar="TOKENS",
+                       help=f"extended thinking with this budget per reply (at least "
+                            f"{MIN_THINKING}, below --max-tokens)")
+        p.add_argument("--max-cost", dest="max_cost", type=_positive(float), metavar="USD",
+                       help="stop the runs still going once the batch has cost this much")
+        p.add_argument("--max-run-cost", dest="max_run_cost", type=_positive(float),
+                       metavar="USD", help="stop a run once it has cost this much")
+        p.add_argument("--prompt-cache", dest="prompt_cache", choices=["1h", "5m", "off"],
+                       help=f"cache the conversation with this TTL, or not (default "
+                            f"{config.prompt_cache})")
+        p.add_argument("--output", type=Path, help="records directory (default output/)")
+        p.add_argument("--agent", choices=["claude", "scripted"])
+        p.add_argument("--save", type=_save_name, help="copy the batch to saved_outputs/NAME")
+        _grading_flags(p, config)
+        args = p.parse_args(argv)
+        command = "batch"
+    def given(names: Any) -> dict[str, Any]:
+        return {name: getattr(args, name) for name in names
+                if getattr(args, name, None) is not None}
+
+    grading = dataclasses.replace(config.grading, **given(GRADING))
+    overrides = given(f.name for f in dataclasses.fields(config) if f.name != "grading")
+    return command, args, dataclasses.replace(config, grading=grading, **overrides)
