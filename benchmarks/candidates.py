@@ -14,10 +14,10 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from sandbox import PROJECT_ROOT
 from tests.candidates.variants import variant_source
 
-ROOT = Path(__file__).resolve().parent.parent
-CANDIDATES = ROOT / "tests" / "candidates"
+CANDIDATES = PROJECT_ROOT / "tests" / "candidates"
 FULL_SIZE = 3000  # the flagship's n_samples, which its pipeline files and fixtures state
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import fields
 
 import pytest
 
 import main
+from problem import GradingChoices
 from problems.ml_training import calibration, session
 from problems.ml_training.calibration import Ladder, RuleError, TargetRule
 from problems.ml_training.fresh_inputs import make_dataset
@@ -247,3 +249,37 @@ async def test_a_long_execution_says_it_is_still_running():
     assert 2 <= len(said) <= 4
     assert all(m.startswith("baseline: timed execution 1/3 running (") and
                m.endswith(" s so far)") for m in said)
+
+
+# ---- the user's choices, resolved in one place -------------------------------------------
+def test_the_tasks_own_defaults_fill_only_what_the_user_left_open():
+    from problems.ml_training.declarations.numpy_pipeline import NUMPY_SPEC
+
+    mine = GradingOptions.of(GradingChoices(repeats=5, semantics="strict")).resolved(NUMPY_SPEC)
+    assert (mine.target, mine.accuracy_tolerance) == ("0.7*strict", 0.01)
+    assert (mine.repeats, mine.semantics) == (5, "strict")
+    chosen = GradingOptions(target="33", accuracy_tolerance=0.2).resolved(NUMPY_SPEC)
+    assert (chosen.target, chosen.accuracy_tolerance) == ("33", 0.2)
+    assert chosen.resolved(NUMPY_SPEC) == chosen  # resolving twice changes nothing
+    # every choice the user can make reaches the grader's options unchanged
+    every = GradingChoices(target="0.5*strict", relative_target=0.8, semantics="strict",
+                           repeats=7, baseline_repeats=4, threads=2, use_cache=False,
+                           allow_unsandboxed=True)
+    opts = GradingOptions.of(every)
+    assert all(getattr(opts, f.name) == getattr(every, f.name)
+               for f in fields(GradingChoices))
+    assert opts.rule_text() == "0.8*strict"  # the fraction is another spelling of F*strict
+
+
+# ---- one speedup formula -----------------------------------------------------------------
+def test_every_speedup_is_the_ratio_of_medians():
+    assert calibration.speedup([10.0, 12.0, 11.0], [1.0, 1.1, 0.9])[0] == pytest.approx(11.0)
+    assert calibration.speedup([], [1.0]) == (None, None)
+    lad = Ladder([10.0, 12.0, 11.0], [20.0, 22.0, 21.0])
+    lad.add("strict", [0.5, 0.5, 0.5], [1.0, 1.0, 1.0])
+    # side by side: the baseline's units over the candidate's
+    assert lad.candidate_speedup([0.1] * 3, [0.5, 0.5, 0.5])[0] == pytest.approx(42.0)
+    # without units: seconds
+    assert lad.candidate_speedup([0.5, 0.5], [])[0] == pytest.approx(22.0)
+    fig = figures(10.0)
+    assert fig.execution_speedup(2.0, None) == pytest.approx(fig.speedup([2.0])[0])

@@ -430,11 +430,11 @@ SMALL_SCRIPT = ("def work(n):\n    return sum(i * i for i in range(n))\n\n"
 def victims(tmp_path):
     """What the links aim at: a secret outside the run directory, and a record in the
     harness's cache directory."""
-    from problems.ml_training.timing.cache import default_cache_dir
+    from problem import cache_dir
 
     secret = tmp_path / "secret.txt"
     secret.write_text(FILE_SECRET)
-    harness = default_cache_dir() / "harness-record.json"
+    harness = cache_dir() / "harness-record.json"
     harness.parent.mkdir(parents=True, exist_ok=True)
     harness.write_text(f'{{"harness": "{FILE_SECRET}"}}')
     return {"secret": secret, "harness": harness}
@@ -527,9 +527,9 @@ def data_runs(tmp_path):
 
 
 def cached_profiles() -> list[Path]:
-    from problems.ml_training.timing.cache import default_cache_dir
+    from problem import cache_dir
 
-    cache = default_cache_dir() / "profiles"
+    cache = cache_dir() / "profiles"
     return [p for p in cache.rglob("*") if p.is_file()] if cache.exists() else []
 
 

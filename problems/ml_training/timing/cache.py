@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import problem
 from problems.ml_training.calibration import in_anchor_units
 from problems.ml_training.timing.executor import PROTOCOL
 
@@ -34,15 +35,6 @@ log = logging.getLogger(__name__)
 
 def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def default_cache_dir() -> Path:
-    """The harness's own cache directory: ``HELLO_PY_CACHE_DIR``, else ``hello-py`` under
-    ``XDG_CACHE_HOME`` or ``~/.cache``.  No sandbox sees it: a sandbox sees only
-    what is bound into it (``sandbox``)."""
-    if env := os.environ.get("HELLO_PY_CACHE_DIR"):
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hello-py"
 
 
 def _version(dist: str) -> str:
@@ -164,7 +156,7 @@ class BaselineCache:
     fresh temporary file, then renamed over the entry)."""
 
     def __init__(self, directory: Path | None = None):
-        self.directory = directory or default_cache_dir()
+        self.directory = directory or problem.cache_dir()
 
     @staticmethod
     def key(path: Path, *, threads: int, label: str,
