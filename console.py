@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 import sandbox
 
@@ -26,8 +27,13 @@ stderr = Console(stderr=True, highlight=False)
 
 
 # ---- progress and errors (stderr) -----------------------------------------------------
-def say(message: str) -> None:
-    stderr.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+def say(message: str, label: str = "", style: str = "") -> None:
+    """A progress line: the time, an optional ``label`` in ``style``, and ``message``.
+    The message is printed as text, never read as markup: progress quotes what agents
+    and candidates chose (file names, a report's keys)."""
+    head = f"[{style}]{escape(label)}[/{style}]: " if label and style else (
+        f"{escape(label)}: " if label else "")
+    stderr.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {head}{escape(str(message))}")
 
 
 def note(run_id: int | None, message: str) -> None:
@@ -36,8 +42,9 @@ def note(run_id: int | None, message: str) -> None:
 
 
 def error(message: object, label: str = "error", soft_wrap: bool | None = None) -> None:
-    """``label: message``, the label in red: why a command stops."""
-    stderr.print(f"[red]{label}:[/red] {message}", soft_wrap=soft_wrap)
+    """``label: message``, the label in red: why a command stops.  The message is
+    printed as text, never read as markup (it may quote the user's input)."""
+    stderr.print(f"[red]{label}:[/red] {escape(str(message))}", soft_wrap=soft_wrap)
 
 
 def no_sandbox(allowed: bool) -> None:
@@ -74,8 +81,7 @@ class SdkRetries(logging.Handler):
         elif message.startswith("Retrying request to") and len(record.args or ()) == 2:
             url, wait = record.args
             path = str(url).split("://", 1)[-1].partition("/")[2] or str(url)
-            self.say(f"[yellow]API[/yellow]: {self.why} on /{path}; the SDK retries in "
-                     f"{float(wait):.1f} s")
+            self.say(f"API: {self.why} on /{path}; the SDK retries in {float(wait):.1f} s")
             self.why = "a failed request"
         elif record.levelno >= logging.WARNING:
             self.say(f"{record.levelname.lower()} ({record.name}): {message}")

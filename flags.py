@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from problem import GradingChoices
+from problem import GradingChoices, RuleError, TargetRule
 
 # The range of each whole-number knob that sizes the harness's own work, stated once: a
 # flag is checked as it is parsed, CONFIG before anything runs, so a typo such as
@@ -82,6 +82,9 @@ def knob(cfg: Any, name: str) -> Any:
 def config_errors(cfg: Any) -> list[str]:
     """Every bounded knob of ``cfg`` outside its range (a knob whose default is None may
     be None)."""
+    if not isinstance(cfg.grading, GradingChoices):
+        return [f"CONFIG.grading in main.py must be a GradingChoices(...) (problem.py), got "
+                f"{type(cfg.grading).__name__}"]
     optional = {f.name for f in dataclasses.fields(cfg) if f.default is None}
     return [f"CONFIG.{knob_path(name)} in main.py {why} (its flag: --{name.replace('_', '-')})"
             for name in BOUNDS
@@ -110,6 +113,16 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _target_rule(text: str) -> str:
+    """A target rule's grammar, checked as the flag is parsed (whether the problem has
+    the tier it names is the problem's: ``Problem.target_error``)."""
+    try:
+        TargetRule.parse(text)
+    except RuleError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip()
+
+
 def _save_name(text: str) -> str:
     if not text or "/" in text or text.startswith(".") or "\x00" in text:
         raise argparse.ArgumentTypeError(f"a plain folder name, got {text!r}")
@@ -121,7 +134,7 @@ def _grading_flags(p: argparse.ArgumentParser, config: Any) -> None:
 
     p.add_argument("--problem", choices=registry.names(),
                    help=f"which problem (default {config.problem}; see `main.py problems`)")
-    p.add_argument("--target", type=str.strip,
+    p.add_argument("--target", type=_target_rule,
                    help="what passes: a speedup (33), a tier (vectorized) or a fraction of one "
                         "(0.9*strict); see `main.py calibrate`")
     p.add_argument("--relative-target", type=_fraction, dest="relative_target",

@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
-
 import console
 import flags
 from problem import GradingChoices
@@ -286,30 +284,30 @@ async def _batch_with(cfg: Config, problem: Any, client: Any, isolation: str) ->
         guard = DataGuard(problem.data_dir) if problem.data_dir is not None else None
         results = await batch.run_batch(problem, client, settings, console.note, guard)
     except asyncio.CancelledError:
-        console.say(f"[yellow]interrupted[/yellow]: finished runs recorded in "
-                    f"{output}/run_summary.md")
+        console.say(f"finished runs recorded in {output}/run_summary.md", "interrupted",
+                    "yellow")
         return 130
     except GraderError as exc:
         console.error(exc, "could not measure the baseline")
         return 3
     except batch.RecordsError as exc:  # the disk is full or read-only
-        console.error(escape(str(exc)), soft_wrap=True)
+        console.error(exc, soft_wrap=True)
         return RECORDS_FAILED
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     t = results["totals"]
-    console.say(f"[bold]done[/bold]: passed {t['passed']}, failed {t['failed']}, errors "
-                f"{t['errors']} — {summary.pass_rate_line(t)}; summary: "
-                f"{output / 'run_summary.md'}")
+    console.say(f"passed {t['passed']}, failed {t['failed']}, errors {t['errors']} — "
+                f"{summary.pass_rate_line(t)}; summary: {output / 'run_summary.md'}", "done",
+                "bold")
     if cfg.save:
         try:
             dest, report = await asyncio.to_thread(save_batch, output,
                                                    PROJECT_ROOT / "saved_outputs", cfg.save)
         except OSError as exc:
             where = PROJECT_ROOT / "saved_outputs" / cfg.save
-            console.error(f"could not save the batch to {escape(str(where))}: "
-                          f"{escape(exc.strerror or str(exc))}", soft_wrap=True)
+            console.error(f"could not save the batch to {where}: "
+                          f"{exc.strerror or str(exc)}", soft_wrap=True)
             return RECORDS_FAILED
         left = report.skipped + report.failed
         console.say(f"saved to {dest}" + (f" ({left} entries not copied: see {SAVE_REPORT})"

@@ -11,8 +11,11 @@ profiler alike.
 from __future__ import annotations
 
 import abc
+import math
 import os
+import re
 import stat
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -99,6 +102,57 @@ def cache_dir() -> Path:
     if env := os.environ.get("HELLO_PY_CACHE_DIR"):
         return Path(env)
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hello-py"
+
+
+# What passes, as the user writes it: a speedup (33), a tier of the problem
+# (vectorized) or a fraction of one (0.9*strict).  A problem with tiers resolves it on
+# the machine that grades; the grammar is the same for every problem.
+_RULE = re.compile(r"^\s*(?:(?P<factor>\d+(?:\.\d+)?)\s*\*\s*)?(?P<tier>[a-z_][a-z0-9_]*)\s*$")
+
+
+class RuleError(ValueError):
+    """A target rule that does not parse or names no tier of the problem."""
+
+
+@dataclass(frozen=True)
+class TargetRule:
+    """``factor`` x the speedup of ``tier`` on this machine, or ``factor`` itself."""
+
+    text: str
+    factor: float
+    tier: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, tiers: Sequence[str] | None = None) -> TargetRule:
+        """Parse ``33``, ``vectorized`` or ``0.9*strict``; with ``tiers``, the tier must be
+        one of them."""
+        raw = str(text).strip()
+        try:
+            value = float(raw)
+        except ValueError:
+            value = None
+        if value is not None:
+            if not math.isfinite(value) or value <= 0:
+                raise RuleError(f"a speedup must be a positive number, got {raw!r}")
+            return cls(raw, value)
+        match = _RULE.match(raw)
+        if not match:
+            raise RuleError(f"not a target rule: {raw!r} (a speedup such as 33, a tier such "
+                            "as vectorized, or a fraction of one such as 0.9*strict)")
+        factor = float(match["factor"] or 1.0)
+        if factor <= 0:
+            raise RuleError(f"the factor of {raw!r} must be greater than 0")
+        tier = match["tier"]
+        if tiers is not None and tier not in tiers:
+            raise RuleError(f"unknown tier {tier!r} in {raw!r}; tiers: {', '.join(tiers)}")
+        return cls(raw, factor, tier)
+
+    def resolve(self, ladder: Any) -> float:
+        """The speedup this rule asks for on the machine ``ladder`` measured (anything
+        with ``speedup(tier)``)."""
+        if self.tier is None:
+            return self.factor
+        return self.factor * ladder.speedup(self.tier)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from dataclasses import fields
 import pytest
 
 import main
-from problem import GradingChoices
+from problem import GradingChoices, RuleError, TargetRule
 from problems.ml_training import calibration, session
-from problems.ml_training.calibration import Ladder, RuleError, TargetRule
+from problems.ml_training.calibration import Ladder
 from problems.ml_training.fresh_inputs import make_dataset
 from problems.ml_training.ladder import Figures
 from problems.ml_training.spec import GradingOptions

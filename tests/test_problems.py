@@ -186,3 +186,39 @@ def test_math_prompt_names_only_its_tools():
     text = problem.prompt(Path("/tmp/ws"))
     assert "python_expression" in text and "submit_value" in text
     assert "read_file" not in text and "problem_data" not in text
+
+
+# ---- what users and agents write is text, never markup -----------------------------------
+@pytest.mark.parametrize("text", ["[/x]", "[bold]x", "[red]", "[link=file:///etc]y[/link]"])
+def test_text_from_agents_and_users_is_never_read_as_markup(capsys, text):
+    import console
+
+    # a file name the agent chose, in a run's progress; an error quoting the user's input
+    console.note(1, f"grading {text}.py")
+    console.error(f"{text} is not a rule")
+    console.say(text, "done", "bold")
+    err = capsys.readouterr().err
+    assert err.count(text) == 3, err
+
+
+@pytest.mark.parametrize(("argv", "why"), [
+    (["grade", "x.py", "--target", "[/x]"], "not a target rule: '[/x]'"),
+    (["grade", "x.py", "--problem", "math", "--target", "-1"], "a speedup must be a positive"),
+    (["grade", "x.py", "--target", "0*strict", "--relative-target", "0.5"], "factor"),
+])
+def test_a_malformed_target_is_a_usage_error_for_every_problem(capsys, argv, why):
+    with pytest.raises(SystemExit) as exc:
+        main.main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and why in err and "Traceback" not in err
+
+
+def test_a_grading_config_of_the_wrong_type_is_named(monkeypatch, capsys):
+    import dataclasses
+
+    monkeypatch.setattr(main, "CONFIG", dataclasses.replace(main.CONFIG,
+                                                            grading={"target": "33"}))
+    with pytest.raises(SystemExit) as exc:
+        main.main(["--agent", "scripted"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "CONFIG.grading in main.py must be a GradingChoices" in err

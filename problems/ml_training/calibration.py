@@ -3,10 +3,11 @@
 A fixed speedup means different things on different machines, so a problem declares
 reference solutions at named **tiers** (``vectorized``: what every seed run achieved;
 ``strict``: the strict reference), each timed on this machine like the baseline and
-cached under the same key.  A **target rule** says where the bar is: an absolute
-speedup as in the seed (``33``), a tier (``vectorized``) or a fraction of one
-(``0.9*strict``); it resolves to a number on each machine.  The **score** users feed to
-RL puts a verdict on a log scale, 0 at the baseline and 1 at the ``strict`` tier.
+cached under the same key.  A **target rule** (``problem.TargetRule``) says where the
+bar is: an absolute speedup as in the seed (``33``), a tier (``vectorized``) or a
+fraction of one (``0.9*strict``); it resolves to a number on each machine.  The
+**score** users feed to RL puts a verdict on a log scale, 0 at the baseline and 1 at
+the ``strict`` tier.
 Speedups are chained ratios measured side by side (:func:`in_anchor_units`): baseline
 to ``strict`` when calibrating, ``strict`` to the candidate when grading.  Intervals are
 bootstrap intervals (``scipy.stats.bootstrap``) of the ratio of medians.
@@ -17,7 +18,6 @@ This module only computes; measuring is ``ladder``'s.
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,56 +25,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import stats
 
+from problem import RuleError
+
 STRICT_TIER = "strict"
 # The seed's 33x sat at the speed of its "vectorised pairwise distances" runs (33-34x on
 # the author's laptop): passing meant doing at least what vectorising the loops gives.
 DEFAULT_TARGET_RULE = "vectorized"
-_RULE = re.compile(r"^\s*(?:(?P<factor>\d+(?:\.\d+)?)\s*\*\s*)?(?P<tier>[a-z_][a-z0-9_]*)\s*$")
-
-
-class RuleError(ValueError):
-    """A target rule that does not parse or names no tier of the problem."""
-
-
-@dataclass(frozen=True)
-class TargetRule:
-    """``factor`` x the speedup of ``tier`` on this machine, or ``factor`` itself."""
-
-    text: str
-    factor: float
-    tier: str | None = None
-
-    @classmethod
-    def parse(cls, text: str, tiers: Sequence[str] | None = None) -> TargetRule:
-        """Parse ``33``, ``vectorized`` or ``0.9*strict``; with ``tiers``, the tier must be
-        one of them."""
-        raw = str(text).strip()
-        try:
-            value = float(raw)
-        except ValueError:
-            value = None
-        if value is not None:
-            if not math.isfinite(value) or value <= 0:
-                raise RuleError(f"a speedup must be a positive number, got {raw!r}")
-            return cls(raw, value)
-        match = _RULE.match(raw)
-        if not match:
-            raise RuleError(f"not a target rule: {raw!r} (a speedup such as 33, a tier such "
-                            "as vectorized, or a fraction of one such as 0.9*strict)")
-        factor = float(match["factor"] or 1.0)
-        if factor <= 0:
-            raise RuleError(f"the factor of {raw!r} must be greater than 0")
-        tier = match["tier"]
-        if tiers is not None and tier not in tiers:
-            raise RuleError(f"unknown tier {tier!r} in {raw!r}; tiers: {', '.join(tiers)}")
-        return cls(raw, factor, tier)
-
-    def resolve(self, ladder: Ladder) -> float:
-        if self.tier is None:
-            return self.factor
-        return self.factor * ladder.speedup(self.tier)
-
-
 def speedup_interval(baseline_times: Sequence[float], candidate_times: Sequence[float],
                      confidence: float = 0.95) -> tuple[float, float] | None:
     """A bootstrap interval of median(baseline) / median(candidate), resampling both.

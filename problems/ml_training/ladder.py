@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from problem import GraderError
+from problem import GraderError, TargetRule
 from problems.ml_training import calibration, fresh_inputs, oracle
 from problems.ml_training.fresh_inputs import DataSet
 from problems.ml_training.spec import (
@@ -197,7 +197,7 @@ class Bench:
             agreement = [oracle.agreement(answers[ds.key].predictions, p)
                          for ds, p in zip(datasets, predictions, strict=True)]
             if min(agreement) < 1.0:
-                self.progress(f"[yellow]warning[/yellow]: the oracle agrees with the original "
+                self.progress(f"warning: the oracle agrees with the original "
                               f"on only {min(agreement):.1%} of test predictions")
         found = CachedMeasurement(
             times=[e.time for e in executions], accuracy=statistics.mean(accuracies),
@@ -233,7 +233,7 @@ class Bench:
     async def figures(self, opts: GradingOptions) -> Figures:
         """Baseline, tiers and the resolved target, measured on first need (cached on
         disk; the task keeps its own options' figures in memory)."""
-        rule = calibration.TargetRule.parse(opts.rule_text(), list(self.spec.tiers))
+        rule = TargetRule.parse(opts.rule_text(), list(self.spec.tiers))
         check_isolation(opts)
         baseline = await self.baseline(opts)
         ladder = await self.ladder(opts, baseline)

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import safe_files
-from problem import GradeResult, Knob, Problem
+from problem import GradeResult, Knob, Problem, RuleError, TargetRule
 from problems.ml_training import calibration, grading, prompt
 from problems.ml_training.ladder import Bench, Figures
 from problems.ml_training.spec import (
@@ -72,20 +72,20 @@ class MLTrainingTask(Problem):
 
     def target_error(self, rule: str) -> str | None:
         try:
-            calibration.TargetRule.parse(rule, self.tier_names())
-        except calibration.RuleError as exc:
+            TargetRule.parse(rule, self.tier_names())
+        except RuleError as exc:
             return str(exc)
         return None
 
-    def target_rule(self, opts: GradingOptions | None = None) -> calibration.TargetRule:
+    def target_rule(self, opts: GradingOptions | None = None) -> TargetRule:
         opts = self._options(opts)
-        return calibration.TargetRule.parse(opts.rule_text(), self.tier_names())
+        return TargetRule.parse(opts.rule_text(), self.tier_names())
 
     async def calibrate(self) -> dict[str, Any]:
         ladder = await self.ladder()
         tiers, default, in_use = ladder.names(), self.default_target(), self.target_rule().text
         rules = dict.fromkeys([default, in_use, "33", *tiers, *(f"0.9*{t}" for t in tiers)])
-        resolved = {r: calibration.TargetRule.parse(r, tiers).resolve(ladder) for r in rules}
+        resolved = {r: TargetRule.parse(r, tiers).resolve(ladder) for r in rules}
         return {"problem": self.name, **ladder.to_json(),
                 "default_target_rule": default, "default_target": resolved[default],
                 "target_rule": in_use, "target": resolved[in_use], "rules": resolved,
