@@ -87,16 +87,16 @@ def run(n: int, seed: int, rule: str, rule_seed: int, epochs: int = 3, batch: in
     if tseed is not None:
         torch.manual_seed(tseed)
     model = ref.ComplexNN(13, 128, 10)
-    trainer = ref._Trainer(model, lr=0.001)
+    trainer = ref.Trainer(model, lr=0.001)
     for _ in range(epochs):
         model.train()
-        shuffle = ref._shuffled_order(len(tr))
-        x = ref._noisy(feats[tr][shuffle])
+        shuffle = ref.shuffled_order(len(tr))
+        x = ref.noisy(feats[tr][shuffle])
         if train:
             trainer.train_epoch(x, labels[tr][shuffle].astype(np.int64), batch)
     model.eval()
     with torch.no_grad():
-        predicted = model(torch.from_numpy(ref._noisy(feats[te]))).argmax(1).numpy()
+        predicted = model(torch.from_numpy(ref.noisy(feats[te]))).argmax(1).numpy()
     cheat = brightness_labels(images)[te]
     return ((predicted == labels[te]).mean(), (cheat == labels[te]).mean(),
             int(np.bincount(labels, minlength=10).min()))

@@ -22,8 +22,8 @@ import torch
 from problems.ml_training.declarations.complex_pipeline import COMPLEX_SPEC
 from problems.ml_training.fresh_inputs import make_dataset
 
-# The strict reference, loaded from its file: its training recipe (``_Trainer``,
-# ``_shuffled_order``, ``_noisy``) is private to it, and these benchmarks vary that recipe.
+# The strict reference, loaded from its file: its training recipe (``Trainer``,
+# ``shuffled_order``, ``noisy``) is what these benchmarks vary.
 _spec = importlib.util.spec_from_file_location("reference", COMPLEX_SPEC.reference)
 ref = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ref)
@@ -63,16 +63,16 @@ def accuracy(seed: int, n: int, epochs: int = 3, batch: int = 8, train: bool = T
     train_idx, test_idx = order[:int(0.8 * n)], order[int(0.8 * n):]
     assert test_idx.tolist() == ds.test_rows
     model = ref.ComplexNN(feats.shape[1], 128, 10)
-    trainer = ref._Trainer(model, lr=0.001)
+    trainer = ref.Trainer(model, lr=0.001)
     for _ in range(epochs):
         model.train()
-        shuffle = ref._shuffled_order(len(train_idx))
-        x = ref._noisy(feats[train_idx][shuffle])
+        shuffle = ref.shuffled_order(len(train_idx))
+        x = ref.noisy(feats[train_idx][shuffle])
         if train:
             trainer.train_epoch(x, labels[train_idx][shuffle], batch)
     model.eval()
     with torch.no_grad():
-        predicted = model(torch.from_numpy(ref._noisy(feats[test_idx]))).argmax(1).tolist()
+        predicted = model(torch.from_numpy(ref.noisy(feats[test_idx]))).argmax(1).tolist()
     return ds.accuracy(predicted)
 
 

@@ -298,7 +298,7 @@ class ComplexNN(nn.Module):
         self.fc2 = nn.Linear(hidden_size, 64)
         self.relu = nn.ReLU()
         self.fc3 = nn.Linear(64, num_classes)
-        # Set by _Trainer while it trains the model.
+        # Set by Trainer while it trains the model.
         self.trainer = None
 
     def forward(self, x):
@@ -308,7 +308,7 @@ class ComplexNN(nn.Module):
             x = self.dropout(x)
             x = self.relu(self.fc2(x))
             return self.fc3(x)
-        # Training under _Trainer: the same layers as a single autograd node
+        # Training under Trainer: the same layers as a single autograd node
         # (_MLPFunction) with a hand-written backward; trainer.params are this
         # model's own parameters, fc1.weight .. fc3.bias.
         return _MLPFunction.apply(x, trainer, *trainer.params)
@@ -355,7 +355,7 @@ class _MLPFunction(torch.autograd.Function):
         return (None, None, *grads)
 
 
-class _Trainer:
+class Trainer:
     """Mini-batch training of ComplexNN: cross-entropy, backprop, Adam.
 
     Each batch runs forward through the model, the loss is torch's
@@ -484,7 +484,7 @@ class _Trainer:
         return torch.stack(losses).double().mean().item()
 
 
-def _shuffled_order(n):
+def shuffled_order(n):
     """The order a shuffling DataLoader visits n samples in.
 
     Same draws from torch's global generator as DataLoader(shuffle=True): one
@@ -497,7 +497,7 @@ def _shuffled_order(n):
     return torch.randperm(n, generator=generator).numpy()
 
 
-def _noisy(features, std=0.01):
+def noisy(features, std=0.01):
     """Fresh N(0, std) noise on every row, then clipped to [0, 1], as the original's Dataset."""
     noise = np.random.normal(0, std, features.shape).astype(np.float32)
     return np.clip(features + noise, 0, 1)
@@ -520,21 +520,21 @@ def run_complex_training_pipeline():
     print(f"Test set size: {len(test_x)}")
 
     model = ComplexNN(input_size=features.shape[1], hidden_size=128, num_classes=10)
-    trainer = _Trainer(model, lr=0.001)
+    trainer = Trainer(model, lr=0.001)
     batch_size = 8
 
     for epoch in range(3):
         model.train()
         # Shuffle, then give every drawn sample fresh noise (one draw per epoch).
-        order = _shuffled_order(len(train_x))
-        epoch_x = _noisy(train_x[order])
+        order = shuffled_order(len(train_x))
+        epoch_x = noisy(train_x[order])
         epoch_y = train_y[order]
         loss = trainer.train_epoch(epoch_x, epoch_y, batch_size)
         print(f"Epoch {epoch + 1}, Loss: {loss:.4f}")
 
     model.eval()
     with torch.no_grad():
-        test_inputs = torch.from_numpy(_noisy(test_x))
+        test_inputs = torch.from_numpy(noisy(test_x))
         predicted = model(test_inputs).argmax(dim=1).numpy()
     correct = int((predicted == test_y).sum())
     accuracy = correct / len(test_y)
