@@ -98,9 +98,9 @@ def invalid_target_message(cfg: Config) -> str | None:
     from problems import registry
 
     problem = registry.build(cfg.problem)  # builds only: measures nothing
-    choices = cfg.grading
-    text = (f"{choices.relative_target:g}*strict" if choices.relative_target
-            else choices.target if choices.target is not None else problem.default_target())
+    text = cfg.grading.rule_text()
+    if text is None:
+        text = problem.default_target()
     if text is not None and (why := problem.target_error(text)):
         return f"--target: {why}"
     return None

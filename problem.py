@@ -171,6 +171,13 @@ class GradingChoices:
     use_cache: bool = True  # reuse the measured baseline
     allow_unsandboxed: bool = False  # grade even where no sandbox is available
 
+    def rule_text(self) -> str | None:
+        """The target rule as the user gave it (``relative_target`` is F*strict); None
+        when the user gave none (the problem's own applies)."""
+        if self.relative_target:
+            return f"{self.relative_target:g}*strict"
+        return None if self.target is None else str(self.target)
+
 
 class GraderError(RuntimeError):
     """The harness could not grade (e.g. the baseline itself failed): not the candidate's

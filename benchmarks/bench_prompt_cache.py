@@ -24,7 +24,7 @@ from batch import outcome_cost
 from problem import Check, GradeResult, Problem
 from problems.ml_training.declarations.complex_pipeline import COMPLEX_SPEC
 from problems.ml_training.spec import PROBLEM_DATA
-from tests.fake_api import FakeMessagesAPI, PromptCache, Reply, text, tool_use
+from tests.fake_api import FakeMessagesAPI, PromptCache, fifteen_steps
 
 MODEL = "claude-haiku-4-5"
 ALLOWED = ["read_file", "write_file", "python_expression", "submit_answer"]
@@ -54,21 +54,6 @@ class CannedProblem(Problem):
                            target=33.0)
 
 
-def fifteen_steps() -> list[Reply]:
-    """Read the slow pipeline, write a whole file (the flagship's reference, about 24 KB),
-    twelve small experiments, submit.  (The experiments name their argument
-    ``expression``, not ``code``: each is answered with a validation error, as when the
-    README's figures were measured.)"""
-    reference = COMPLEX_SPEC.reference.read_text()
-    return ([Reply([tool_use("read_file", {"path": SLOW})], "tool_use"),
-             Reply([tool_use("write_file", {"path": "draft.py", "content": reference})],
-                   "tool_use", output_tokens=8000)]
-            + [Reply([text(f"Trying idea {k}."),
-                      tool_use("python_expression", {"expression": f"sum(range({k}))"})],
-                     "tool_use", output_tokens=40) for k in range(12)]
-            + [Reply([tool_use("submit_answer", {"path": OPT})], "tool_use")])
-
-
 async def one(ttl: str | None) -> agent.AgentOutcome:
     with tempfile.TemporaryDirectory() as d:
         workspace = Path(d)
@@ -77,7 +62,8 @@ async def one(ttl: str | None) -> agent.AgentOutcome:
         token = tools.RUN.set(ctx)
         try:
             cache = PromptCache(HAIKU_MIN)
-            async with FakeMessagesAPI(fifteen_steps(), prompt_cache=cache) as server:
+            script = fifteen_steps(SLOW, COMPLEX_SPEC.reference.read_text(), OPT)
+            async with FakeMessagesAPI(script, prompt_cache=cache) as server:
                 client = server.client(api_key="k")
                 outcome = await agent.run_agent(
                     client, ctx.problem.prompt(workspace), ALLOWED,

@@ -10,23 +10,14 @@ nothing of pytest).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from sandbox import PROJECT_ROOT
-from tests.candidates.variants import variant_source
+from tests.candidates.variants import scaled_text, variant_source
 
 CANDIDATES = PROJECT_ROOT / "tests" / "candidates"
 FULL_SIZE = 3000  # the flagship's n_samples, which its pipeline files and fixtures state
-
-
-def scaled(text: str, n_samples: int, origin: object, default: int = FULL_SIZE) -> str:
-    """A pipeline's source with its data set scaled from ``default`` to ``n_samples``."""
-    text, count = re.subn(rf"n_samples={default}\b", f"n_samples={n_samples}", text)
-    if not count:
-        raise ValueError(f"{origin} has no n_samples={default} default to scale")
-    return text
 
 
 def scaled_copy(source: Path, dest: Path, n_samples: int, default: int = FULL_SIZE,
@@ -38,7 +29,7 @@ def scaled_copy(source: Path, dest: Path, n_samples: int, default: int = FULL_SI
         if text.count(old) != 1:
             raise ValueError(f"{dest.name}: {old!r} must occur once in {source}")
         text = text.replace(old, new)
-    dest.write_text(scaled(text, n_samples, source, default))
+    dest.write_text(scaled_text(text, n_samples, source, default))
     return dest
 
 
@@ -56,5 +47,5 @@ def fixture_source(name: str) -> str:
 
 def write_candidate(name: str, dest: Path, n_samples: int) -> Path:
     """Writes the candidate fixture ``name`` to ``dest`` with ``n_samples`` samples."""
-    dest.write_text(scaled(fixture_source(name), n_samples, name))
+    dest.write_text(scaled_text(fixture_source(name), n_samples, name))
     return dest

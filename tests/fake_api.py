@@ -192,6 +192,21 @@ def tool_use(name: str, input: dict, id: str | None = None) -> dict:
     return {"type": "tool_use", "id": id, "name": name, "input": input}
 
 
+def fifteen_steps(slow: str, written: str, submitted: str) -> list[Reply]:
+    """A 15-step run, the prompt cache's scenario: read ``slow``, write ``written`` (a
+    whole file, e.g. the flagship's reference, about 24 KB) as draft.py, twelve small
+    experiments, submit ``submitted``.  (The experiments name their argument
+    ``expression``, not ``code``: each is answered with a validation error, as when the
+    README's prompt-cache figures were measured.)"""
+    return ([Reply([tool_use("read_file", {"path": slow})], "tool_use"),
+             Reply([tool_use("write_file", {"path": "draft.py", "content": written})],
+                   "tool_use", output_tokens=8000)]
+            + [Reply([text(f"Trying idea {k}."),
+                      tool_use("python_expression", {"expression": f"sum(range({k}))"})],
+                     "tool_use", output_tokens=40) for k in range(12)]
+            + [Reply([tool_use("submit_answer", {"path": submitted})], "tool_use")])
+
+
 def first_user_text(body: dict) -> str:
     """Text of the first ``user`` message of a Messages request body ("" if none).
 

@@ -23,6 +23,7 @@ from fake_api import (
     FakeMessagesAPI,
     PromptCache,
     Reply,
+    fifteen_steps,
     text,
     tool_use,
 )
@@ -31,6 +32,7 @@ import agent
 import tools
 from agent import AgentOutcome, AgentSettings
 from problem import Check, GradeResult, Problem
+from problems.ml_training.declarations.complex_pipeline import COMPLEX_SPEC
 from problems.ml_training.spec import PROBLEM_DATA
 
 MODEL = "claude-test-model"
@@ -526,23 +528,10 @@ async def test_token_usage_is_summed_over_steps(tmp_path, stream):
     assert [u["output_tokens"] for u in usages] == [1024, 40, 25]
 
 
-def fifteen_steps() -> list[Reply]:
-    """A 15-step run: read the slow pipeline, write a whole file (the flagship's
-    reference, about 24 KB), twelve small experiments, submit."""
-    reference = (Path(__file__).resolve().parent.parent / "problems" / "ml_training" / "reference"
-                 / "ml_training_reference.py").read_text()
-    return ([Reply([tool_use("read_file", {"path": SLOW})], "tool_use"),
-             Reply([tool_use("write_file", {"path": "draft.py", "content": reference})],
-                   "tool_use", output_tokens=8000)]
-            + [Reply([text(f"Trying idea {k}."),
-                      tool_use("python_expression", {"expression": f"sum(range({k}))"})],
-                     "tool_use", output_tokens=40) for k in range(12)]
-            + [Reply([tool_use("submit_answer", {"path": OPT})], "tool_use")])
-
-
 async def prompt_cache_run(tmp_path: Path, ttl: str | None) -> AgentOutcome:
-    ran = await drive(tmp_path / str(ttl), fifteen_steps(), True, max_steps=15,
-                      files={OPT: OPT_SOURCE}, cache_ttl=ttl,
+    reference = COMPLEX_SPEC.reference.read_text()
+    ran = await drive(tmp_path / str(ttl), fifteen_steps(SLOW, reference, OPT), True,
+                      max_steps=15, files={OPT: OPT_SOURCE}, cache_ttl=ttl,
                       prompt_cache=PromptCache(min_tokens=4096))
     assert (ran.outcome.ended_by, ran.outcome.steps) == ("submitted", 15)
     return ran.outcome

@@ -230,10 +230,9 @@ class Bench:
             ladder.add(name, tier.times, tier.units)
         return ladder
 
-    async def figures(self, opts: GradingOptions) -> Figures:
-        """Baseline, tiers and the resolved target, measured on first need (cached on
+    async def figures(self, opts: GradingOptions, rule: TargetRule) -> Figures:
+        """Baseline, tiers and ``rule`` resolved, measured on first need (cached on
         disk; the task keeps its own options' figures in memory)."""
-        rule = TargetRule.parse(opts.rule_text(), list(self.spec.tiers))
         check_isolation(opts)
         baseline = await self.baseline(opts)
         ladder = await self.ladder(opts, baseline)

@@ -143,12 +143,6 @@ class GradingOptions(GradingChoices):
     def strict(self) -> bool:
         return self.semantics == "strict"
 
-    def rule_text(self) -> str:
-        """The target rule as the user gave it (``relative_target`` is F*strict)."""
-        if self.relative_target:
-            return f"{self.relative_target:g}*{calibration.STRICT_TIER}"
-        return str(self.target)
-
     def limits(self, timeout: float | None = None) -> sandbox.Limits:
         """A candidate execution's limits (``timeout``: default the options')."""
         return sandbox.Limits(timeout=self.timeout if timeout is None else timeout,

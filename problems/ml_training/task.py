@@ -152,7 +152,7 @@ class MLTrainingTask(Problem):
         opts = self._options(opts)
         if self._figures is not None and opts == self.options:
             return self._figures
-        figures = await self.bench.figures(opts)
+        figures = await self.bench.figures(opts, self.target_rule(opts))
         if opts == self.options:
             self._figures = figures
         return figures

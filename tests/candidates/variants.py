@@ -17,10 +17,12 @@ import textwrap
 from pathlib import Path
 
 
-def scaled_text(text: str, n_samples: int, origin: object) -> str:
-    """A pipeline's source with its data set scaled to ``n_samples`` samples."""
-    text, count = re.subn(r"n_samples=3000", f"n_samples={n_samples}", text)
-    assert count >= 1, f"{origin} has no n_samples=3000 default to scale"
+def scaled_text(text: str, n_samples: int, origin: object, default: int = 3000) -> str:
+    """A pipeline's source with its data set scaled from ``default`` (the flagship's
+    3,000) to ``n_samples`` samples."""
+    text, count = re.subn(rf"n_samples={default}\b", f"n_samples={n_samples}", text)
+    if not count:
+        raise ValueError(f"{origin} has no n_samples={default} default to scale")
     return text
 
 CANDIDATES = Path(__file__).resolve().parent
