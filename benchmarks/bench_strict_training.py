@@ -26,8 +26,9 @@ from benchmarks.candidates import scaled_copy, write_candidate
 from problems.ml_training.declarations.complex_pipeline import COMPLEX_SPEC, complex_spec
 from problems.ml_training.execution_report import ExecutionReport
 from problems.ml_training.fresh_inputs import make_dataset
-from problems.ml_training.model_checks import final_weights, same_features, unpack
+from problems.ml_training.model_checks import same_features, unpack
 from problems.ml_training.timing.executor import execute
+from problems.ml_training.training_checks import final_weights
 
 
 async def main(samples: int, seed: int, names: list[str]) -> None:

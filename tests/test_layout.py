@@ -43,3 +43,19 @@ def test_each_module_has_one_job_in_a_few_hundred_lines(module):
 
 def test_the_exceptions_still_exist():
     assert all((ROOT / m).is_file() for m in LONGER)
+
+
+BENCHMARKS = sorted(p.stem for p in (ROOT / "benchmarks").glob("bench_*.py"))
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_each_benchmark_imports_through_public_seams(name):
+    # Benchmarks run rarely (minutes to hours each), so a name moved from under them is
+    # found here, not at their next run: they import, and name nothing private.
+    import importlib
+
+    importlib.import_module(f"benchmarks.{name}")
+    tree = ast.parse((ROOT / "benchmarks" / f"{name}.py").read_text())
+    private = [alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+               for alias in node.names if alias.name.startswith("_")]
+    assert not private, f"benchmarks/{name}.py imports private names: {private}"
