@@ -94,6 +94,7 @@ class AgentOutcome:
     tool_calls: Counter = field(default_factory=Counter)
     tool_errors: int = 0
     api_error: str = ""
+    api_error_transient: bool = False  # the API was unavailable (not the request refused)
     stream_retries: int = 0  # response streams that failed and were sent again
     refusal: dict[str, Any] | None = None  # the refusal's category and explanation
 
@@ -141,6 +142,16 @@ def _retryable_in_stream(exc: anthropic.APIStatusError) -> bool:
     body = exc.body if isinstance(exc.body, dict) else {}
     error = body.get("error") if isinstance(body.get("error"), dict) else {}
     return exc.status_code == 200 and error.get("type") in _RETRYABLE_IN_STREAM
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a fault is the API's being unavailable (a connection, a timeout, 408, 409,
+    429, 5xx, overloaded), as opposed to a request it refused (400 "prompt is too long",
+    401, 403, 404, 413): only the first is outside the agent's reach."""
+    if isinstance(exc, anthropic.APIStatusError):
+        return (exc.status_code in (408, 409, 429) or exc.status_code >= 500
+                or _retryable_in_stream(exc))
+    return isinstance(exc, (anthropic.APIConnectionError, *STREAM_FAULTS))
 
 
 def describe_fault(exc: BaseException) -> str:
@@ -309,6 +320,7 @@ async def run_agent(client: Any, prompt: str, allowed: list[str], settings: Agen
                 response = await _call_model(client, settings, messages, tool_defs, outcome)
         except (anthropic.APIError, *STREAM_FAULTS) as exc:
             outcome.ended_by, outcome.api_error = "api_error", describe_fault(exc)
+            outcome.api_error_transient = is_transient(exc)
             transcript.write(step=outcome.steps, request=new_messages, error=outcome.api_error)
             return outcome
         count_usage(outcome, response.usage)

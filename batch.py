@@ -19,7 +19,6 @@ output is the caller's (``note`` callback).
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
 import os
@@ -31,25 +30,29 @@ from pathlib import Path
 from typing import Any
 
 import pricing
+import provenance
 import safe_files
 import sandbox
 import summary
 import tools
 from agent import AgentOutcome, AgentSettings, Transcript, run_agent
+from output_dir import OutputDir, OutputError, ResumePlan, run_dir_name
 from problem import DataGuard, GradeResult, Problem
-from records import BATCH_RECORDS, BatchResults, RunRecord
+from records import BATCH_RECORDS, RESULTS, BatchResults, RunRecord
 from workspace import first_candidate, graded_copy
 
 log = logging.getLogger(__name__)
 Note = Callable[[int | None, str], None]
-# Errors of the file system itself: a run that meets one is the harness's error whatever
+# A run that meets a fault of the file system itself is the harness's error whatever
 # stage it was in (the grader's included), never a verdict on the agent's answer.
-DISK_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+DISK_FAULTS = safe_files.DISK_FAULTS
 
 
 class RecordsError(Exception):
     """The batch's own records could not be written (the disk is full or read-only); the
-    message is one line, for the operator."""
+    message is one line, for the operator.  ``results_written``: results.json was."""
+
+    results_written = False
 
 
 @dataclass(frozen=True)
@@ -119,28 +122,28 @@ def write_record(workspace: Path, name: str, data: Any, secrets: tuple[str, ...]
         write_json(workspace / name, data, secrets)
 
 
-def prepare_output(directory: Path) -> None:
-    """Clear the previous batch's records (keep batches worth keeping with --save)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    # A run directory holds what the agent's code left: links, FIFOs, trees too deep
-    # for a recursive walk.  Each entry is removed as it is, nothing followed.
-    names = [n for n in os.listdir(directory) if n.startswith("run_")]
-    for name in [*names, *BATCH_RECORDS]:
-        report = safe_files.remove_tree(directory, name)
-        if not report.ok:
-            log.warning("could not remove all of %s: %s", directory / name,
-                        "; ".join(report.notes))
-
-
 async def run_one(run_id: int, problem: Problem, client: Any,
                   s: BatchSettings, guard: DataGuard | None, api_slots: asyncio.Semaphore,
-                  note: Note, budget: Budget | None = None) -> RunRecord:
-    """One agent run, graded and recorded in ``run.json``.  Returns its record."""
-    workspace = (s.output_dir / f"run_{run_id}").resolve()
-    ctx = tools.RunContext(workspace, problem, guard, s.tools, tools.secrets_from_environment(),
-                           progress=lambda message: note(run_id, message))
-    tools.RUN.set(ctx)
+                  note: Note, budget: Budget | None = None,
+                  out: OutputDir | None = None) -> RunRecord:
+    """One agent run, graded and recorded in ``run.json`` (and in ``out``'s manifest,
+    which ``--resume`` trusts).  Returns its record."""
     started = time.monotonic()
+    # The run's directory first, new and real (what an earlier attempt left there, a
+    # link included, is removed): the context, the sandbox's mount and its owner all
+    # take this path, never one resolved before.
+    workspace, attempts, made = s.output_dir.resolve() / run_dir_name(run_id), 1, None
+    try:
+        if out is not None:
+            workspace, attempts = out.start_run(run_id)
+        else:
+            workspace.mkdir(parents=True, exist_ok=True)
+    except Exception as exc:  # raised again below, inside the run's own handling
+        made = exc
+    ctx = tools.RunContext(
+        workspace, problem, guard, s.tools, tools.secrets_from_environment(),
+        progress=lambda message: note(run_id, message))
+    tools.RUN.set(ctx)
     outcome = AgentOutcome()
 
     def over_budget(so_far: AgentOutcome) -> str | None:
@@ -154,9 +157,13 @@ async def run_one(run_id: int, problem: Problem, client: Any,
     submitted, found_by = False, None
     grade = GradeResult(passed=False, checks=[])  # no figures until a grader gives them
     candidate_name = stopped_by = trace = None
-    stage = "harness"  # what an exception is blamed on: the grader while it grades
+    # What an exception is blamed on: "setup" until the agent starts (a disk fault there
+    # is outside its reach), the grader while it grades, else the harness.
+    stage = "setup"
     try:
-        workspace.mkdir(parents=True, exist_ok=True)
+        if made is not None:
+            raise made
+        stage = "harness"
         outcome = await run_agent(
             client, problem.prompt(workspace), problem.tool_names(), s.agent,
             Transcript(workspace / "transcript.jsonl",
@@ -172,27 +179,38 @@ async def run_one(run_id: int, problem: Problem, client: Any,
             found_by = "fallback"
         if outcome.ended_by == "budget":
             found_by, cause, reason, stopped_by = None, "budget", "budget", outcome.api_error
-        elif outcome.ended_by == "api_error":
+        elif outcome.ended_by == "api_error" and outcome.api_error_transient:
             found_by, cause = None, "api"
             reason = f"API error after retries: {outcome.api_error}"
+        elif outcome.ended_by == "api_error":  # the request refused: counted, not retried
+            found_by, cause = None, "request"
+            reason = f"the API refused the request: {outcome.api_error}"
         elif candidate is None:
             status, found_by = "fail", None
             reason = (f"no answer: the agent ended ({outcome.ended_by}) without submitting, "
                       "and its run directory holds no .py file")
         else:
-            note(run_id, f"grading {candidate.path.name}")
+            note(run_id, f"final: grading {candidate.path.name}")
             stage = "grader"
+            clock = await asyncio.to_thread(provenance.start, sandbox.best_isolation())
             with graded_copy(candidate) as copy:  # the bytes read when it was offered
-                result = await problem.grade(copy, progress=ctx.progress)
+                result = await problem.grade(copy, progress=tools.marked(ctx.progress,
+                                                                          "final"))
             stage = "harness"
-            write_record(workspace, "grade.json", result.to_dict(), ctx.secrets)
+            write_record(workspace, "grade.json", {
+                **result.to_dict(), "provenance": clock.finish(problem.calibration_used())},
+                ctx.secrets)
             path = candidate.path
             grade, status, reason, candidate_name = (
                 result, "pass" if result.passed else "fail", result.reason,
                 str(path.relative_to(workspace) if path.is_relative_to(workspace) else path))
     except Exception as exc:  # the harness's fault (GraderError included): record it, go on
         disk_fault = isinstance(exc, OSError) and exc.errno in DISK_FAULTS
-        stage = "harness" if disk_fault else stage
+        # A disk fault before the agent started is the machine's (cause "disk": left out
+        # of the pass rate, retried by --resume); once it runs, its code can fill the
+        # disk, so a fault then counts against it (cause "harness").
+        stage = ("disk" if stage == "setup" and disk_fault else
+                 "harness" if disk_fault or stage == "setup" else stage)
         status, cause, reason = "error", stage, f"{stage} error: {type(exc).__name__}: {exc}"
         trace = traceback.format_exc()
         if disk_fault:  # no bug to trace: one line
@@ -212,13 +230,23 @@ async def run_one(run_id: int, problem: Problem, client: Any,
         cache_read_input_tokens=outcome.cache_read_input_tokens,
         cost_usd=outcome_cost(s.agent.model, outcome), stream_retries=outcome.stream_retries,
         refusal=outcome.refusal, intermediate=ctx.intermediate, tampering=ctx.tampering,
-        isolation=sandbox.best_isolation(), wall_time=round(time.monotonic() - started, 3))
+        isolation=sandbox.best_isolation(), wall_time=round(time.monotonic() - started, 3),
+        attempts=attempts)
     try:
+        if made is not None:  # no directory to write it in
+            raise OSError(made.errno if isinstance(made, OSError) else None,
+                          "its directory could not be made")
         write_record(workspace, "run.json", record.to_json(), ctx.secrets)
     except OSError as exc:  # the disk's fault: the record still reaches results.json
         why = f"run.json could not be written: {exc.strerror or exc}"
         record = replace(record, record_error=why)
         log.error("run %d: %s", run_id, why)
+    if out is not None:
+        try:
+            out.finish_run(record)
+        except OSError as exc:  # results.json still has it; --resume would run it again
+            log.error("run %d: the manifest could not record it: %s", run_id,
+                      exc.strerror or exc)
     short = reason if len(reason) <= 100 else reason[:99] + "…"
     note(run_id, status + (f" {record.speedup:.1f}x" if record.speedup else "")
          + (f" ({short})" if status != "pass" else ""))
@@ -226,56 +254,128 @@ async def run_one(run_id: int, problem: Problem, client: Any,
 
 
 def write_records(s: BatchSettings, baseline: dict[str, Any], records: list[RunRecord],
-                  interrupted: bool) -> BatchResults:
-    """Write results.json and run_summary.md; :class:`RecordsError` names those the file
-    system refused (each is tried, and none is left half-written)."""
+                  interrupted: bool, out: OutputDir | None = None,
+                  origin: dict[str, Any] | None = None) -> BatchResults:
+    """Write results.json, then run_summary.md and its plot (``summary.write_summary``);
+    :class:`RecordsError` names those the file system refused (each is tried, and none
+    is left half-written)."""
     runs = sorted(records, key=lambda r: r.run_id)
     config = s.config or {"runs": s.runs, "concurrent": s.concurrent,
                           "agent": asdict(s.agent)}
-    results = BatchResults(config, baseline, runs, summary.batch_figures(runs), interrupted)
-    texts = (json_text(results.to_json()), summary.render_markdown(results))
-    refused = []
-    for name, text in zip(BATCH_RECORDS, texts, strict=True):
-        try:
-            write_atomic(s.output_dir / name, text)
-        except OSError as exc:
-            refused.append(f"{name} ({os.strerror(exc.errno) if exc.errno else exc})")
+    results = BatchResults(config, baseline, runs, summary.batch_figures(runs), interrupted,
+                           origin or {})
+    refused, written = [], False
+    try:
+        if out is not None:
+            out.claim(*BATCH_RECORDS)
+        write_atomic(s.output_dir / RESULTS, json_text(results.to_json()))
+        written = True
+    except OSError as exc:
+        refused.append(f"{RESULTS} ({os.strerror(exc.errno) if exc.errno else exc})")
+    try:
+        summary.write_summary(s.output_dir, results)
+    except OSError as exc:
+        refused.append(f"{summary.SUMMARY_NAME} "
+                       f"({os.strerror(exc.errno) if exc.errno else exc})")
     if refused:
-        raise RecordsError(f"could not write {' and '.join(refused)} in {s.output_dir}")
+        error = RecordsError(f"could not write {' and '.join(refused)} in {s.output_dir}")
+        error.results_written = written
+        raise error
     return results
 
 
-async def run_batch(problem: Problem, client: Any, s: BatchSettings,
-                    note: Note, guard: DataGuard | None = None) -> dict[str, Any]:
-    """Run the batch; on cancellation, record what finished and re-raise.  Returns what
-    it wrote to results.json, in its JSON form (``BatchResults.to_json``)."""
+def progress_line(done: list[RunRecord], total: int) -> str:
+    """The batch's aggregate progress, e.g. ``batch: 3/10 runs finished (2 passed,
+    1 failed, 0 errors)``."""
+    count = {k: sum(r.status == k for r in done) for k in ("pass", "fail", "error")}
+    return (f"batch: {len(done)}/{total} runs finished ({count['pass']} passed, "
+            f"{count['fail']} failed, {count['error']} errors)")
+
+
+async def run_batch(problem: Problem, client: Any, s: BatchSettings, note: Note,
+                    guard: DataGuard | None = None, out: OutputDir | None = None,
+                    plan: ResumePlan | None = None) -> dict[str, Any]:
+    """Run the batch in ``out`` (opened here when None), continuing the recorded one when
+    ``plan`` (``OutputDir.resume_plan``) is given; on cancellation, record what finished
+    and re-raise.  Returns what it wrote to results.json, in its JSON form
+    (``BatchResults.to_json``)."""
+    if out is not None:
+        return await _run_batch(problem, client, s, note, guard, out, plan)
     try:
-        prepare_output(s.output_dir)
+        out = OutputDir.open(s.output_dir, runs=s.runs)
+    except OutputError as exc:
+        raise RecordsError(str(exc)) from None
+    try:
+        return await _run_batch(problem, client, s, note, guard, out, plan)
+    finally:
+        out.close()
+
+
+async def _run_batch(problem: Problem, client: Any, s: BatchSettings, note: Note,
+                     guard: DataGuard | None, out: OutputDir,
+                     plan: ResumePlan | None) -> dict[str, Any]:
+    config = s.config or {}
+    clock = await asyncio.to_thread(provenance.start, str(config.get("isolation")
+                                                          or sandbox.best_isolation()))
+    if plan is not None and out.segments and (changed := provenance.differences(
+            out.segments[-1], clock.finish(None))):
+        note(None, "resuming on another setup than the batch's last part: "
+             + "; ".join(changed) + " (each part's provenance is kept)")
+    baseline = await problem.prepare()  # interrupted here, the directory is untouched
+    try:
+        out.begin(config, resume=plan is not None)
     except OSError as exc:
         raise RecordsError(f"cannot keep records in {s.output_dir}: "
                            f"{exc.strerror or exc}") from exc
-    baseline = await problem.prepare()
     api_slots = asyncio.Semaphore(s.max_api_calls)
-    records: list[RunRecord] = []
+    records: list[RunRecord] = list(plan.kept) if plan else []
+    to_run = plan.to_run if plan else list(range(1, s.runs + 1))
     budget = (Budget(s.max_cost_usd, s.max_run_cost_usd)
               if s.max_cost_usd is not None or s.max_run_cost_usd is not None else None)
+    if budget is not None:  # what the kept runs cost counts towards the batch's limit
+        budget.spent.update({-r.run_id: r.cost_usd or 0.0 for r in records})
 
     async def one(run_id: int) -> None:
-        records.append(await run_one(run_id, problem, client, s, guard, api_slots, note,
-                                     budget))
+        try:
+            record = await run_one(run_id, problem, client, s, guard, api_slots, note,
+                                   budget, out)
+        except Exception as exc:  # never: run_one records its faults; nor cancels others
+            log.exception("run %d could not be recorded", run_id)
+            record = RunRecord(run_id=run_id, status="error", error_cause="harness",
+                               reason=f"harness error: {type(exc).__name__}: {exc}")
+        records.append(record)
+        note(None, progress_line(records, s.runs))
 
     interrupted = False
     try:
         if s.concurrent:
             async with asyncio.TaskGroup() as group:
-                for i in range(1, s.runs + 1):
+                for i in to_run:
                     group.create_task(one(i))
         else:
-            for i in range(1, s.runs + 1):
+            for i in to_run:
                 await one(i)
     except asyncio.CancelledError:
         interrupted = True
         raise
     finally:
-        results = write_records(s, baseline, records, interrupted)
+        origin = clock.finish(problem.calibration_used())
+        # A resumed batch's earlier parts ran elsewhen, perhaps on another commit, host
+        # or calibration: each part's provenance is kept, the latest first.
+        origin.update(started=out.started or origin.get("started"), resumed=out.resumed,
+                      earlier=out.segments)
+        written = False
+        try:
+            results = write_records(s, baseline, records, interrupted, out, origin)
+            written = True
+        except RecordsError as exc:
+            written = exc.results_written
+            raise
+        finally:
+            try:  # the previous batch goes only once this one's results are written
+                out.end("interrupted" if interrupted else "finished", written=written,
+                        origin=origin)
+            except OSError as exc:
+                log.error("the output directory's manifest could not be updated: %s",
+                          exc.strerror or exc)
     return results.to_json()

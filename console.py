@@ -1,7 +1,8 @@
 """What the operator reads: progress on stderr, reports and listings for stdout.
 
 The CLI layer's output, rendered here and nowhere else: the timestamped progress line
-(:func:`say`, and :func:`note` for a batch's runs), red one-line errors (:func:`error`,
+(:func:`say`, and :func:`note` for a batch's runs; ``sandbox.heartbeat`` repeats one
+while a long execution runs, through any progress callback), red one-line errors (:func:`error`,
 :func:`no_sandbox`), the SDK's retries as one line each (:class:`SdkRetries`), the grade
 report (:func:`format_report`), the calibration table (:func:`calibration_report`) and
 the problems listing (:func:`problems_listing`).  Stderr is printed here; text for

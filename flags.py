@@ -37,6 +37,15 @@ BOUNDS: dict[str, tuple[int, int]] = {
 BOUND_NOTES = {"repeats": "the grader runs one data set twice (determinism) and its images "
                           "once more under other labels (features_from_images)"}
 
+COMMANDS = """commands:
+  main.py [flags]                 a batch of agent runs (this help)
+  main.py --agent scripted        the same offline: a scripted agent, no API key
+  main.py grade FILE [--json]     grade one file, no agent
+  main.py calibrate [--json]      measure the baseline and the tiers on this machine
+  main.py problems [--json]       every problem, its knobs and tiers
+each command has its own --help."""
+
+
 def _shown(value: Any) -> str:
     try:
         text = repr(value)
@@ -123,6 +132,12 @@ def _target_rule(text: str) -> str:
     return text.strip()
 
 
+def _output_path(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path: name a directory (default output/)")
+    return Path(text).expanduser()  # `--output=~/x`: the shell leaves that ~ alone
+
+
 def _save_name(text: str) -> str:
     if not text or "/" in text or text.startswith(".") or "\x00" in text:
         raise argparse.ArgumentTypeError(f"a plain folder name, got {text!r}")
@@ -183,7 +198,11 @@ def parse_args(argv: list[str], config: Any) -> tuple[str, argparse.Namespace, A
         args = p.parse_args(argv[1:])
         command = "calibrate"
     else:
-        p = argparse.ArgumentParser(prog="main.py", description="Run a batch of agent runs.")
+        p = argparse.ArgumentParser(
+            prog="main.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+            description="Run a batch of agent runs on a problem, grade each, and write the "
+                        "records (see --output).",
+            epilog=COMMANDS)
         p.add_argument("--runs", type=_bounded("runs"))
         mode = p.add_mutually_exclusive_group()
         mode.add_argument("--concurrent", dest="concurrent", action="store_true", default=None)
@@ -214,8 +233,19 @@ def parse_args(argv: list[str], config: Any) -> tuple[str, argparse.Namespace, A
         p.add_argument("--prompt-cache", dest="prompt_cache", choices=["1h", "5m", "off"],
                        help=f"cache the conversation with this TTL, or not (default "
                             f"{config.prompt_cache})")
-        p.add_argument("--output", type=Path, help="records directory (default output/)")
-        p.add_argument("--agent", choices=["claude", "scripted"])
+        p.add_argument("--output", type=_output_path,
+                       help=f"records directory (default {config.output}/); the harness "
+                            "deletes only what it wrote there")
+        p.add_argument("--resume", action="store_true",
+                       help="continue the interrupted or killed batch in --output: keep its "
+                            "finished runs, retry those that ended in an API error, run the "
+                            "rest (the configuration must be the same)")
+        p.add_argument("--beside-foreign", dest="beside_foreign", action="store_true",
+                       help="write into --output although it holds entries the harness did "
+                            "not write (they are never touched)")
+        p.add_argument("--agent", choices=["claude", "scripted"],
+                       help="claude (needs ANTHROPIC_API_KEY) or scripted: the whole "
+                            "pipeline offline, no key")
         p.add_argument("--save", type=_save_name, help="copy the batch to saved_outputs/NAME")
         _grading_flags(p, config)
         args = p.parse_args(argv)

@@ -16,23 +16,32 @@ rendered by ``console``; the loop lives in ``agent``, the batch and its records 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import dataclasses
-import json
-import logging
-import os
 import signal
 import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import console
-import flags
-from problem import GradingChoices
-from sandbox import PROJECT_ROOT
+
+def _stopped_while_starting(sig: int, frame: object) -> None:
+    sys.stderr.write("interrupted: stopped before it started\n")
+    raise SystemExit(130)
+
+
+if __name__ == "__main__":  # Ctrl-C or SIGTERM while the modules below load: one line
+    for _sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_sig, _stopped_while_starting)
+
+import argparse  # noqa: E402  (after the handlers above)
+import asyncio  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import threading  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import console  # noqa: E402
+import flags  # noqa: E402
+from problem import GradingChoices  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,7 @@ class Config:
 CONFIG = Config()
 
 RECORDS_FAILED = 4  # exit status: the batch's records could not be written (disk full...)
+INTERRUPTED = 130  # exit status: Ctrl-C or SIGTERM (128 + SIGINT, as shells report it)
 
 
 def parse_args(argv: list[str]) -> tuple[str, argparse.Namespace, Config]:
@@ -163,14 +173,18 @@ async def grade_command(cfg: Config, args: argparse.Namespace) -> int:
     isolation = sandbox_or_refusal(cfg)
     if isolation is None:
         return 2
+    import provenance
+
     problem = build_problem(cfg, console.say)
+    clock = await asyncio.to_thread(provenance.start, isolation)
     try:
         result = await problem.grade(args.file)
     except GraderError as exc:
         console.error(exc, "could not grade")
         return 3
     if args.json:
-        print(json.dumps(result.to_dict(), default=str))
+        record = {**result.to_dict(), "provenance": clock.finish(problem.calibration_used())}
+        print(json.dumps(record, default=str))
     else:
         print(console.format_report(result))
     return 0 if result.passed else 1
@@ -214,8 +228,9 @@ def problems_command(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-async def batch_command(cfg: Config) -> int:
+async def batch_command(cfg: Config, args: argparse.Namespace) -> int:
     import pricing
+    from output_dir import OutputDir, OutputError
 
     if (cfg.max_cost or cfg.max_run_cost) and pricing.prices_for(cfg.model) is None:
         console.error(f"a cost limit needs {cfg.model}'s prices, which pricing.py does not "
@@ -224,21 +239,34 @@ async def batch_command(cfg: Config) -> int:
     isolation = sandbox_or_refusal(cfg)
     if isolation is None:
         return 2
-    problem = build_problem(cfg, console.say)
-    client = build_client(cfg, problem)
+    resume = bool(getattr(args, "resume", False))
+    try:  # the place, its lock and what else is there: before anything is measured
+        out = OutputDir.open(cfg.output, runs=cfg.runs, resume=resume,
+                             beside_foreign=bool(getattr(args, "beside_foreign", False)))
+    except OutputError as exc:
+        console.error(exc, soft_wrap=True)
+        return exc.status
     try:
-        return await _batch_with(cfg, problem, client, isolation)
-    finally:  # its connections closed inside this loop, not by a finaliser in another
-        close = getattr(client, "close", None)
-        if close is not None:
-            await close()
+        problem = build_problem(cfg, console.say)
+        client = build_client(cfg, problem)
+        try:
+            return await _batch_with(cfg, problem, client, isolation, out, resume)
+        finally:  # its connections closed inside this loop, not by a finaliser in another
+            close = getattr(client, "close", None)
+            if close is not None:
+                await close()
+    finally:
+        out.close()
 
 
-async def _batch_with(cfg: Config, problem: Any, client: Any, isolation: str) -> int:
+async def _batch_with(cfg: Config, problem: Any, client: Any, isolation: str, out: Any,
+                      resume: bool) -> int:
     import batch
+    import saving
     import summary
     import tools
     from agent import AgentSettings
+    from output_dir import OutputError
     from problem import DataGuard, GraderError
 
     limits: dict[str, Any] = {}
@@ -256,7 +284,7 @@ async def _batch_with(cfg: Config, problem: Any, client: Any, isolation: str) ->
         console.error(f"--thinking {cfg.thinking} must be below max_tokens ({max_tokens})")
         return 2
     max_steps = cfg.max_steps or problem.max_steps
-    output = cfg.output if cfg.output.is_absolute() else Path.cwd() / cfg.output
+    output = out.path
     settings = batch.BatchSettings(
         runs=cfg.runs, concurrent=cfg.concurrent, output_dir=output,
         agent=AgentSettings(cfg.model, max_steps, max_tokens, cfg.stream,
@@ -271,88 +299,142 @@ async def _batch_with(cfg: Config, problem: Any, client: Any, isolation: str) ->
                 "max_steps": max_steps,
                 "max_tokens": max_tokens,
                 "isolation": isolation, "model_limits": limits or None})
+    plan = None
+    if resume:
+        try:
+            plan = out.resume_plan(settings.config, cfg.runs)
+        except OutputError as exc:
+            console.error(exc, soft_wrap=True)
+            return 2
+        console.say(f"resuming the batch in {output}: {plan.describe()}")
     mode = "concurrently" if cfg.concurrent else "one after another"
     console.say(f"batch: problem {problem.name}, {cfg.runs} run(s) {mode}, agent {cfg.agent}"
                 + (f" ({cfg.model})" if cfg.agent == "claude" else "")
                 + f", sandbox {isolation}, records in {output}")
-
-    task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+    status = 0
     try:
         guard = DataGuard(problem.data_dir) if problem.data_dir is not None else None
-        results = await batch.run_batch(problem, client, settings, console.note, guard)
+        results = await batch.run_batch(problem, client, settings, console.note, guard, out,
+                                        plan)
     except asyncio.CancelledError:
-        console.say(f"finished runs recorded in {output}/run_summary.md", "interrupted",
-                    "yellow")
-        return 130
+        asyncio.current_task().uncancel()  # handled: --save below may still await
+        status = INTERRUPTED
+        console.say(interrupted_message(out), "interrupted", "yellow")
+        if not out.begun or out.restored:
+            return status
     except GraderError as exc:
         console.error(exc, "could not measure the baseline")
         return 3
     except batch.RecordsError as exc:  # the disk is full or read-only
         console.error(exc, soft_wrap=True)
         return RECORDS_FAILED
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-    t = results["totals"]
-    console.say(f"passed {t['passed']}, failed {t['failed']}, errors {t['errors']} — "
-                f"{summary.pass_rate_line(t)}; summary: {output / 'run_summary.md'}", "done",
-                "bold")
+    else:
+        t = results["totals"]
+        console.say(f"passed {t['passed']}, failed {t['failed']}, errors {t['errors']} — "
+                    f"{summary.pass_rate_line(t)}; summary: {output / 'run_summary.md'}",
+                    "done", "bold")
     if cfg.save:
         try:
-            dest, report = await asyncio.to_thread(save_batch, output,
-                                                   PROJECT_ROOT / "saved_outputs", cfg.save)
+            dest, report = await asyncio.to_thread(saving.save_batch, output,
+                                                   saving.saved_outputs(), cfg.save)
         except OSError as exc:
-            where = PROJECT_ROOT / "saved_outputs" / cfg.save
+            where = saving.saved_outputs() / cfg.save
             console.error(f"could not save the batch to {where}: "
                           f"{exc.strerror or str(exc)}", soft_wrap=True)
             return RECORDS_FAILED
         left = report.skipped + report.failed
-        console.say(f"saved to {dest}" + (f" ({left} entries not copied: see {SAVE_REPORT})"
-                                          if left else ""))
-    return 0
+        console.say(f"saved to {dest}" + (f" ({left} entries not copied: see "
+                                          f"{saving.SAVE_REPORT})" if left else ""))
+    return status
 
 
-SAVE_REPORT = "save_report.json"
+def interrupted_message(out: Any) -> str:
+    """What an interrupted batch left in its output directory, truthfully."""
+    if not out.begun:
+        return f"before the runs started: nothing was recorded, and {out.path} is untouched"
+    if out.restored:
+        return (f"before any run finished: nothing was recorded, and the previous batch's "
+                f"records are back in {out.path}")
+    return (f"the finished runs are recorded in {out.path / 'run_summary.md'}; continue "
+            f"with the same flags and --resume")
 
 
-def save_batch(output: Path, saved: Path, name: str, **limits: int) -> tuple[Path, Any]:
-    """Copy the batch to ``saved/name`` (dated if that is taken): its records first, then
-    each run's share of the agent's files (``saving.copy_batch``, whose bounds ``limits``
-    may narrow).  What was left out, run by run, is listed in ``SAVE_REPORT`` in the
-    copy."""
-    import safe_files
-    import saving
+async def interruptible(command: Any) -> int:
+    """Run ``command`` (a coroutine) so that Ctrl-C or SIGTERM cancels it: what it
+    started is stopped and cleaned up on the way out, and the command says what it kept.
+    A second signal while it stops is reported, not obeyed (it would cut the records
+    short)."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    stopping: list[int] = []
 
-    saved.mkdir(parents=True, exist_ok=True)
-    dest = saved / name
-    if os.path.lexists(dest):
-        dest = dest.with_name(f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    report = saving.copy_batch(output, dest, **limits)
-    safe_files.write_bytes(dest, SAVE_REPORT, (json.dumps(report.to_json(), indent=2)
-                                               + "\n").encode())
-    return dest, report
+    def stop(sig: int) -> None:
+        if stopping:
+            console.say("still stopping: recording what finished", "interrupted", "yellow")
+            return
+        stopping.append(sig)
+        task.cancel()
+
+    handled = threading.current_thread() is threading.main_thread()  # else: the caller's
+    for sig in signals if handled else ():
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        return await command
+    except asyncio.CancelledError:
+        if not stopping:
+            raise
+        console.say("stopped before it finished", "interrupted", "yellow")
+        return INTERRUPTED
+    finally:
+        for sig in signals if handled else ():
+            loop.remove_signal_handler(sig)
+            if stopping:  # asyncio.run's own teardown follows: not cut short either
+                signal.signal(sig, signal.SIG_IGN)
+
+
+def _interrupt(sig: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    command, args, cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    # Outside the event loop (parsing, building, listing), SIGTERM stops as Ctrl-C does;
+    # inside it, ``interruptible`` handles both.
+    main_thread = threading.current_thread() is threading.main_thread()
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if main_thread:
+        for sig in before:
+            signal.signal(sig, _interrupt)
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:
+        console.say("stopped before it finished", "interrupted", "yellow")
+        return INTERRUPTED
+    finally:
+        if main_thread:
+            for sig, handler in before.items():
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _main(argv: list[str]) -> int:
+    import sandbox
+
+    command, args, cfg = parse_args(argv)
+    sandbox.clean_leftovers()  # what a killed run left: cgroups, sandboxes still running
     if message := invalid_target_message(cfg):
         console.error(message)
         return 2
     if command == "problems":
         return problems_command(cfg, args)
-    if command == "grade":
-        return asyncio.run(grade_command(cfg, args))
-    if command == "calibrate":
-        return asyncio.run(calibrate_command(cfg, args))
+    if command in ("grade", "calibrate"):
+        return asyncio.run(interruptible((grade_command if command == "grade"
+                                          else calibrate_command)(cfg, args)))
     if message := missing_key_message(cfg):
         console.error(message)
         return 2
     console.show_sdk_retries()
-    return asyncio.run(batch_command(cfg))
+    return asyncio.run(interruptible(batch_command(cfg, args)))
 
 
 if __name__ == "__main__":

@@ -238,6 +238,12 @@ class Problem(abc.ABC):
         """The baseline's median time here if already measured (no measuring)."""
         return None
 
+    def calibration_used(self) -> dict[str, Any] | None:
+        """The calibration the last ``prepare`` or ``grade`` used (its figures, whether
+        they came from the cache, when they were measured), for the records'
+        provenance; None before any was used, or for a problem graded exactly."""
+        return None
+
     def scripted_turns(self, tool_names: set[str]) -> list[list[dict[str, Any]]]:
         """The offline scripted agent's trajectory: content blocks of each turn, playing
         the problem's own reference solution with the tools offered."""

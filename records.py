@@ -6,9 +6,10 @@ is a part of it) and :class:`BatchResults` is ``results.json`` as a whole.  Each
 ``from_json()``, which reads what any earlier batch wrote: a key an older record lacks
 takes its default, a key this one does not know is ignored.
 
-Only the shapes are here.  Filling a record in (running, grading, costing) is ``batch``'s,
-the figures over the runs are ``summary``'s, and writing the files safely is
-``safe_files``'s.
+:func:`manifest_error` checks the shape of the output directory's manifest, read by
+``output_dir``.  Only the shapes are here.  Filling a record in (running, grading,
+costing) is ``batch``'s, the figures over the runs are ``summary``'s, and writing the
+files safely is ``safe_files``'s.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-BATCH_RECORDS = ("results.json", "run_summary.md")  # at the top of the output directory
+# At the top of the output directory: the results, the summary and its plot.
+RESULTS = "results.json"
+BATCH_RECORDS = (RESULTS, "run_summary.md", "summary.png")
 RUN_RECORDS = ("run.json", "grade.json", "transcript.jsonl")  # in each run_N/
 
 # The keys of a run's entry in results.json, in the file's order: what the summary reads.
@@ -26,7 +29,7 @@ RESULTS_ENTRY_KEYS = (
     "accuracy", "baseline_accuracy", "reason", "submitted", "found_by", "failed_checks",
     "tool_calls", "intermediate", "input_tokens", "output_tokens",
     "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd", "stream_retries",
-    "wall_time", "record_error")
+    "wall_time", "attempts", "record_error")
 # Keys run.json holds only when they apply (never as null).
 _WHEN_SET = frozenset({"budget", "candidate", "traceback", "record_error"})
 
@@ -67,6 +70,7 @@ class RunRecord:
     tampering: list[dict[str, Any]] = field(default_factory=list)
     isolation: str | None = None
     wall_time: float = 0.0  # seconds
+    attempts: int = 1  # how many times the run was started (--resume retries API errors)
     record_error: str | None = None  # why run.json is missing (results.json only)
 
     def to_json(self) -> dict[str, Any]:
@@ -106,15 +110,54 @@ class BatchResults:
     runs: list[RunRecord]  # in run_id order
     totals: dict[str, Any]
     interrupted: bool = False
+    provenance: dict[str, Any] = field(default_factory=dict)  # see ``provenance``
 
     def to_json(self) -> dict[str, Any]:
         return {"config": self.config, "baseline": self.baseline,
                 "runs": [r.to_results_json() for r in self.runs], "totals": self.totals,
-                "interrupted": self.interrupted}
+                "interrupted": self.interrupted, "provenance": self.provenance}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> BatchResults:
         return cls(config=data.get("config") or {}, baseline=data.get("baseline") or {},
                    runs=[RunRecord.from_json(r) for r in data.get("runs") or []],
                    totals=data.get("totals") or {},
-                   interrupted=bool(data.get("interrupted")))
+                   interrupted=bool(data.get("interrupted")),
+                   provenance=data.get("provenance") or {})
+
+
+def manifest_error(data: Any, version: int) -> str | None:
+    """What is wrong with the shape of an output directory's manifest (``output_dir``)
+    of format ``version`` (None: nothing); every field the harness reads is checked, so
+    a hand-edited file is one clear refusal, never a traceback."""
+    if not isinstance(data, dict) or data.get("format") != version:
+        return f"not format {version}"
+    if not _names(data.get("entries", [])):
+        return "entries is not a list of names"
+    batch = data.get("batch")
+    if batch is not None and not (isinstance(batch, dict)
+                                  and isinstance(batch.get("config", {}), dict)
+                                  and isinstance(batch.get("resumed", []), list)):
+        return "batch is not a batch"
+    attempts = data.get("attempts", {})
+    if not (isinstance(attempts, dict) and all(type(v) is int for v in attempts.values())):
+        return "attempts is not a count per run"
+    finished = data.get("finished", {})
+    if not (isinstance(finished, dict) and all(
+            isinstance(r, dict) and isinstance(r.get("status"), str)
+            and isinstance(r.get("run_id"), int) for r in finished.values())):
+        return "finished is not a record per run"
+    try:
+        [RunRecord.from_json(r) for r in finished.values()]
+    except (TypeError, ValueError) as exc:
+        return f"a finished run's record: {exc}"
+    previous = data.get("previous")
+    if previous is not None and not (isinstance(previous, dict)
+                                     and _names(previous.get("entries", []))):
+        return "previous is not a batch held back"
+    return None
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(n, str) and n and "/" not in n and n not in (".", "..") for n in value)

@@ -32,13 +32,23 @@ unless the user insists (``--unsafe-no-sandbox``).
 channel: the child's fd 3 (``CONTROL_FD``) is a pipe whose lines the harness timestamps
 on arrival.  What the child may see is the caller's choice; this module knows nothing of
 agents or grading.
+
+Nothing a child holds outlives the harness: a child is killed when the harness ends,
+however it ends (the kernel's parent-death signal); :meth:`Child.stop` releases its
+cgroup and scratch space even when its caller is cancelled again meanwhile; every task
+that watches a child is ended and its outcome retrieved (:func:`cancel_and_wait`); what
+a normal exit finds still running is killed and removed then.  The empty cgroups a
+killed harness (``kill -9``) leaves are removed by :func:`clean_leftovers`, which the CLI
+calls as every command starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import fcntl
+import functools
 import itertools
 import logging
 import os
@@ -50,7 +60,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,11 +249,14 @@ class _Cgroup:
         self._usage: Path | None = None  # the CPU time its tasks have used
         self._usage_scale = 1e-9
         self._events: Path | None = None  # where the kernel counts its OOM kills
-        _remove_stale_cgroups()
-        # the pid says whose it is; the random part keeps a leftover from a killed process
-        # whose pid came back from ever being taken for this one
-        name = f"hello-py/{os.getpid()}-{next(_cgroup_ids)}-{secrets.token_hex(4)}"
+        self.released = False  # its child is done with it: only its removal is left
+        _clean_once()
+        # whose it is (the process, by pid, start time and pid namespace: see
+        # clean_leftovers), then a counter and a random part, which keep a leftover
+        # that was never removed from ever being taken for this one
+        name = f"hello-py/{_owner_tag()}-{next(_cgroup_ids)}-{secrets.token_hex(4)}"
         unified = (_CGROUP_ROOT / "cgroup.controllers").is_file()
+        _live_cgroups.add(self)  # from the first directory made, so none is forgotten
         try:
             if unified:
                 self._make_v2(name, cpu, limits)
@@ -370,35 +383,165 @@ class _Cgroup:
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.005)
 
-    def remove(self) -> None:
-        for d in reversed(self.dirs):
-            for _ in range(50):
+    def remove(self, attempts: int = 50) -> bool:
+        """Remove its directories, retrying while its last tasks exit; True when none is
+        left.  One that stays (a task slow to die) is retried by :func:`clean_leftovers`
+        and at the harness's exit, never forgotten."""
+        self.released = True
+        left = []
+        for d in self.dirs:
+            for attempt in range(attempts):
                 try:
                     d.rmdir()
                     break
                 except FileNotFoundError:
                     break
                 except OSError:  # tasks still exiting
-                    time.sleep(0.01)
-        self.dirs = []
+                    if attempt + 1 < attempts:
+                        time.sleep(0.01)
+            else:
+                left.append(d)
+        self.dirs = left
+        if not left:
+            _live_cgroups.discard(self)
+        return not left
 
 
-_stale_removed = False
+# Every cgroup this process made and has not removed yet: those in use, and those whose
+# removal is still to be retried.
+_live_cgroups: set[_Cgroup] = set()
+_cleaned = False
 
 
-def _remove_stale_cgroups() -> None:
-    """Once per process: the empty cgroups of hello-py processes that are gone (killed
-    before they could remove their own).  A cgroup with tasks is never removed."""
-    global _stale_removed
-    if _stale_removed:
+def _clean_once() -> None:
+    global _cleaned
+    if not _cleaned:
+        _cleaned = True
+        clean_leftovers()
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot); None when there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+        return stat[stat.rindex(")") + 2:].split()[19]  # field 22; the name may hold ')'
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "0"
+
+
+def _owner_tag() -> str:
+    """``pid-start-pidns``: which process made a cgroup, even once its pid is reused."""
+    pid = os.getpid()
+    return f"{pid}-{_start_time(pid) or 0}-{_pid_namespace()}"
+
+
+def _owner_gone(name: str) -> bool:
+    """Whether the hello-py process that made the cgroup ``name`` has ended.  A process
+    of another pid namespace (another container on the host) cannot be seen from here,
+    so its cgroups are never judged gone; names from before the start time was part of
+    them (``pid-n-hex``) are judged by the pid alone."""
+    fields = name.split("-")
+    if not fields[0].isdigit():
+        return False  # not a sandbox's
+    if len(fields) >= 5:
+        if fields[2] != _pid_namespace():
+            return False
+        return _start_time(int(fields[0])) != fields[1]
+    return not os.path.exists(f"/proc/{fields[0]}")
+
+
+def _cgroup_parents() -> list[Path]:
+    """``hello-py/`` in each hierarchy: shared by every hello-py process (it holds the
+    memory all sandboxes together may use), so it stays."""
+    return [p for p in [*_CGROUP_ROOT.glob("*/hello-py"), _CGROUP_ROOT / "hello-py"]
+            if p.is_dir()]
+
+
+def clean_leftovers() -> list[Path]:
+    """Remove what sandboxes left behind; safe to call at any time, from any command.
+
+    That is every cgroup of a hello-py process that is gone (killed before it could
+    remove its own: ``kill -9``, or a SIGTERM it had no handler for), with everything
+    below it, and this process's own released cgroups whose removal failed earlier.
+    A sandbox still running in a gone process's cgroup (a harness killed while bwrap was
+    starting can leave one) is killed first: its owner is provably gone (its pid, start
+    time and pid namespace are in the cgroup's name), so nothing waits for it.  Never a
+    cgroup of a live hello-py process.  Returns what was removed."""
+    removed: list[Path] = []
+    for cgroup in [c for c in _live_cgroups if c.released]:
+        before = list(cgroup.dirs)
+        cgroup.remove(attempts=1)
+        removed += [d for d in before if d not in cgroup.dirs]
+    for parent in _cgroup_parents():
+        try:
+            entries = [e for e in parent.iterdir() if e.is_dir()]
+        except OSError:
+            continue
+        for entry in entries:
+            if _owner_gone(entry.name):
+                _kill_tree_of_cgroups(entry)
+                removed += _remove_tree_of_cgroups(entry)
+    if removed:
+        log.info("removed %d cgroup(s) that ended processes left behind", len(removed))
+    return removed
+
+
+def _kill_tree_of_cgroups(top: Path, wait: float = 1.0) -> None:
+    """Kill every task in ``top`` and the cgroups below it (``cgroup.kill``, else each
+    pid of ``cgroup.procs``), and wait up to ``wait`` seconds for them to be gone."""
+    def tasks(directory: str) -> list[int]:
+        try:
+            return [int(p) for p in Path(directory, "cgroup.procs").read_text().split()]
+        except (OSError, ValueError):
+            return []
+
+    dirs = [d for d, _, _ in os.walk(top)]
+    if not any(tasks(d) for d in dirs):
         return
-    _stale_removed = True
-    for parent in [*_CGROUP_ROOT.glob("*/hello-py"), _CGROUP_ROOT / "hello-py"]:
-        for child in parent.glob("*-*"):
-            pid = child.name.split("-", 1)[0]
-            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+    for directory in dirs:
+        try:
+            Path(directory, "cgroup.kill").write_text("1")
+        except OSError:
+            for pid in tasks(directory):
                 with contextlib.suppress(OSError):
-                    child.rmdir()
+                    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + wait
+    while any(tasks(d) for d in dirs) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _remove_tree_of_cgroups(top: Path) -> list[Path]:
+    """``top`` and the cgroups below it, deepest first; a cgroup with tasks (and so each
+    one above it) stays."""
+    removed = []
+    for below, _, _ in os.walk(top, topdown=False):
+        with contextlib.suppress(OSError):
+            os.rmdir(below)
+            removed.append(Path(below))
+    return removed
+
+
+_has_cgroups: bool | None = None
+
+
+def has_cgroups() -> bool:
+    """Whether children get a cgroup of their own here (root, and a writable cgroup file
+    system): found once, by making one and removing it."""
+    global _has_cgroups
+    if _has_cgroups is None:
+        probe = _cgroup_for(0, Limits())
+        _has_cgroups = probe is not None
+        if probe is not None:
+            probe.remove()
+    return _has_cgroups
 
 
 def _cgroup_for(cpu: int, limits: Limits) -> _Cgroup | None:
@@ -693,7 +836,10 @@ async def _pump(stream: asyncio.StreamReader, capture: _Capture) -> None:
 
 def _preexec(limits: Limits, cgroup: _Cgroup | None, cpu: int, control_w: int | None
              ) -> Callable[[], None]:
+    harness, prctl = os.getpid(), _prctl()  # looked up here, not in the forked child
+
     def apply() -> None:
+        _die_with(harness, prctl)
         if control_w is not None:
             os.dup2(control_w, CONTROL_FD)
         if cgroup is not None:
@@ -709,6 +855,27 @@ def _preexec(limits: Limits, cgroup: _Cgroup | None, cpu: int, control_w: int | 
         _refuse_fallocate()
 
     return apply
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    if sys.platform != "linux":
+        return None
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with(harness: int, prctl: Callable[..., int] | None) -> None:
+    """Have the kernel kill the child when the harness ends, however it ends (``kill -9``
+    too), from before anything runs: a harness killed while bwrap sets up (before its
+    own ``--die-with-parent`` holds), or the unshare backend's ``unshare``, leaves no
+    sandbox running on with no one to time it out."""
+    if prctl is None:
+        return
+    prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != harness:  # it ended before that took hold
+        os._exit(1)
 
 
 # fallocate() reserves disk blocks without growing the file, past RLIMIT_FSIZE: the
@@ -749,12 +916,86 @@ def _kill_tree(proc: asyncio.subprocess.Process, cgroup: _Cgroup | None) -> None
         cgroup.kill()
 
 
+# ---- tasks beside a child: each one ended and its outcome retrieved ---------------------
+async def _wait_ended(tasks: Sequence[asyncio.Future]) -> BaseException | None:
+    """Wait until every one of ``tasks`` has ended, through cancellations of the caller
+    (each wait is short: the tasks were cancelled, or their process killed).  Returns
+    the caller's cancellation, for the caller to raise once its clean-up is done."""
+    interrupted = None
+    pending = [t for t in tasks if not t.done()]
+    while pending:
+        try:
+            await asyncio.wait(pending)
+        except asyncio.CancelledError as exc:
+            interrupted = exc
+        pending = [t for t in pending if not t.done()]
+    return interrupted
+
+
+def _failures(tasks: Sequence[asyncio.Future]) -> list[BaseException]:
+    """The exceptions the ended ``tasks`` raised (cancellations aside), which marks each
+    as retrieved: asyncio then never reports one as 'never retrieved'."""
+    return [exc for t in tasks if t.done() and not t.cancelled()
+            and (exc := t.exception()) is not None]
+
+
+async def cancel_and_wait(*tasks: asyncio.Future) -> None:
+    """Cancel ``tasks`` and wait until each has ended, so that none outlives the code that
+    started it.  The first exception one of them raised is raised here (it is a bug, not
+    to be lost; any others are logged); a cancellation of the caller meanwhile is raised
+    once they have all ended."""
+    for task in tasks:
+        task.cancel()
+    interrupted = await _wait_ended(tasks)
+    failures = _failures(tasks)
+    for failure in failures[1:] if interrupted is None else failures:
+        log.error("a task of the harness failed", exc_info=failure)
+    if interrupted is not None:
+        raise interrupted
+    if failures:
+        raise failures[0]
+
+
+HEARTBEAT_SECONDS = 30.0  # while a long execution runs: a line this often, no more
+
+
+@contextlib.asynccontextmanager
+async def heartbeat(say: Callable[[str], None] | None, text: str,
+                    every: float | None = None) -> AsyncIterator[None]:
+    """Say ``text`` with the time so far every ``every`` seconds (default
+    :data:`HEARTBEAT_SECONDS`) until the block ends, so that a long execution is not
+    silent: nothing if it ends sooner, or without ``say``.  The beat never outlives the
+    block."""
+    if say is None:
+        yield
+        return
+    started = time.monotonic()
+    every = HEARTBEAT_SECONDS if every is None else every
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)
+            say(f"{text} ({time.monotonic() - started:.0f} s so far)")
+
+    task = asyncio.ensure_future(beat())
+    try:
+        yield
+    finally:
+        await cancel_and_wait(task)
+
+
+# Children started and not stopped yet: what is left of them is killed and removed when
+# the interpreter exits (a normal exit that forgot one; signals are the CLI's to handle).
+_running: set[Child] = set()
+
+
 class Child:
     """A sandboxed Python process that may still be running (see :func:`start_python`).
 
     Its stdout and stderr are captured (head and tail), its control lines go to the
     caller's ``on_control`` as they arrive.  :meth:`stop` kills it and everything it
-    started and releases what it held; it is safe to call more than once."""
+    started and releases what it held; it is safe to call more than once, and completes
+    even when its caller is cancelled meanwhile."""
 
     def __init__(self, proc: asyncio.subprocess.Process, cgroup: _Cgroup | None,
                  backend: str, limits: Limits, scratch: str | None,
@@ -766,6 +1007,7 @@ class Child:
         self._scratch = scratch
         self._out = _Capture(limits.max_output)
         self._err = _Capture(limits.max_output)
+        # Every task it starts is ended by stop(), and its outcome retrieved.
         self._pumps = [asyncio.ensure_future(_pump(proc.stdout, self._out)),
                        asyncio.ensure_future(_pump(proc.stderr, self._err))]
         self._control_r = control_r
@@ -773,14 +1015,22 @@ class Child:
         self._transport: asyncio.BaseTransport | None = None
         self._waiter = asyncio.ensure_future(proc.wait())
         self._result: ProcessResult | None = None
+        self._raised = False  # a reader's failure was raised by wait()
+        _running.add(self)
 
     async def _open_control(self, limits: Limits) -> None:
         if self._control_r is None:
             return
         reader = asyncio.StreamReader(limit=2**22)
         loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(self._control_r, "rb", 0))
+        pipe = os.fdopen(self._control_r, "rb", 0)
+        self._control_r = None  # the file's now, then the transport's
+        try:
+            self._transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        except BaseException:
+            pipe.close()
+            raise
         self._pumps.append(asyncio.ensure_future(
             _pump(reader, _Capture(limits.max_output, self._on_control))))
 
@@ -820,37 +1070,38 @@ class Child:
             self._cgroup.set_cpu(default_cpu(True))
 
     async def wait(self, seconds: float | None) -> bool:
-        """Wait until the child has exited and its output is read; False on timeout."""
-        try:
-            await asyncio.wait_for(asyncio.shield(asyncio.gather(self._waiter, *self._pumps)),
-                                   timeout=seconds)
-        except TimeoutError:
-            return False
-        return True
+        """Wait until the child has exited and its output is read; False on timeout (the
+        child runs on: nothing is cancelled).  A reader of its output that failed raises
+        here."""
+        done, pending = await asyncio.wait([self._waiter, *self._pumps], timeout=seconds,
+                                           return_when=asyncio.FIRST_EXCEPTION)
+        if failures := _failures(list(done)):
+            self._raised = True
+            raise failures[0]
+        return not pending
 
     async def exited(self) -> None:
-        await asyncio.shield(self._waiter)
+        """Wait until the child's process has exited (its last output may still come)."""
+        await asyncio.wait([self._waiter])
 
     async def stop(self, *, timed_out: bool = False) -> ProcessResult:
-        """Kill the child's whole tree and release its cgroup, pipes and scratch space."""
+        """Kill the child's whole tree and release its cgroup, pipes and scratch space.
+        A cancellation of the caller meanwhile is raised once all of that is done."""
         if self._result is not None:
             return self._result
         for task in self._pumps:
             task.cancel()
         oom_kills = self.oom_kills()
         _kill_tree(self.proc, self._cgroup)
-        if self.proc.returncode is None:
-            await self.proc.wait()
-        self._waiter.cancel()
-        if self._transport is not None:
-            self._transport.close()
-        elif self._control_r is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._control_r)
-        if self._cgroup is not None:
-            self._cgroup.remove()
-        if self._scratch is not None:
-            safe_files.remove_tree(Path(self._scratch))
+        try:  # the killed tree's exit is reaped, its readers end
+            interrupted = await _wait_ended([self._waiter, *self._pumps])
+        finally:
+            if self._transport is not None:
+                self._transport.close()
+            self._release()
+        for failure in _failures(self._pumps):
+            if not self._raised:
+                log.error("a reader of a sandboxed child's output failed", exc_info=failure)
         stderr = self._err.text()
         self._result = ProcessResult(
             returncode=None if timed_out else self.proc.returncode,
@@ -864,7 +1115,40 @@ class Child:
             isolation=self.backend,
             cpu_limit=self.cpu_limit,
         )
+        if interrupted is not None:
+            raise interrupted
         return self._result
+
+    def _release(self) -> None:
+        """Give back what the child held: its control pipe, cgroup and scratch space (no
+        event loop needed: also at the interpreter's exit)."""
+        _running.discard(self)
+        if self._control_r is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._control_r)
+            self._control_r = None
+        if self._cgroup is not None:
+            self._cgroup.remove()
+        if self._scratch is not None:
+            safe_files.remove_tree(Path(self._scratch))
+            self._scratch = None
+
+
+def _release_at_exit(owner: int = os.getpid()) -> None:
+    """At the interpreter's exit: kill every child not stopped, and remove every cgroup
+    of this process (a fork of it owns none of them)."""
+    if os.getpid() != owner:
+        return
+    for child in list(_running):
+        if child.proc.returncode is None:
+            _kill_tree(child.proc, child._cgroup)
+        child._release()
+    for cgroup in list(_live_cgroups):
+        cgroup.kill()
+        cgroup.remove()
+
+
+atexit.register(_release_at_exit)
 
 
 async def start_python(
@@ -962,10 +1246,11 @@ async def run_python(
             await child.send(stdin_data, close=True)
         finished = await child.wait(limits.timeout)
     finally:
-        if guard is not None:
-            guard.cancel()
-            await asyncio.wait([guard])
-        result = await child.stop(timed_out=False)
+        try:
+            if guard is not None:
+                await cancel_and_wait(guard)
+        finally:  # even when the caller is cancelled again meanwhile
+            result = await child.stop(timed_out=False)
     if guard is not None and not guard.cancelled() and guard.result() is not None:
         result.disk_exceeded = guard.result()
     elif not finished:

@@ -4,20 +4,23 @@ A run directory holds whatever the agent's code left there, as much of it as it 
 (100,000 empty files cost it nothing).  The copy has bounds (entries, bytes), and within
 them the harness's records come first and always; what is left is shared evenly between
 the runs, so one run's flood costs only its own files.  Which names are records is
-``records``'s; copying without following links is ``safe_files``'s; picking the
-destination and printing are ``main``'s.
+``records``'s; copying without following links is ``safe_files``'s; printing is
+``main``'s.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import safe_files
 from records import BATCH_RECORDS, RUN_RECORDS
+from sandbox import PROJECT_ROOT
 
 MAX_ENTRIES = 100_000  # the whole copy's bounds
 MAX_BYTES = 4 * 1024**3
@@ -139,3 +142,27 @@ def _copy_agent_files(src: Path, dst: Path, report: safe_files.TreeReport,
     report.skipped += files.skipped
     report.failed += files.failed
     report.notes += files.notes[:safe_files.MAX_NOTES - len(report.notes)]
+
+
+SAVE_REPORT = "save_report.json"  # in the copy: what was left out, run by run
+
+
+def saved_outputs() -> Path:
+    """Where --save copies a batch: saved_outputs/ (HELLO_PY_SAVED_OUTPUTS moves it, as
+    the tests do)."""
+    return Path(os.environ.get("HELLO_PY_SAVED_OUTPUTS") or PROJECT_ROOT / "saved_outputs")
+
+
+def save_batch(output: Path, saved: Path, name: str, **limits: int) -> tuple[Path, SaveReport]:
+    """Copy the batch to ``saved/name`` (dated if that is taken): its records first, then
+    each run's share of the agent's files (:func:`copy_batch`, whose bounds ``limits``
+    may narrow).  What was left out, run by run, is listed in ``SAVE_REPORT`` in the
+    copy."""
+    saved.mkdir(parents=True, exist_ok=True)
+    dest = saved / name
+    if os.path.lexists(dest):
+        dest = dest.with_name(f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    report = copy_batch(output, dest, **limits)
+    safe_files.write_bytes(dest, SAVE_REPORT, (json.dumps(report.to_json(), indent=2)
+                                               + "\n").encode())
+    return dest, report

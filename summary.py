@@ -3,35 +3,56 @@
 Pure functions over run records (``records.RunRecord``): counts by status and by error
 cause, the pass rate with its 95 % Wilson interval and the runs it leaves out, average
 steps, the mean score with its bootstrap interval, the geometric-mean speedup of passing
-runs, tokens and cost, and how often each check failed.  The intervals are scipy's.
-Nothing here runs anything or touches the network; the batch makes the records and
-writes the files.
+runs, tokens and cost, how often each check failed and which runs were never graded
+(scipy's intervals).  :func:`render_markdown` shows them with the baseline, the ladder,
+the resolved target and the provenance, rounded; :func:`write_summary` writes it with
+the picture (``plots``) beside it, and ``python -m summary output/results.json`` redraws
+both from the records alone.  The batch makes the records; nothing here runs an agent.
 """
 
 from __future__ import annotations
 
+import argparse
+import errno
+import json
+import logging
 import math
+import os
+import stat
+import sys
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
 import pricing
+import provenance
+import safe_files
 from records import BatchResults, RunRecord
 
+log = logging.getLogger(__name__)
+
+SUMMARY_NAME = "run_summary.md"  # one of records.BATCH_RECORDS
+PLOT_NAME = "summary.png"  # beside it (``plots``)
+
 # A run's ``error_cause`` (set by ``batch``), as the summary names it.
-ERROR_CAUSES = {"api": "API error", "budget": "budget stop", "grader": "grader error",
+ERROR_CAUSES = {"api": "API error", "budget": "budget stop", "disk": "disk fault",
+                "request": "refused API request", "grader": "grader error",
                 "harness": "harness error", "unknown": "error of unknown cause"}
-# API errors and budget stops are outside the agent's reach: those runs are left out of
-# the pass rate and the mean score, and the pass-rate line says how many and why.
+# API errors (the API unavailable: connections, 429, 5xx, overloaded), budget stops and
+# disk faults before the agent started are outside the agent's reach: those runs are left
+# out of the pass rate and the mean score, and the pass-rate line says how many and why.
+# A request the API refused (400 "prompt is too long"...) is the conversation's, so it
+# counts against the agent, as does a disk fault once its code runs (it can fill a disk).
 # A grader or harness error counts AGAINST the agent, as a run that did not pass (score
 # 0): the harness was handling the agent's tool calls or its candidate when it raised, and
 # nothing tells a bug the agent stumbled on from one it provoked, so leaving such runs out
 # would let an agent about to fail make its run not count.  They are named in the pass-rate
 # line, so a genuine harness bug lowers the rate visibly, never silently.
-LEFT_OUT_CAUSES = frozenset({"api", "budget"})
+LEFT_OUT_CAUSES = frozenset({"api", "budget", "disk"})
 
 
 def wilson_interval(successes: int, n: int) -> tuple[float, float]:
@@ -59,21 +80,28 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float] | None:
 
 def geometric_mean(values: list[float]) -> float | None:
     positive = [v for v in values if v and v > 0]
-    if not positive:
-        return None
-    return math.exp(sum(math.log(v) for v in positive) / len(positive))
+    return math.exp(sum(map(math.log, positive)) / len(positive)) if positive else None
 
 
 def error_cause(run: RunRecord) -> str | None:
     """Why ``run`` is an error (None: it is not); records older than ``error_cause`` have
     "unknown", which counts against the agent like a harness error."""
-    if run.status != "error":
-        return None
-    return run.error_cause if run.error_cause in ERROR_CAUSES else "unknown"
+    if run.status == "error":
+        return run.error_cause if run.error_cause in ERROR_CAUSES else "unknown"
+    return None
 
 
 def counts_in_pass_rate(run: RunRecord) -> bool:
     return error_cause(run) not in LEFT_OUT_CAUSES
+
+
+def was_graded(run: RunRecord) -> bool:
+    """Whether a grader gave ``run`` its verdict: every pass, and a fail whose record
+    holds a graded file or a grader's figures.  An error never was; a fail without
+    either is a run that gave no answer (nothing to grade)."""
+    return run.status == "pass" or run.status == "fail" and (
+        run.found_by is not None or bool(run.failed_checks) or run.speedup is not None
+        or run.score is not None)
 
 
 def score_figures(runs: Sequence[RunRecord]) -> dict[str, Any]:
@@ -97,11 +125,14 @@ def batch_figures(runs: Sequence[RunRecord]) -> dict[str, Any]:
     counted = len(runs) - left_out
     low, high = wilson_interval(passed, counted)
     check_failures = Counter(c for r in runs for c in r.failed_checks)
+    graded = sum(1 for r in runs if was_graded(r))
     return {
         "runs": len(runs),
         "passed": passed,
         "failed": failed,
         "errors": errors,
+        "graded": graded,  # passed, and failed with a verdict: the runs checks ran on
+        "no_answer": passed + failed - graded,  # failed: nothing to grade
         "errors_by_cause": {c: causes[c] for c in ERROR_CAUSES if causes[c]},
         "pass_rate_runs": counted,  # the denominator: graded runs and counted errors
         "left_out": left_out,
@@ -136,7 +167,10 @@ def pass_rate_line(t: dict[str, Any]) -> str:
     rate = ("no run to count" if t["pass_rate"] is None else
             f"{t['pass_rate']:.1%}, 95 % Wilson interval {t['pass_rate_ci95'][0]:.1%}–"
             f"{t['pass_rate_ci95'][1]:.1%}")
-    counted = f"{t['passed'] + t['failed']} graded"
+    no_answer = t.get("no_answer", 0)
+    counted = f"{t['passed'] + t['failed'] - no_answer} graded"
+    if no_answer:
+        counted += f", {no_answer} without an answer"
     if against := _cause_counts(causes, set(ERROR_CAUSES) - LEFT_OUT_CAUSES):
         counted += f", {against} counted as not passed"
     n = t["left_out"]
@@ -158,39 +192,176 @@ def _cell(text: str | None) -> str:
     return (text or "").replace("|", "\\|").replace("\n", " ")[:160]
 
 
-def render_markdown(results: BatchResults) -> str:
-    """``run_summary.md``: the configuration, the baseline, a row per run, the totals,
-    the errors and the failed checks."""
-    lines = ["# Run summary", ""]
-    if results.interrupted:
-        lines += ["**Interrupted**: only the runs that finished are included.", ""]
-    lines += ["## Configuration", ""]
-    lines += [f"- {k}: `{v}`" for k, v in results.config.items()]
-    lines += ["", "## Baseline", ""]
-    lines += [f"- {k}: {v}" for k, v in results.baseline.items()]
-    lines += ["", "## Runs", "",
-              "| run | verdict | speedup | score | accuracy diff | reason | steps | tools used | "
-              "intermediate | tokens in/out | cache write/read | cost |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results.runs:
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _x(value: Any) -> str:
+    """A speedup, to three or four significant figures: 85.3x, 1.19x."""
+    return "–" if not _number(value) else f"{value:.1f}x" if value >= 10 else f"{value:.2f}x"
+
+
+def _interval(ci: Any) -> str:
+    """A speedup's 95 % interval: 80.1–90.2x."""
+    ok = isinstance(ci, list | tuple) and len(ci) == 2 and all(map(_number, ci))
+    return f"{_x(ci[0])[:-1]}–{_x(ci[1])}" if ok else "–"
+
+
+def _seconds(value: Any) -> str:
+    return "–" if not _number(value) else f"{value:.1f}" if value >= 10 else f"{value:#.3g}"
+
+
+def _value(value: Any) -> str:
+    """Any recorded value as one table-safe line, its floats to four significant figures."""
+    def plain(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, list | tuple):
+            return ", ".join(map(plain, v[:8])) + (", …" if len(v) > 8 else "")
+        if isinstance(v, dict):
+            return ", ".join(f"{k} {plain(x)}" for k, x in v.items())
+        return "–" if v is None else str(v)
+    return _cell(plain(value))
+
+
+def _agreement(value: Any) -> str:
+    """The oracle's agreement with the original: per data set, shown by the lowest."""
+    values = [v for v in (value if isinstance(value, list) else [value]) if _number(v)]
+    return (f"{min(values):.1%}" + (f" (lowest of {len(values)})" if len(values) > 1 else "")
+            if values else "–")
+
+
+def target_line(baseline: dict[str, Any]) -> str | None:
+    """``Target: 85.3x (rule `vectorized`)``: the target as resolved on this machine."""
+    rule = f" (rule `{r}`)" if (r := baseline.get("target_rule")) else ""
+    return f"Target: {_x(baseline['target'])}{rule}" if _number(baseline.get("target")) else None
+
+
+def config_lines(config: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    """The configuration as given, its target shown with what it resolved to."""
+    target, rule = baseline.get("target"), baseline.get("target_rule")
+
+    def shown(key: str, value: Any) -> str:
+        if key != "target" or not _number(target):
+            return f"`{value}`"
+        return (f"{_x(target)}, the problem's rule `{rule}` (none set for this batch)"
+                if value is None else f"`{value}` = {_x(target)}")
+    return [f"- {key}: {shown(key, value)}" for key, value in config.items()]
+
+
+# The keys of an ML problem's baseline shown in its tables (``prepare``); any other key
+# (the math problem's, the calibration's) is listed as it is, rounded.
+_TABLED = ("time_median_s", "times_s", "accuracy", "oracle_agreement", "reference_speedup",
+           "target", "target_rule", "speedup_ceiling", "ladder", "calibration")
+
+
+def baseline_lines(baseline: dict[str, Any]) -> list[str]:
+    """The baseline and its calibration ladder as rounded tables, then the rest."""
+    blocks: list[list[str]] = [[], [], [], []]  # the baseline, facts, the ladder, the rest
+    if "time_median_s" in baseline:
+        times = baseline.get("times_s") or []
+        repeats = f"{len(times)} ({', '.join(map(_seconds, times))} s)" if times else "–"
+        blocks[0] = ["| median time | repeats | accuracy | oracle agreement |",
+                     "|---|---|---|---|",
+                     f"| {_seconds(baseline['time_median_s'])} s | {repeats} | "
+                     f"{_fmt(baseline.get('accuracy'), '.4f')} | "
+                     f"{_agreement(baseline.get('oracle_agreement'))} |"]
+    if _number(baseline.get("reference_speedup")):
+        blocks[1].append(f"- Reference speedup (the strict tier): "
+                         f"{_x(baseline['reference_speedup'])}")
+    if _number(baseline.get("speedup_ceiling")):
+        blocks[1].append(f"- Plausibility ceiling: {_x(baseline['speedup_ceiling'])} (a "
+                         "faster candidate fails as implausible)")
+    ladder = baseline.get("ladder")
+    if isinstance(ladder, dict) and isinstance(ladder.get("tiers"), list):
+        blocks[2] = ["| tier | median time | executions | speedup | 95 % interval |",
+                     "|---|---|---|---|---|",
+                     f"| baseline | {_seconds(ladder.get('baseline_time'))} s | "
+                     f"{len(ladder.get('baseline_times') or [])} | 1x | – |"]
+        blocks[2] += [f"| {_cell(str(t.get('name')))} | {_seconds(t.get('time'))} s | "
+                      f"{len(t.get('times') or [])} | {_x(t.get('speedup'))} | "
+                      f"{_interval(t.get('speedup_ci95'))} |"
+                      for t in ladder["tiers"] if isinstance(t, dict)]
+    if calibration := provenance.calibration_line(baseline.get("calibration")):
+        blocks[3].append(f"- {calibration}")
+    blocks[3] += [f"- {k}: {_value(v)}" for k, v in baseline.items() if k not in _TABLED]
+    lines = [line for block in blocks if block for line in ["", *block]][1:]
+    return lines or ["- none: this problem measures no baseline"]
+
+
+def provenance_lines(p: dict[str, Any]) -> list[str]:
+    """Where and when the batch ran, in a few lines (``provenance.short_form``), and
+    when it was resumed."""
+    if not p:
+        return ["- not recorded (a batch older than its provenance)"]
+    lines = provenance.short_form(p)
+    if isinstance(p.get("resumed"), list) and p["resumed"]:
+        lines.append("resumed " + ", ".join(map(str, p["resumed"])))
+    return [f"- {line}" for line in lines] or ["- not recorded"]
+
+
+def failed_check_lines(t: dict[str, Any]) -> list[str]:
+    """How often each check failed, and the runs no check ran on: "none" only when
+    every run was graded and none failed a check."""
+    no_answer = t.get("no_answer", 0)
+    ungraded = t["errors"] + no_answer
+    graded = t["runs"] - ungraded
+    lines = [f"- `{name}`: {count}" for name, count in t["check_failures"].items()]
+    if not lines and graded:
+        lines = ["- none" + (f" in the {graded} graded run{'s' * (graded != 1)}"
+                             if ungraded else "")]
+    if ungraded:
+        why = ", ".join(filter(None, [_cause_counts(t["errors_by_cause"], ERROR_CAUSES),
+                                      no_answer and f"{no_answer} without an answer"]))
+        lines.append(f"- {ungraded} run{' was' if ungraded == 1 else 's were'} not graded "
+                     f"({why})")
+    return lines or ["- none: no run finished"]
+
+
+def run_lines(runs: Sequence[RunRecord]) -> list[str]:
+    """The table of runs, each speedup with its 95 % interval."""
+    lines = ["| run | verdict | speedup (95 % interval) | score | accuracy diff | reason | "
+             "steps | tools used | intermediate | tokens in/out | cache write/read | cost |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
         diff = (None if r.accuracy is None or r.baseline_accuracy is None
                 else r.accuracy - r.baseline_accuracy)
         used = ", ".join(f"{k}×{v}" for k, v in sorted(r.tool_calls.items()))
         inter = ", ".join("grader error" if i.get("error") else
                           _fmt(i.get("speedup"), ".1f", "x") + ("✓" if i.get("passed") else "✗")
                           for i in r.intermediate)
+        ci = f" ({_interval(r.speedup_ci95)})" if r.speedup_ci95 else ""
         lines.append(
-            f"| {r.run_id} | {r.status} | {_fmt(r.speedup, '.2f', 'x')} | "
+            f"| {r.run_id} | {r.status} | {_fmt(r.speedup, '.2f', 'x')}{ci} | "
             f"{_fmt(r.score, '.3f')} | {_fmt(diff, '+.4f')} | {_cell(r.reason)} | "
             f"{r.steps} | {used} | {inter or '–'} | {r.input_tokens}/{r.output_tokens} | "
             f"{r.cache_creation_input_tokens}/{r.cache_read_input_tokens} | "
             f"{_cost(r.cost_usd)} |")
-    t = results.totals
+    return lines
+
+
+def render_markdown(results: BatchResults, plot: str | None = None) -> str:
+    """``run_summary.md``: the target and the pass rate, the picture (``plot``, a path
+    relative to the summary, when there is one), the configuration, the baseline, a row
+    per run, the totals, the errors, the failed checks and the provenance.  Figures the
+    records lack (a file older than them) are computed from its runs."""
+    t = batch_figures(results.runs) | results.totals
+    lines = ["# Run summary", ""]
+    if results.interrupted:
+        lines += ["**Interrupted**: only the runs that finished are included.", ""]
+    if target := target_line(results.baseline):
+        lines.append(f"- {target}")
+    lines.append(f"- {pass_rate_line(t)}")
+    if plot:
+        lines += ["", f"![speedup per run]({plot})"]
+    lines += ["", "## Configuration", "", *config_lines(results.config, results.baseline),
+              "", "## Baseline", "", *baseline_lines(results.baseline),
+              "", "## Runs", "", *run_lines(results.runs)]
+    no_answer = f", {t['no_answer']} of them without an answer" if t.get("no_answer") else ""
     lines += [
         "", "## Totals", "",
-        f"- Runs: {t['runs']} (passed {t['passed']}, failed {t['failed']}, "
+        f"- Runs: {t['runs']} (passed {t['passed']}, failed {t['failed']}{no_answer}, "
         f"errors {t['errors']})",
-        f"- {pass_rate_line(t)}",
         f"- Average steps: {_fmt(t['average_steps'], '.1f')}",
         f"- Mean score over the runs the pass rate counts (0 at the baseline, 1 at the "
         f"strict tier, 0 when not passed): "
@@ -206,17 +377,69 @@ def render_markdown(results: BatchResults) -> str:
         "`pricing.py`)",
         "", "## Errors", "",
     ]
-    errors = [r for r in results.runs if r.status == "error"]
-    if errors:
-        lines += ["| run | cause | pass rate | reason |", "|---|---|---|---|"]
-        lines += [f"| {r.run_id} | {ERROR_CAUSES[error_cause(r)]} | "
-                  f"{'counted as not passed' if counts_in_pass_rate(r) else 'left out'} | "
-                  f"{_cell(r.reason)} |" for r in errors]
-    else:
-        lines.append("- none")
-    lines += ["", "## Failed checks", ""]
-    if t["check_failures"]:
-        lines += [f"- `{name}`: {count}" for name, count in t["check_failures"].items()]
-    else:
-        lines.append("- none")
+    errors = [f"| {r.run_id} | {ERROR_CAUSES[cause]} | "
+              f"{'left out' if cause in LEFT_OUT_CAUSES else 'counted as not passed'} | "
+              f"{_cell(r.reason)} |" for r in results.runs if (cause := error_cause(r))]
+    lines += (["| run | cause | pass rate | reason |", "|---|---|---|---|", *errors]
+              if errors else ["- none"])
+    lines += ["", "## Failed checks", "", *failed_check_lines(t),
+              "", "## Provenance", "", *provenance_lines(results.provenance)]
     return "\n".join(lines) + "\n"
+
+
+def write_summary(directory: Path, results: BatchResults) -> list[str]:
+    """Write ``summary.png`` then ``run_summary.md`` (linking it) in ``directory``, each
+    atomically; the names written.  A picture that cannot be written is logged and left
+    out (the summary does not link it); OSError when the summary cannot be written."""
+    import plots  # matplotlib: imported when a picture is drawn, not with the batch
+
+    written = []
+    try:
+        plots.write_plot(results, directory / PLOT_NAME)
+        written.append(PLOT_NAME)
+    except OSError as exc:
+        log.warning("could not write %s: %s", directory / PLOT_NAME, exc.strerror or exc)
+    except Exception as exc:  # a figure matplotlib cannot draw: the summary still is
+        log.warning("could not draw %s: %s: %s", directory / PLOT_NAME,
+                    type(exc).__name__, exc)
+    text = render_markdown(results, PLOT_NAME if written else None)
+    safe_files.write_bytes(directory, SUMMARY_NAME, text.encode())
+    return [*written, SUMMARY_NAME]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Redraw run_summary.md and summary.png beside a results.json, from its records
+    alone.  Status 2 for a file that cannot be read as results, 4 when the summary
+    cannot be written."""
+    parser = argparse.ArgumentParser(prog="python -m summary", description=main.__doc__)
+    parser.add_argument("results", type=Path, help="a batch's results.json")
+    path = parser.parse_args(argv).results
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would never end
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+            raise ValueError("not the results of a batch (no list of runs)")
+        results = BatchResults.from_json(data)
+        render_markdown(results)  # a malformed figure is found before anything is written
+    except OSError as exc:
+        print(f"summary: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        print(f"summary: {path} is not a batch's results.json: {exc}", file=sys.stderr)
+        return 2
+    try:
+        names = write_summary(path.parent, results)
+    except OSError as exc:
+        print(f"summary: cannot write in {path.parent}: {exc.strerror}", file=sys.stderr)
+        return 4
+    print(f"wrote {' and '.join(names)} in {path.parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("summary: interrupted", file=sys.stderr)
+        sys.exit(130)

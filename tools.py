@@ -19,6 +19,10 @@ through the ``RUN`` context variable so concurrent runs never share it.  Code th
 runs goes through ``sandbox.run_python``; nothing here executes agent code in-process.
 Profiling itself (py-spy, its report, the shared profile cache) is ``profiler``'s:
 ``profile_tool`` decides what may be profiled and what the sandbox sees.
+
+Progress goes to the run's callback (``RunContext.progress``): a heartbeat while code or
+a profile runs long, and an intermediate grading's lines and result marked as its own
+(:func:`marked`), so the console never mistakes one for the final grading.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from anthropic.lib.tools import ToolError
 import profiler
 import safe_files
 import sandbox
-from problem import DataGuard, Problem
+from problem import DataGuard, GradeResult, Problem
 from workspace import (
     Candidate,
     display,
@@ -157,10 +161,11 @@ async def python_expression(code: str) -> str:
     """
     ctx = RUN.get()
     s = ctx.settings
-    result = await sandbox.run_python(
-        ["-c", code], visibility=_visibility(ctx), threads=s.threads,
-        limits=sandbox.Limits(timeout=s.python_timeout, memory_bytes=s.memory_bytes,
-                              max_output=MAX_TOOL_OUTPUT))
+    async with sandbox.heartbeat(ctx.progress, "python_expression running"):
+        result = await sandbox.run_python(
+            ["-c", code], visibility=_visibility(ctx), threads=s.threads,
+            limits=sandbox.Limits(timeout=s.python_timeout, memory_bytes=s.memory_bytes,
+                                  max_output=MAX_TOOL_OUTPUT))
     output = _process_output(result)
     if not result.ok:
         raise ToolError(f"the code {result.failure()}.\n{output}")
@@ -200,11 +205,12 @@ async def profile_tool(path: str) -> str:
         return result, _process_output(result)
 
     job = profiler.Job(path, script.root, script.rel, ctx.workspace, stem, run, display)
-    if script.root == ctx.problem.data_dir:
-        # The task's own files never change: profiled once per machine, then shared by
-        # every run (minutes of CPU each, on a machine whose runs share two cores).
-        return await profiler.shared_profile(job)
-    return await profiler.profile(job)
+    async with sandbox.heartbeat(ctx.progress, f"profile_tool on {script.rel.name} running"):
+        if script.root == ctx.problem.data_dir:
+            # The task's own files never change: profiled once per machine, then shared
+            # by every run (minutes of CPU each, on a machine whose runs share two cores).
+            return await profiler.shared_profile(job)
+        return await profiler.profile(job)
 
 
 def _candidate_for_agent(path: str) -> tuple[RunContext, Candidate]:
@@ -230,11 +236,14 @@ async def submit_intermediate_answer(path: str) -> str:
     """
     ctx, candidate = _candidate_for_agent(path)
     started = time.monotonic()
+    say = marked(ctx.progress, "intermediate")
     try:
         with graded_copy(candidate) as copy:
-            result = await ctx.problem.grade(copy, progress=ctx.progress)
+            result = await ctx.problem.grade(copy, progress=say)
     except Exception as exc:  # the grader's fault, not an answer: the run goes on
         log.exception("intermediate grading of %s raised", candidate.path)
+        if say is not None:
+            say(f"error: the grader failed ({type(exc).__name__}); the run goes on")
         ctx.intermediate.append({  # the operator's record: the agent sees none of this
             "path": display(candidate.path), "passed": False, "speedup": None,
             "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
@@ -247,7 +256,26 @@ async def submit_intermediate_answer(path: str) -> str:
         "accuracy": result.accuracy, "reason": result.reason,
         "failed_checks": result.failed_checks, "seconds": time.monotonic() - started,
     })
+    if say is not None:
+        say(outcome_line(result))
     return result.agent_summary()
+
+
+def marked(progress: Callable[[str], None] | None, mark: str
+           ) -> Callable[[str], None] | None:
+    """``progress`` with each of its lines marked as one grading's (``intermediate``,
+    ``final``), so that the console tells a run's gradings apart."""
+    if progress is None:
+        return None
+    return lambda message: progress(f"{mark}: {message}")
+
+
+def outcome_line(result: GradeResult) -> str:
+    """A grading's result in one line: ``pass 35.1x``, ``fail 1.2x (why)``."""
+    speed = f" {result.speedup:.1f}x" if result.speedup else ""
+    reason = result.reason if len(result.reason) <= 100 else result.reason[:99] + "…"
+    return ("pass" if result.passed else "fail") + speed + (
+        f" ({reason})" if not result.passed and reason else "")
 
 
 ANSWER_FILE = "answer.txt"

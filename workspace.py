@@ -211,5 +211,7 @@ def write_text(place: Place, content: str) -> int:
     try:
         safe_files.write_bytes(place.root, place.rel, data)
     except OSError as exc:
+        if exc.errno in safe_files.DISK_FAULTS:  # the harness's disk: the run's error
+            raise
         raise ToolError(f"cannot write {shown}: {exc.strerror or exc}") from exc
     return len(data)

@@ -15,9 +15,10 @@ VECTORIZED = REFERENCE.parent / "ml_training_vectorized.py"
 
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path, monkeypatch):
-    """Point the measurement cache and the default output directory at tmp_path."""
+    """Point the measurement cache and --save's directory at tmp_path (a subprocess
+    inherits them)."""
     monkeypatch.setenv("HELLO_PY_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("HELLO_PY_OUTPUT_DIR", str(tmp_path / "output"))
+    monkeypatch.setenv("HELLO_PY_SAVED_OUTPUTS", str(tmp_path / "saved_outputs"))
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
 

@@ -51,15 +51,18 @@ async def test_preflight_names_the_cause(models, cause):
 ], ids=["bad-key", "unknown-model"])
 def test_the_batch_exits_at_once_and_leaves_the_old_records(tmp_path, monkeypatch, capsys,
                                                             models, cause):
-    old = tmp_path / "output"
-    (old / "run_1").mkdir(parents=True)
-    (old / "run_summary.md").write_text("the previous batch")
+    import output_dir
+
+    old = tmp_path / "output"  # the previous batch's records
+    assert main.main(["--agent", "scripted", "--problem", "math", "--runs", "1",
+                      "--output", str(old)]) == 0
+    previous = (old / "run_summary.md").read_text()
 
     def never(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("nothing may be measured or deleted after a failed preflight")
 
     monkeypatch.setattr(batch, "run_batch", never)
-    monkeypatch.setattr(batch, "prepare_output", never)
+    monkeypatch.setattr(output_dir.OutputDir, "begin", never)
     built = []
 
     def build_client(*args: Any) -> Any:
@@ -79,8 +82,8 @@ def test_the_batch_exits_at_once_and_leaves_the_old_records(tmp_path, monkeypatc
     assert [client.is_closed() for client in built] == [True]
     err = capsys.readouterr().err
     assert cause in err and "untouched" in err and "Traceback" not in err
-    assert (old / "run_summary.md").read_text() == "the previous batch"
-    assert (old / "run_1").is_dir()
+    assert (old / "run_summary.md").read_text() == previous
+    assert (old / "run_1" / "run.json").is_file()
 
 
 def test_every_credential_the_sdk_accepts_is_accepted(monkeypatch):

@@ -38,9 +38,11 @@ from fake_api import (
 import batch
 import flags
 import main
+import output_dir
 import records
 import safe_files
 import sandbox
+import saving
 import scripted_agent
 import summary
 import tools
@@ -629,25 +631,31 @@ def _disk_full(monkeypatch, owner: Any, name: str, when: Any) -> None:
 
 
 def _full_for_the_batch_records(monkeypatch, out: Path) -> None:
-    """ENOSPC from the write of any file at the top of ``out``, after its temporary file
-    was made: what a full disk does, so that its clean-up is exercised too."""
+    """ENOSPC from the write of any record at the top of ``out`` (the manifest, a few
+    hundred bytes, still fits), after its temporary file was made: what a full disk
+    does, so that its clean-up is exercised too."""
     def at_top(fd: int, data: bytes) -> bool:
-        return Path(os.readlink(f"/proc/self/fd/{fd}")).parent == out.resolve()
+        return (Path(os.readlink(f"/proc/self/fd/{fd}")).parent == out.resolve()
+                and b'"format": 1' not in data)
 
     _disk_full(monkeypatch, safe_files, "_write_all", at_top)
 
 
-def _run_2(root: Path, rel: Any = "", *_: Any) -> bool:
-    return root.name == "run_2"
+def _run_2(root: Any, rel: Any = "", *_: Any) -> bool:
+    return Path(root).name == "run_2"
 
 
 RUN_FAULTS = [  # where run 2 meets the full disk, and what its entry then says
-    ("run-directory", (Path, "mkdir", _run_2), True, "error", "harness"),
-    ("run-directory-sequential", (Path, "mkdir", _run_2), False, "error", "harness"),
+    # before the agent starts, the disk's fault is the machine's: left out, retried
+    ("run-directory", (os, "mkdir", _run_2), True, "error", "disk"),
+    ("run-directory-sequential", (os, "mkdir", _run_2), False, "error", "disk"),
     ("grade.json", (safe_files, "write_bytes", lambda root, rel, *_: _run_2(root)
                     and rel == "grade.json"), True, "error", "harness"),
     ("run.json", (safe_files, "write_bytes", lambda root, rel, *_: _run_2(root)
                   and rel == "run.json"), True, "pass", None),
+    # the agent's own write: the disk's fault is not the agent's mistake (no "fail")
+    ("agent-write", (safe_files, "write_bytes", lambda root, rel, *_: _run_2(root)
+                     and str(rel) == "answer.txt"), True, "error", "harness"),
 ]
 
 
@@ -663,7 +671,7 @@ async def test_a_full_disk_in_one_run_is_that_run_s_harness_error(
     assert (runs[1]["status"], runs[3]["status"]) == ("pass", "pass")  # the others go on
     assert (runs[2]["status"], runs[2]["error_cause"]) == (status, cause)
     if status == "error":  # the OS error is named; a disk fault is no verdict on the agent
-        assert runs[2]["reason"].startswith("harness error: OSError: [Errno 28] No space")
+        assert runs[2]["reason"].startswith(f"{cause} error: OSError: [Errno 28] No space")
     if not (out / "run_2" / "run.json").exists():  # results.json says why it is missing
         assert runs[2]["record_error"].startswith("run.json could not be written: ")
     assert load(out / "results.json")["runs"] == results["runs"]
@@ -680,7 +688,9 @@ async def test_a_full_disk_for_the_batch_records_is_one_clear_error(tmp_path, mo
                                  f"and run_summary.md (No space left on device) in {out}")
     for run in (1, 2):  # each run's own record was written before
         assert load(out / f"run_{run}" / "run.json")["status"] == "pass"
-    assert sorted(os.listdir(out)) == ["run_1", "run_2"]  # no temporary file left
+    # no temporary file left (beside the runs, only the manifest and the lock)
+    assert sorted(os.listdir(out)) == [output_dir.MANIFEST, output_dir.LOCK, "run_1",
+                                       "run_2"]
 
 
 @pytest.mark.parametrize(("fault", "status"), [("run_2", 0), ("records", main.RECORDS_FAILED)])
@@ -688,7 +698,7 @@ def test_cli_reports_a_full_disk_in_one_line(tmp_path, monkeypatch, capsys, capl
                                              status):
     out = tmp_path / "out"
     if fault == "run_2":
-        _disk_full(monkeypatch, Path, "mkdir", _run_2)
+        _disk_full(monkeypatch, os, "mkdir", _run_2)
     else:
         _full_for_the_batch_records(monkeypatch, out)
     argv = ["--agent", "scripted", "--problem", "math", "--runs", "2", "--output", str(out)]
@@ -699,7 +709,7 @@ def test_cli_reports_a_full_disk_in_one_line(tmp_path, monkeypatch, capsys, capl
     assert load(out / "run_1" / "run.json")["status"] == "pass"
     if fault == "run_2":
         assert [r["status"] for r in load(out / "results.json")["runs"]] == ["pass", "error"]
-        assert "run 2: error (harness error: OSError: [Errno 28]" in err
+        assert "run 2: error (disk error: OSError: [Errno 28]" in err
     else:
         [line] = [line for line in err.splitlines() if line.startswith("error:")]
         assert line == (f"error: could not write results.json (No space left on device) and "
@@ -714,6 +724,7 @@ def _batch_on_disk(out: Path) -> None:
     out.mkdir()
     (out / "results.json").write_text('{"runs": [1, 2, 3]}')
     (out / "run_summary.md").write_text("# summary\n")
+    (out / "summary.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     for n in (1, 2, 3):
         run = out / f"run_{n}"
         run.mkdir()
@@ -764,7 +775,7 @@ def test_save_keeps_every_record_and_each_run_s_share(tmp_path, agent, limits, k
     out = tmp_path / "out"
     _batch_on_disk(out)
     agent(out / "run_2")
-    dest, report = main.save_batch(out, tmp_path / "saved", "b", **limits)
+    dest, report = saving.save_batch(out, tmp_path / "saved", "b", **limits)
     for name in records.BATCH_RECORDS:  # the batch's records, always
         assert (dest / name).read_bytes() == (out / name).read_bytes()
     for n in (1, 3):  # the other runs lose nothing to run 2
@@ -776,7 +787,7 @@ def test_save_keeps_every_record_and_each_run_s_share(tmp_path, agent, limits, k
         assert (dest / "run_2" / rel).read_bytes() == (out / "run_2" / rel).read_bytes()
     for rel in left:
         assert not os.path.lexists(dest / "run_2" / rel)
-    saved = load(dest / main.SAVE_REPORT)
+    saved = load(dest / saving.SAVE_REPORT)
     assert saved["batch"]["skipped"] == saved["batch"]["failed"] == 0
     assert any(note in line for line in saved["runs"]["run_2"]["notes"]), saved
     assert saved["runs"]["run_1"]["notes"] == saved["runs"]["run_3"]["notes"]

@@ -240,7 +240,7 @@ async def test_short_runs_get_executions_up_to_the_timed_budget():
 async def test_a_long_execution_says_it_is_still_running():
     import asyncio
 
-    from problems.ml_training.ladder import heartbeat
+    from sandbox import heartbeat
 
     said: list[str] = []
     async with heartbeat(said.append, "baseline: timed execution 1/3 running", every=0.05):

@@ -64,3 +64,31 @@ def test_sigterm_mid_batch_writes_complete_records(tmp_path):
     summary = (out / "run_summary.md").read_text()
     assert "**Interrupted**" in summary and summary.endswith("\n")
     assert not list(out.rglob("*.tmp"))  # nothing half-written left behind
+
+
+def test_sigterm_mid_concurrent_batch_leaves_no_cgroup_and_no_traceback(tmp_path):
+    # Both runs are profiling (a sandboxed child each) when the signal comes: their
+    # sandboxes go, and with them every cgroup named after the batch's pid; asyncio
+    # reports nothing "never retrieved" on the console.
+    import sandbox
+
+    _seed_cache(tmp_path / "cache")
+    out = tmp_path / "batch"
+    env = dict(os.environ, HELLO_PY_CACHE_DIR=str(tmp_path / "cache"))
+    proc = subprocess.Popen(
+        [sys.executable, "main.py", "--agent", "scripted", "--runs", "2", "--concurrent",
+         "--output", str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    try:
+        seen = _wait_for(proc, "run 2: step 3/")
+        if "run 1: step 3/" not in seen:
+            seen += _wait_for(proc, "run 1: step 3/")
+        time.sleep(0.5)  # their profiles have started
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=60)[1].decode()
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, rest
+    assert "never retrieved" not in rest and "Traceback" not in rest, rest
+    assert [p for parent in sandbox._cgroup_parents()
+            for p in parent.glob(f"{proc.pid}-*")] == []

@@ -581,8 +581,7 @@ async def test_profile_cache_loads_nothing_through_planted_links(data_runs, vict
 async def test_save_copies_no_planted_link_fifo_or_deep_tree(run_ctx, victims, tmp_path):
     import json
 
-    import batch
-    import main
+    import saving
 
     await plant(links({"leak.txt": victims["secret"], "cache": victims["harness"].parent,
                        "sub/leak.py": victims["harness"]})
@@ -592,19 +591,33 @@ async def test_save_copies_no_planted_link_fifo_or_deep_tree(run_ctx, victims, t
                 + "    os.mkdir('d', dir_fd=fd); d = os.open('d', os.O_RDONLY, dir_fd=fd)\n"
                 + "    os.close(fd); fd = d\n")
     output = run_ctx.workspace.parent
-    dest, report = await asyncio.to_thread(main.save_batch, output, tmp_path / "saved", "b")
+    dest, report = await asyncio.to_thread(saving.save_batch, output, tmp_path / "saved", "b")
     copied = list(dest.rglob("*"))
     assert not [p for p in copied if p.is_symlink() or not (p.is_file() or p.is_dir())]
     no_secret_in(dest)
     assert (dest / "run_2" / "optimized_ml_training.py").read_text() == "# other run\n"
-    notes = "\n".join(json.loads((dest / main.SAVE_REPORT).read_text())["notes"])
+    notes = "\n".join(json.loads((dest / saving.SAVE_REPORT).read_text())["notes"])
     for words in ("leak.txt: a symbolic link", "cache: a symbolic link", "fifo: a FIFO",
                   "deeper than"):
         assert words in notes, notes
     assert report.failed == 0
     untouched(victims)
-    batch.prepare_output(output)  # the next batch clears it: links removed, not followed
-    assert not [p for p in output.iterdir() if p.name.startswith("run_")]
+    # The next batch replaces the harness's entries: links removed, never followed.
+    import output_dir
+    from records import RunRecord
+
+    (output / output_dir.MANIFEST).write_text(json.dumps(
+        {"format": 1, "batch": {"config": {}}, "entries": ["run_1", "run_2"]}))
+    held = output_dir.OutputDir.open(output, runs=1)
+    try:
+        held.begin({}, resume=False)
+        held.start_run(1)
+        held.finish_run(RunRecord(run_id=1, status="pass"))
+        held.end("finished")
+    finally:
+        held.close()
+    assert sorted(p.name for p in output.iterdir() if not p.name.startswith(".")) == ["run_1"]
+    assert not list((output / "run_1").iterdir())
     untouched(victims)
 
 
@@ -839,7 +852,7 @@ FORK_HOARD = textwrap.dedent("""
 @pytest.mark.parametrize("channel", ["code_tool", "candidate"])
 async def test_memory_is_limited_for_the_sandbox_as_a_whole(channel, backend, run_ctx,
                                                             tmp_path):
-    if sandbox._cgroup_for(0, sandbox.Limits()) is None:
+    if not sandbox.has_cgroups():
         pytest.skip("no cgroup on this machine: only per-process limits apply")
     limit = 3 * sandbox.GIB // 2
     if channel == "code_tool":
@@ -1078,7 +1091,7 @@ async def test_a_child_filling_its_directory_is_stopped(backend, tmp_path):
 async def test_a_candidate_writes_to_memory_never_the_hosts_disk(backend, tmp_path):
     # An execution's directory is in the sandbox's private /tmp: what it writes counts
     # against the sandbox's memory limit (or fills that tmpfs, where it has a size).
-    if sandbox._cgroup_for(0, sandbox.Limits()) is None:
+    if not sandbox.has_cgroups():
         pytest.skip("no cgroup on this machine: only per-process limits apply")
     path = tmp_path / "filler.py"
     path.write_text(FILL + CANDIDATE_TAIL)

@@ -1,5 +1,6 @@
 """The run record and the batch's results: the same keys, in the same order, with the
-same values as the dicts batch.py built before they had a type, and older files read."""
+same values as the dicts batch.py built before they had a type (plus the keys added since:
+a run's ``attempts``, the batch's ``provenance``), and older files read."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def old_entry(ending: dict[str, Any], submitted: bool = True) -> dict[str, Any]:
     entry["submitted"] = submitted
     entry.update(ending)
     entry.update(OUTCOME)
+    entry["attempts"] = 1  # added with --resume
     return entry
 
 
@@ -59,7 +61,7 @@ def old_results_entry(e: dict[str, Any]) -> dict[str, Any]:
             "submitted", "found_by", "failed_checks", "tool_calls", "intermediate",
             "input_tokens", "output_tokens", "cache_creation_input_tokens",
             "cache_read_input_tokens", "cost_usd", "stream_retries", "wall_time",
-            "record_error")
+            "attempts", "record_error")
     return {k: e.get(k) for k in keys}
 
 
@@ -132,7 +134,8 @@ async def test_a_batch_writes_the_pinned_keys_in_order(tmp_path):
                                      lambda *a: None)
     results = json.loads((out / "results.json").read_text())
     assert returned == results
-    assert list(results) == ["config", "baseline", "runs", "totals", "interrupted"]
+    assert list(results) == ["config", "baseline", "runs", "totals", "interrupted",
+                            "provenance"]
     [entry] = results["runs"]
     assert tuple(entry) == RESULTS_ENTRY_KEYS
     record = json.loads((out / "run_1" / "run.json").read_text())

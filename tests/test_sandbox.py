@@ -200,23 +200,42 @@ def test_an_overlong_control_line_keeps_its_head():
     assert len(lines[0]) == sandbox._LINE_CAP
 
 
-def test_a_killed_processes_cgroups_are_removed_at_the_next_start(monkeypatch):
-    # A harness killed with SIGKILL leaves its empty cgroups; the next one removes them,
-    # and never one whose process lives (this one's) or that still has tasks.
-    if sandbox._cgroup_for(0, sandbox.Limits()) is None:
-        pytest.skip("no cgroup on this machine")
-    parents = [*sandbox._CGROUP_ROOT.glob("*/hello-py")]
-    dead = 4_194_304 + 1  # above any pid_max: no such process
-    stale = [p / f"{dead}-0-feedface" for p in parents]
-    mine = [p / f"{os.getpid()}-0-cafe0000" for p in parents]
-    for path in stale + mine:
-        path.mkdir()
-    try:
-        monkeypatch.setattr(sandbox, "_stale_removed", False)
-        sandbox._remove_stale_cgroups()
-        assert [p for p in stale if p.exists()] == []
-        assert all(p.exists() for p in mine)
-    finally:
-        for path in stale + mine:
-            if path.exists():
-                path.rmdir()
+def _my_cgroups() -> list[Path]:
+    return [p for parent in sandbox._cgroup_parents() for p in parent.glob(f"{os.getpid()}-*")]
+
+
+async def test_a_run_cancelled_again_while_it_stops_still_releases_everything(tmp_path):
+    # main.py cancels the batch on every SIGINT/SIGTERM: a second one arrives while the
+    # first one's clean-up waits for the killed child.  The cgroup went with it, and no
+    # task of the sandbox was left unfinished.
+    run = asyncio.ensure_future(sandbox.run_python(
+        ["-c", "print('up', flush=True); import time; time.sleep(60)"],
+        visibility=sandbox.Visibility(tmp_path), limits=sandbox.Limits(timeout=60)))
+    for _ in range(200):  # until it runs
+        await asyncio.sleep(0.05)
+        if sandbox._running:
+            break
+    await asyncio.sleep(0.5)
+    run.cancel()
+    for _ in range(3):
+        await asyncio.sleep(0)
+        run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert not sandbox._running
+    assert _my_cgroups() == []
+
+
+async def test_a_task_ended_by_cancel_and_wait_has_its_failure_raised():
+    # A failure is a bug: raised where the task is ended, never left for asyncio to
+    # report as "never retrieved" on the console.
+    async def fails() -> None:
+        raise ValueError("a bug")
+
+    task = asyncio.ensure_future(fails())
+    await asyncio.sleep(0)
+    with pytest.raises(ValueError, match="a bug"):
+        await sandbox.cancel_and_wait(task)
+    still_running = asyncio.ensure_future(asyncio.sleep(60))
+    await sandbox.cancel_and_wait(still_running)
+    assert still_running.cancelled()

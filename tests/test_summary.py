@@ -1,8 +1,11 @@
-"""Every figure the run summary prints, checked against hand-computed values."""
+"""Every figure the run summary prints, checked against hand-computed values, and the
+summary read back from results.json: the same figures, the same text."""
 
 from __future__ import annotations
 
+import json
 import math
+import re
 
 import pytest
 
@@ -172,7 +175,7 @@ def test_markdown_shows_every_figure():
             _run(2, "fail", 20.0, failed=["speedup_target"], score=0.0,
                  reason="speedup_target: speedup 20.00x < target 33.00x | x")]
     text = _markdown(runs, {"runs": 2}, {"time_median_s": 119.0})
-    assert "- runs: `2`\n" in text and "- time_median_s: 119.0\n" in text
+    assert "- runs: `2`\n" in text and "| 119.0 s | – | – | – |\n" in text
     assert "| 1 | pass | 40.00x | 0.750 | +0.0100 |" in text
     assert ("Mean score over the runs the pass rate counts (0 at the baseline, 1 at the "
             "strict tier, 0 when not passed): 0.375") in text
@@ -212,3 +215,207 @@ def test_markdown_marks_an_intermediate_submission_the_grader_failed_on():
         {"speedup": 35.5, "passed": True}])]
     text = _markdown(runs)
     assert "| grader error, 35.5x✓ |" in text and "Traceback" not in text
+
+
+# ---- a realistic batch: the figures and the text read back from results.json -------------
+LADDER = {"baseline_time": 119.2134567, "baseline_times": [118.4012345, 119.2134567, 121.0398765],
+          "baseline_units": [85.123456, 85.3456789, 86.01234],
+          "tiers": [{"name": "vectorized", "times": [1.4023456, 1.39876, 1.41234],
+                     "time": 1.4023456, "speedup": 85.345678912,
+                     "speedup_ci95": [80.123456789, 90.2345678], "units": [1.0, 1.01, 0.99]},
+                    {"name": "strict", "times": [0.951234, 0.9487654, 0.9601234],
+                     "time": 0.951234, "speedup": 125.41234567,
+                     "speedup_ci95": [120.0123456, 131.0987654], "units": []}]}
+# what MLTrainingTask.prepare() returns, with unrounded floats as measured
+ML_BASELINE = {"time_median_s": 119.213, "times_s": [118.401, 119.213, 121.04],
+               "accuracy": 0.91234567, "oracle_agreement": [1.0, 1.0, 0.99812345],
+               "reference_speedup": 125.41234567, "target": 85.345678912,
+               "target_rule": "vectorized", "speedup_ceiling": 376.23703701, "ladder": LADDER,
+               "calibration": {"source": "cache", "measured_at": "2026-12-06T08:00:00Z",
+                               "baseline_time_s": 119.213, "tiers": {"strict": 125.41234567}}}
+PROVENANCE = {"started": "2026-12-07T10:00:00Z", "ended": "2026-12-07T10:42:13Z",
+              "git": {"commit": "ae1855e0123456789abcdef", "dirty": True},
+              "versions": {"python": "3.12.7", "torch": "2.5.1", "numpy": "2.1.3",
+                           "scikit-learn": "1.5.2", "anthropic": "0.75.0"},
+              "host": {"cpu_model": "AMD EPYC 7B13", "cpu_count": 2, "cpus_usable": 2},
+              "isolation": "bwrap",
+              "load_average": {"start": [0.12, 0.3, 0.25], "end": [1.98, 1.75, 1.02]},
+              "calibration": {"source": "measured", "measured_at": "2026-12-07T10:01:00Z"},
+              "resumed": ["2026-12-07T10:30:00Z"]}
+NO_ANSWER = ("no answer: the agent ended (max_steps) without submitting, and its run "
+             "directory holds no .py file")
+
+
+def realistic_runs() -> list[RunRecord]:
+    """A pass and a graded fail (each with its interval), an API error, a harness error
+    and a run that gave no answer."""
+    return [
+        RunRecord(1, "pass", found_by="submitted", speedup=97.123456,
+                  speedup_ci95=(92.0123, 101.98765), score=0.945678, accuracy=0.9134,
+                  baseline_accuracy=0.91234567, steps=9, cost_usd=0.0123,
+                  tool_calls={"read_file": 2, "submit_answer": 1}),
+        RunRecord(2, "fail", found_by="fallback", speedup=40.5, speedup_ci95=(38.1, 42.7),
+                  score=0.0, accuracy=0.9, baseline_accuracy=0.91234567, steps=15,
+                  reason="speedup_target: speedup 40.50x < target 85.35x",
+                  failed_checks=["speedup_target"], cost_usd=0.02),
+        RunRecord(3, "error", error_cause="api", steps=3, cost_usd=0.01,
+                  reason="API error after retries: InternalServerError"),
+        RunRecord(4, "error", error_cause="harness", steps=6, cost_usd=0.01,
+                  reason="harness error: OSError: [Errno 28] No space left on device"),
+        RunRecord(5, "fail", reason=NO_ANSWER, steps=15, cost_usd=0.03)]
+
+
+def realistic_results(runs=None, config=None) -> BatchResults:
+    runs = realistic_runs() if runs is None else runs
+    config = config or {"problem": "complex", "runs": len(runs),
+                        "model": "claude-haiku-4-5", "target": None}
+    return BatchResults(config, ML_BASELINE, runs, summary.batch_figures(runs), False,
+                        PROVENANCE)
+
+
+def reread(results: BatchResults, tmp_path) -> BatchResults:
+    """``results`` through results.json as the batch writes it (``batch.json_text``)."""
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results.to_json(), indent=2, default=str) + "\n")
+    return BatchResults.from_json(json.loads(path.read_text()))
+
+
+def _section(text: str, title: str) -> list[str]:
+    return text.split(f"## {title}\n\n", 1)[1].split("\n\n## ", 1)[0].splitlines()
+
+
+def test_the_figures_recomputed_from_results_json_are_its_totals(tmp_path):
+    original = realistic_results()
+    again = reread(original, tmp_path)
+    assert again.runs == original.runs
+    assert summary.batch_figures(again.runs) == again.totals == original.totals
+    for plot in (None, summary.PLOT_NAME):
+        assert summary.render_markdown(again, plot) == summary.render_markdown(original, plot)
+
+
+def test_a_file_older_than_a_figure_gets_it_from_its_runs():
+    results = realistic_results()
+    older = {k: v for k, v in results.totals.items()
+             if k not in ("graded", "no_answer", "mean_score", "mean_score_ci95")}
+    assert (summary.render_markdown(BatchResults(results.config, results.baseline,
+                                                 results.runs, older, False,
+                                                 results.provenance))
+            == summary.render_markdown(results))
+
+
+def test_graded_runs_and_runs_without_an_answer_are_counted():
+    t = realistic_results().totals
+    assert (t["runs"], t["passed"], t["failed"], t["errors"]) == (5, 1, 2, 2)
+    assert (t["graded"], t["no_answer"]) == (2, 1)
+    assert [summary.was_graded(r) for r in realistic_runs()] == [True, True, False, False,
+                                                                 False]
+
+
+def test_the_pass_rate_names_a_run_without_an_answer():
+    assert summary.pass_rate_line(realistic_results().totals) == (
+        "Pass rate: 1/4 (25.0%, 95 % Wilson interval 4.6%–69.9%): 2 graded, 1 without an "
+        "answer, 1 harness error counted as not passed; 1 run left out: 1 API error")
+
+
+def test_the_baseline_and_the_ladder_are_rounded_tables():
+    text = summary.render_markdown(realistic_results())
+    assert _section(text, "Baseline") == [
+        "| median time | repeats | accuracy | oracle agreement |", "|---|---|---|---|",
+        "| 119.2 s | 3 (118.4, 119.2, 121.0 s) | 0.9123 | 99.8% (lowest of 3) |", "",
+        "- Reference speedup (the strict tier): 125.4x",
+        "- Plausibility ceiling: 376.2x (a faster candidate fails as implausible)", "",
+        "| tier | median time | executions | speedup | 95 % interval |", "|---|---|---|---|---|",
+        "| baseline | 119.2 s | 3 | 1x | – |",
+        "| vectorized | 1.40 s | 3 | 85.3x | 80.1–90.2x |",
+        "| strict | 0.951 s | 3 | 125.4x | 120.0–131.1x |", "",
+        "- calibration: measured 2026-12-06 08:00 UTC (cached)"]
+    # no float anywhere in the summary with more than four decimals (the issue: a raw dict)
+    assert not re.findall(r"\d\.\d{5,}", text)
+
+
+@pytest.mark.parametrize(("baseline", "lines"), [
+    # the math problem measures no time: its facts are listed as they are
+    ({"graded": "exactly, against the harness's own computation", "n": 2718, "digits": 12},
+     ["- graded: exactly, against the harness's own computation", "- n: 2718",
+      "- digits: 12"]),
+    ({}, ["- none: this problem measures no baseline"]),
+    ({"extra": 0.123456789, "listed": [1.23456789, None]}, ["- extra: 0.1235",
+                                                           "- listed: 1.235, –"]),
+], ids=["math", "none", "rounded"])
+def test_a_baseline_without_a_time_is_listed(baseline, lines):
+    assert summary.baseline_lines(baseline) == lines
+
+
+@pytest.mark.parametrize(("target", "line"), [
+    (None, "- target: 85.3x, the problem's rule `vectorized` (none set for this batch)"),
+    ("0.9*strict", "- target: `0.9*strict` = 85.3x"),
+])
+def test_the_resolved_target_is_shown_with_its_rule(target, line):
+    results = realistic_results(config={"problem": "complex", "target": target})
+    text = summary.render_markdown(results)
+    top = text.split("## Configuration")[0]
+    assert "- Target: 85.3x (rule `vectorized`)\n" in top
+    assert line in _section(text, "Configuration")
+    assert "`None`" not in text  # the issue: `target: None` beside a resolved 85.3x
+
+
+def test_each_run_shows_its_speedup_interval():
+    rows = _section(summary.render_markdown(realistic_results()), "Runs")
+    assert rows[0].startswith("| run | verdict | speedup (95 % interval) | score |")
+    assert rows[2].startswith("| 1 | pass | 97.12x (92.0–102.0x) | 0.946 | +0.0011 |")
+    assert rows[3].startswith("| 2 | fail | 40.50x (38.1–42.7x) | 0.000 | -0.0123 |")
+    assert rows[6].startswith("| 5 | fail | – | – | – | no answer: ")
+
+
+GRADED_FAIL = RunRecord(2, "fail", found_by="submitted", speedup=20.0,
+                        failed_checks=["speedup_target"])
+
+
+@pytest.mark.parametrize(("runs", "lines"), [
+    ([PASS], ["- none"]),
+    ([], ["- none: no run finished"]),
+    # the issue: "none" when no run was graded at all
+    ([_run(1, "error", cause="api"), _run(2, "error", cause="harness"),
+      RunRecord(3, "fail", reason=NO_ANSWER)],
+     ["- 3 runs were not graded (1 API error, 1 harness error, 1 without an answer)"]),
+    ([PASS, _run(2, "error", cause="api")],
+     ["- none in the 1 graded run", "- 1 run was not graded (1 API error)"]),
+    ([PASS, GRADED_FAIL, RunRecord(3, "fail", reason=NO_ANSWER)],
+     ["- `speedup_target`: 1", "- 1 run was not graded (1 without an answer)"]),
+], ids=["all-graded", "no-runs", "none-graded", "some-graded", "failures-and-ungraded"])
+def test_failed_checks_say_none_only_when_every_run_was_graded(runs, lines):
+    text = _markdown(runs)
+    assert _section(text, "Failed checks") == lines
+
+
+def test_the_totals_name_the_runs_without_an_answer():
+    text = summary.render_markdown(realistic_results())
+    assert ("- Runs: 5 (passed 1, failed 2, 1 of them without an answer, errors 2)"
+            in _section(text, "Totals"))
+
+
+def test_the_plot_is_linked_only_when_given():
+    results = realistic_results()
+    assert "![speedup per run](summary.png)\n" in summary.render_markdown(results, "summary.png")
+    assert "![" not in summary.render_markdown(results)
+
+
+def test_provenance_in_a_few_lines():
+    assert _section(summary.render_markdown(realistic_results()), "Provenance") == [
+        "- ran 2026-12-07 10:00–10:42 UTC", "- commit ae1855e (dirty)",
+        "- Python 3.12.7, torch 2.5.1, numpy 2.1.3, scikit-learn 1.5.2, anthropic 0.75.0",
+        "- host: AMD EPYC 7B13, 2 CPUs; sandbox bwrap; load 0.12 → 1.98",
+        "- calibration: measured 2026-12-07 10:01 UTC (measured for this record)",
+        "- resumed 2026-12-07T10:30:00Z"]
+
+
+@pytest.mark.parametrize(("provenance", "lines"), [
+    ({}, ["- not recorded (a batch older than its provenance)"]),
+    # keys missing, a git without a commit, an unknown source: never a KeyError
+    ({"started": "2026-12-07T10:00:00Z", "git": {"commit": None, "dirty": None},
+      "calibration": {"source": "elsewhere"}},
+     ["- started 2026-12-07 10:00 UTC", "- commit unknown",
+      "- calibration: measured at an unknown time"]),
+], ids=["absent", "partial"])
+def test_provenance_tolerates_missing_keys(provenance, lines):
+    assert summary.provenance_lines(provenance) == lines

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 import os
 import threading
 import time
@@ -922,3 +923,166 @@ async def test_what_one_run_plants_never_reaches_another_through_the_shared_prof
         assert "INJECTED" not in outcome.content, outcome.content
     assert not (tmp_path / "run_2" / "profiles" / "slow-1.prof").exists()
     assert "work (slow.py:3)" in second.content
+
+
+# ---- 7. the console while a tool runs, and nothing left behind ---------------------------
+NEVER_RETRIEVED = "never retrieved"
+
+
+def _my_cgroups() -> list[Path]:
+    return [p for parent in sandbox._cgroup_parents() for p in parent.glob(f"{os.getpid()}-*")]
+
+
+async def _nothing_left_unretrieved(caplog) -> None:
+    # asyncio reports an unretrieved exception when the future is collected
+    import gc
+
+    await asyncio.sleep(0.1)
+    gc.collect()
+    await asyncio.sleep(0)
+    assert not [r for r in caplog.records if NEVER_RETRIEVED in r.getMessage()]
+
+
+async def test_python_expression_past_its_timeout_leaves_nothing_unretrieved(ctx, caplog):
+    # The fake API's hostile scenario once printed asyncio's "exception was never
+    # retrieved" traceback on the console here: the sandbox's wait left a future behind.
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    ctx.settings.python_timeout = 1.5
+    outcome = await tools.dispatch(
+        "python_expression", {"code": "print('up', flush=True)\nimport time\ntime.sleep(60)"},
+        ALL_TOOLS)
+    assert outcome.is_error and "timed out after" in outcome.content
+    await _nothing_left_unretrieved(caplog)
+    assert _my_cgroups() == []
+
+
+async def test_python_expression_cancelled_mid_run_leaves_nothing_behind(ctx, caplog):
+    # Ctrl-C mid-batch cancels every run's task, whatever its tool is doing.
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    call = asyncio.ensure_future(tools.dispatch(
+        "python_expression", {"code": "import time\ntime.sleep(60)"}, ALL_TOOLS))
+    await asyncio.sleep(1.5)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await _nothing_left_unretrieved(caplog)
+    assert _my_cgroups() == [] and not sandbox._running
+
+
+async def test_a_long_python_expression_has_a_heartbeat(ctx, monkeypatch):
+    said: list[str] = []
+    ctx.progress = said.append
+    monkeypatch.setattr(sandbox, "HEARTBEAT_SECONDS", 0.4)
+    outcome = await tools.dispatch(
+        "python_expression", {"code": "import time\ntime.sleep(1.5)"}, ALL_TOOLS)
+    assert not outcome.is_error, outcome.content
+    await asyncio.sleep(0.5)  # and nothing once it has ended
+    assert 1 <= len(said) <= 4, said
+    assert all(m.startswith("python_expression running (") and m.endswith(" s so far)")
+               for m in said)
+
+
+async def test_a_short_python_expression_says_nothing(ctx):
+    said: list[str] = []
+    ctx.progress = said.append
+    await tools.dispatch("python_expression", {"code": "print(1)"}, ALL_TOOLS)
+    assert said == []
+
+
+def test_the_heartbeat_keeps_the_console_readable():
+    # One line per long execution every 20-30 s: a 2-minute execution says so four
+    # times, ten concurrent runs still leave the console legible.
+    assert 20 <= sandbox.HEARTBEAT_SECONDS <= 30
+
+
+async def test_an_intermediate_gradings_lines_and_result_are_marked(ctx):
+    # On the console an intermediate grading once looked like the final one.
+    said: list[str] = []
+    ctx.progress = said.append
+    stub: StubProblem = ctx.problem  # type: ignore[assignment]
+
+    async def grade(candidate: Path, progress=None, **options: Any) -> GradeResult:
+        progress(f"grading {candidate.name}: timed execution 1/1: 0.500 s")
+        return stub.result
+
+    stub.grade = grade  # type: ignore[method-assign]
+    await tools.dispatch("write_file", {"path": "fast.py", "content": "print(1)\n"}, ALL_TOOLS)
+    await tools.dispatch("submit_intermediate_answer", {"path": "fast.py"}, ALL_TOOLS)
+    assert said == ["intermediate: grading fast.py: timed execution 1/1: 0.500 s",
+                    "intermediate: fail 1.2x (speed: 1.20x < 2.0x)"]
+
+
+async def test_an_intermediate_grading_that_failed_says_so_in_one_marked_line(ctx):
+    said: list[str] = []
+    ctx.progress = said.append
+
+    async def grade(candidate: Path, **options: Any) -> GradeResult:
+        raise RuntimeError("the grader's bug")
+
+    ctx.problem.grade = grade  # type: ignore[method-assign]
+    await tools.dispatch("write_file", {"path": "fast.py", "content": "print(1)\n"}, ALL_TOOLS)
+    outcome = await tools.dispatch("submit_intermediate_answer", {"path": "fast.py"},
+                                   ALL_TOOLS)
+    assert outcome.is_error
+    assert said == ["intermediate: error: the grader failed (RuntimeError); the run goes on"]
+
+
+async def test_each_timed_execution_of_a_grading_has_a_heartbeat(monkeypatch, tmp_path):
+    # A candidate's timed execution (beside its strict-tier run) once kept the console
+    # silent for 90 s.  The executions are stand-ins here: only what is said is checked.
+    from problems.ml_training import evidence, ladder, session
+    from problems.ml_training.declarations.complex_pipeline import complex_spec
+    from problems.ml_training.fresh_inputs import make_dataset
+    from problems.ml_training.spec import GradingOptions
+    from problems.ml_training.timing.cache import CachedMeasurement
+    from problems.ml_training.timing.executor import Execution
+
+    class Pairs:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.subject: list[Execution] = []
+
+        async def step(self, data: Any, probes: Any = None) -> Execution:
+            await asyncio.sleep(0.5)
+            self.subject.append(Execution(ok=True, error="", time=1.0, stdout="",
+                                          stderr_tail="", wall_time=1.0))
+            return self.subject[-1]
+
+        async def close(self, data: Any) -> None:
+            pass
+
+        def units(self) -> list[float]:
+            return []
+
+        def anchor_times(self) -> list[list[float]]:
+            return []
+
+    class NoSandbox:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        async def __aenter__(self) -> NoSandbox:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            pass
+
+    async def no_evidence(*args: Any, **kwargs: Any) -> dict:
+        return {}
+
+    monkeypatch.setattr(session, "SideBySide", Pairs)
+    monkeypatch.setattr(session, "Executor", NoSandbox)
+    monkeypatch.setattr(session, "answers_from", lambda pairs, datasets: {})
+    monkeypatch.setattr(evidence, "training_basis", no_evidence)
+    monkeypatch.setattr(sandbox, "HEARTBEAT_SECONDS", 0.2)
+    spec = complex_spec(BASELINE, 50)
+    opts = GradingOptions(repeats=2, min_timed_seconds=0).resolved(spec)
+    fig = ladder.Figures(CachedMeasurement(times=[100.0] * 3, accuracy=0.3), 400.0, 2.0,
+                         1200.0)
+    said: list[str] = []
+    await session.run(spec, opts, tmp_path / "fast.py", fig,
+                      [make_dataset(1, 50), make_dataset(2, 50)], said.append)
+    for k in (1, 2):
+        beats = [m for m in said if m.startswith(f"grading fast.py: timed execution {k}/2 "
+                                                 "running (")]
+        assert 1 <= len(beats) <= 3, said
+        assert f"grading fast.py: timed execution {k}/2: 1.000 s" in said

@@ -2,22 +2,19 @@
 with the strict tier, cached, and the target they resolve.
 
 A :class:`Bench` measures one task's files on this machine (:meth:`Bench.figures`: the
-baseline, the calibration ladder, the target and the plausibility ceiling).  What a
-target rule means and how ratios chain is ``calibration``'s (pure); the executions are
-``timing``'s; grading a candidate against the figures is ``grading``'s.
+baseline, the calibration ladder, the target and the plausibility ceiling, and where
+each measurement came from: :meth:`Figures.calibration`).  What a target rule means
+and how ratios chain is ``calibration``'s (pure); the executions are ``timing``'s;
+grading a candidate against the figures is ``grading``'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 import statistics
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from problem import GraderError, TargetRule
 from problems.ml_training import calibration, fresh_inputs, oracle
@@ -32,6 +29,8 @@ from problems.ml_training.spec import (
 from problems.ml_training.timing.cache import BaselineCache, CachedMeasurement, Lookup
 from problems.ml_training.timing.executor import Executor
 from problems.ml_training.timing.side_by_side import SideBySide
+from provenance import utc_now
+from sandbox import heartbeat
 
 # strict-tier executions before and after each baseline execution (they are short, it is
 # long: several spread the snapshot of the machine's speed they take)
@@ -39,6 +38,13 @@ BASELINE_ANCHORS = 4
 # a tier is measured once per machine and cached: it gets this many times a grading's
 # timed work (the vectorized tier: about 10 executions instead of 3)
 TIER_TIMED_FACTOR = 4
+
+
+class Origin(NamedTuple):
+    """Where a measurement the figures use came from, and when it was taken."""
+
+    source: str  # "cache": read back; "measured": by this process
+    measured_at: str | None  # ISO 8601 UTC; None: unknown (a cache entry older than that)
 
 
 @dataclass
@@ -51,6 +57,20 @@ class Figures:
     ceiling: float
     ladder: calibration.Ladder | None = None
     rule: str = ""
+    origins: dict[str, Origin] = field(default_factory=dict)  # by label: baseline, tier-NAME
+
+    def calibration(self) -> dict[str, Any]:
+        """The calibration used, for the records: the figures, where each measurement came
+        from, and ``measured_at``, the oldest of their times (None if any is unknown).
+        ``source`` is "cache" or "measured" when all agree, else "mixed"."""
+        sources = {o.source for o in self.origins.values()}
+        times = [o.measured_at for o in self.origins.values()]
+        return {"source": sources.pop() if len(sources) == 1 else "mixed" if sources else None,
+                "measured_at": min(times) if times and None not in times else None,
+                "baseline_time_s": round(self.baseline.median, 3),
+                "target": self.target, "target_rule": self.rule,
+                "tiers": {t.name: t.speedup for t in self.ladder.tiers} if self.ladder else {},
+                "measurements": {label: o._asdict() for label, o in self.origins.items()}}
 
     def speedup(self, times: list[float], units: list[float] | None = None
                 ) -> tuple[float | None, tuple[float, float] | None]:
@@ -66,31 +86,6 @@ class Figures:
         units (a slow spell of the machine is not the candidate's), else seconds."""
         ratio, _ = self.speedup([seconds], [unit] if unit is not None else [])
         return ratio or 0.0
-
-
-HEARTBEAT_SECONDS = 30.0  # a progress line this often while one execution runs
-
-
-@contextlib.asynccontextmanager
-async def heartbeat(say: Progress, text: str,
-                    every: float | None = None) -> AsyncIterator[None]:
-    """Say ``text`` with the time so far every ``every`` seconds until the block ends
-    (a 2-minute baseline execution is otherwise silent)."""
-    started = time.monotonic()
-    every = HEARTBEAT_SECONDS if every is None else every
-
-    async def beat() -> None:
-        while True:
-            await asyncio.sleep(every)
-            say(f"{text} ({time.monotonic() - started:.0f} s so far)")
-
-    task = asyncio.ensure_future(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def short_run_count(seconds: float, repeats: int, opts: GradingOptions,
@@ -126,6 +121,7 @@ class Bench:
     def __init__(self, spec: TaskSpec, cache: BaselineCache, progress: Progress):
         self.spec, self.cache, self.progress = spec, cache, progress
         self.baseline_executions = 0  # how many times this bench ran the baseline
+        self.measured_keys: list[dict[str, Any]] = []  # of what it measured (not read back)
 
     def cache_key(self, path: Path, label: str, opts: GradingOptions) -> dict[str, Any]:
         """Where ``path``'s measurement beside the strict tier is cached."""
@@ -202,8 +198,10 @@ class Bench:
         found = CachedMeasurement(
             times=[e.time for e in executions], accuracy=statistics.mean(accuracies),
             key=key, oracle_agreement=agreement, units=pairs.units(),
-            anchor_times=[t for group in pairs.anchor_times() for t in group])
+            anchor_times=[t for group in pairs.anchor_times() for t in group],
+            measured_at=utc_now())
         self.cache.store(found)
+        self.measured_keys.append(key)
         return found
 
     async def baseline(self, opts: GradingOptions) -> CachedMeasurement:
@@ -211,31 +209,45 @@ class Bench:
                                          opts.baseline_repeats, opts,
                                          around=BASELINE_ANCHORS)
 
-    async def ladder(self, opts: GradingOptions,
-                     baseline: CachedMeasurement | None = None) -> calibration.Ladder:
+    async def tiers(self, opts: GradingOptions) -> dict[str, CachedMeasurement]:
+        """Every tier but the strict one (the anchor), measured beside it (cached)."""
+        return {name: await self.measure_beside(path, f"tier-{name}", opts.repeats, opts,
+                                                around=1, short_runs=True)
+                for name, path in self.spec.tiers.items() if name != calibration.STRICT_TIER}
+
+    async def ladder(self, opts: GradingOptions, baseline: CachedMeasurement | None = None,
+                     tiers: dict[str, CachedMeasurement] | None = None) -> calibration.Ladder:
         """The baseline and every tier, each measured side by side with the strict tier
         on first need (cached): speedups are chained ratios (``calibration.Ladder``)."""
         check_isolation(opts)
         if baseline is None:
             baseline = await self.baseline(opts)
+        if tiers is None:
+            tiers = await self.tiers(opts)
         ladder = calibration.Ladder(baseline.times, baseline.units)
-        for name, path in self.spec.tiers.items():
+        for name in self.spec.tiers:
             if name == calibration.STRICT_TIER:
                 # the anchor itself: one unit by definition; its seconds as measured
                 # beside the baseline
                 ladder.add(name, baseline.anchor_times, [1.0] * len(baseline.anchor_times))
-                continue
-            tier = await self.measure_beside(path, f"tier-{name}", opts.repeats, opts,
-                                             around=1, short_runs=True)
-            ladder.add(name, tier.times, tier.units)
+            else:
+                ladder.add(name, tiers[name].times, tiers[name].units)
         return ladder
+
+    def origin(self, found: CachedMeasurement) -> Origin:
+        """Whether this bench measured ``found`` or read it back, and when it was taken."""
+        return Origin("measured" if found.key in self.measured_keys else "cache",
+                      found.measured_at)
 
     async def figures(self, opts: GradingOptions, rule: TargetRule) -> Figures:
         """Baseline, tiers and ``rule`` resolved, measured on first need (cached on
         disk; the task keeps its own options' figures in memory)."""
         check_isolation(opts)
         baseline = await self.baseline(opts)
-        ladder = await self.ladder(opts, baseline)
+        tiers = await self.tiers(opts)
+        ladder = await self.ladder(opts, baseline, tiers)
         reference_speedup = ladder.speedup(calibration.STRICT_TIER)
+        used = {"baseline": baseline} | {f"tier-{name}": m for name, m in tiers.items()}
         return Figures(baseline, reference_speedup, rule.resolve(ladder),
-                       opts.plausibility_factor * reference_speedup, ladder, rule.text)
+                       opts.plausibility_factor * reference_speedup, ladder, rule.text,
+                       {label: self.origin(m) for label, m in used.items()})

@@ -6,8 +6,9 @@ alternates them (strict, candidate, strict, ..., strict): the strict tier's runs
 the oracle's answers and the anchor the candidate's speed is measured against.  It
 stops early for a candidate far below the target, adds executions while the speedup's
 interval straddles it (:func:`decide`), restores the problem's data after each
-execution and gathers the training evidence (``evidence``).  It returns a
-:class:`Session`: what was observed, judged by ``verdict``.
+execution and gathers the training evidence (``evidence``), with a heartbeat on the
+console while each of these runs.  It returns a :class:`Session`: what was observed,
+judged by ``verdict``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from problems.ml_training.ladder import Figures, answers_from, short_run_count
 from problems.ml_training.spec import PROBLEM_DATA, GradingOptions, Progress, TaskSpec
 from problems.ml_training.timing.executor import Execution, Executor, Measurement
 from problems.ml_training.timing.side_by_side import SideBySide
+from sandbox import heartbeat
 
 
 @dataclass
@@ -71,11 +73,13 @@ async def run(spec: TaskSpec, opts: GradingOptions, candidate: Path, fig: Figure
         started = time.monotonic()
 
         async def one_more(ds: DataSet) -> Measurement:
-            e = await pairs.step(ds.job(), probes=strict_probes)
+            which = (f"timed execution {len(pairs.subject) + 1}/"
+                     f"{max(len(datasets), len(pairs.subject) + 1)}")
+            async with heartbeat(say, f"grading {name}: {which} running"):
+                e = await pairs.step(ds.job(), probes=strict_probes)
             tampered.extend(guard.restore())
             shown = f"{e.time:.3f} s" if e.ok else e.error
-            say(f"grading {name}: timed execution {len(pairs.subject)}/"
-                f"{max(len(datasets), len(pairs.subject))}: {shown}")
+            say(f"grading {name}: {which}: {shown}")
             return Measurement([e])
 
         result = Measurement([])
@@ -88,8 +92,9 @@ async def run(spec: TaskSpec, opts: GradingOptions, candidate: Path, fig: Figure
         await pairs.close(datasets[len(pairs.subject) - 1].job())
         side_wall = time.monotonic() - started
         answers = answers_from(pairs, datasets)
-        training = await evidence.training_basis(spec, result, datasets, answers, opts, say,
-                                                 name, reference)
+        async with heartbeat(say, f"grading {name}: checking the training"):
+            training = await evidence.training_basis(spec, result, datasets, answers, opts,
+                                                     say, name, reference)
     return Session(
         result, datasets, answers, training, units=pairs.units(), tampered=tampered,
         adaptive=adaptive,

@@ -44,7 +44,8 @@ class MLTrainingTask(Problem):
         self.cache = cache or BaselineCache()
         self.progress = progress or (lambda message: None)
         self.bench = Bench(spec, self.cache, self.progress)
-        self._figures: Figures | None = None
+        self._figures: Figures | None = None  # of the task's own options
+        self._last_figures: Figures | None = None  # the figures last used, any options
         # each grading's data sets (a seam: tests pin them)
         self.draw_datasets = lambda count: grading.fresh_datasets(spec, count)
 
@@ -100,7 +101,13 @@ class MLTrainingTask(Problem):
                 "reference_speedup": figures.reference_speedup,
                 "target": figures.target, "target_rule": figures.rule,
                 "speedup_ceiling": figures.ceiling,
-                "ladder": figures.ladder.to_json() if figures.ladder else None}
+                "ladder": figures.ladder.to_json() if figures.ladder else None,
+                "calibration": figures.calibration()}
+
+    def calibration_used(self) -> dict[str, Any] | None:
+        """The figures last used (``Figures.calibration``: where they came from and when
+        they were measured); None before any were measured or loaded."""
+        return self._last_figures.calibration() if self._last_figures else None
 
     def cached_baseline_time(self) -> float | None:
         opts = self.options
@@ -151,10 +158,12 @@ class MLTrainingTask(Problem):
         """Baseline, tiers and the resolved target, measured on first need."""
         opts = self._options(opts)
         if self._figures is not None and opts == self.options:
-            return self._figures
-        figures = await self.bench.figures(opts, self.target_rule(opts))
+            figures = self._figures
+        else:
+            figures = await self.bench.figures(opts, self.target_rule(opts))
         if opts == self.options:
             self._figures = figures
+        self._last_figures = figures
         return figures
 
     async def grade(self, candidate: Path, *, options: GradingOptions | None = None,

@@ -4,8 +4,9 @@ changes them.
 :class:`BaselineCache` stores a :class:`CachedMeasurement` under a key of the file's
 digest, the runner's protocol, the machine and the library versions, and reads it back
 without following links, refusing an entry whose figures do not hold together (a
-refusal is a :class:`Lookup` with a reason, and the caller measures again).  Measuring
-is ``executor``'s and ``side_by_side``'s.
+refusal is a :class:`Lookup` with a reason, and the caller measures again).  An entry
+says when it was measured (``measured_at``; an entry older than that field loads with
+None: unknown).  Measuring is ``executor``'s and ``side_by_side``'s.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 import math
 import os
 import platform
+import re
 import stat
 import statistics
 import sys
@@ -46,8 +48,11 @@ def _version(dist: str) -> str:
 
 MAX_CACHE_BYTES = 10 * 1024 * 1024  # an entry is a few kB; a larger file is not read
 MAX_CACHED_VALUES = 10_000  # in each list of an entry
+OPTIONAL_FIELDS = frozenset({"measured_at"})  # an entry may lack these (older entries do)
 # units were computed from the very times stored beside them: only rounding may differ
 UNITS_RTOL = 1e-6
+# ISO 8601 in UTC to the second, as ``provenance.utc_now`` writes it
+_UTC_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 
 @dataclass
@@ -60,6 +65,7 @@ class CachedMeasurement:
     oracle_agreement: list[float] = field(default_factory=list)  # per execution (baseline)
     units: list[float] = field(default_factory=list)  # times / the strict tier's beside them
     anchor_times: list[float] = field(default_factory=list)  # those strict-tier times
+    measured_at: str | None = None  # ISO 8601 UTC; None: unknown (stored before it was kept)
 
     @property
     def median(self) -> float:
@@ -112,7 +118,7 @@ def _parse_entry(data: Any, key: dict[str, Any]) -> CachedMeasurement:
     if not isinstance(data, dict):
         raise _Refused(f"the entry is {type(data).__name__}, not an object")
     names = {f.name for f in fields(CachedMeasurement)}
-    if missing := sorted(names - data.keys()):
+    if missing := sorted(names - data.keys() - OPTIONAL_FIELDS):
         raise _Refused(f"the entry has no {', '.join(missing)}")
     if extra := sorted(data.keys() - names):
         raise _Refused(f"the entry has an unexpected field {extra[0][:40]!r}")
@@ -127,6 +133,10 @@ def _parse_entry(data: Any, key: dict[str, Any]) -> CachedMeasurement:
     anchor_times = _numbers(data, "anchor_times")
     agreement = _numbers(data, "oracle_agreement", 0.0, 1.0, above_low=False)
     accuracy = _number(data["accuracy"], "accuracy", 0.0, 1.0, above_low=False)
+    measured_at = data.get("measured_at")
+    if measured_at is not None and not (isinstance(measured_at, str)
+                                        and _UTC_TIME.fullmatch(measured_at)):
+        raise _Refused("measured_at is not a time such as 2026-12-07T07:10:00Z")
     n = len(times)
     if not n:
         raise _Refused("it has no times")
@@ -145,7 +155,7 @@ def _parse_entry(data: Any, key: dict[str, Any]) -> CachedMeasurement:
             raise _Refused(f"units[{j}] disagrees with times/anchor_times")
     return CachedMeasurement(times=times, accuracy=accuracy, key=stored,
                              oracle_agreement=agreement, units=units,
-                             anchor_times=anchor_times)
+                             anchor_times=anchor_times, measured_at=measured_at)
 
 
 class BaselineCache:

@@ -180,18 +180,22 @@ class Executor:
         self._cpu_limit = child.cpu_limit
 
         async def watch() -> None:
-            await child.exited()
-            await child.wait(2.0)  # the last control lines
-            queue.put_nowait((time.monotonic(), "GONE", ""))
-        self._watcher = asyncio.ensure_future(watch())
+            try:
+                await child.exited()
+                await child.wait(2.0)  # the last control lines
+            finally:  # (a reader's failure is raised where the watcher is ended)
+                queue.put_nowait((time.monotonic(), "GONE", ""))
+        self._watcher = asyncio.ensure_future(watch())  # ended by _discard
 
     async def _discard(self) -> sandbox.ProcessResult | None:
         self._ready = False
         result = None
         if self._child is not None:
-            self._watcher.cancel()
-            result = await self._child.stop()
-            self._child = None
+            child, self._child = self._child, None
+            try:
+                await sandbox.cancel_and_wait(self._watcher)
+            finally:  # the sandbox goes, whatever happened to its watcher
+                result = await child.stop()
         if self._workdir is not None:
             # What the executions left: links, FIFOs, trees too deep for a recursive walk.
             workdir, self._workdir = self._workdir, None

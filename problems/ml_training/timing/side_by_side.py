@@ -9,9 +9,9 @@ ratios mean is ``calibration``'s.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
+import sandbox
 from problems.ml_training.calibration import in_anchor_units
 from problems.ml_training.timing.executor import Execution, Executor, timing_lock
 
@@ -54,12 +54,10 @@ class SideBySide:
         warming = asyncio.ensure_future(self.subject_executor.ready())
         try:
             await self._anchor_group(data)
-            await warming
-        finally:
-            if not warming.done():
-                warming.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await warming
+        except BaseException:  # the start is not waited for, but it is ended
+            await sandbox.cancel_and_wait(warming)
+            raise
+        await warming
         async with timing_lock():
             execution = await self.subject_executor.run(data=data, probes=probes)
         self.subject.append(execution)

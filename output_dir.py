@@ -1,0 +1,446 @@
+"""A batch's output directory: where it may be, who holds it, and what in it is the
+harness's to replace.
+
+- **Where.**  :func:`check_place` refuses places that make no sense for records: the root
+  directory, the checkout itself or a directory above it, anything that is not a
+  directory (a file, a device), and a place that cannot be written.  Each is an
+  :class:`OutputError`, a usage error, found before anything is measured.
+- **Who.**  One batch at a time: :meth:`OutputDir.open` takes an ``flock`` on
+  ``LOCK`` and keeps it until :meth:`close` (the kernel drops it when the process dies,
+  so a killed batch leaves no stale lock).  A second batch is refused with the first's
+  process id.
+- **What.**  The harness owns exactly what its manifest (``MANIFEST``) lists, plus the
+  manifest, the lock and ``PREVIOUS``.  Anything else in the directory is *foreign*: the
+  batch refuses to start beside it (naming it) unless told to (``beside_foreign``), and
+  even then never touches it nor writes a name it holds.  Names are never matched by
+  pattern: a folder of the user's called ``run_important`` is as foreign as any other.
+- **The previous batch** is kept whole until the new one has something to replace it
+  with.  When the new batch starts its runs, the previous batch's entries are moved
+  aside into ``PREVIOUS``; once the new batch has recorded a finished run they are
+  removed, and if it ends with none (interrupted early, killed) they are moved back.
+- **Resume.**  The manifest keeps the batch's configuration, how often each run was
+  started and each finished run's record (written by the harness, in a directory no
+  sandbox sees: a ``run.json`` the agent's code could have forged is never trusted).
+  :meth:`OutputDir.resume_plan` compares configurations and says what to keep, retry
+  and run.
+
+Every write is atomic (``safe_files.write_bytes``).  Running the batch is ``batch``'s;
+the records' shapes are ``records``'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import safe_files
+from records import BATCH_RECORDS, RunRecord, manifest_error
+from sandbox import PROJECT_ROOT
+
+MANIFEST = ".hello-py-manifest.json"
+LOCK = ".hello-py.lock"
+PREVIOUS = ".hello-py-previous"  # the previous batch's entries, while they are held back
+HARNESS_FILES = frozenset({MANIFEST, LOCK, PREVIOUS})
+# Names that are neither the harness's nor refused: the checkout's own placeholder.
+IGNORED = frozenset({".gitkeep"})
+# Errors outside the agent's reach that --resume retries: the API unavailable, a disk
+# fault before the agent started (summary.LEFT_OUT_CAUSES less budget stops).
+RETRIED_CAUSES = frozenset({"api", "disk"})
+# Configuration keys a resumed batch may change: none changes what an agent sees or how
+# it is graded.  Where a copy goes, the output directory's spelling (the same directory
+# by construction), how the API is called (retries, calls in flight, streaming, the
+# model's limits as the preflight found them), run order, and the cost limits.
+RESUME_MAY_DIFFER = frozenset({"save", "output", "api_retries", "max_api_calls", "stream",
+                               "model_limits", "concurrent", "max_cost", "max_run_cost"})
+FORMAT = 1
+_MANIFEST_LIMIT = 64 * 1024**2
+
+
+class OutputError(Exception):
+    """The output directory cannot be used as asked; the message is for the operator,
+    ``status`` the exit status (2: a usage error; 4: the file system refused a write)."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def run_dir_name(run_id: int) -> str:
+    return f"run_{run_id}"
+
+
+def check_place(path: Path) -> Path:
+    """The output directory ``path`` resolved; :class:`OutputError` when it is no place
+    for a batch's records.  It need not exist yet."""
+    if str(path) == "":
+        raise OutputError("--output is empty: name a directory (default output/)")
+    where = Path(os.path.realpath(path))
+    if where == Path(where.anchor):
+        raise OutputError(f"--output {path} is the root directory: name a directory of "
+                          "its own, e.g. output/")
+    root = Path(os.path.realpath(PROJECT_ROOT))
+    if where == root or where in root.parents:
+        what = "the checkout itself" if where == root else "a directory that holds the checkout"
+        raise OutputError(f"--output {path} is {what} ({where}): name a directory of its "
+                          "own, e.g. output/")
+    existing = next(p for p in (where, *where.parents) if os.path.lexists(p))
+    if any(where == k or k in where.parents for k in KERNEL_TREES):
+        raise OutputError(f"--output {path} is under the kernel's own file systems "
+                          "(/proc, /sys, /dev): name a directory on a disk")
+    if (kind := _filesystem(existing)) in PSEUDO_FILESYSTEMS:
+        raise OutputError(f"--output {path} is on {kind}, the kernel's own file system: "
+                          "name a directory on a disk")
+    if outer := next((p for p in where.parents if os.path.lexists(p / MANIFEST)), None):
+        raise OutputError(f"--output {path} is inside {outer}, another batch's output "
+                          "directory: name a directory of its own")
+    try:
+        mode = os.stat(where).st_mode
+    except FileNotFoundError:
+        if not os.path.isdir(existing):
+            raise OutputError(f"--output {path}: {existing} is not a directory") from None
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputError(f"--output {path}: {existing} cannot be written") from None
+        return where
+    except OSError as exc:
+        raise OutputError(f"--output {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(mode):
+        kind = ("a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+                "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a file")
+        raise OutputError(f"--output {path} is {kind}, not a directory")
+    return where
+
+
+# File systems that are the kernel's interfaces, not storage: a directory made there is
+# a cgroup, a sysctl...
+PSEUDO_FILESYSTEMS = frozenset({"proc", "sysfs", "cgroup", "cgroup2", "devtmpfs", "devpts",
+                                "debugfs", "tracefs", "securityfs", "configfs", "bpf",
+                                "pstore", "efivarfs", "fusectl", "mqueue", "hugetlbfs"})
+
+
+KERNEL_TREES = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def _filesystem(path: Path) -> str | None:
+    """The type of the file system ``path`` is on (``/proc/self/mountinfo``'s longest
+    mount point above it); None when it cannot be told."""
+    best, kind = -1, None
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields, _, rest = line.partition(" - ")
+        parts = fields.split()
+        if len(parts) < 5 or not rest:
+            continue
+        point = Path(parts[4].encode().decode("unicode_escape"))
+        if (point == path or point in path.parents) and len(str(point)) > best:
+            best, kind = len(str(point)), rest.split()[0]
+    return kind
+
+
+@dataclass
+class ResumePlan:
+    """What a resumed batch does with each run: keep its record, retry it (it ended in
+    an error outside the agent's reach) or run it (it never finished)."""
+
+    kept: list[RunRecord] = field(default_factory=list)
+    retried: list[int] = field(default_factory=list)
+    to_run: list[int] = field(default_factory=list)  # retried included, in order
+
+    def describe(self) -> str:
+        return (f"{len(self.kept)} finished run(s) kept, {len(self.retried)} retried "
+                f"(API errors, disk faults before they started), "
+                f"{len(self.to_run) - len(self.retried)} to run")
+
+
+class OutputDir:
+    """An output directory held by this process (see the module's docstring).  The
+    manifest in memory changes only once the file says the same: a write the disk
+    refuses leaves both as they were."""
+
+    def __init__(self, path: Path, lock_fd: int, manifest: dict[str, Any]) -> None:
+        self.path = path
+        self._lock_fd = lock_fd
+        self.manifest = manifest
+        self.begun = False  # the batch started its runs (begin)
+        self.restored = False  # it ended with no finished run: the previous one is back
+
+    # ---- opening ------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path, *, runs: int, beside_foreign: bool = False,
+             resume: bool = False) -> OutputDir:
+        """Check the place, take the lock and read the manifest; refuse foreign entries
+        (unless ``beside_foreign``) and any foreign name the batch would write."""
+        where = check_place(path)
+        if os.path.isdir(where):  # refused before anything is written there
+            cls(where, -1, {})._check(runs, beside_foreign)
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            fd = os.open(where / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                         | os.O_NONBLOCK, 0o644)
+        except OSError as exc:
+            raise OutputError(f"--output {path}: cannot keep records there: "
+                              f"{exc.strerror or exc}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OutputError(f"{where / LOCK} is not a regular file: remove it")
+            out = cls(where, fd, {})
+            out._lock(path)
+            out._check(runs, beside_foreign)  # again, now that no batch can change it
+            if not resume:
+                try:
+                    out._settle_previous()
+                except OSError as exc:
+                    raise OutputError(f"cannot keep records in {where}: "
+                                      f"{exc.strerror or exc}", status=4) from None
+            if resume and not out.manifest.get("batch"):
+                raise OutputError(f"nothing to resume in {where}: no batch of hello-py's is "
+                                  "recorded there")
+        except BaseException:
+            os.close(fd)
+            raise
+        return out
+
+    def _lock(self, shown: Path) -> None:
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = ""
+            with contextlib.suppress(OSError):
+                holder = os.pread(self._lock_fd, 4096, 0).decode("utf-8", "replace").strip()
+            raise OutputError(f"another batch is writing to {shown} "
+                              f"({holder or 'its process is unknown'}): wait for it to end, "
+                              "or choose another --output") from None
+        with contextlib.suppress(OSError):  # who holds it: for the message above only
+            os.ftruncate(self._lock_fd, 0)
+            os.pwrite(self._lock_fd, f"process {os.getpid()}, started "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+
+    def _read_manifest(self) -> dict[str, Any]:
+        try:
+            data = json.loads(safe_files.read_bytes(self.path, MANIFEST, _MANIFEST_LIMIT))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, RecursionError) as exc:
+            raise OutputError(f"{self.path / MANIFEST} cannot be read ({exc}): it says what "
+                              "the harness wrote there; move the directory's contents away "
+                              "or choose another --output") from None
+        if why := manifest_error(data, FORMAT):
+            raise OutputError(f"{self.path / MANIFEST} is not a manifest this version reads "
+                              f"({why}): move the directory's contents away or choose "
+                              "another --output")
+        return data
+
+    def owned(self) -> set[str]:
+        """What the harness may replace: the manifest's entries, the held-back batch's,
+        and its own files (``PREVIOUS`` only where a manifest says it made one)."""
+        held = self.manifest.get("previous") or {}
+        own = {MANIFEST, LOCK} | ({PREVIOUS} if self.manifest else set())
+        return set(self.manifest.get("entries", [])) | set(held.get("entries", [])) | own
+
+    def foreign(self) -> list[str]:
+        """Entries of the directory the harness did not write, sorted (a temporary file
+        of a write a killed batch never finished is the harness's)."""
+        return sorted(n for n in set(os.listdir(self.path)) - self.owned() - IGNORED
+                      if not (self.manifest and _TEMPORARY.match(n)))
+
+    def _check(self, runs: int, beside_foreign: bool) -> None:
+        self.manifest = self._read_manifest()
+        foreign = self.foreign()
+        if not foreign:
+            return
+        shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more"
+                                           if len(foreign) > 10 else "")
+        if not beside_foreign:
+            raise OutputError(
+                f"{self.path} holds entries hello-py did not write: {shown}. It deletes only "
+                "what it wrote, so it will not start here: move them away, choose another "
+                "--output, or pass --beside-foreign to write beside them (they will not be "
+                "touched)")
+        wanted = ({run_dir_name(i) for i in range(1, runs + 1)} | set(BATCH_RECORDS)
+                  | {PREVIOUS})
+        if clash := sorted(wanted & set(foreign)):
+            raise OutputError(f"{self.path} holds {', '.join(clash)}, which hello-py did not "
+                              "write and this batch would: move them away or choose another "
+                              "--output")
+
+    # ---- the manifest and the previous batch ------------------------------------------
+    def _save(self, manifest: dict[str, Any]) -> None:
+        """Write ``manifest``, then hold it (OSError: neither happened)."""
+        manifest = {**manifest, "format": FORMAT}
+        text = json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n"
+        safe_files.write_bytes(self.path, MANIFEST, text.encode(), make_parents=False)
+        self.manifest = manifest
+
+    def _changed(self, **changes: Any) -> dict[str, Any]:
+        """A copy of the manifest with ``changes`` (nested values copied too)."""
+        return {**copy.deepcopy(self.manifest), **changes}
+
+    def _settle_previous(self) -> None:
+        """What a killed batch left: its temporary files removed; a batch it held back
+        restored when it recorded no finished run, else removed."""
+        for name in os.listdir(self.path):
+            if _TEMPORARY.match(name) and self.manifest:
+                safe_files.remove_tree(self.path, name)
+        held = self.manifest.get("previous")
+        if held is not None and not self.manifest.get("finished"):
+            self._restore(held)
+        elif os.path.lexists(self.path / PREVIOUS) or held is not None:
+            safe_files.remove_tree(self.path, PREVIOUS)
+            self._save(self._changed(previous=None))
+
+    def _restore(self, held: dict[str, Any]) -> None:
+        for name in self.manifest.get("entries", []):
+            if name not in held.get("entries", []) or os.path.lexists(
+                    self.path / PREVIOUS / name):
+                safe_files.remove_tree(self.path, name)
+        for name in held.get("entries", []):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(self.path / PREVIOUS / name, self.path / name)
+        safe_files.remove_tree(self.path, PREVIOUS)
+        self._save({**held, "previous": None})
+
+    # ---- a batch ------------------------------------------------------------------------
+    def resume_plan(self, config: dict[str, Any], runs: int) -> ResumePlan:
+        """What continuing the recorded batch means; :class:`OutputError` naming every
+        difference when ``config`` is not the recorded batch's."""
+        recorded = self.manifest["batch"].get("config") or {}
+        now = json.loads(json.dumps(config, default=str))  # as the manifest holds it
+        differences = [f"{k}: {recorded.get(k)!r} then, {now.get(k)!r} now"
+                       for k in sorted(set(recorded) | set(now))
+                       if k not in RESUME_MAY_DIFFER and recorded.get(k) != now.get(k)]
+        if differences:
+            raise OutputError(f"--resume: the configuration differs from the batch in "
+                              f"{self.path}: " + "; ".join(differences)
+                              + ". Resume with the same flags, or start a new batch")
+        plan = ResumePlan()
+        finished = self.manifest.get("finished", {})
+        for run_id in range(1, runs + 1):
+            record = finished.get(str(run_id))
+            if record is None:
+                plan.to_run.append(run_id)
+            elif (r := RunRecord.from_json(record)).status == "error" and \
+                    r.error_cause in RETRIED_CAUSES:
+                plan.retried.append(run_id)
+                plan.to_run.append(run_id)
+            else:
+                plan.kept.append(r)
+        return plan
+
+    def begin(self, config: dict[str, Any], *, resume: bool) -> None:
+        """The batch starts its runs: a new one holds the previous batch back (moves its
+        entries into ``PREVIOUS``); a resumed one records when it was resumed."""
+        if resume:
+            batch = {**self.manifest["batch"], "state": "running",
+                     "resumed": [*self.manifest["batch"].get("resumed", []), _now()]}
+            self._save(self._changed(batch=batch))
+            self.begun = True
+            return
+        held = {k: v for k, v in self.manifest.items() if k != "previous"}
+        moved = [n for n in self.manifest.get("entries", [])
+                 if n not in (MANIFEST, LOCK, PREVIOUS) and os.path.lexists(self.path / n)]
+        if moved:
+            safe_files.remove_tree(self.path, PREVIOUS)
+            os.mkdir(self.path / PREVIOUS, 0o755)
+        # First the manifest: a crash from here on finds the previous batch's entries
+        # (in either place) listed as held back, and the next start puts them back.
+        self._save({"batch": {"id": secrets.token_hex(6), "started": _now(),
+                              "process": os.getpid(), "state": "running",
+                              "config": json.loads(json.dumps(config, default=str))},
+                    "entries": [], "attempts": {}, "finished": {},
+                    "previous": ({**held, "entries": moved} if held.get("batch") or moved
+                                 else None)})
+        self.begun = True
+        for name in moved:
+            os.rename(self.path / name, self.path / PREVIOUS / name)
+
+    @property
+    def started(self) -> str | None:
+        return (self.manifest.get("batch") or {}).get("started")
+
+    @property
+    def resumed(self) -> list[str]:
+        return list((self.manifest.get("batch") or {}).get("resumed", []))
+
+    def _with_entries(self, *names: str) -> list[str]:
+        entries = list(self.manifest.get("entries", []))
+        return entries + [n for n in names if n not in entries]
+
+    def start_run(self, run_id: int) -> tuple[Path, int]:
+        """The run's directory, new, empty and real (what an unfinished or retried
+        attempt left there, a link included, is removed), and which attempt this is."""
+        name = run_dir_name(run_id)
+        if name in self.manifest.get("entries", []):
+            report = safe_files.remove_tree(self.path, name)
+            if not report.ok:
+                raise OSError(errno.EIO, f"{name} of an earlier attempt could not be "
+                              f"removed: {'; '.join(report.notes)}")
+        attempts = {**self.manifest.get("attempts", {})}
+        attempts[str(run_id)] = attempts.get(str(run_id), 0) + 1
+        self._save(self._changed(entries=self._with_entries(name), attempts=attempts))
+        os.mkdir(self.path / name, 0o755)  # FileExistsError for anything made meanwhile
+        return self.path / name, attempts[str(run_id)]
+
+    def finish_run(self, record: RunRecord) -> None:
+        finished = {**self.manifest.get("finished", {}), str(record.run_id): record.to_json()}
+        self._save(self._changed(finished=finished))
+
+    def claim(self, *names: str) -> None:
+        """Record that the harness writes ``names`` at the top of the directory (before
+        it writes them, so a crash between leaves nothing it does not own)."""
+        self._save(self._changed(entries=self._with_entries(*names)))
+
+    @property
+    def segments(self) -> list[dict[str, Any]]:
+        """The provenance of each earlier part of the batch (the first run, then each
+        resume), oldest first."""
+        found = (self.manifest.get("batch") or {}).get("segments", [])
+        return [p for p in found if isinstance(p, dict)] if isinstance(found, list) else []
+
+    def end(self, state: str, written: bool = True,
+            origin: dict[str, Any] | None = None) -> bool:
+        """The batch is over (``state``: finished, interrupted; ``written``: its
+        results.json was written; ``origin``: this part's provenance, kept for the next
+        resume).  The previous batch is restored when this one finished no run, kept
+        while this one's results are missing (--resume writes them), else removed;
+        returns whether it was restored."""
+        held = self.manifest.get("previous")
+        if held is not None and not self.manifest.get("finished"):
+            self._restore(held)
+            self.restored = True
+            return True
+        keep = held is not None and not written
+        if not keep and os.path.lexists(self.path / PREVIOUS):
+            safe_files.remove_tree(self.path, PREVIOUS)
+        batch = {**self.manifest["batch"], "state": state, "ended": _now()}
+        if origin is not None:
+            batch["segments"] = [*self.segments, {k: v for k, v in origin.items()
+                                                  if k != "earlier"}]
+        self._save(self._changed(batch=batch, previous=held if keep else None))
+        return False
+
+    def close(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # drops the lock
+            self._lock_fd = -1
+
+
+# safe_files' temporary names: a write or a removal a killed process never finished.
+_TEMPORARY = re.compile(r"\.hp-([0-9a-f]{16}\.tmp|flat-[0-9a-f]{16})\Z")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
