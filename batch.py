@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import plots
 import pricing
 import provenance
 import safe_files
@@ -92,8 +93,10 @@ class Budget:
         if self.run_usd is not None and mine >= self.run_usd:
             return f"the run's cost ${mine:.4f} reached its limit of ${self.run_usd:.2f}"
         if self.batch_usd is not None and total >= self.batch_usd:
-            return f"the batch's cost ${total:.4f} reached --max-cost ${self.batch_usd:.2f}"
+            return f"{self.BATCH} ${total:.4f} reached --max-cost ${self.batch_usd:.2f}"
         return None
+
+    BATCH = "the batch's cost"  # how a stop by the batch's limit begins
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -178,7 +181,11 @@ async def run_one(run_id: int, problem: Problem, client: Any,
                 workspace, problem.fallback_candidates(workspace))):
             found_by = "fallback"
         if outcome.ended_by == "budget":
-            found_by, cause, reason, stopped_by = None, "budget", "budget", outcome.api_error
+            stopped_by = outcome.api_error
+        # The batch's limit, which other runs used up, is outside this run's reach: left
+        # out.  Its own limit it spent itself: like a step limit, what it left is graded.
+        if outcome.ended_by == "budget" and stopped_by.startswith(Budget.BATCH):
+            found_by, cause, reason = None, "budget", "budget"
         elif outcome.ended_by == "api_error" and outcome.api_error_transient:
             found_by, cause = None, "api"
             reason = f"API error after retries: {outcome.api_error}"
@@ -206,11 +213,11 @@ async def run_one(run_id: int, problem: Problem, client: Any,
                 str(path.relative_to(workspace) if path.is_relative_to(workspace) else path))
     except Exception as exc:  # the harness's fault (GraderError included): record it, go on
         disk_fault = isinstance(exc, OSError) and exc.errno in DISK_FAULTS
-        # A disk fault before the agent started is the machine's (cause "disk": left out
-        # of the pass rate, retried by --resume); once it runs, its code can fill the
-        # disk, so a fault then counts against it (cause "harness").
+        # Before the agent started, a fault is the machine's (cause "disk" for the disk,
+        # "setup" else: left out of the pass rate, retried by --resume); once it runs,
+        # its code can fill the disk, so a disk fault then counts against it ("harness").
         stage = ("disk" if stage == "setup" and disk_fault else
-                 "harness" if disk_fault or stage == "setup" else stage)
+                 "harness" if disk_fault else stage)
         status, cause, reason = "error", stage, f"{stage} error: {type(exc).__name__}: {exc}"
         trace = traceback.format_exc()
         if disk_fault:  # no bug to trace: one line
@@ -256,7 +263,7 @@ async def run_one(run_id: int, problem: Problem, client: Any,
 def write_records(s: BatchSettings, baseline: dict[str, Any], records: list[RunRecord],
                   interrupted: bool, out: OutputDir | None = None,
                   origin: dict[str, Any] | None = None) -> BatchResults:
-    """Write results.json, then run_summary.md and its plot (``summary.write_summary``);
+    """Write results.json, then run_summary.md and its plot (``plots.write_summary``);
     :class:`RecordsError` names those the file system refused (each is tried, and none
     is left half-written)."""
     runs = sorted(records, key=lambda r: r.run_id)
@@ -273,7 +280,7 @@ def write_records(s: BatchSettings, baseline: dict[str, Any], records: list[RunR
     except OSError as exc:
         refused.append(f"{RESULTS} ({os.strerror(exc.errno) if exc.errno else exc})")
     try:
-        summary.write_summary(s.output_dir, results)
+        plots.write_summary(s.output_dir, results)
     except OSError as exc:
         refused.append(f"{summary.SUMMARY_NAME} "
                        f"({os.strerror(exc.errno) if exc.errno else exc})")

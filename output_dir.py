@@ -45,7 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import safe_files
-from records import BATCH_RECORDS, RunRecord, manifest_error
+import sandbox
+from records import BATCH_RECORDS, RESULTS, BatchResults, RunRecord, manifest_error
 from sandbox import PROJECT_ROOT
 
 MANIFEST = ".hello-py-manifest.json"
@@ -56,13 +57,14 @@ HARNESS_FILES = frozenset({MANIFEST, LOCK, PREVIOUS})
 IGNORED = frozenset({".gitkeep"})
 # Errors outside the agent's reach that --resume retries: the API unavailable, a disk
 # fault before the agent started (summary.LEFT_OUT_CAUSES less budget stops).
-RETRIED_CAUSES = frozenset({"api", "disk"})
+RETRIED_CAUSES = frozenset({"api", "disk", "setup"})
 # Configuration keys a resumed batch may change: none changes what an agent sees or how
 # it is graded.  Where a copy goes, the output directory's spelling (the same directory
 # by construction), how the API is called (retries, calls in flight, streaming, the
 # model's limits as the preflight found them), run order, and the cost limits.
 RESUME_MAY_DIFFER = frozenset({"save", "output", "api_retries", "max_api_calls", "stream",
                                "model_limits", "concurrent", "max_cost", "max_run_cost"})
+KERNEL_TREES = (Path("/proc"), Path("/sys"), Path("/dev"))  # whatever is mounted there
 FORMAT = 1
 _MANIFEST_LIMIT = 64 * 1024**2
 
@@ -98,7 +100,7 @@ def check_place(path: Path) -> Path:
     if any(where == k or k in where.parents for k in KERNEL_TREES):
         raise OutputError(f"--output {path} is under the kernel's own file systems "
                           "(/proc, /sys, /dev): name a directory on a disk")
-    if (kind := _filesystem(existing)) in PSEUDO_FILESYSTEMS:
+    if (kind := sandbox.filesystem_type(existing)) in sandbox.KERNEL_FILESYSTEMS:
         raise OutputError(f"--output {path} is on {kind}, the kernel's own file system: "
                           "name a directory on a disk")
     if outer := next((p for p in where.parents if os.path.lexists(p / MANIFEST)), None):
@@ -120,35 +122,6 @@ def check_place(path: Path) -> Path:
                 else "a file")
         raise OutputError(f"--output {path} is {kind}, not a directory")
     return where
-
-
-# File systems that are the kernel's interfaces, not storage: a directory made there is
-# a cgroup, a sysctl...
-PSEUDO_FILESYSTEMS = frozenset({"proc", "sysfs", "cgroup", "cgroup2", "devtmpfs", "devpts",
-                                "debugfs", "tracefs", "securityfs", "configfs", "bpf",
-                                "pstore", "efivarfs", "fusectl", "mqueue", "hugetlbfs"})
-
-
-KERNEL_TREES = (Path("/proc"), Path("/sys"), Path("/dev"))
-
-
-def _filesystem(path: Path) -> str | None:
-    """The type of the file system ``path`` is on (``/proc/self/mountinfo``'s longest
-    mount point above it); None when it cannot be told."""
-    best, kind = -1, None
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        fields, _, rest = line.partition(" - ")
-        parts = fields.split()
-        if len(parts) < 5 or not rest:
-            continue
-        point = Path(parts[4].encode().decode("unicode_escape"))
-        if (point == path or point in path.parents) and len(str(point)) > best:
-            best, kind = len(str(point)), rest.split()[0]
-    return kind
 
 
 @dataclass
@@ -200,12 +173,14 @@ class OutputDir:
             out = cls(where, fd, {})
             out._lock(path)
             out._check(runs, beside_foreign)  # again, now that no batch can change it
-            if not resume:
-                try:
+            try:
+                if resume:
+                    out._finish_moves()
+                else:
                     out._settle_previous()
-                except OSError as exc:
-                    raise OutputError(f"cannot keep records in {where}: "
-                                      f"{exc.strerror or exc}", status=4) from None
+            except OSError as exc:
+                raise OutputError(f"cannot keep records in {where}: "
+                                  f"{exc.strerror or exc}", status=4) from None
             if resume and not out.manifest.get("batch"):
                 raise OutputError(f"nothing to resume in {where}: no batch of hello-py's is "
                                   "recorded there")
@@ -302,6 +277,22 @@ class OutputDir:
             safe_files.remove_tree(self.path, PREVIOUS)
             self._save(self._changed(previous=None))
 
+    def _finish_moves(self) -> None:
+        """Before a resume: what a batch killed while it moved the previous batch aside
+        left at the top goes where it was going (the resumed batch owns only its own
+        entries), and its temporary files are removed."""
+        for name in os.listdir(self.path):
+            if _TEMPORARY.match(name) and self.manifest:
+                safe_files.remove_tree(self.path, name)
+        held = self.manifest.get("previous") or {}
+        left = [n for n in held.get("entries", []) if n not in self.manifest.get(
+            "entries", []) and os.path.lexists(self.path / n)]
+        if left and not os.path.isdir(self.path / PREVIOUS):
+            os.mkdir(self.path / PREVIOUS, 0o755)
+        for name in left:
+            safe_files.remove_tree(self.path / PREVIOUS, name)
+            os.rename(self.path / name, self.path / PREVIOUS / name)
+
     def _restore(self, held: dict[str, Any]) -> None:
         for name in self.manifest.get("entries", []):
             if name not in held.get("entries", []) or os.path.lexists(
@@ -327,7 +318,7 @@ class OutputDir:
                               f"{self.path}: " + "; ".join(differences)
                               + ". Resume with the same flags, or start a new batch")
         plan = ResumePlan()
-        finished = self.manifest.get("finished", {})
+        finished = {**self._recorded_results(), **self.manifest.get("finished", {})}
         for run_id in range(1, runs + 1):
             record = finished.get(str(run_id))
             if record is None:
@@ -339,6 +330,19 @@ class OutputDir:
             else:
                 plan.kept.append(r)
         return plan
+
+    def _recorded_results(self) -> dict[str, dict[str, Any]]:
+        """The runs this batch's own results.json records (a run whose manifest entry
+        could not be written, a full disk say, keeps its verdict): only a results.json
+        of this batch (its provenance's start) counts, as the harness wrote it."""
+        try:
+            data = json.loads(safe_files.read_bytes(self.path, RESULTS, _MANIFEST_LIMIT))
+            if (data.get("provenance") or {}).get("started") != self.started:
+                return {}
+            return {str(r.run_id): r.to_json()
+                    for r in BatchResults.from_json(data).runs}
+        except (OSError, ValueError, TypeError, AttributeError, RecursionError):
+            return {}
 
     def begin(self, config: dict[str, Any], *, resume: bool) -> None:
         """The batch starts its runs: a new one holds the previous batch back (moves its
@@ -376,8 +380,7 @@ class OutputDir:
         return list((self.manifest.get("batch") or {}).get("resumed", []))
 
     def _with_entries(self, *names: str) -> list[str]:
-        entries = list(self.manifest.get("entries", []))
-        return entries + [n for n in names if n not in entries]
+        return [*(e := self.manifest.get("entries", [])), *(n for n in names if n not in e)]
 
     def start_run(self, run_id: int) -> tuple[Path, int]:
         """The run's directory, new, empty and real (what an unfinished or retried

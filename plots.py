@@ -6,13 +6,19 @@ speedup (an error, no answer, a problem that measures none) is marked on the bot
 edge.  The second shows steps against score.  The figure is drawn with matplotlib's
 Agg renderer on a ``Figure`` of its own (no pyplot: no global state, no display), with
 fixed size, resolution and the bundled font, and written atomically through
-``safe_files``.  What the figures mean and the markdown around them are ``summary``'s.
+``safe_files``.  :func:`write_summary` writes the picture and ``run_summary.md`` beside
+it (the batch's and ``python -m summary``'s one way); :func:`not_ours` says where a redraw
+may not write.  What the figures mean and the markdown around them are ``summary``'s.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
+import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +27,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 import safe_files
+import summary
 from records import BatchResults, RunRecord
+
+log = logging.getLogger(__name__)
 
 STATUS_COLOURS = {"pass": "#2a9d4a", "fail": "#d62728", "error": "#7f7f7f"}
 TIER_COLOURS = ("#1f77b4", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -153,3 +162,40 @@ def _finite(value: Any) -> bool:
 
 def _positive(value: Any) -> bool:
     return _finite(value) and value > 0
+
+
+def write_summary(directory: Path, results: BatchResults) -> list[str]:
+    """Write ``summary.png`` then ``run_summary.md`` (linking it) in ``directory``, each
+    atomically; the names written.  A picture that cannot be written is logged and left
+    out (the summary does not link it); OSError when the summary cannot be written."""
+    written = []
+    try:
+        write_plot(results, directory / summary.PLOT_NAME)
+        written.append(summary.PLOT_NAME)
+    except OSError as exc:
+        log.warning("could not write %s: %s", directory / summary.PLOT_NAME,
+                    exc.strerror or exc)
+    except Exception as exc:  # a figure matplotlib cannot draw: the summary still is
+        log.warning("could not draw %s: %s: %s", directory / summary.PLOT_NAME,
+                    type(exc).__name__, exc)
+    text = summary.render_markdown(results, summary.PLOT_NAME if written else None)
+    safe_files.write_bytes(directory, summary.SUMMARY_NAME, text.encode())
+    return [*written, summary.SUMMARY_NAME]
+
+
+def not_ours(directory: Path) -> str | None:
+    """Why the summary may not be redrawn in ``directory``: a batch is writing there (its
+    lock is held), or a run_summary.md there is not one the harness wrote."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory / ".hello-py.lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f"a batch is writing to {directory}"
+        finally:
+            os.close(fd)
+    with contextlib.suppress(OSError):
+        if not safe_files.read_bytes(directory, summary.SUMMARY_NAME, 1 << 20).startswith(
+                b"# Run summary\n"):
+            return f"{directory / summary.SUMMARY_NAME} is not a summary hello-py wrote"
+    return None

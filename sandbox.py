@@ -956,6 +956,32 @@ async def cancel_and_wait(*tasks: asyncio.Future) -> None:
         raise failures[0]
 
 
+# File systems that are the kernel's interfaces, not storage: a directory made there is
+# a cgroup, a sysctl...
+KERNEL_FILESYSTEMS = frozenset({"proc", "sysfs", "cgroup", "cgroup2", "devtmpfs", "devpts",
+                                "debugfs", "tracefs", "securityfs", "configfs", "bpf",
+                                "pstore", "efivarfs", "fusectl", "mqueue", "hugetlbfs"})
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the file system ``path`` is on (``/proc/self/mountinfo``'s longest
+    mount point above it); None when it cannot be told."""
+    best, kind = -1, None
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields, _, rest = line.partition(" - ")
+        parts = fields.split()
+        if len(parts) < 5 or not rest:
+            continue
+        point = Path(parts[4].encode().decode("unicode_escape"))
+        if (point == path or point in path.parents) and len(str(point)) > best:
+            best, kind = len(str(point)), rest.split()[0]
+    return kind
+
+
 HEARTBEAT_SECONDS = 30.0  # while a long execution runs: a line this often, no more
 
 

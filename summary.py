@@ -5,7 +5,7 @@ cause, the pass rate with its 95 % Wilson interval and the runs it leaves out, a
 steps, the mean score with its bootstrap interval, the geometric-mean speedup of passing
 runs, tokens and cost, how often each check failed and which runs were never graded
 (scipy's intervals).  :func:`render_markdown` shows them with the baseline, the ladder,
-the resolved target and the provenance, rounded; :func:`write_summary` writes it with
+the resolved target and the provenance, rounded; ``plots.write_summary`` writes it with
 the picture (``plots``) beside it, and ``python -m summary output/results.json`` redraws
 both from the records alone.  The batch makes the records; nothing here runs an agent.
 """
@@ -30,7 +30,6 @@ from scipy import stats
 
 import pricing
 import provenance
-import safe_files
 from records import BatchResults, RunRecord
 
 log = logging.getLogger(__name__)
@@ -40,11 +39,13 @@ PLOT_NAME = "summary.png"  # beside it (``plots``)
 
 # A run's ``error_cause`` (set by ``batch``), as the summary names it.
 ERROR_CAUSES = {"api": "API error", "budget": "budget stop", "disk": "disk fault",
-                "request": "refused API request", "grader": "grader error",
-                "harness": "harness error", "unknown": "error of unknown cause"}
-# API errors (the API unavailable: connections, 429, 5xx, overloaded), budget stops and
-# disk faults before the agent started are outside the agent's reach: those runs are left
-# out of the pass rate and the mean score, and the pass-rate line says how many and why.
+                "setup": "run that could not start", "request": "refused API request",
+                "grader": "grader error", "harness": "harness error",
+                "unknown": "error of unknown cause"}
+# API errors (the API unavailable: connections, 429, 5xx, overloaded), stops by the
+# batch's cost limit (a run's own limit is its doing: it is graded like a step limit) and
+# faults before the agent started (disk, setup) are outside the agent's reach: those runs
+# are left out of the pass rate and the mean score, and the pass-rate line says so.
 # A request the API refused (400 "prompt is too long"...) is the conversation's, so it
 # counts against the agent, as does a disk fault once its code runs (it can fill a disk).
 # A grader or harness error counts AGAINST the agent, as a run that did not pass (score
@@ -52,7 +53,7 @@ ERROR_CAUSES = {"api": "API error", "budget": "budget stop", "disk": "disk fault
 # nothing tells a bug the agent stumbled on from one it provoked, so leaving such runs out
 # would let an agent about to fail make its run not count.  They are named in the pass-rate
 # line, so a genuine harness bug lowers the rate visibly, never silently.
-LEFT_OUT_CAUSES = frozenset({"api", "budget", "disk"})
+LEFT_OUT_CAUSES = frozenset({"api", "budget", "disk", "setup"})
 
 
 def wilson_interval(successes: int, n: int) -> tuple[float, float]:
@@ -387,26 +388,6 @@ def render_markdown(results: BatchResults, plot: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(directory: Path, results: BatchResults) -> list[str]:
-    """Write ``summary.png`` then ``run_summary.md`` (linking it) in ``directory``, each
-    atomically; the names written.  A picture that cannot be written is logged and left
-    out (the summary does not link it); OSError when the summary cannot be written."""
-    import plots  # matplotlib: imported when a picture is drawn, not with the batch
-
-    written = []
-    try:
-        plots.write_plot(results, directory / PLOT_NAME)
-        written.append(PLOT_NAME)
-    except OSError as exc:
-        log.warning("could not write %s: %s", directory / PLOT_NAME, exc.strerror or exc)
-    except Exception as exc:  # a figure matplotlib cannot draw: the summary still is
-        log.warning("could not draw %s: %s: %s", directory / PLOT_NAME,
-                    type(exc).__name__, exc)
-    text = render_markdown(results, PLOT_NAME if written else None)
-    safe_files.write_bytes(directory, SUMMARY_NAME, text.encode())
-    return [*written, SUMMARY_NAME]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Redraw run_summary.md and summary.png beside a results.json, from its records
     alone.  Status 2 for a file that cannot be read as results, 4 when the summary
@@ -428,8 +409,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         print(f"summary: {path} is not a batch's results.json: {exc}", file=sys.stderr)
         return 2
+    import plots  # matplotlib: imported when a picture is drawn, not with the batch
+
+    if why := plots.not_ours(path.parent):
+        print(f"summary: {why}; nothing was written", file=sys.stderr)
+        return 2
     try:
-        names = write_summary(path.parent, results)
+        names = plots.write_summary(path.parent, results)
     except OSError as exc:
         print(f"summary: cannot write in {path.parent}: {exc.strerror}", file=sys.stderr)
         return 4

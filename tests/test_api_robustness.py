@@ -213,7 +213,13 @@ async def test_a_per_run_limit_stops_each_run_on_its_own(tmp_path):
     async with FakeMessagesAPI(step) as server:
         results = await batch.run_batch(MathCalculationProblem(), sdk(server), settings,
                                         lambda *a: None)
-    assert [(r["reason"], r["steps"]) for r in results["runs"]] == [("budget", 2)] * 2
+    # Its own limit the run spent itself: like a step limit, it is graded (here: no
+    # answer), never left out of the pass rate as a stop by the batch's limit is.
+    assert [(r["status"], r["error_cause"], r["steps"]) for r in results["runs"]] == [
+        ("fail", None, 2)] * 2
+    assert all(r["reason"].startswith("no answer: the agent ended (budget)")
+               for r in results["runs"])
+    assert results["totals"]["pass_rate_runs"] == 2
 
 
 def test_a_cost_limit_on_a_model_without_prices_is_refused(monkeypatch, capsys):

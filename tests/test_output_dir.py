@@ -383,18 +383,30 @@ def test_resume_after_sigkill_mid_batch(tmp_path):
     assert results["interrupted"] is False
 
 
-def test_a_run_the_manifest_does_not_list_as_finished_is_run_again(tmp_path):
+@pytest.mark.parametrize("results", ["none", "this batch's", "another batch's"])
+def test_a_run_the_manifest_does_not_list_is_kept_only_from_this_batch_s_results(
+        tmp_path, results):
+    # The manifest could not record it (a full disk): the batch's own results.json, which
+    # only the harness writes, still has its verdict; nothing else is trusted.
     out = tmp_path / "out"
     assert math_batch(out, 2) == 0
     manifest = json.loads((out / MANIFEST).read_text())
     del manifest["finished"]["2"]
     (out / MANIFEST).write_text(json.dumps(manifest))
+    if results == "none":
+        (out / "results.json").unlink()
+    elif results == "another batch's":
+        data = json.loads((out / "results.json").read_text())
+        data["provenance"]["started"] = "2001-01-01T00:00:00Z"
+        (out / "results.json").write_text(json.dumps(data))
     held = OutputDir.open(out, runs=2, resume=True)
     try:
         plan = held.resume_plan(manifest["batch"]["config"], 2)
     finally:
         held.close()
-    assert ([r.run_id for r in plan.kept], plan.to_run, plan.retried) == ([1], [2], [])
+    kept = [1, 2] if results == "this batch's" else [1]
+    assert ([r.run_id for r in plan.kept], plan.retried) == (kept, [])
+    assert plan.to_run == [n for n in (1, 2) if n not in kept]
 
 
 def test_an_unreadable_manifest_is_a_clear_refusal(tmp_path, capsys):
@@ -493,10 +505,12 @@ def test_help_lists_the_commands_and_the_offline_agent(capsys):
 
 # ---- the red team's findings, each kept found ---------------------------------------------
 def _forget_run(out: Path, run_id: int) -> None:
-    """The manifest as a batch killed before run ``run_id`` finished leaves it."""
+    """The manifest as a batch killed before run ``run_id`` finished leaves it (and no
+    results.json)."""
     manifest = json.loads((out / MANIFEST).read_text())
     del manifest["finished"][str(run_id)]
     (out / MANIFEST).write_text(json.dumps(manifest))
+    (out / "results.json").unlink()
 
 
 def test_a_link_at_a_run_s_name_never_becomes_its_workspace(tmp_path):
@@ -689,3 +703,53 @@ def test_a_resume_on_another_setup_says_what_changed(tmp_path, capsys):
     assert f"commit: {'0' * 40} then" in err
     earlier = json.loads((out / "results.json").read_text())["provenance"]["earlier"]
     assert earlier[0]["versions"]["torch"] == "0.0.1"
+
+
+@pytest.mark.parametrize("moved", [0, 2])
+def test_a_resume_after_a_kill_while_moving_aside_mixes_nothing(tmp_path, moved,
+                                                                monkeypatch):
+    out = tmp_path / "out"
+    assert math_batch(out, 3) == 0
+    real_rename, done = os.rename, []
+
+    def rename(src: Any, dst: Any, **kwargs: Any) -> None:
+        if len(done) == moved:
+            raise KeyboardInterrupt  # the process dies here
+        done.append(src)
+        real_rename(src, dst, **kwargs)
+
+    held = OutputDir.open(out, runs=3)
+    try:
+        monkeypatch.setattr(os, "rename", rename)
+        with pytest.raises(KeyboardInterrupt):
+            held.begin({"runs": 3, **json.loads((out / MANIFEST).read_text())["batch"][
+                "config"]}, resume=False)
+    finally:
+        monkeypatch.setattr(os, "rename", real_rename)
+        held.close()
+    assert math_batch(out, 3, "--resume") == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["status"], r["error_cause"]) for r in results["runs"]] == [("pass", None)] * 3
+    assert not (out / PREVIOUS).exists()
+    assert all(json.loads((out / f"run_{n}" / "run.json").read_text())["attempts"] == 1
+               for n in (1, 2, 3))
+
+
+@pytest.mark.parametrize("whose", ["a batch's, running", "the user's"])
+def test_a_redraw_writes_nothing_where_it_is_not_the_harness_s_to(tmp_path, whose):
+    out = tmp_path / "out"
+    assert math_batch(out, 1) == 0
+    holder = None
+    if whose == "the user's":
+        (out / "run_summary.md").write_text("my own notes\n")
+    else:
+        holder = OutputDir.open(out, runs=1)
+    before = tree(out)
+    try:
+        done = subprocess.run([sys.executable, "-m", "summary", str(out / "results.json")],
+                              cwd=ROOT, capture_output=True, text=True)
+    finally:
+        if holder is not None:
+            holder.close()
+    assert done.returncode == 2 and "nothing was written" in done.stderr, done.stderr
+    assert tree(out) == before

@@ -1,4 +1,4 @@
-"""The picture beside the summary (``plots``), the pair written by ``summary.write_summary``
+"""The picture beside the summary (``plots``), the pair written by ``plots.write_summary``
 and ``python -m summary results.json``, which redraws both from the records alone."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def test_the_plot_replaces_a_link_rather_than_writing_through_it(tmp_path):
 
 def test_write_summary_writes_the_picture_and_the_summary_that_links_it(tmp_path):
     results = realistic_results()
-    assert summary.write_summary(tmp_path, results) == ["summary.png", "run_summary.md"]
+    assert plots.write_summary(tmp_path, results) == ["summary.png", "run_summary.md"]
     assert png_size(tmp_path / "summary.png")[0] > 0
     assert ((tmp_path / "run_summary.md").read_text()
             == summary.render_markdown(results, "summary.png"))
@@ -79,7 +79,7 @@ def test_a_picture_that_cannot_be_written_is_not_linked(tmp_path, monkeypatch):
 
     monkeypatch.setattr(plots, "write_plot", full)
     results = realistic_results()
-    assert summary.write_summary(tmp_path, results) == ["run_summary.md"]
+    assert plots.write_summary(tmp_path, results) == ["run_summary.md"]
     assert (tmp_path / "run_summary.md").read_text() == summary.render_markdown(results)
     assert not (tmp_path / "summary.png").exists()
 
@@ -94,7 +94,7 @@ def _results_file(directory: Path, results: BatchResults) -> Path:
 def test_python_m_summary_redraws_both_from_results_json(tmp_path, runs):
     results = realistic_results(runs)
     path = _results_file(tmp_path, results)
-    summary.write_summary(tmp_path, results)
+    plots.write_summary(tmp_path, results)
     (tmp_path / "summary.png").unlink()
     (tmp_path / "run_summary.md").unlink()
     done = subprocess.run([sys.executable, "-m", "summary", str(path)], cwd=ROOT,
