@@ -128,9 +128,11 @@ def write_record(workspace: Path, name: str, data: Any, secrets: tuple[str, ...]
 async def run_one(run_id: int, problem: Problem, client: Any,
                   s: BatchSettings, guard: DataGuard | None, api_slots: asyncio.Semaphore,
                   note: Note, budget: Budget | None = None,
-                  out: OutputDir | None = None) -> RunRecord:
+                  out: OutputDir | None = None, earlier: RunRecord | None = None
+                  ) -> RunRecord:
     """One agent run, graded and recorded in ``run.json`` (and in ``out``'s manifest,
-    which ``--resume`` trusts).  Returns its record."""
+    which ``--resume`` trusts).  ``earlier``: its failed tries' record, whose tokens and
+    cost the record adds to its own.  Returns its record."""
     started = time.monotonic()
     # The run's directory first, new and real (what an earlier attempt left there, a
     # link included, is removed): the context, the sandbox's mount and its owner all
@@ -239,6 +241,8 @@ async def run_one(run_id: int, problem: Problem, client: Any,
         refusal=outcome.refusal, intermediate=ctx.intermediate, tampering=ctx.tampering,
         isolation=sandbox.best_isolation(), wall_time=round(time.monotonic() - started, 3),
         attempts=attempts)
+    if earlier is not None:  # what every try spent
+        record = with_earlier_spend(record, earlier)
     try:
         if made is not None:  # no directory to write it in
             raise OSError(made.errno if isinstance(made, OSError) else None,
@@ -258,6 +262,19 @@ async def run_one(run_id: int, problem: Problem, client: Any,
     note(run_id, status + (f" {record.speedup:.1f}x" if record.speedup else "")
          + (f" ({short})" if status != "pass" else ""))
     return record
+
+
+SPEND = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
+         "cache_read_input_tokens", "stream_retries")
+
+
+def with_earlier_spend(record: RunRecord, earlier: RunRecord) -> RunRecord:
+    """``record`` with the tokens and cost of its run's earlier tries added (the cost is
+    unknown when either is)."""
+    cost = (None if record.cost_usd is None or earlier.cost_usd is None
+            else round(record.cost_usd + earlier.cost_usd, 6))
+    return replace(record, cost_usd=cost, **{k: getattr(record, k) + getattr(earlier, k)
+                                             for k in SPEND})
 
 
 def write_records(s: BatchSettings, baseline: dict[str, Any], records: list[RunRecord],
@@ -339,13 +356,14 @@ async def _run_batch(problem: Problem, client: Any, s: BatchSettings, note: Note
     to_run = plan.to_run if plan else list(range(1, s.runs + 1))
     budget = (Budget(s.max_cost_usd, s.max_run_cost_usd)
               if s.max_cost_usd is not None or s.max_run_cost_usd is not None else None)
-    if budget is not None:  # what the kept runs cost counts towards the batch's limit
-        budget.spent.update({-r.run_id: r.cost_usd or 0.0 for r in records})
+    if budget is not None:  # what kept runs and failed tries cost counts towards the limit
+        budget.spent.update({-r.run_id: r.cost_usd or 0.0
+                             for r in [*records, *(plan.earlier.values() if plan else [])]})
 
     async def one(run_id: int) -> None:
         try:
             record = await run_one(run_id, problem, client, s, guard, api_slots, note,
-                                   budget, out)
+                                   budget, out, plan.earlier.get(run_id) if plan else None)
         except Exception as exc:  # never: run_one records its faults; nor cancels others
             log.exception("run %d could not be recorded", run_id)
             record = RunRecord(run_id=run_id, status="error", error_cause="harness",

@@ -131,12 +131,13 @@ class ResumePlan:
 
     kept: list[RunRecord] = field(default_factory=list)
     retried: list[int] = field(default_factory=list)
+    earlier: dict[int, RunRecord] = field(default_factory=dict)  # a retried run's last try
     to_run: list[int] = field(default_factory=list)  # retried included, in order
 
     def describe(self) -> str:
-        return (f"{len(self.kept)} finished run(s) kept, {len(self.retried)} retried "
-                f"(API errors, disk faults before they started), "
-                f"{len(self.to_run) - len(self.retried)} to run")
+        fresh = len(self.to_run) - len(self.retried)
+        return (f"{len(self.kept)} finished run(s) kept, {len(self.retried)} retried (API "
+                f"errors, runs that could not start), {fresh} to run")
 
 
 class OutputDir:
@@ -227,8 +228,7 @@ class OutputDir:
         return set(self.manifest.get("entries", [])) | set(held.get("entries", [])) | own
 
     def foreign(self) -> list[str]:
-        """Entries of the directory the harness did not write, sorted (a temporary file
-        of a write a killed batch never finished is the harness's)."""
+        """Entries the harness did not write, sorted (a killed write's temporary is its)."""
         return sorted(n for n in set(os.listdir(self.path)) - self.owned() - IGNORED
                       if not (self.manifest and _TEMPORARY.match(n)))
 
@@ -327,6 +327,7 @@ class OutputDir:
                     r.error_cause in RETRIED_CAUSES:
                 plan.retried.append(run_id)
                 plan.to_run.append(run_id)
+                plan.earlier[run_id] = r
             else:
                 plan.kept.append(r)
         return plan

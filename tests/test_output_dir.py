@@ -753,3 +753,18 @@ def test_a_redraw_writes_nothing_where_it_is_not_the_harness_s_to(tmp_path, whos
             holder.close()
     assert done.returncode == 2 and "nothing was written" in done.stderr, done.stderr
     assert tree(out) == before
+
+
+def test_a_retried_run_counts_what_every_try_spent():
+    from dataclasses import replace
+
+    from records import RunRecord
+
+    earlier = RunRecord(run_id=2, status="error", error_cause="api", input_tokens=100,
+                        output_tokens=10, cost_usd=0.5, stream_retries=1)
+    now = RunRecord(run_id=2, status="pass", input_tokens=300, output_tokens=30,
+                    cost_usd=1.25, attempts=2)
+    both = batch.with_earlier_spend(now, earlier)
+    assert (both.status, both.attempts, both.input_tokens, both.output_tokens,
+            both.cost_usd, both.stream_retries) == ("pass", 2, 400, 40, 1.75, 1)
+    assert batch.with_earlier_spend(now, replace(earlier, cost_usd=None)).cost_usd is None
