@@ -568,14 +568,10 @@ def test_a_batch_whose_results_could_not_be_written_keeps_the_previous_one(tmp_p
     assert json.loads((out / MANIFEST).read_text())["previous"] is not None
 
 
-@pytest.mark.parametrize("moved", [0, 1, 2, 3])
-def test_a_kill_while_the_previous_batch_is_moved_aside_loses_nothing(tmp_path, moved,
-                                                                     monkeypatch):
-    out = tmp_path / "out"
-    assert math_batch(out, 3) == 0
-    before = tree(out)
-    real_rename = os.rename
-    done = []
+def _killed_while_moving_aside(out: Path, moved: int, config: dict, monkeypatch) -> None:
+    """A new batch in ``out`` that dies (as a kill -9 would leave it) after moving
+    ``moved`` of the previous batch's entries aside."""
+    real_rename, done = os.rename, []
 
     def rename(src: Any, dst: Any, **kwargs: Any) -> None:
         if len(done) == moved:
@@ -587,10 +583,19 @@ def test_a_kill_while_the_previous_batch_is_moved_aside_loses_nothing(tmp_path, 
     try:
         monkeypatch.setattr(os, "rename", rename)
         with pytest.raises(KeyboardInterrupt):
-            held.begin({"runs": 3}, resume=False)
+            held.begin(config, resume=False)
     finally:
         monkeypatch.setattr(os, "rename", real_rename)
         held.close()
+
+
+@pytest.mark.parametrize("moved", [0, 1, 2, 3])
+def test_a_kill_while_the_previous_batch_is_moved_aside_loses_nothing(tmp_path, moved,
+                                                                     monkeypatch):
+    out = tmp_path / "out"
+    assert math_batch(out, 3) == 0
+    before = tree(out)
+    _killed_while_moving_aside(out, moved, {"runs": 3}, monkeypatch)
     OutputDir.open(out, runs=3).close()  # the next start puts everything back
     after = tree(out)
     assert {k: v for k, v in after.items() if k != MANIFEST} == {
@@ -710,23 +715,8 @@ def test_a_resume_after_a_kill_while_moving_aside_mixes_nothing(tmp_path, moved,
                                                                 monkeypatch):
     out = tmp_path / "out"
     assert math_batch(out, 3) == 0
-    real_rename, done = os.rename, []
-
-    def rename(src: Any, dst: Any, **kwargs: Any) -> None:
-        if len(done) == moved:
-            raise KeyboardInterrupt  # the process dies here
-        done.append(src)
-        real_rename(src, dst, **kwargs)
-
-    held = OutputDir.open(out, runs=3)
-    try:
-        monkeypatch.setattr(os, "rename", rename)
-        with pytest.raises(KeyboardInterrupt):
-            held.begin({"runs": 3, **json.loads((out / MANIFEST).read_text())["batch"][
-                "config"]}, resume=False)
-    finally:
-        monkeypatch.setattr(os, "rename", real_rename)
-        held.close()
+    config = json.loads((out / MANIFEST).read_text())["batch"]["config"]
+    _killed_while_moving_aside(out, moved, config, monkeypatch)
     assert math_batch(out, 3, "--resume") == 0
     results = json.loads((out / "results.json").read_text())
     assert [(r["status"], r["error_cause"]) for r in results["runs"]] == [("pass", None)] * 3
