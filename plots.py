@@ -26,6 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+import output_dir
 import safe_files
 import summary
 from records import BatchResults, RunRecord
@@ -187,7 +188,7 @@ def not_ours(directory: Path) -> str | None:
     """Why the summary may not be redrawn in ``directory``: a batch is writing there (its
     lock is held), or a run_summary.md there is not one the harness wrote."""
     with contextlib.suppress(OSError):
-        fd = os.open(directory / ".hello-py.lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(directory / output_dir.LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
