@@ -359,3 +359,32 @@ async def run_agent(client: Any, prompt: str, allowed: list[str], settings: Agen
     outcome.ended_by = "max_steps"
     transcript.write(step=outcome.steps, request=new_messages, note="max_steps")
     return outcome
+
+
+def has_credentials() -> bool:
+    """Whether the SDK finds credentials of any kind it accepts: ANTHROPIC_API_KEY,
+    ANTHROPIC_AUTH_TOKEN, a credentials profile or configuration, federation."""
+    try:
+        client = anthropic.AsyncAnthropic()
+    except Exception:  # the SDK's own complaint about its configuration
+        return False
+    return bool(client.api_key or client.auth_token or client.credentials)
+
+
+NONSTREAMING_MAX_TOKENS = 21_000  # the SDK refuses larger non-streaming requests
+
+
+def reply_token_limit(wanted: int, model: str, stream: bool, limits: dict[str, Any]
+                      ) -> tuple[int, list[str]]:
+    """``max_tokens`` as requested (``wanted``), within the model's own limit (which the
+    preflight learnt) and, without streaming, within what the SDK sends unstreamed; and
+    a note for the operator for each limit that lowered it."""
+    notes = []
+    ceilings = [(limits.get("max_tokens"), f"{model}'s limit")]
+    if not stream:
+        ceilings.append((NONSTREAMING_MAX_TOKENS, "the SDK's limit without streaming"))
+    for ceiling, why in ceilings:
+        if ceiling and wanted > ceiling:
+            notes.append(f"max_tokens {wanted} is above {why}: using {ceiling}")
+            wanted = ceiling
+    return wanted, notes

@@ -19,6 +19,7 @@ output is the caller's (``note`` callback).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -67,6 +68,10 @@ class BatchSettings:
     config: dict[str, Any] | None = None  # echoed into the records
     max_cost_usd: float | None = None  # the whole batch's model cost
     max_run_cost_usd: float | None = None  # each run's
+    # A part of an experiment: when each run may start (``experiment.Turns``, its runs
+    # interleaved with the other parts') and the model calls in flight across them all.
+    turns: Any = None
+    api_slots: asyncio.Semaphore | None = None
 
 
 def outcome_cost(model: str, o: AgentOutcome) -> float | None:
@@ -161,7 +166,7 @@ async def run_one(run_id: int, problem: Problem, client: Any,
     status, cause, reason = "error", None, ""
     submitted, found_by = False, None
     grade = GradeResult(passed=False, checks=[])  # no figures until a grader gives them
-    candidate_name = stopped_by = trace = None
+    candidate_name = stopped_by = trace = strategy = None
     # What an exception is blamed on: "setup" until the agent starts (a disk fault there
     # is outside its reach), the grader while it grades, else the harness.
     stage = "setup"
@@ -205,7 +210,8 @@ async def run_one(run_id: int, problem: Problem, client: Any,
             with graded_copy(candidate) as copy:  # the bytes read when it was offered
                 result = await problem.grade(copy, progress=tools.marked(ctx.progress,
                                                                           "final"))
-            stage = "harness"
+                stage = "harness"
+                strategy = await strategy_of(problem, copy, run_id)
             write_record(workspace, "grade.json", {
                 **result.to_dict(), "provenance": clock.finish(problem.calibration_used())},
                 ctx.secrets)
@@ -240,7 +246,7 @@ async def run_one(run_id: int, problem: Problem, client: Any,
         cost_usd=outcome_cost(s.agent.model, outcome), stream_retries=outcome.stream_retries,
         refusal=outcome.refusal, intermediate=ctx.intermediate, tampering=ctx.tampering,
         isolation=sandbox.best_isolation(), wall_time=round(time.monotonic() - started, 3),
-        attempts=attempts)
+        attempts=attempts, strategy=strategy)
     if earlier is not None:  # what every try spent
         record = with_earlier_spend(record, earlier)
     try:
@@ -262,6 +268,17 @@ async def run_one(run_id: int, problem: Problem, client: Any,
     note(run_id, status + (f" {record.speedup:.1f}x" if record.speedup else "")
          + (f" ({short})" if status != "pass" else ""))
     return record
+
+
+async def strategy_of(problem: Problem, candidate: Path, run_id: int
+                      ) -> dict[str, Any] | None:
+    """The graded candidate's strategy (``Problem.strategy``), after its verdict: advisory,
+    so whatever goes wrong in it is recorded as its error, never the run's."""
+    try:
+        return await problem.strategy(candidate)
+    except Exception as exc:  # noqa: BLE001 (advisory: never changes the verdict)
+        log.warning("run %d: its strategy could not be analysed: %s", run_id, exc)
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 SPEND = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
@@ -351,7 +368,7 @@ async def _run_batch(problem: Problem, client: Any, s: BatchSettings, note: Note
     except OSError as exc:
         raise RecordsError(f"cannot keep records in {s.output_dir}: "
                            f"{exc.strerror or exc}") from exc
-    api_slots = asyncio.Semaphore(s.max_api_calls)
+    api_slots = s.api_slots or asyncio.Semaphore(s.max_api_calls)
     records: list[RunRecord] = list(plan.kept) if plan else []
     to_run = plan.to_run if plan else list(range(1, s.runs + 1))
     budget = (Budget(s.max_cost_usd, s.max_run_cost_usd)
@@ -362,8 +379,10 @@ async def _run_batch(problem: Problem, client: Any, s: BatchSettings, note: Note
 
     async def one(run_id: int) -> None:
         try:
-            record = await run_one(run_id, problem, client, s, guard, api_slots, note,
-                                   budget, out, plan.earlier.get(run_id) if plan else None)
+            async with s.turns.turn(run_id) if s.turns else contextlib.nullcontext():
+                record = await run_one(run_id, problem, client, s, guard, api_slots, note,
+                                       budget, out,
+                                       plan.earlier.get(run_id) if plan else None)
         except Exception as exc:  # never: run_one records its faults; nor cancels others
             log.exception("run %d could not be recorded", run_id)
             record = RunRecord(run_id=run_id, status="error", error_cause="harness",
@@ -373,7 +392,7 @@ async def _run_batch(problem: Problem, client: Any, s: BatchSettings, note: Note
 
     interrupted = False
     try:
-        if s.concurrent:
+        if s.concurrent or s.turns:  # the turns say when each starts
             async with asyncio.TaskGroup() as group:
                 for i in to_run:
                     group.create_task(one(i))

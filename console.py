@@ -179,3 +179,15 @@ def problems_listing(listing: list[dict[str, Any]]) -> str:
                   "  knobs: " + "; ".join(f"{k['name']}={k['default']} ({k['help']})"
                                           for k in entry["knobs"]), ""]
     return "\n".join(lines).rstrip()
+
+
+def interrupted_message(out: Any, report: str = "run_summary.md") -> str:
+    """What an interrupted batch (or experiment: its ``report``) left in its output
+    directory ``out`` (an ``output_dir.OutputDir``), truthfully."""
+    if not out.begun:
+        return f"before the runs started: nothing was recorded, and {out.path} is untouched"
+    if out.restored:
+        return (f"before any run finished: nothing was recorded, and the previous batch's "
+                f"records are back in {out.path}")
+    return (f"the finished runs are recorded in {out.path / report}; continue with the "
+            f"same flags and --resume")

@@ -6,6 +6,10 @@
     uv run main.py calibrate [--json]      # the baseline and the tiers on this machine
     uv run main.py problems                # every problem, its knobs and tiers
     ... --problem NAME                     # any of these on another problem (e.g. math)
+    uv run main.py --problem a,b           # a suite: a batch on each problem
+    uv run main.py experiment --vary FIELD=x,y   # an A/B: a batch per arm, interleaved
+    uv run main.py compare DIR_A DIR_B     # two batches' records compared
+    uv run main.py export-inspect DIR      # a batch or experiment as an Inspect log
 
 This module parses and checks flags, builds the problem and the client, and runs each
 command: what to do, in what order, and when to stop.  What the operator reads is
@@ -57,7 +61,7 @@ class Config:
     # how the problem grades: target, semantics, repeats, baseline_repeats, threads,
     # use_cache (problem.GradingChoices, e.g. GradingChoices(target="0.9*strict"))
     grading: GradingChoices = GradingChoices()
-    agent: str = "claude"  # or "scripted": offline, no key
+    agent: str = "claude"  # or "scripted" / "scripted-draft": offline, no key
     output: Path = Path("output")
     max_api_calls: int = 4  # in flight at once across the batch
     api_retries: int = 4  # SDK retries (with backoff) for 429/5xx/overloaded
@@ -71,6 +75,9 @@ class Config:
 
 
 CONFIG = Config()
+# The offline agents (``scripted_agent``): the reference played, or a first draft that
+# falls short in about half the runs and is corrected where the intermediate tool shows it.
+SCRIPTED = {"scripted": "reference", "scripted-draft": "drafts"}
 
 RECORDS_FAILED = 4  # exit status: the batch's records could not be written (disk full...)
 INTERRUPTED = 130  # exit status: Ctrl-C or SIGTERM (128 + SIGINT, as shells report it)
@@ -93,9 +100,9 @@ def build_problem(cfg: Config, progress: Any = None, name: str | None = None) ->
 
 
 def build_client(cfg: Config, problem: Any) -> Any:
-    if cfg.agent == "scripted":
+    if cfg.agent in SCRIPTED:
         from scripted_agent import ScriptedClient
-        return ScriptedClient(problem)
+        return ScriptedClient(problem, behaviour=SCRIPTED[cfg.agent])
     import anthropic
 
     # The SDK reads ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL itself.
@@ -116,36 +123,9 @@ def invalid_target_message(cfg: Config) -> str | None:
     return None
 
 
-def has_credentials() -> bool:
-    """Whether the SDK finds credentials of any kind it accepts: ANTHROPIC_API_KEY,
-    ANTHROPIC_AUTH_TOKEN, a credentials profile or configuration, federation."""
-    import anthropic
-
-    try:
-        client = anthropic.AsyncAnthropic()
-    except Exception:  # the SDK's own complaint about its configuration
-        return False
-    return bool(client.api_key or client.auth_token or client.credentials)
-
-
-NONSTREAMING_MAX_TOKENS = 21_000  # the SDK refuses larger non-streaming requests
-
-
-def reply_token_limit(cfg: Config, limits: dict[str, Any]) -> int:
-    """``max_tokens`` as requested, within the model's own limit (which the preflight
-    learnt) and, without streaming, within what the SDK sends unstreamed."""
-    wanted = cfg.max_tokens
-    ceilings = [(limits.get("max_tokens"), f"{cfg.model}'s limit")]
-    if not cfg.stream:
-        ceilings.append((NONSTREAMING_MAX_TOKENS, "the SDK's limit without streaming"))
-    for ceiling, why in ceilings:
-        if ceiling and wanted > ceiling:
-            console.say(f"max_tokens {wanted} is above {why}: using {ceiling}")
-            wanted = ceiling
-    return wanted
-
-
 def missing_key_message(cfg: Config) -> str | None:
+    from agent import has_credentials
+
     if cfg.agent == "claude" and not has_credentials():
         return ("ANTHROPIC_API_KEY is not set, so no Claude agent can run.\n"
                 "Set it (export ANTHROPIC_API_KEY=...), or run the whole pipeline offline "
@@ -228,13 +208,55 @@ def problems_command(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-async def batch_command(cfg: Config, args: argparse.Namespace) -> int:
+def cost_limit_error(cfg: Config) -> str | None:
     import pricing
-    from output_dir import OutputDir, OutputError
 
     if (cfg.max_cost or cfg.max_run_cost) and pricing.prices_for(cfg.model) is None:
-        console.error(f"a cost limit needs {cfg.model}'s prices, which pricing.py does not "
-                      "list: add them, or run without --max-cost")
+        return (f"a cost limit needs {cfg.model}'s prices, which pricing.py does not list: "
+                "add them, or run without --max-cost")
+    return None
+
+
+def batch_settings(cfg: Config, problem: Any, isolation: str, output: Path,
+                   limits: dict[str, Any]) -> Any:
+    """``batch.BatchSettings`` for ``cfg``'s batch on ``problem`` in ``output``, with the
+    configuration its records echo; ValueError (why) when its thinking budget leaves no
+    room in a reply."""
+    import batch
+    import tools
+    from agent import AgentSettings, reply_token_limit
+
+    max_tokens, notes = reply_token_limit(cfg.max_tokens, cfg.model, cfg.stream, limits)
+    for note in notes:
+        console.say(note)
+    if cfg.thinking and cfg.thinking >= max_tokens:  # its range was checked by parse_args
+        raise ValueError(f"--thinking {cfg.thinking} must be below max_tokens ({max_tokens})")
+    max_steps = cfg.max_steps or problem.max_steps
+    return batch.BatchSettings(
+        runs=cfg.runs, concurrent=cfg.concurrent, output_dir=output,
+        agent=AgentSettings(cfg.model, max_steps, max_tokens, cfg.stream,
+                            None if cfg.prompt_cache == "off" else cfg.prompt_cache,
+                            cfg.thinking),
+        tools=tools.ToolSettings(threads=cfg.grading.threads), max_api_calls=cfg.max_api_calls,
+        max_cost_usd=cfg.max_cost, max_run_cost_usd=cfg.max_run_cost,
+        config={**{k: str(v) if isinstance(v, Path) else v
+                   for k, v in dataclasses.asdict(cfg).items() if k != "grading"},
+                **{k: v for k, v in dataclasses.asdict(cfg.grading).items()
+                   if k != "allow_unsandboxed"},  # that is unsafe_no_sandbox
+                "max_steps": max_steps,
+                "max_tokens": max_tokens,
+                "isolation": isolation, "model_limits": limits or None})
+
+
+async def batch_command(cfg: Config, args: argparse.Namespace) -> int:
+    from output_dir import OutputDir, OutputError
+
+    if "," in cfg.problem or args.command == "experiment":  # a suite, or arms
+        import experiment
+
+        return await experiment.run_group(cfg, args, sys.modules[__name__])
+    if message := cost_limit_error(cfg):
+        console.error(message)
         return 2
     isolation = sandbox_or_refusal(cfg)
     if isolation is None:
@@ -264,8 +286,6 @@ async def _batch_with(cfg: Config, problem: Any, client: Any, isolation: str, ou
     import batch
     import saving
     import summary
-    import tools
-    from agent import AgentSettings
     from output_dir import OutputError
     from problem import DataGuard, GraderError
 
@@ -279,26 +299,12 @@ async def _batch_with(cfg: Config, problem: Any, client: Any, isolation: str, ou
         except PreflightError as exc:
             console.error(f"{exc} (nothing was run; {cfg.output} is untouched)")
             return 2
-    max_tokens = reply_token_limit(cfg, limits)
-    if cfg.thinking and cfg.thinking >= max_tokens:  # its range was checked by parse_args
-        console.error(f"--thinking {cfg.thinking} must be below max_tokens ({max_tokens})")
+    try:
+        settings = batch_settings(cfg, problem, isolation, out.path, limits)
+    except ValueError as exc:
+        console.error(exc)
         return 2
-    max_steps = cfg.max_steps or problem.max_steps
     output = out.path
-    settings = batch.BatchSettings(
-        runs=cfg.runs, concurrent=cfg.concurrent, output_dir=output,
-        agent=AgentSettings(cfg.model, max_steps, max_tokens, cfg.stream,
-                            None if cfg.prompt_cache == "off" else cfg.prompt_cache,
-                            cfg.thinking),
-        tools=tools.ToolSettings(threads=cfg.grading.threads), max_api_calls=cfg.max_api_calls,
-        max_cost_usd=cfg.max_cost, max_run_cost_usd=cfg.max_run_cost,
-        config={**{k: str(v) if isinstance(v, Path) else v
-                   for k, v in dataclasses.asdict(cfg).items() if k != "grading"},
-                **{k: v for k, v in dataclasses.asdict(cfg.grading).items()
-                   if k != "allow_unsandboxed"},  # that is unsafe_no_sandbox
-                "max_steps": max_steps,
-                "max_tokens": max_tokens,
-                "isolation": isolation, "model_limits": limits or None})
     plan = None
     if resume:
         try:
@@ -319,7 +325,7 @@ async def _batch_with(cfg: Config, problem: Any, client: Any, isolation: str, ou
     except asyncio.CancelledError:
         asyncio.current_task().uncancel()  # handled: --save below may still await
         status = INTERRUPTED
-        console.say(interrupted_message(out), "interrupted", "yellow")
+        console.say(console.interrupted_message(out), "interrupted", "yellow")
         if not out.begun or out.restored:
             return status
     except GraderError as exc:
@@ -346,17 +352,6 @@ async def _batch_with(cfg: Config, problem: Any, client: Any, isolation: str, ou
         console.say(f"saved to {dest}" + (f" ({left} entries not copied: see "
                                           f"{saving.SAVE_REPORT})" if left else ""))
     return status
-
-
-def interrupted_message(out: Any) -> str:
-    """What an interrupted batch left in its output directory, truthfully."""
-    if not out.begun:
-        return f"before the runs started: nothing was recorded, and {out.path} is untouched"
-    if out.restored:
-        return (f"before any run finished: nothing was recorded, and the previous batch's "
-                f"records are back in {out.path}")
-    return (f"the finished runs are recorded in {out.path / 'run_summary.md'}; continue "
-            f"with the same flags and --resume")
 
 
 async def interruptible(command: Any) -> int:
@@ -421,16 +416,27 @@ def _main(argv: list[str]) -> int:
     import sandbox
 
     command, args, cfg = parse_args(argv)
+    args.command = command
+    if command in ("compare", "export-inspect"):  # records only: nothing runs
+        import experiment
+        import inspect_log
+
+        return (experiment.compare_command if command == "compare"
+                else inspect_log.command)(args)
     sandbox.clean_leftovers()  # what a killed run left: cgroups, sandboxes still running
-    if message := invalid_target_message(cfg):
-        console.error(message)
+    if "," in cfg.problem and command in ("grade", "calibrate"):
+        console.error(f"{command} takes one problem, got --problem {cfg.problem}")
         return 2
+    for name in cfg.problem.split(","):
+        if message := invalid_target_message(dataclasses.replace(cfg, problem=name)):
+            console.error(message)
+            return 2
     if command == "problems":
         return problems_command(cfg, args)
     if command in ("grade", "calibrate"):
         return asyncio.run(interruptible((grade_command if command == "grade"
                                           else calibrate_command)(cfg, args)))
-    if message := missing_key_message(cfg):
+    if command == "batch" and (message := missing_key_message(cfg)):  # else: each arm's
         console.error(message)
         return 2
     console.show_sdk_retries()

@@ -1,31 +1,28 @@
 """A batch's output directory: where it may be, who holds it, and what in it is the
 harness's to replace.
 
-- **Where.**  :func:`check_place` refuses places that make no sense for records: the root
-  directory, the checkout itself or a directory above it, anything that is not a
-  directory (a file, a device), and a place that cannot be written.  Each is an
-  :class:`OutputError`, a usage error, found before anything is measured.
-- **Who.**  One batch at a time: :meth:`OutputDir.open` takes an ``flock`` on
-  ``LOCK`` and keeps it until :meth:`close` (the kernel drops it when the process dies,
-  so a killed batch leaves no stale lock).  A second batch is refused with the first's
-  process id.
+- **Where.**  :func:`check_place` refuses places that make no sense for records (the
+  root, the checkout or above it, a file or device, a place that cannot be written):
+  an :class:`OutputError`, a usage error, found before anything is measured.
+- **Who.**  One batch at a time: :meth:`OutputDir.open` takes an ``flock`` on ``LOCK``
+  until :meth:`close` (the kernel drops it with the process: no stale lock).  A second
+  batch is refused with the first's process id.
 - **What.**  The harness owns exactly what its manifest (``MANIFEST``) lists, plus the
-  manifest, the lock and ``PREVIOUS``.  Anything else in the directory is *foreign*: the
-  batch refuses to start beside it (naming it) unless told to (``beside_foreign``), and
-  even then never touches it nor writes a name it holds.  Names are never matched by
-  pattern: a folder of the user's called ``run_important`` is as foreign as any other.
-- **The previous batch** is kept whole until the new one has something to replace it
-  with.  When the new batch starts its runs, the previous batch's entries are moved
-  aside into ``PREVIOUS``; once the new batch has recorded a finished run they are
-  removed, and if it ends with none (interrupted early, killed) they are moved back.
-- **Resume.**  The manifest keeps the batch's configuration, how often each run was
-  started and each finished run's record (written by the harness, in a directory no
-  sandbox sees: a ``run.json`` the agent's code could have forged is never trusted).
-  :meth:`OutputDir.resume_plan` compares configurations and says what to keep, retry
-  and run.
+  manifest, the lock and ``PREVIOUS``.  Anything else is *foreign*: the batch refuses
+  to start beside it (naming it) unless told to (``beside_foreign``), and even then
+  never touches it nor writes a name it holds.  Names are never matched by pattern.
+- **The previous batch** is kept until the new one has something to replace it with:
+  moved aside into ``PREVIOUS`` when the new one starts its runs, removed once it has
+  recorded a finished run, moved back if it ends with none (interrupted, killed).
+- **Resume.**  The manifest keeps the configuration, each run's attempts and each
+  finished run's record (the harness's, where no sandbox sees: a ``run.json`` the
+  agent's code could forge is never trusted); :meth:`OutputDir.resume_plan` says what
+  to keep, retry and run.
+- **Groups.**  An experiment's directory is one too; each part's batch directory in it
+  is opened with it as ``parent`` (``experiment``).
 
-Every write is atomic (``safe_files.write_bytes``).  Running the batch is ``batch``'s;
-the records' shapes are ``records``'s.
+Every write is atomic (``safe_files``).  Running the batch is ``batch``'s; the records'
+shapes are ``records``'s.
 """
 
 from __future__ import annotations
@@ -82,9 +79,9 @@ def run_dir_name(run_id: int) -> str:
     return f"run_{run_id}"
 
 
-def check_place(path: Path) -> Path:
-    """The output directory ``path`` resolved; :class:`OutputError` when it is no place
-    for a batch's records.  It need not exist yet."""
+def check_place(path: Path, within: Path | None = None) -> Path:
+    """The output directory ``path`` resolved (it need not exist yet); OutputError when
+    it is no place for a batch's records (inside another's: only ``within``'s)."""
     if str(path) == "":
         raise OutputError("--output is empty: name a directory (default output/)")
     where = Path(os.path.realpath(path))
@@ -103,7 +100,8 @@ def check_place(path: Path) -> Path:
     if (kind := sandbox.filesystem_type(existing)) in sandbox.KERNEL_FILESYSTEMS:
         raise OutputError(f"--output {path} is on {kind}, the kernel's own file system: "
                           "name a directory on a disk")
-    if outer := next((p for p in where.parents if os.path.lexists(p / MANIFEST)), None):
+    if (outer := next((p for p in where.parents if os.path.lexists(p / MANIFEST)), None)
+            ) and outer != within:
         raise OutputError(f"--output {path} is inside {outer}, another batch's output "
                           "directory: name a directory of its own")
     try:
@@ -126,8 +124,7 @@ def check_place(path: Path) -> Path:
 
 @dataclass
 class ResumePlan:
-    """What a resumed batch does with each run: keep its record, retry it (it ended in
-    an error outside the agent's reach) or run it (it never finished)."""
+    """A resumed batch's runs: kept, retried (errors out of the agent's reach), to run."""
 
     kept: list[RunRecord] = field(default_factory=list)
     retried: list[int] = field(default_factory=list)
@@ -142,25 +139,27 @@ class ResumePlan:
 
 class OutputDir:
     """An output directory held by this process (see the module's docstring).  The
-    manifest in memory changes only once the file says the same: a write the disk
-    refuses leaves both as they were."""
+    manifest in memory changes only once its file has (a refused write changes none)."""
 
     def __init__(self, path: Path, lock_fd: int, manifest: dict[str, Any]) -> None:
-        self.path = path
-        self._lock_fd = lock_fd
-        self.manifest = manifest
+        self.path, self._lock_fd, self.manifest = path, lock_fd, manifest
+        self.parent: OutputDir | None = None  # the group it is a part of (open)
         self.begun = False  # the batch started its runs (begin)
         self.restored = False  # it ended with no finished run: the previous one is back
 
     # ---- opening ------------------------------------------------------------------------
     @classmethod
     def open(cls, path: Path, *, runs: int, beside_foreign: bool = False,
-             resume: bool = False) -> OutputDir:
+             resume: bool | None = False, parent: OutputDir | None = None,
+             names: tuple[str, ...] = ()) -> OutputDir:
         """Check the place, take the lock and read the manifest; refuse foreign entries
-        (unless ``beside_foreign``) and any foreign name the batch would write."""
-        where = check_place(path)
+        (unless ``beside_foreign``) and any foreign name the batch would write.
+        ``parent``: the group (``experiment``) whose part this batch is, told of each
+        run it finishes; ``resume`` None: held as it is (an export's claim); ``names``:
+        what else it will write at the top (an experiment's)."""
+        where = check_place(path, parent and parent.path)
         if os.path.isdir(where):  # refused before anything is written there
-            cls(where, -1, {})._check(runs, beside_foreign)
+            cls(where, -1, {})._check(runs, beside_foreign, names)
         try:
             where.mkdir(parents=True, exist_ok=True)
             fd = os.open(where / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -172,13 +171,12 @@ class OutputDir:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise OutputError(f"{where / LOCK} is not a regular file: remove it")
             out = cls(where, fd, {})
+            out.parent = parent
             out._lock(path)
-            out._check(runs, beside_foreign)  # again, now that no batch can change it
+            out._check(runs, beside_foreign, names)  # again, now no batch can change it
             try:
-                if resume:
-                    out._finish_moves()
-                else:
-                    out._settle_previous()
+                if resume is not None:
+                    out._finish_moves() if resume else out._settle_previous()
             except OSError as exc:
                 raise OutputError(f"cannot keep records in {where}: "
                                   f"{exc.strerror or exc}", status=4) from None
@@ -232,7 +230,7 @@ class OutputDir:
         return sorted(n for n in set(os.listdir(self.path)) - self.owned() - IGNORED
                       if not (self.manifest and _TEMPORARY.match(n)))
 
-    def _check(self, runs: int, beside_foreign: bool) -> None:
+    def _check(self, runs: int, beside_foreign: bool, names: tuple[str, ...] = ()) -> None:
         self.manifest = self._read_manifest()
         foreign = self.foreign()
         if not foreign:
@@ -246,7 +244,7 @@ class OutputDir:
                 "--output, or pass --beside-foreign to write beside them (they will not be "
                 "touched)")
         wanted = ({run_dir_name(i) for i in range(1, runs + 1)} | set(BATCH_RECORDS)
-                  | {PREVIOUS})
+                  | {PREVIOUS, *names})
         if clash := sorted(wanted & set(foreign)):
             raise OutputError(f"{self.path} holds {', '.join(clash)}, which hello-py did not "
                               "write and this batch would: move them away or choose another "
@@ -260,16 +258,13 @@ class OutputDir:
         safe_files.write_bytes(self.path, MANIFEST, text.encode(), make_parents=False)
         self.manifest = manifest
 
-    def _changed(self, **changes: Any) -> dict[str, Any]:
-        """A copy of the manifest with ``changes`` (nested values copied too)."""
+    def _changed(self, **changes: Any) -> dict[str, Any]:  # nested values copied too
         return {**copy.deepcopy(self.manifest), **changes}
 
     def _settle_previous(self) -> None:
         """What a killed batch left: its temporary files removed; a batch it held back
         restored when it recorded no finished run, else removed."""
-        for name in os.listdir(self.path):
-            if _TEMPORARY.match(name) and self.manifest:
-                safe_files.remove_tree(self.path, name)
+        self._remove_temporaries()
         held = self.manifest.get("previous")
         if held is not None and not self.manifest.get("finished"):
             self._restore(held)
@@ -281,9 +276,7 @@ class OutputDir:
         """Before a resume: what a batch killed while it moved the previous batch aside
         left at the top goes where it was going (the resumed batch owns only its own
         entries), and its temporary files are removed."""
-        for name in os.listdir(self.path):
-            if _TEMPORARY.match(name) and self.manifest:
-                safe_files.remove_tree(self.path, name)
+        self._remove_temporaries()
         held = self.manifest.get("previous") or {}
         left = [n for n in held.get("entries", []) if n not in self.manifest.get(
             "entries", []) and os.path.lexists(self.path / n)]
@@ -292,6 +285,10 @@ class OutputDir:
         for name in left:
             safe_files.remove_tree(self.path / PREVIOUS, name)
             os.rename(self.path / name, self.path / PREVIOUS / name)
+
+    def _remove_temporaries(self) -> None:  # a killed process's unfinished writes
+        for name in filter(_TEMPORARY.match, os.listdir(self.path) if self.manifest else ()):
+            safe_files.remove_tree(self.path, name)
 
     def _restore(self, held: dict[str, Any]) -> None:
         for name in self.manifest.get("entries", []):
@@ -398,9 +395,12 @@ class OutputDir:
         os.mkdir(self.path / name, 0o755)  # FileExistsError for anything made meanwhile
         return self.path / name, attempts[str(run_id)]
 
-    def finish_run(self, record: RunRecord) -> None:
-        finished = {**self.manifest.get("finished", {}), str(record.run_id): record.to_json()}
+    def finish_run(self, record: RunRecord, key: str | None = None) -> None:
+        finished = {**self.manifest.get("finished", {}),
+                    key or str(record.run_id): record.to_json()}
         self._save(self._changed(finished=finished))
+        if self.parent is not None:  # the group keeps its parts while one has a run
+            self.parent.finish_run(record, f"{self.path.name}/{record.run_id}")
 
     def claim(self, *names: str) -> None:
         """Record that the harness writes ``names`` at the top of the directory (before

@@ -244,9 +244,12 @@ class Problem(abc.ABC):
         provenance; None before any was used, or for a problem graded exactly."""
         return None
 
-    def scripted_turns(self, tool_names: set[str]) -> list[list[dict[str, Any]]]:
+    def scripted_turns(self, tool_names: set[str], draft: bool = False
+                       ) -> list[list[dict[str, Any]]]:
         """The offline scripted agent's trajectory: content blocks of each turn, playing
-        the problem's own reference solution with the tools offered."""
+        the problem's own reference solution with the tools offered.  ``draft``: its
+        first answer falls short (a plausible mistake), and is corrected only where a
+        tool it is offered shows the mistake (the intermediate answer)."""
         return []
 
     @abc.abstractmethod
@@ -262,6 +265,12 @@ class Problem(abc.ABC):
                     options: Any = None) -> GradeResult:
         """Grade a candidate file.  Never raises for anything the candidate does
         (``GraderError`` when the harness itself cannot grade)."""
+
+    async def strategy(self, candidate: Path) -> dict[str, Any] | None:
+        """Which strategy a graded candidate took, measured after its grading and outside
+        its timed executions: advisory, it never changes a verdict (None: this problem
+        has no components to analyse).  The shape is ``records.RunRecord.strategy``'s."""
+        return None
 
     def fallback_candidates(self, workspace: Path) -> list[Path]:
         """Files of the run directory to grade when the agent ends without submitting,

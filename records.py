@@ -14,8 +14,10 @@ files safely is ``safe_files``'s.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 # At the top of the output directory: the results, the summary and its plot.
@@ -29,9 +31,9 @@ RESULTS_ENTRY_KEYS = (
     "accuracy", "baseline_accuracy", "reason", "submitted", "found_by", "failed_checks",
     "tool_calls", "intermediate", "input_tokens", "output_tokens",
     "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd", "stream_retries",
-    "wall_time", "attempts", "record_error")
+    "wall_time", "attempts", "record_error", "strategy")
 # Keys run.json holds only when they apply (never as null).
-_WHEN_SET = frozenset({"budget", "candidate", "traceback", "record_error"})
+_WHEN_SET = frozenset({"budget", "candidate", "traceback", "record_error", "strategy"})
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,10 @@ class RunRecord:
     isolation: str | None = None
     wall_time: float = 0.0  # seconds
     attempts: int = 1  # how many times the run was started (--resume retries API errors)
+    # Which strategy the graded candidate took (``Problem.strategy``; advisory): either
+    # {"error": why} or {"components": [{"name", "candidate_s", "original_s", "ratio",
+    # "function": same|different|error, "approach": str|None}, ...]}.
+    strategy: dict[str, Any] | None = None
     record_error: str | None = None  # why run.json is missing (results.json only)
 
     def to_json(self) -> dict[str, Any]:
@@ -118,12 +124,71 @@ class BatchResults:
                 "interrupted": self.interrupted, "provenance": self.provenance}
 
     @classmethod
+    def read(cls, directory: Path) -> BatchResults:
+        """The results.json of the batch in ``directory``, read without following a link;
+        ValueError (why, in one line) when there is none or it is not a batch's."""
+        import json
+
+        import safe_files
+
+        try:
+            data = json.loads(safe_files.read_bytes(directory, RESULTS, 256 << 20))
+            if why := results_error(data):
+                raise ValueError(why)
+            return cls.from_json(data)
+        except OSError as exc:
+            raise ValueError(f"cannot read {directory / RESULTS}: {exc.strerror or exc}"
+                             ) from None
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+            raise ValueError(f"{directory / RESULTS} is not a batch's results: {exc}"
+                             ) from None
+
+    @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> BatchResults:
         return cls(config=data.get("config") or {}, baseline=data.get("baseline") or {},
                    runs=[RunRecord.from_json(r) for r in data.get("runs") or []],
                    totals=data.get("totals") or {},
                    interrupted=bool(data.get("interrupted")),
                    provenance=data.get("provenance") or {})
+
+
+_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
+          "list": (list,), "dict": (dict,), "tuple": (list,), "Any": (object,)}
+
+
+def results_error(data: Any) -> str | None:
+    """What makes ``data`` no batch's results.json (None: nothing): each section of the
+    right kind, and each run's every field of its type (``RunRecord``'s annotations),
+    numbers finite, so that a file edited by hand or damaged is one clear refusal, never
+    a traceback or a NaN in a report."""
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+        return "no list of runs"
+    for key in ("config", "baseline", "totals", "provenance"):
+        if not isinstance(data.get(key) or {}, dict):
+            return f"{key} is not an object"
+    kinds = {f.name: f.type for f in fields(RunRecord)}
+    for i, run in enumerate(data["runs"], 1):
+        if not isinstance(run, dict) or run.get("status") not in ("pass", "fail", "error"):
+            return f"run entry {i} has no status pass, fail or error"
+        for name, value in run.items():
+            if name not in kinds or value is None:
+                continue
+            allowed = tuple(t for word in kinds[name].split("|")
+                            for t in _KINDS.get(word.strip().split("[")[0], ()))
+            if name == "speedup_ci95":  # a pair of numbers
+                ok = isinstance(value, list) and len(value) == 2 and all(
+                    _number(v) for v in value)
+            else:
+                ok = (isinstance(value, allowed) and isinstance(value, bool) == (bool in allowed)
+                      and (not isinstance(value, float) or math.isfinite(value)))
+            if not ok:
+                return f"run entry {i}: {name} is not a {kinds[name]}: {str(value)[:40]!r}"
+    return None
+
+
+def _number(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def manifest_error(data: Any, version: int) -> str | None:

@@ -166,3 +166,30 @@ def save_batch(output: Path, saved: Path, name: str, **limits: int) -> tuple[Pat
     safe_files.write_bytes(dest, SAVE_REPORT, (json.dumps(report.to_json(), indent=2)
                                                + "\n").encode())
     return dest, report
+
+
+def save_group(top: Path, parts: list[str], records: tuple[str, ...], saved: Path,
+               name: str) -> tuple[Path, int]:
+    """Copy an experiment or suite (``experiment``) to ``saved/name`` (dated if that is
+    taken): its own ``records`` at the top, then each part's batch directory as
+    :func:`save_batch` copies a batch, with its ``SAVE_REPORT``.  Returns the copy and
+    how many entries were left out."""
+    saved.mkdir(parents=True, exist_ok=True)
+    dest = saved / name
+    if os.path.lexists(dest):
+        dest = dest.with_name(f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.mkdir(dest, 0o755)
+    for record in records:
+        try:
+            data = safe_files.read_bytes(top, record, MAX_FILE_BYTES)
+        except FileNotFoundError:
+            continue
+        safe_files.write_bytes(dest, record, data)
+    left = 0
+    for part in parts:
+        if os.path.isdir(top / part) and not os.path.islink(top / part):
+            report = copy_batch(top / part, dest / part)
+            safe_files.write_bytes(dest / part, SAVE_REPORT, (
+                json.dumps(report.to_json(), indent=2) + "\n").encode())
+            left += report.skipped + report.failed
+    return dest, left

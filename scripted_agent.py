@@ -8,10 +8,16 @@ same loop, tools, grading and records as a real batch, with no key and no networ
 The trajectory is the problem's own (``Problem.scripted_turns``), played with the
 problem's reference solution: this agent demonstrates the pipeline, it does not solve
 anything.  It adapts to the tools it is offered, as the real prompt does.
+
+A second behaviour, ``drafts`` (``--agent scripted-draft``), gives an experiment two
+agents to tell apart offline: in about half its runs (a draw fixed by the run's
+directory, so a run replays the same way) its first answer falls short, and it corrects
+it only when a tool it is offered (the intermediate answer) shows the shortfall.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,17 +37,37 @@ def _message(content: list[dict], stop_reason: str, model: str) -> Message:
     })
 
 
-def plan(problem: Any, tool_names: set[str], solution: str | None = None
-         ) -> list[list[dict]]:
+DRAFT_RATE = 0.5  # how often the ``drafts`` behaviour's first answer falls short
+
+
+def falls_short(identity: str, rate: float = DRAFT_RATE) -> bool:
+    """Whether the run ``identity`` (``_run_identity``) drafts a mistake: a uniform draw
+    made of its hash, the same every time."""
+    digest = hashlib.sha256(identity.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < rate
+
+
+def _run_identity(messages: list[dict]) -> str:
+    """What tells this run from the batch's others: its directory (the run's context),
+    else its first message."""
+    import tools
+
+    ctx = tools.RUN.get(None)
+    return str(ctx.workspace) if ctx is not None else repr(messages[:1])
+
+
+def plan(problem: Any, tool_names: set[str], solution: str | None = None,
+         draft: bool = False) -> list[list[dict]]:
     """The scripted turns (each a list of content blocks): the problem's own trajectory
-    for the offered tools, with ``solution`` as the written file's contents if given."""
+    for the offered tools, with ``solution`` as the written file's contents if given;
+    ``draft``: the trajectory whose first answer falls short."""
     turns = []
-    for turn in problem.scripted_turns(tool_names):
+    for turn in problem.scripted_turns(tool_names, draft):
         blocks = []
         for block in turn:
             if block.get("type") == "tool_use":
                 arguments = dict(block["input"])
-                if solution is not None and block["name"] == "write_file":
+                if solution is not None and block["name"] == "write_file" and not draft:
                     arguments["content"] = solution
                 block = {**block, "id": f"toolu_scripted_{next(_ids):06d}", "input": arguments}
             blocks.append(block)
@@ -71,14 +97,15 @@ class _Stream:
 
 
 class _Messages:
-    def __init__(self, problem: Any, solution: str | None):
-        self.problem, self.solution = problem, solution
+    def __init__(self, problem: Any, solution: str | None, drafts: bool):
+        self.problem, self.solution, self.drafts = problem, solution, drafts
 
     async def create(self, *, model: str, messages: list[dict], tools: list[dict] | None = None,
                      **_: Any) -> Message:
         # The turn to play is the number of assistant messages so far.
         turn = sum(1 for m in messages if m["role"] == "assistant")
-        turns = plan(self.problem, {t["name"] for t in tools or ()}, self.solution)
+        draft = self.drafts and falls_short(_run_identity(messages))
+        turns = plan(self.problem, {t["name"] for t in tools or ()}, self.solution, draft)
         if turn >= len(turns):
             return _message([{"type": "text", "text": "Done."}], "end_turn", model)
         return _message(turns[turn], "tool_use", model)
@@ -99,6 +126,10 @@ class _Messages:
 class ScriptedClient:
     """Quacks like ``AsyncAnthropic`` for the agent loop."""
 
-    def __init__(self, problem: Any, solution_path: Path | None = None):
+    def __init__(self, problem: Any, solution_path: Path | None = None,
+                 behaviour: str = "reference"):
+        """``behaviour``: ``reference`` (plays the reference solution) or ``drafts``."""
+        if behaviour not in ("reference", "drafts"):
+            raise ValueError(f"unknown scripted behaviour {behaviour!r}")
         solution = solution_path.read_text() if solution_path is not None else None
-        self.messages = _Messages(problem, solution)
+        self.messages = _Messages(problem, solution, behaviour == "drafts")

@@ -3,11 +3,14 @@
 Pure functions over run records (``records.RunRecord``): counts by status and by error
 cause, the pass rate with its 95 % Wilson interval and the runs it leaves out, average
 steps, the mean score with its bootstrap interval, the geometric-mean speedup of passing
-runs, tokens and cost, how often each check failed and which runs were never graded
-(scipy's intervals).  :func:`render_markdown` shows them with the baseline, the ladder,
-the resolved target and the provenance, rounded; ``plots.write_summary`` writes it with
-the picture (``plots``) beside it, and ``python -m summary output/results.json`` redraws
-both from the records alone.  The batch makes the records; nothing here runs an agent.
+runs and the geometric and harmonic means with a run not passed as 1x, pass@k and pass^k,
+tokens and cost, how often each check failed and which runs were never graded.  The
+statistics are ``significance``'s; the tables of attempts and strategies, shared with an
+experiment's report, ``comparison``'s.  :func:`render_markdown` shows the figures with
+the baseline, the ladder, the resolved target and the provenance, rounded;
+``plots.write_summary`` writes it with the picture (``plots``) beside it, and
+``python -m summary output/results.json`` redraws both from the records alone.  The
+batch makes the records; nothing here runs an agent.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import argparse
 import errno
 import json
 import logging
-import math
 import os
 import stat
 import sys
@@ -25,12 +27,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy import stats
-
 import pricing
 import provenance
+import significance
 from records import BatchResults, RunRecord
+
+# the statistics moved to ``significance``; read here under their old names too
+from significance import geometric_mean, mean_interval, wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -54,34 +57,6 @@ ERROR_CAUSES = {"api": "API error", "budget": "budget stop", "disk": "disk fault
 # would let an agent about to fail make its run not count.  They are named in the pass-rate
 # line, so a genuine harness bug lowers the rate visibly, never silently.
 LEFT_OUT_CAUSES = frozenset({"api", "budget", "disk", "setup"})
-
-
-def wilson_interval(successes: int, n: int) -> tuple[float, float]:
-    """The 95 % Wilson score interval for a binomial proportion ((0, 0) when n == 0);
-    ValueError when ``successes`` is outside 0..n."""
-    if n == 0:
-        return (0.0, 0.0)
-    ci = stats.binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return (float(ci.low), float(ci.high))
-
-
-def mean_interval(values: Sequence[float]) -> tuple[float, float] | None:
-    """A 95 % percentile bootstrap interval of the mean (2000 resamples, seeded: the same
-    values give the same interval); None for fewer than two values."""
-    if len(values) < 2:
-        return None
-    v = np.asarray(values, dtype=float)
-    if np.ptp(v) == 0:
-        return float(v[0]), float(v[0])
-    result = stats.bootstrap((v,), np.mean, confidence_level=0.95, n_resamples=2000,
-                             method="percentile", rng=np.random.default_rng(0))
-    low, high = result.confidence_interval
-    return float(low), float(high)
-
-
-def geometric_mean(values: list[float]) -> float | None:
-    positive = [v for v in values if v and v > 0]
-    return math.exp(sum(map(math.log, positive)) / len(positive)) if positive else None
 
 
 def error_cause(run: RunRecord) -> str | None:
@@ -115,6 +90,34 @@ def score_figures(runs: Sequence[RunRecord]) -> dict[str, Any]:
             "mean_score_ci95": list(interval) if interval else None}
 
 
+def attempt_counts(runs: Sequence[RunRecord]) -> tuple[int, int]:
+    """The attempts pass@k and pass^k are estimated from: the runs the pass rate counts
+    (so that pass@1 is the pass rate) and the passes among them."""
+    counted = [r for r in runs if counts_in_pass_rate(r)]
+    return len(counted), sum(r.status == "pass" for r in counted)
+
+
+def speedup_values(runs: Sequence[RunRecord]) -> list[float]:
+    """Each counted run's speedup as the peers average it: a passing run's own, 1.0 for
+    a run that did not pass (even one measured, too slow); none at all when no run
+    measured a speedup (a problem graded exactly)."""
+    counted = [r for r in runs if counts_in_pass_rate(r)]
+    if not any(r.speedup for r in counted):
+        return []
+    return [1.0 if r.status != "pass" else r.speedup for r in counted
+            if r.status != "pass" or (r.speedup or 0) > 0]
+
+
+def speedup_figures(runs: Sequence[RunRecord]) -> dict[str, Any]:
+    """The geometric and harmonic mean speedups over :func:`speedup_values`, each with
+    its 95 % bootstrap interval."""
+    means = significance.speedup_means(speedup_values(runs))
+    return {"geomean_speedup": means["geometric_mean"],
+            "geomean_speedup_ci95": means["geometric_mean_ci95"],
+            "harmonic_mean_speedup": means["harmonic_mean"],
+            "harmonic_mean_speedup_ci95": means["harmonic_mean_ci95"]}
+
+
 def batch_figures(runs: Sequence[RunRecord]) -> dict[str, Any]:
     """Totals over the runs that finished.  Errors are not failures: they are counted
     apart, by cause; the pass rate counts the graded runs and the errors that count
@@ -142,8 +145,11 @@ def batch_figures(runs: Sequence[RunRecord]) -> dict[str, Any]:
         "average_steps": sum(r.steps for r in runs) / len(runs) if runs else None,
         "geomean_speedup_passing": geometric_mean(
             [r.speedup for r in runs if r.status == "pass" and r.speedup]),
+        **speedup_figures(runs),  # a run not passed as 1x
         "check_failures": dict(check_failures.most_common()),
         **score_figures(runs),
+        "attempt_runs": (attempts := attempt_counts(runs))[0],
+        "attempts": significance.attempt_table(*attempts),  # pass@k and pass^k
         "input_tokens": sum(r.input_tokens for r in runs),
         "output_tokens": sum(r.output_tokens for r in runs),
         "cache_creation_input_tokens": sum(r.cache_creation_input_tokens for r in runs),
@@ -344,8 +350,11 @@ def run_lines(runs: Sequence[RunRecord]) -> list[str]:
 def render_markdown(results: BatchResults, plot: str | None = None) -> str:
     """``run_summary.md``: the target and the pass rate, the picture (``plot``, a path
     relative to the summary, when there is one), the configuration, the baseline, a row
-    per run, the totals, the errors, the failed checks and the provenance.  Figures the
+    per run, the totals, the attempts (pass@k), the errors, the failed checks, the
+    strategies (when analysed) and the provenance.  Figures the
     records lack (a file older than them) are computed from its runs."""
+    import comparison  # which imports this module: the tables both reports show
+
     t = batch_figures(results.runs) | results.totals
     lines = ["# Run summary", ""]
     if results.interrupted:
@@ -371,11 +380,15 @@ def render_markdown(results: BatchResults, plot: str | None = None) -> str:
            f"{t['mean_score_ci95'][1]:.3f})" if t.get("mean_score_ci95") else ""),
         f"- Geometric-mean speedup of passing runs: "
         f"{_fmt(t['geomean_speedup_passing'], '.2f', 'x')}",
+        f"- Speedup over the runs the pass rate counts, a run not passed as 1x (95 % "
+        f"bootstrap interval): {comparison.speedup_text(t)}",
         f"- Tokens: {t['input_tokens']} in at the full price, {t['output_tokens']} out; "
         f"prompt cache: {t.get('cache_creation_input_tokens', 0)} written, "
         f"{t.get('cache_read_input_tokens', 0)} read",
         f"- Cost: {_cost(t.get('cost_usd'))} (prices of {pricing.PRICES_AS_OF}, "
         "`pricing.py`)",
+        "", "## Attempts", "", *comparison.attempt_lines(t.get("attempts") or [],
+                                                         t.get("attempt_runs", 0)),
         "", "## Errors", "",
     ]
     errors = [f"| {r.run_id} | {ERROR_CAUSES[cause]} | "
@@ -383,8 +396,10 @@ def render_markdown(results: BatchResults, plot: str | None = None) -> str:
               f"{_cell(r.reason)} |" for r in results.runs if (cause := error_cause(r))]
     lines += (["| run | cause | pass rate | reason |", "|---|---|---|---|", *errors]
               if errors else ["- none"])
-    lines += ["", "## Failed checks", "", *failed_check_lines(t),
-              "", "## Provenance", "", *provenance_lines(results.provenance)]
+    lines += ["", "## Failed checks", "", *failed_check_lines(t)]
+    if any(r.strategy for r in results.runs):
+        lines += ["", "## Strategy", "", *comparison.strategy_lines(results.runs)]
+    lines += ["", "## Provenance", "", *provenance_lines(results.provenance)]
     return "\n".join(lines) + "\n"
 
 

@@ -94,11 +94,15 @@ class MathCalculationProblem(Problem):
     def _failed(name: str, message: str) -> GradeResult:
         return GradeResult(passed=False, checks=[Check(name, False, message)], score=0.0)
 
-    def scripted_turns(self, tool_names: set[str]) -> list[list[dict[str, Any]]]:
-        code = (f"print(sum(pow(k, k, 10**{self.digits}) for k in range(1, {self.n} + 1))"
+    def scripted_turns(self, tool_names: set[str], draft: bool = False
+                       ) -> list[list[dict[str, Any]]]:
+        # The draft's mistake: range(1, n) leaves out the last term (no tool checks it).
+        last = self.n if draft else self.n + 1
+        code = (f"print(sum(pow(k, k, 10**{self.digits}) for k in range(1, {last}))"
                 f" % 10**{self.digits})")
+        value = self_powers(self.n - 1, self.digits) if draft else self.answer()
         return [[{"type": "text", "text": "Computing it with modular powers."},
                  {"type": "tool_use", "name": "python_expression", "input": {"code": code}}],
                 [{"type": "text", "text": "Submitting the value."},
                  {"type": "tool_use", "name": "submit_value",
-                  "input": {"answer": str(self.answer())}}]]
+                  "input": {"answer": str(value)}}]]

@@ -108,7 +108,7 @@ def test_a_federated_identity_counts_as_credentials(monkeypatch):
     monkeypatch.setenv("ANTHROPIC_FEDERATION_RULE_ID", "fdrl_test")
     monkeypatch.setenv("ANTHROPIC_ORGANIZATION_ID", "org_test")
     monkeypatch.setenv("ANTHROPIC_IDENTITY_TOKEN", "eyJ.test.token")
-    assert main.has_credentials()
+    assert agent.has_credentials()
     assert main.missing_key_message(main.CONFIG) is None
 
 
@@ -240,10 +240,13 @@ def test_max_tokens_fits_the_model_and_the_transport():
 
     cfg = main.CONFIG
     assert cfg.max_tokens >= 24_000  # a whole-file write of the ~24 KB reference fits
-    assert main.reply_token_limit(cfg, {"max_tokens": 64000}) == cfg.max_tokens
-    assert main.reply_token_limit(cfg, {"max_tokens": 8192}) == 8192
+    assert agent.reply_token_limit(cfg.max_tokens, cfg.model, cfg.stream,
+                                   {"max_tokens": 64000})[0] == cfg.max_tokens
+    assert agent.reply_token_limit(cfg.max_tokens, cfg.model, cfg.stream,
+                                   {"max_tokens": 8192})[0] == 8192
     unstreamed = dataclasses.replace(cfg, stream=False)
-    assert main.reply_token_limit(unstreamed, {}) == main.NONSTREAMING_MAX_TOKENS
+    assert agent.reply_token_limit(unstreamed.max_tokens, unstreamed.model,
+                                   unstreamed.stream, {})[0] == agent.NONSTREAMING_MAX_TOKENS
 
 
 def test_the_api_settings_are_flags():

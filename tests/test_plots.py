@@ -1,5 +1,7 @@
-"""The picture beside the summary (``plots``), the pair written by ``plots.write_summary``
-and ``python -m summary results.json``, which redraws both from the records alone."""
+"""The pictures (``plots``): the batch's beside its summary and an experiment's, the
+pass rate against the speedup threshold they draw, the pair written by
+``plots.write_summary`` and ``python -m summary results.json``, which redraws both from
+the records alone."""
 
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 from PIL import Image
-from test_summary import NO_ANSWER, realistic_results
+from test_summary import ML_BASELINE, NO_ANSWER, realistic_results, realistic_runs
 
 import plots
 import safe_files
 import summary
+from problems.ml_training import runtime_checks
 from records import BatchResults, RunRecord
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -41,18 +44,133 @@ def no_graded_runs() -> list[RunRecord]:
             RunRecord(3, "fail", reason=NO_ANSWER, steps=15)]
 
 
-@pytest.mark.parametrize("runs", [None, no_graded_runs(), []],
-                         ids=["realistic", "none-graded", "no-runs"])
-def test_the_plot_is_a_valid_png(tmp_path, runs):
-    path = plots.write_plot(realistic_results(runs), tmp_path / "summary.png")
+def math_runs() -> list[RunRecord]:
+    """A problem that measures no speedup, whose model's prices are unknown."""
+    return [RunRecord(1, "pass", found_by="submitted", score=1.0, steps=3),
+            RunRecord(2, "fail", found_by="submitted", score=0.0, steps=5,
+                      failed_checks=["answer"])]
+
+
+def sped_up_runs() -> list[RunRecord]:
+    """Seven graded runs from 40x to 100x, two of them failing only the speed check."""
+    return [RunRecord(i, "fail" if i % 3 == 0 else "pass", found_by="submitted",
+                      speedup=30.0 + 10 * i, speedup_ci95=(28.0 + 10 * i, 33.0 + 10 * i),
+                      failed_checks=["speedup_target"] if i % 3 == 0 else [],
+                      score=0.0 if i % 3 == 0 else 0.5, steps=5 + i, cost_usd=0.01 * i)
+            for i in range(1, 8)]
+
+
+def math_results() -> BatchResults:
+    runs = math_runs()
+    return BatchResults({"problem": "math", "runs": 2}, {}, runs, summary.batch_figures(runs))
+
+
+BATCHES = {"realistic": realistic_results, "none-graded": lambda: realistic_results(
+    no_graded_runs()), "no-runs": lambda: realistic_results([]), "math": math_results,
+    "all-sped-up": lambda: realistic_results(sped_up_runs())}
+
+
+@pytest.mark.parametrize("batch", BATCHES.values(), ids=BATCHES.keys())
+def test_the_plot_is_a_valid_png(tmp_path, batch):
+    path = plots.write_plot(batch(), tmp_path / "summary.png")
     assert path == tmp_path / "summary.png"
     width, height = png_size(path)
-    assert (width, height) == (900, 800)  # plots.SIZE_INCHES at plots.DPI
+    assert (width, height) == (1000, 1200)  # plots.SIZE_INCHES at plots.DPI
     assert [p.name for p in tmp_path.iterdir()] == ["summary.png"]  # no temporary left
 
 
-def test_the_same_records_draw_the_same_bytes():
-    assert plots.render_png(realistic_results()) == plots.render_png(realistic_results())
+@pytest.mark.parametrize("batch", BATCHES.values(), ids=BATCHES.keys())
+def test_the_same_records_draw_the_same_bytes(batch):
+    assert plots.render_png(batch()) == plots.render_png(batch())
+
+
+def test_other_records_draw_other_bytes():  # the picture is drawn from them
+    assert plots.render_png(realistic_results()) != plots.render_png(
+        realistic_results(sped_up_runs()))
+
+
+OTHER_MACHINE = {**ML_BASELINE, "target": 60.0}
+EXPERIMENTS = {
+    "two-arms": [("haiku", realistic_runs(), ML_BASELINE),
+                 ("sonnet", sped_up_runs(), ML_BASELINE)],
+    # an arm whose runs were all left out of the pass rate, and one with no run at all
+    "none-counted": [("haiku", realistic_runs(), ML_BASELINE),
+                     ("down", [RunRecord(1, "error", error_cause="api", steps=1)],
+                      ML_BASELINE), ("empty", [], ML_BASELINE)],
+    "cost-unknown": [("priced", sped_up_runs(), ML_BASELINE),
+                     ("unpriced", [RunRecord(1, "pass", speedup=90.0, score=0.6, steps=4)],
+                      ML_BASELINE)],
+    "targets-differ": [("here", sped_up_runs(), ML_BASELINE),
+                       ("there", realistic_runs(), OTHER_MACHINE)],
+    "math": [("a", math_runs(), {}), ("b", math_runs()[:1], {})],
+    "no-arms": [],
+}
+
+
+@pytest.mark.parametrize("arms", EXPERIMENTS.values(), ids=EXPERIMENTS.keys())
+def test_the_experiment_plot_is_a_valid_png_and_deterministic(tmp_path, arms):
+    path = plots.write_experiment_plot(tmp_path / "experiment.png", arms)
+    assert path == tmp_path / "experiment.png"
+    assert png_size(path) == (1200, 1200)  # plots.EXPERIMENT_SIZE_INCHES at plots.DPI
+    assert [p.name for p in tmp_path.iterdir()] == ["experiment.png"]
+    assert path.read_bytes() == plots.render_experiment_png(arms)
+
+
+def test_an_experiment_with_other_arms_draws_other_bytes():
+    assert (plots.render_experiment_png(EXPERIMENTS["two-arms"])
+            != plots.render_experiment_png(EXPERIMENTS["two-arms"][::-1]))
+
+
+def test_the_speed_check_is_the_one_the_ml_problem_names():
+    assert runtime_checks.speedup_target(10.0, 20.0, 3).name == plots.SPEED_CHECK
+
+
+@pytest.mark.parametrize(("run", "up_to"), [
+    (RunRecord(1, "pass", speedup=30.0), 30.0),
+    (RunRecord(2, "fail", speedup=20.0, failed_checks=["speedup_target"]), 20.0),
+    # another check failed: a lower target would not have passed it
+    (RunRecord(3, "fail", speedup=20.0, failed_checks=["speedup_target", "accuracy"]), None),
+    (RunRecord(4, "fail", speedup=200.0, failed_checks=["speedup_plausible"]), None),
+    (RunRecord(5, "fail", reason=NO_ANSWER), None),
+    (RunRecord(6, "error", error_cause="harness", speedup=50.0,
+               failed_checks=["speedup_target"]), None),
+    (RunRecord(7, "pass", score=1.0), None),  # no speedup measured (math)
+], ids=["pass", "only-speed-failed", "speed-and-accuracy-failed", "implausible",
+        "no-answer", "error", "no-speedup"])
+def test_the_speedup_a_run_passes_up_to(run, up_to):
+    assert plots.passes_up_to(run) == up_to
+
+
+def test_pass_rate_at_thresholds():
+    runs = [RunRecord(1, "pass", speedup=30.0),
+            RunRecord(2, "fail", speedup=20.0, failed_checks=["speedup_target"]),
+            RunRecord(3, "fail", speedup=50.0, failed_checks=["accuracy"]),
+            RunRecord(4, "error", error_cause="harness"),  # counted, never passes
+            RunRecord(5, "error", error_cause="api"),  # left out of the denominator
+            RunRecord(6, "error", error_cause="budget", speedup=90.0)]
+    rates = plots.pass_rate_at_thresholds(runs, [1.0, 20.0, 20.5, 30.0, 30.5, 60.0])
+    assert rates == [0.5, 0.5, 0.25, 0.25, 0.0, 0.0]
+
+
+def test_pass_rate_at_thresholds_names_its_speed_check():
+    runs = [RunRecord(1, "fail", speedup=20.0, failed_checks=["too_slow"])]
+    assert plots.pass_rate_at_thresholds(runs, [10.0]) == [0.0]
+    assert plots.pass_rate_at_thresholds(runs, [10.0], speed_check="too_slow") == [1.0]
+
+
+def test_pass_rate_at_thresholds_without_a_counted_run_is_none():
+    assert plots.pass_rate_at_thresholds([RunRecord(1, "error", error_cause="api")],
+                                         [1.0]) is None
+    assert plots.pass_rate_at_thresholds([], [1.0]) is None
+
+
+def test_the_threshold_grid_reaches_past_the_best_and_holds_each_step():
+    runs = [RunRecord(1, "pass", speedup=30.0),
+            RunRecord(2, "fail", speedup=20.0, failed_checks=["speedup_target"])]
+    grid = plots.threshold_grid(runs, [("target 85.3x", 85.3, "--")])
+    assert grid[0] == 1.0 and grid[-1] == pytest.approx(85.3 * 1.25)
+    assert {20.0, 30.0} <= set(grid) and grid == sorted(grid)
+    assert plots.threshold_grid([], [])[-1] == pytest.approx(1.25)  # math: 1x to 1.25x
 
 
 def test_the_plot_replaces_a_link_rather_than_writing_through_it(tmp_path):

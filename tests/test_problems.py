@@ -44,7 +44,7 @@ def test_unknown_problem_is_a_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main.main(argv)
     assert exc.value.code == 2
-    expected = "invalid choice: 'nope' (choose from 'complex', 'numpy', 'pytorch', 'math')"
+    expected = "unknown problem 'nope'; valid: complex, numpy, pytorch, math"
     assert expected in capsys.readouterr().err
 
 

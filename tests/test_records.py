@@ -61,7 +61,7 @@ def old_results_entry(e: dict[str, Any]) -> dict[str, Any]:
             "submitted", "found_by", "failed_checks", "tool_calls", "intermediate",
             "input_tokens", "output_tokens", "cache_creation_input_tokens",
             "cache_read_input_tokens", "cost_usd", "stream_retries", "wall_time",
-            "attempts", "record_error")
+            "attempts", "record_error", "strategy")  # strategy: issue 28
     return {k: e.get(k) for k in keys}
 
 
@@ -141,3 +141,43 @@ async def test_a_batch_writes_the_pinned_keys_in_order(tmp_path):
     record = json.loads((out / "run_1" / "run.json").read_text())
     assert list(record) == list(old_entry(ENDINGS["fallback"]))  # candidate: graded
     assert BatchResults.from_json(results).to_json() == results
+
+
+@pytest.mark.parametrize("entry, why", [
+    ({"status": 1}, "status"),
+    ({"status": True}, "status"),
+    ({"status": "pass", "speedup": float("inf")}, "speedup"),
+    ({"status": "pass", "speedup": float("nan")}, "speedup"),
+    ({"status": "pass", "speedup": "fast"}, "speedup"),
+    ({"status": "pass", "score": "1"}, "score"),
+    ({"status": "pass", "steps": 2.5}, "steps"),
+    ({"status": "pass", "steps": True}, "steps"),
+    ({"status": "pass", "cost_usd": "$1"}, "cost_usd"),
+    ({"status": "fail", "failed_checks": 3}, "failed_checks"),
+    ({"status": "pass", "wall_time": "x"}, "wall_time"),
+    ({"status": "pass", "speedup_ci95": [1, "2"]}, "speedup_ci95"),
+    ({"status": "pass", "speedup_ci95": [1, 2, 3]}, "speedup_ci95"),
+    ({"status": "pass", "submitted": "yes"}, "submitted"),
+])
+def test_a_results_file_with_a_field_of_the_wrong_type_is_refused(tmp_path, entry, why):
+    # compare and export-inspect read results.json files a user points them at
+    (tmp_path / "results.json").write_text(json.dumps(
+        {"config": {}, "baseline": {}, "runs": [{"run_id": 1, **entry}], "totals": {}}))
+    with pytest.raises(ValueError, match=why):
+        BatchResults.read(tmp_path)
+
+
+@pytest.mark.parametrize("section", ["config", "baseline", "provenance", "totals"])
+def test_a_results_file_whose_section_is_not_an_object_is_refused(tmp_path, section):
+    (tmp_path / "results.json").write_text(json.dumps({"runs": [], section: "x"}))
+    with pytest.raises(ValueError, match=section):
+        BatchResults.read(tmp_path)
+
+
+def test_a_batch_s_own_results_read_back(tmp_path):
+    record = RunRecord(run_id=3, submitted=True, **{"status": "error", **ENDINGS["graded"]},
+                       **OUTCOME)
+    results = BatchResults({"runs": 1}, {"target": 2.0}, [record], {"runs": 1})
+    (tmp_path / "results.json").write_text(batch.json_text(results.to_json()))
+    [back] = BatchResults.read(tmp_path).runs
+    assert back.to_results_json() == record.to_results_json()

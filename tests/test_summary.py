@@ -419,3 +419,53 @@ def test_provenance_in_a_few_lines():
 ], ids=["absent", "partial"])
 def test_provenance_tolerates_missing_keys(provenance, lines):
     assert summary.provenance_lines(provenance) == lines
+
+
+# ---- pass@k, the peers' speedup means, the strategy table ---------------------------------
+def test_speedup_means_count_counted_runs_not_passed_as_1x():
+    runs = [_run(1, "pass", 16.0), _run(2, "pass", 4.0), _run(3, "fail", 20.0),
+            _run(4, "error", cause="api"),  # left out
+            _run(5, "error", cause="harness")]  # counted, not passed: 1x
+    t = summary.batch_figures(runs)
+    assert t["geomean_speedup"] == pytest.approx(64 ** 0.25)  # 16, 4, 1, 1
+    assert t["harmonic_mean_speedup"] == pytest.approx(4 / (1 / 16 + 1 / 4 + 2))
+    assert 1.0 <= t["geomean_speedup_ci95"][0] <= t["geomean_speedup_ci95"][1] <= 16.0
+    assert t["geomean_speedup_passing"] == pytest.approx(8.0)  # kept as it was
+    assert summary.batch_figures([_run(1, "fail"), _run(2, "fail")])["geomean_speedup"] is None
+
+
+def test_the_attempt_table_is_over_the_runs_the_pass_rate_counts():
+    runs = [_run(1, "pass", 40.0), _run(2, "pass", 40.0), _run(3, "fail", 20.0),
+            _run(4, "fail", 20.0), _run(5, "fail", 20.0), _run(6, "error", cause="api")]
+    t = summary.batch_figures(runs)
+    assert t["attempt_runs"] == 5
+    assert [row["k"] for row in t["attempts"]] == [1, 2, 3, 4, 5]
+    assert t["attempts"][0]["pass_at_k"] == pytest.approx(t["pass_rate"])
+    assert (t["attempts"][1]["pass_at_k"], t["attempts"][1]["pass_hat_k"]) == pytest.approx(
+        (0.7, 0.1))
+    assert _section(_markdown(runs), "Attempts")[2:6] == [
+        "| k | pass@k | pass^k |", "|---|---|---|", "| 1 | 0.400 | 0.400 |",
+        "| 2 | 0.700 | 0.100 |"]
+    assert _section(_markdown([]), "Attempts") == ["- none: no run to count"]
+
+
+def test_the_totals_show_both_speedup_means_with_intervals():
+    text = _markdown([_run(1, "pass", 16.0), _run(2, "fail", 20.0)])
+    assert ("- Speedup over the runs the pass rate counts, a run not passed as 1x (95 % "
+            "bootstrap interval): geometric mean 4.00x (1.00–16.0x), harmonic mean 1.88x "
+            "(1.00–16.0x)") in _section(text, "Totals")
+
+
+def test_the_strategy_table_shows_each_analysed_run_and_says_it_is_advisory():
+    component = {"name": "fit", "candidate_s": 0.5, "original_s": 20.05, "ratio": 40.1,
+                 "function": "different", "approach": "z-score"}
+    runs = [_run(1, "pass", 40.0, strategy={"components": [component],
+                                            "note": "replaced the fit: z-score"}),
+            _run(2, "fail", 20.0, strategy={"error": "timed out"}), _run(3, "fail")]
+    assert _section(_markdown(runs), "Strategy") == [
+        "| run | verdict | in short | fit |", "|---|---|---|---|",
+        "| 1 | pass | replaced the fit: z-score | 40.1x, different: z-score |",
+        "| 2 | fail | analysis failed: timed out | – |", "",
+        "The strategy analysis is advisory: it describes how each graded candidate got its "
+        "speed, and never changes a verdict."]
+    assert "## Strategy" not in _markdown(runs[2:])

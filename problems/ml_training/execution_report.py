@@ -275,7 +275,7 @@ def _optional_shape(value: Any, where: str) -> tuple[int, ...] | None:
     return None if value is None else _shape(value, where)
 
 
-def _packed(value: Any, where: str, ndim: int | None = None) -> PackedArray:
+def packed(value: Any, where: str, ndim: int | None = None) -> PackedArray:
     data = _exact(value, where, ("shape", "b64"))
     shape = _shape(data["shape"], f"{where}.shape")
     if ndim is not None and len(shape) != ndim:
@@ -299,7 +299,7 @@ def _packed(value: Any, where: str, ndim: int | None = None) -> PackedArray:
 
 
 def _rows_packed(value: Any, where: str) -> PackedArray:
-    return _packed(value, where, ndim=2)
+    return packed(value, where, ndim=2)
 
 
 def _train_batches(value: Any, where: str) -> dict[int, int]:
@@ -369,7 +369,7 @@ def _eval_weights(value: Any, where: str) -> tuple[WeightSegment, ...]:
         weights = _object(data["weights"], f"{at}.weights", MAX_TENSORS)
         out.append(WeightSegment(
             _count(data["rows"], f"{at}.rows"),
-            {k: _packed(v, f"{at}.weights[{_key(k)}]") for k, v in weights.items()}))
+            {k: packed(v, f"{at}.weights[{_key(k)}]") for k, v in weights.items()}))
     return tuple(out)
 
 
@@ -381,7 +381,7 @@ _READERS: dict[str, Callable[[Any, str], Any]] = {
     "data_calls": _count, "train_batches": _train_batches, "fit_calls": _count,
     "fit_rows": _count, "fit_params": _fit_params, "estimator_replaced": _names,
     "eval_checksum": _float, "eval_predictions": _predictions, "returned": _returned,
-    "features": _packed, "eval_inputs": _rows_packed, "eval_weights": _eval_weights,
+    "features": packed, "eval_inputs": _rows_packed, "eval_weights": _eval_weights,
     "eval_logits": _rows_packed, "model_probe_rows": _digest, "model_probe_votes": _rows_packed,
     "model_probe_error": _message,
 }

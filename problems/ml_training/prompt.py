@@ -8,6 +8,7 @@ Which tools are offered is the task's (``task``); judging is the grader's.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -149,9 +150,22 @@ def rules(spec: TaskSpec, opts: GradingOptions) -> tuple[list[str], list[str]]:
     return watched, semantics
 
 
-def scripted_turns(spec: TaskSpec, tool_names: set[str]) -> list[list[dict[str, Any]]]:
+def shortcut(spec: TaskSpec) -> str:
+    """The reference training for one epoch (the scripted draft's mistake), or the
+    original where its epoch loop is not found."""
+    text, cut = spec.reference.read_text(), None
+    if found := re.search(r"for epoch in range\((\d+)\)", text):
+        cut = text[:found.start(1)] + "1" + text[found.end(1):]
+    return cut if cut is not None and found.group(1) != "1" else spec.baseline.read_text()
+
+
+def scripted_turns(spec: TaskSpec, tool_names: set[str], draft: bool = False
+                   ) -> list[list[dict[str, Any]]]:
     """The offline scripted agent's turns: read, write the strict reference, profile and
-    check it where those tools are offered, submit."""
+    check it where those tools are offered, submit.  ``draft``: the first file written
+    is the reference cut short (one training epoch instead of the original's, the
+    classic shortcut the grader refuses; the original itself where no such loop is
+    found), replaced by the reference only when the intermediate answer shows it."""
     baseline = shown(spec.baseline)
     name = spec.optimized_name
 
@@ -159,13 +173,18 @@ def scripted_turns(spec: TaskSpec, tool_names: set[str]) -> list[list[dict[str, 
         return [{"type": "text", "text": text},
                 {"type": "tool_use", "name": tool, "input": arguments}]
 
+    vectorised = turn("The Python loops are the obvious costs. Writing a vectorised "
+                      "version that keeps the semantics.", "write_file", path=name,
+                      content=spec.reference.read_text())
     turns = [turn("Let me read the pipeline first.", "read_file", path=str(baseline)),
-             turn("The Python loops are the obvious costs. Writing a vectorised version "
-                  "that keeps the semantics.", "write_file", path=name,
-                  content=spec.reference.read_text())]
+             turn("A first draft: vectorised, and one epoch is enough.", "write_file",
+                  path=name, content=shortcut(spec)) if draft else vectorised]
     if "profile_tool" in tool_names:
         turns.append(turn("Profiling the new version.", "profile_tool", path=name))
     if "submit_intermediate_answer" in tool_names:
-        turns.append(turn("Checking it against the grader.", "submit_intermediate_answer",
-                          path=name))
+        check = turn("Checking it against the grader.", "submit_intermediate_answer",
+                     path=name)
+        turns.append(check)
+        if draft:  # the check shows the draft falls short: the real work, checked again
+            turns += [vectorised, check]
     return turns + [turn("Submitting.", "submit_answer", path=name)]

@@ -15,7 +15,7 @@ from typing import Any
 
 import safe_files
 from problem import GradeResult, Knob, Problem, RuleError, TargetRule
-from problems.ml_training import calibration, grading, prompt
+from problems.ml_training import calibration, grading, prompt, strategy
 from problems.ml_training.ladder import Bench, Figures
 from problems.ml_training.spec import (
     PROBLEM_DATA,
@@ -48,6 +48,7 @@ class MLTrainingTask(Problem):
         self._last_figures: Figures | None = None  # the figures last used, any options
         # each grading's data sets (a seam: tests pin them)
         self.draw_datasets = lambda count: grading.fresh_datasets(spec, count)
+        self.strategist = strategy.Strategist(spec, self.options)  # measures on first need
 
     @property
     def baseline_executions(self) -> int:
@@ -115,8 +116,9 @@ class MLTrainingTask(Problem):
         found = self.cache.load(key, min_runs=opts.baseline_repeats).found
         return found.median if found else None
 
-    def scripted_turns(self, tool_names: set[str]) -> list[list[dict[str, Any]]]:
-        return prompt.scripted_turns(self.spec, tool_names)
+    def scripted_turns(self, tool_names: set[str], draft: bool = False
+                       ) -> list[list[dict[str, Any]]]:
+        return prompt.scripted_turns(self.spec, tool_names, draft)
 
     # ---- what the agent sees -------------------------------------------------------
     def tool_names(self) -> list[str]:
@@ -174,3 +176,8 @@ class MLTrainingTask(Problem):
         return await grading.grade(self.spec, opts, Path(candidate), figures=self.figures,
                                    datasets=self.draw_datasets,
                                    say=progress or self.progress)
+
+    async def strategy(self, candidate: Path) -> dict[str, Any] | None:
+        """Each component of a graded candidate timed and compared with the original's
+        (``strategy.Strategist``; advisory, after the verdict)."""
+        return await self.strategist.analyse(Path(candidate))
