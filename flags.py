@@ -45,6 +45,10 @@ COMMANDS = """commands:
   main.py grade FILE [--json]     grade one file, no agent
   main.py calibrate [--json]      measure the baseline and the tiers on this machine
   main.py problems [--json]       every problem, its knobs and tiers
+  main.py --problem a,b           a suite: a batch on each problem
+  main.py experiment --vary F=x,y an A/B: a batch per value of F, runs interleaved
+  main.py compare DIR_A DIR_B     two batches' records compared, with the tests
+  main.py export-inspect DIR      a batch or an experiment as Inspect eval logs
 each command has its own --help."""
 
 
