@@ -158,14 +158,20 @@ def save_batch(output: Path, saved: Path, name: str, **limits: int) -> tuple[Pat
     each run's share of the agent's files (:func:`copy_batch`, whose bounds ``limits``
     may narrow).  What was left out, run by run, is listed in ``SAVE_REPORT`` in the
     copy."""
-    saved.mkdir(parents=True, exist_ok=True)
-    dest = saved / name
-    if os.path.lexists(dest):
-        dest = dest.with_name(f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    dest = _free_name(saved, name)
     report = copy_batch(output, dest, **limits)
     safe_files.write_bytes(dest, SAVE_REPORT, (json.dumps(report.to_json(), indent=2)
                                                + "\n").encode())
     return dest, report
+
+
+def _free_name(saved: Path, name: str) -> Path:
+    """``saved/name`` (``saved`` made if need be), dated when that name is taken."""
+    saved.mkdir(parents=True, exist_ok=True)
+    dest = saved / name
+    if os.path.lexists(dest):
+        dest = dest.with_name(f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return dest
 
 
 def save_group(top: Path, parts: list[str], records: tuple[str, ...], saved: Path,
@@ -174,10 +180,7 @@ def save_group(top: Path, parts: list[str], records: tuple[str, ...], saved: Pat
     taken): its own ``records`` at the top, then each part's batch directory as
     :func:`save_batch` copies a batch, with its ``SAVE_REPORT``.  Returns the copy and
     how many entries were left out."""
-    saved.mkdir(parents=True, exist_ok=True)
-    dest = saved / name
-    if os.path.lexists(dest):
-        dest = dest.with_name(f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    dest = _free_name(saved, name)
     os.mkdir(dest, 0o755)
     for record in records:
         try:

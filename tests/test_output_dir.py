@@ -94,14 +94,19 @@ def test_a_new_batch_replaces_only_the_previous_batch_s_entries(tmp_path):
 
 
 # ---- where it may be ---------------------------------------------------------------------
-def _read_only_dir(tmp_path: Path) -> Path:
-    target = tmp_path / "ro"
+def _tmpfs(target: Path, options: str, what: str) -> Path:
+    """A tmpfs mounted at ``target`` (made here) with ``options``; the test is skipped,
+    with the reason, where root cannot mount one."""
     target.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(target)],
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
                           capture_output=True)
     if made.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {made.stderr.decode().strip()}")
+        pytest.skip(f"cannot mount {what} here: {made.stderr.decode().strip()}")
     return target
+
+
+def _read_only_dir(tmp_path: Path) -> Path:
+    return _tmpfs(tmp_path / "ro", "ro,size=1m", "a read-only tmpfs")
 
 
 @pytest.mark.parametrize("place", ["root", "checkout", "above-checkout", "file", "device",
@@ -426,14 +431,8 @@ def test_check_place_accepts_a_new_nested_directory(tmp_path):
 # ---- a full disk -------------------------------------------------------------------------
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 1 MiB tmpfs (root can mount one; the test is skipped, with the reason, where
-    it cannot)."""
-    where = tmp_path / "small"
-    where.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
-                          capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
+    """A 1 MiB tmpfs, unmounted after the test."""
+    where = _tmpfs(tmp_path / "small", "size=1m", "a small tmpfs")
     yield where
     subprocess.run(["umount", "-l", str(where)], check=False)
 
