@@ -22,6 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+import provenance
 import sandbox
 
 stderr = Console(stderr=True, highlight=False)
@@ -102,9 +103,20 @@ def _side_by_side_line(result: Any) -> list[str]:
     mine, base = side.get("candidate_units"), side.get("baseline_units")
     if not mine or not base:
         return []
-    return [f"  Side by side with the strict tier: the candidate took "
-            f"{statistics.median(mine):.3f} of its time (median of {len(mine)}), the "
-            f"baseline {statistics.median(base):.1f} (calibration)"]
+    lines = [f"  Side by side with the strict tier: the candidate took "
+             f"{statistics.median(mine):.3f} of its time (median of {len(mine)}), the "
+             f"baseline {statistics.median(base):.1f} (calibration)"]
+    busy = side.get("contention") or {}
+    shares = [x for x in busy.get("on_cpu") or [] if x is not None]
+    loads = [x for x in busy.get("load") or [] if x is not None]
+    if shares:
+        share = statistics.median(shares) * 100
+        lines.append(f"  Timing CPU: the candidate was on it {share:.0f} % "
+                     f"of its wall time (median), load average {max(loads or [0]):.1f}; "
+                     f"{len(busy.get('set_aside') or [])} execution(s) set aside and "
+                     f"repeated because something else ran there, "
+                     f"{busy.get('contended_kept', 0)} kept although it did")
+    return lines
 
 
 def format_report(result: Any) -> str:
@@ -125,6 +137,8 @@ def format_report(result: Any) -> str:
              + f", target {fmt(result.target, '.2f')}x ({result.target_rule}); "
              f"score {fmt(result.score, '.3f')}",
              *_side_by_side_line(result),
+             *(f"  {line}" for line in [provenance.calibration_line(
+                 (result.details or {}).get("calibration"), _utc_now())] if line),
              "=" * 50, "CHECKS"]
     for c in result.checks:
         mark = "skip" if c.skipped else ("ok  " if c.passed else "FAIL")
@@ -149,6 +163,8 @@ def calibration_report(data: dict[str, Any]) -> str:
         ci = f"{ci95[0]:.1f}-{ci95[1]:.1f}x" if ci95 else "–"
         lines.append(f"{t['name']:<12} {t['time']:>8.3f}s {t['speedup']:>8.1f}x  {ci:<14} "
                      f"{data['scores'][t['name']]:.2f}")
+    if line := provenance.calibration_line(data.get("calibration"), _utc_now()):
+        lines += ["", line]
     lines += ["", "target rules here:"]
     for rule, value in data["rules"].items():
         marks = [m for m, on in (("default", rule == data["default_target_rule"]),
@@ -156,6 +172,29 @@ def calibration_report(data: dict[str, Any]) -> str:
         lines.append(f"  {rule:<16} -> {value:.1f}x" + (f"  ({', '.join(marks)})" if marks
                                                         else ""))
     return "\n".join(lines)
+
+
+def check_report(data: dict[str, Any]) -> str:
+    """``calibrate --check``: each re-measured ratio against the cached one."""
+    lines = [f"cached calibration of {data['problem']}, measured {data['measured_at']}:"]
+    for link in data["links"]:
+        moved = link["deviation"] * 100
+        lines.append(f"  {link['link']:<22} cached {link['cached']:.4g}, now {link['now']:.4g}"
+                     f" ({moved:+.1f} %) {'holds' if link['holds'] else 'MOVED'}")
+    speed = data["strict_tier_seconds_now_vs_then"]
+    lines.append(f"  the strict tier's seconds now are {speed:.2f} times those at "
+                 "calibration (side-by-side ratios cancel this)")
+    lines.append(f"the ladder {'holds' if data['holds'] else 'does NOT hold'} here now "
+                 f"(each ratio within ±{(data['tolerance']) * 100:.0f} %)"
+                 + ("" if data["holds"] else
+                    "; measure it again: `main.py calibrate --no-cache`"))
+    return "\n".join(lines)
+
+
+def _utc_now() -> Any:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def nothing_to_calibrate(problem: str, as_json: bool) -> str:

@@ -150,6 +150,13 @@ def _save_name(text: str) -> str:
     return text
 
 
+def _address(text: str) -> str:
+    if not text.strip() or any(c.isspace() for c in text.strip()):
+        raise argparse.ArgumentTypeError(f"a Ray cluster's address such as 10.0.0.5:6379, "
+                                         f"got {text!r}")
+    return text.strip()
+
+
 def _grading_flags(p: argparse.ArgumentParser, config: Any) -> None:
     from problems import registry
 
@@ -184,6 +191,9 @@ def _grading_flags(p: argparse.ArgumentParser, config: Any) -> None:
                    help="re-measure the baseline instead of using the cached one")
     p.add_argument("--unsafe-no-sandbox", dest="unsafe_no_sandbox", action="store_true",
                    default=None, help="grade even when no sandbox (bubblewrap) is available")
+    p.add_argument("--cluster", metavar="ADDRESS", type=_address,
+                   help="measure and grade on the nodes of this Ray cluster (host:port; "
+                        "needs the ray extra: uv sync --extra ray); the rest runs here")
 
 
 def batch_parser(config: Any, prog: str = "main.py") -> argparse.ArgumentParser:
@@ -275,7 +285,8 @@ FIXED = {"output": "the experiment's directory", "save": "where its copy goes",
          "api_retries": "how the API is called", "problem": "use --problem a,b for a suite",
          "unsafe_no_sandbox": "isolation is not a factor to compare",
          "allow_unsandboxed": "isolation is not a factor to compare",
-         "use_cache": "the baseline's cache", "grading": "vary its fields by name"}
+         "use_cache": "the baseline's cache", "grading": "vary its fields by name",
+         "cluster": "where every arm is graded"}
 
 
 class VaryError(ValueError):
@@ -340,6 +351,10 @@ def parse_args(argv: list[str], config: Any) -> tuple[str, argparse.Namespace, A
             description="Measure (or show, when cached) the baseline and the calibration "
                         "tiers on this machine, and what each target rule resolves to.")
         p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+        p.add_argument("--check", action="store_true",
+                       help="re-measure one baseline execution and each tier beside the "
+                            "strict tier and say whether the cached ladder still holds here "
+                            "(status 1 when it does not)")
         _grading_flags(p, config)
         args = p.parse_args(argv[1:])
         command = "calibrate"

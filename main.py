@@ -15,7 +15,8 @@ This module parses and checks flags, builds the problem and the client, and runs
 command: what to do, in what order, and when to stop.  What the operator reads is
 rendered by ``console``; the loop lives in ``agent``, the batch and its records in
 ``batch``, the grader (and any calibration) in ``problems``, reached only through
-``problems.registry`` and the ``problem.Problem`` contract.
+``problems.registry`` and the ``problem.Problem`` contract; ``cluster`` runs them on
+a Ray cluster's nodes (``--cluster ADDRESS``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+import cluster  # noqa: E402
 import console  # noqa: E402
 import flags  # noqa: E402
 from problem import GradingChoices  # noqa: E402
@@ -71,6 +73,7 @@ class Config:
     max_cost: float | None = None  # USD for the whole batch's model calls; None: no limit
     max_run_cost: float | None = None  # USD for each run's
     unsafe_no_sandbox: bool = False  # run and grade even where no sandbox is available
+    cluster: str | None = None  # a Ray cluster's address: gradings on its nodes (cluster.py)
     save: str | None = None  # copy the batch to saved_outputs/NAME
 
 
@@ -92,7 +95,7 @@ def parse_args(argv: list[str]) -> tuple[str, argparse.Namespace, Config]:
 def build_problem(cfg: Config, progress: Any = None, name: str | None = None) -> Any:
     from problems import registry
 
-    return registry.build(name or cfg.problem, registry.Settings(
+    return cluster.build(cfg.cluster, name or cfg.problem, registry.Settings(
         include_profiler=cfg.include_profiler,
         include_intermediate_answer=cfg.include_intermediate_answer,
         grading=dataclasses.replace(cfg.grading, allow_unsandboxed=cfg.unsafe_no_sandbox),
@@ -180,7 +183,7 @@ async def calibrate_command(cfg: Config, args: argparse.Namespace) -> int:
         if isolation is None:
             return 2
         try:
-            data = await problem.calibrate()
+            data = await (problem.check_calibration() if args.check else problem.calibrate())
         except GraderError as exc:
             console.error(exc, "could not calibrate")
             return 3
@@ -188,8 +191,9 @@ async def calibrate_command(cfg: Config, args: argparse.Namespace) -> int:
         print(console.nothing_to_calibrate(problem.name, args.json))
         return 0
     data = {**data, "isolation": isolation}
-    print(json.dumps(data, default=str) if args.json else console.calibration_report(data))
-    return 0
+    shown = console.check_report if args.check else console.calibration_report
+    print(json.dumps(data, default=str) if args.json else shown(data))
+    return 1 if data.get("holds") is False else 0
 
 
 def problems_command(cfg: Config, args: argparse.Namespace) -> int:
@@ -388,10 +392,6 @@ async def interruptible(command: Any) -> int:
                 signal.signal(sig, signal.SIG_IGN)
 
 
-def _interrupt(sig: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Outside the event loop (parsing, building, listing), SIGTERM stops as Ctrl-C does;
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     if main_thread:
         for sig in before:
-            signal.signal(sig, _interrupt)
+            signal.signal(sig, signal.default_int_handler)  # raises KeyboardInterrupt
     try:
         return _main(sys.argv[1:] if argv is None else argv)
     except KeyboardInterrupt:
@@ -433,6 +433,9 @@ def _main(argv: list[str]) -> int:
             return 2
     if command == "problems":
         return problems_command(cfg, args)
+    if cfg.cluster and (message := cluster.connect_error(cfg.cluster)):  # before measuring
+        console.error(message)
+        return 2
     if command in ("grade", "calibrate"):
         return asyncio.run(interruptible((grade_command if command == "grade"
                                           else calibrate_command)(cfg, args)))

@@ -238,6 +238,10 @@ class Problem(abc.ABC):
         """The baseline's median time here if already measured (no measuring)."""
         return None
 
+    async def check_calibration(self) -> dict[str, Any] | None:
+        """Whether the cached calibration still holds here now; None: nothing to check."""
+        return None
+
     def calibration_used(self) -> dict[str, Any] | None:
         """The calibration the last ``prepare`` or ``grade`` used (its figures, whether
         they came from the cache, when they were measured), for the records'

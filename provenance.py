@@ -234,15 +234,30 @@ def _machine(p: dict[str, Any]) -> str | None:
     return "; ".join(parts) or None
 
 
-def calibration_line(calibration: Any) -> str | None:
-    """``calibration: measured 2026-12-07 06:59 UTC (cached)``; None without one."""
+def calibration_line(calibration: Any, now: dt.datetime | None = None) -> str | None:
+    """``calibration: measured 2026-12-07 06:59 UTC, 3.2 h before this (cached); ladder
+    within ±3 % (strict ±1.2 %, vectorized ±2.4 %)``, or the ladder marked POOR and
+    why; None without one.  The age is given against ``now`` (the record's start)."""
     if not isinstance(calibration, dict):
         return None
     measured = _time(calibration.get("measured_at"))
     when = f"measured {measured:%Y-%m-%d %H:%M} UTC" if measured else "measured at an unknown time"
+    hours = (now - measured).total_seconds() / 3600 if measured and now else 0.0
+    if hours >= 0.1:  # its age when the record began (a re-render says the same)
+        when += (f", {hours:.1f} h before this" if hours < 48
+                 else f", {hours / 24:.0f} days before this")
     source = {"cache": "cached", "measured": "measured for this record",
               "mixed": "partly cached"}.get(calibration.get("source"))
-    return f"calibration: {when}" + (f" ({source})" if source else "")
+    line = f"calibration: {when}" + (f" ({source})" if source else "")
+    quality = calibration.get("quality")
+    if isinstance(quality, dict) and isinstance(quality.get("half_widths"), dict):
+        widths = ", ".join(f"{name} ±{w * 100:.1f} %" if isinstance(w, (int, float)) else
+                           f"{name} unknown" for name, w in quality["half_widths"].items())
+        goal = quality.get("width_goal")
+        goal = f"±{goal * 100:.0f} %" if isinstance(goal, (int, float)) else "its goal"
+        line += (f"; ladder within {goal} ({widths})" if quality.get("holds") else
+                 f"; ladder POOR: {quality.get('poor') or widths}")
+    return line
 
 
 def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -266,5 +281,6 @@ def short_form(p: dict[str, Any]) -> list[str]:
     if not isinstance(p, dict):
         return []
     lines = [_when(p.get("started"), p.get("ended")), _commit(p.get("git")),
-             _versions(p.get("versions")), _machine(p), calibration_line(p.get("calibration"))]
+             _versions(p.get("versions")), _machine(p),
+             calibration_line(p.get("calibration"), _time(p.get("started")))]
     return [line for line in lines if line]

@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import contextvars
 import fcntl
 import functools
 import itertools
@@ -555,13 +556,65 @@ def _cgroup_for(cpu: int, limits: Limits) -> _Cgroup | None:
         return None
 
 
+# The CPU of the timing slot this task holds (problems.ml_training.timing.slots).
+TIMED_CPU: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "hello_py_timed_cpu", default=None)
+
+
+def timed_cpu() -> int | None:
+    """The timing CPU this task holds a slot on; None outside a slot."""
+    return TIMED_CPU.get()
+
+
+def timing_cpus() -> list[int]:
+    """The CPUs kept for timed executions: the highest-numbered ``HELLO_PY_TIMING_CPUS``
+    of this process's CPUs, by default one per four (at least one: 1 of 2 to 7 CPUs, 2
+    of 8, 4 of 16), so that three quarters of the machine stay for what is not timed
+    (agents' tools and models' answers, sandboxes importing torch, profiles) and a
+    timing shares memory bandwidth with few others."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    wanted = os.environ.get("HELLO_PY_TIMING_CPUS", "")
+    count = int(wanted) if wanted.isdigit() and int(wanted) > 0 else max(1, len(cpus) // 4)
+    return cpus[-min(count, len(cpus)):]
+
+
+def cpu_busy_seconds(cpu: int) -> float | None:
+    """Seconds CPU ``cpu`` has been busy since boot, for every task on it and the time the
+    hypervisor took (``/proc/stat``: user, nice, system, irq, softirq, steal); None when
+    unreadable.  Beside a cgroup's own CPU time it tells what else ran on that CPU."""
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith(f"cpu{cpu} "):
+                    v = [int(x) for x in line.split()[1:9]]
+                    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / _CLOCK_TICKS
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def load_average() -> float | None:
+    """The machine's one-minute load average."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
 def default_cpu(timed: bool) -> int:
-    """Timed executions get the last CPU; everything else the others, so tools of
+    """Timed executions get the CPU of the task's timing slot (the first timing CPU
+    outside one); everything else the CPUs that are not kept for timings, so tools of
     concurrent runs do not share a core with a timing."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
-    if timed or len(cpus) == 1:
-        return cpus[-1]
-    return cpus[next(_cgroup_ids) % (len(cpus) - 1)]
+    timing = timing_cpus()
+    if timed:
+        held = timed_cpu()
+        return held if held is not None else timing[0]
+    free = [c for c in cpus if c not in timing] or cpus
+    return free[next(_cgroup_ids) % len(free)]
 
 
 # ---- file-system layout: an allow-list -----------------------------------------------------

@@ -27,7 +27,8 @@ from scipy import stats
 from problems.ml_training import fresh_inputs
 from problems.ml_training.declarations.complex_pipeline import COMPLEX_SPEC
 from problems.ml_training.spec import PROBLEM_DATA, GradingOptions
-from problems.ml_training.timing.executor import Executor, timing_lock
+from problems.ml_training.timing.executor import Executor
+from problems.ml_training.timing.slots import timing_slot
 
 ESTIMATORS = {"median": np.median, "mean": np.mean,
               "trim20": lambda x: stats.trim_mean(x, 0.2), "min": np.min,
@@ -49,7 +50,7 @@ async def measure(a: Path, b: Path, rounds: int, pairs: int) -> list[tuple[list,
                 ds = fresh_inputs.make_dataset(fresh_inputs.draw_seed(),
                                                COMPLEX_SPEC.n_samples)
                 for executor, times in ((ea, ta), (eb, tb)):
-                    async with timing_lock():
+                    async with timing_slot():
                         times.append((await executor.run(data=ds.job())).time)
         data.append((ta, tb))
         print(f"round {r + 1}: A median {np.median(ta):.3f} s, B median {np.median(tb):.3f} s",

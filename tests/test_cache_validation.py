@@ -134,7 +134,30 @@ CONTENT = {
     "field_missing": (without("units"), "the entry has no units"),
     "field_unexpected": (edit(speedup=710.0), "the entry has an unexpected field 'speedup'"),
     "not_an_object": (lambda e: [e], "the entry is list, not an object"),
+    # the CPU-time clock's figures, kept beside the wall clock's, are held to the same
+    "cpu_units_scaled": (lambda e: scaled("cpu_units", 10.0)(on_cpu_clock(e)),
+                         "cpu_units[0] disagrees with cpu_times/anchor_cpu_times"),
+    "cpu_times_short": (lambda e: on_cpu_clock(e) | {"cpu_times": TIMES[:2]},
+                        "its CPU-time figures do not match its times"),
+    "cpu_time_nan": (lambda e: at("cpu_times", 0, float("nan"))(on_cpu_clock(e)),
+                     "cpu_times[0] is not finite"),
 }
+
+
+def on_cpu_clock(entry: dict) -> dict:
+    """The entry with CPU times a little below its wall times, consistent."""
+    cpu, anchors = [t * 0.99 for t in TIMES], [t * 0.98 for t in ANCHOR_TIMES]
+    groups = [anchors[i:i + 2] for i in range(0, len(anchors), 2)]
+    return entry | {"cpu_times": cpu, "anchor_cpu_times": anchors,
+                    "cpu_units": in_anchor_units(cpu, groups)}
+
+
+def test_an_entry_with_both_clocks_is_used_whole(cache):
+    path = entry_path(cache)
+    path.write_text(json.dumps(on_cpu_clock(asdict(valid(cache)))))
+    found, refused = cache.load(key(cache))
+    assert refused is None and found.cpu_times == [t * 0.99 for t in TIMES]
+    assert len(found.cpu_units) == 3 and len(found.anchor_cpu_times) == 8
 
 
 @pytest.mark.parametrize("case", CONTENT)

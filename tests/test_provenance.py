@@ -162,7 +162,7 @@ FULL = {"started": "2026-12-07T07:10:00Z", "ended": "2026-12-07T07:31:59Z",
     (FULL, ["ran 2026-12-07 07:10–07:31 UTC", "commit 1a2b3c4 (dirty)",
             "Python 3.12.3, torch 2.5.1, numpy 2.1.0, scikit-learn 1.5.2, anthropic not installed",
             "host: AMD EPYC, 4 CPUs (2 usable); sandbox bwrap; load 0.51 → 1.80",
-            "calibration: measured 2026-12-07 06:59 UTC (cached)"]),
+            "calibration: measured 2026-12-07 06:59 UTC, 0.2 h before this (cached)"]),
     # across midnight, and a run that never ended
     ({"started": "2026-12-07T23:50:00Z", "ended": "2026-12-08T00:10:00Z"},
      ["ran 2026-12-07 23:50–2026-12-08 00:10 UTC"]),

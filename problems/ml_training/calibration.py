@@ -81,6 +81,30 @@ def in_anchor_units(times: Sequence[float | None],
     return units
 
 
+# A ladder is trusted when each tier's 95 % interval is within this fraction of its
+# speedup either side, measured on at least MIN_PRECISE_RUNS executions of each side.
+LADDER_WIDTH = 0.03
+MIN_PRECISE_RUNS = 3
+
+
+def half_width(base: Sequence[float], mine: Sequence[float]) -> float | None:
+    """Half the 95 % interval of median(base)/median(mine), as a fraction of it; None
+    when either side has fewer than ``MIN_PRECISE_RUNS`` figures (no honest interval)."""
+    if len(base) < MIN_PRECISE_RUNS or len(mine) < MIN_PRECISE_RUNS:
+        return None
+    ratio, ci = speedup(base, mine)
+    if not ratio or ci is None:
+        return None
+    return (ci[1] - ci[0]) / 2 / ratio
+
+
+def spread(values: Sequence[float]) -> float | None:
+    """The coefficient of variation of ``values`` (None for fewer than two)."""
+    if len(values) < 2 or not statistics.mean(values):
+        return None
+    return statistics.stdev(values) / statistics.mean(values)
+
+
 def speedup(base: Sequence[float], mine: Sequence[float]
             ) -> tuple[float | None, tuple[float, float] | None]:
     """median(base) / median(mine) and its 95 % interval: the one formula every speedup
@@ -147,6 +171,29 @@ class Ladder:
     def names(self) -> list[str]:
         return [t.name for t in self.tiers]
 
+    def quality(self, width: float = LADDER_WIDTH) -> dict:
+        """Whether each tier's speedup is known within ``width`` either side (its 95 %
+        interval's half-width as a fraction, None: too few executions to tell), and if
+        not, ``poor`` says which and why (how much the executions varied)."""
+        base = self.baseline_units or self.baseline_times
+        widths: dict[str, float | None] = {}
+        for t in self.tiers:
+            widths[t.name] = half_width(base, t.units if self.baseline_units else t.times)
+        wide = {n: w for n, w in widths.items() if w is None or w > width}
+        poor = None
+        if wide:
+            worst = ", ".join(f"{n} ±{w * 100:.1f} %" if w is not None else
+                              f"{n}: fewer than {MIN_PRECISE_RUNS} executions"
+                              for n, w in wide.items())
+            cv = spread(base)
+            poor = (f"wider than ±{width * 100:.0f} % ({worst}); the baseline's executions varied "
+                    f"by {cv * 100:.1f} % (CV)" if cv is not None else
+                    f"wider than ±{width * 100:.0f} % ({worst})")
+        return {"width_goal": width,
+                "half_widths": {n: None if w is None else round(w, 4)
+                                for n, w in widths.items()},
+                "holds": not wide, "poor": poor}
+
     def score(self, speedup: float | None, passed: bool) -> float:
         """0 at the baseline, 1 at the strict tier, on a log scale; 0 if any check failed."""
         if not passed or not speedup or speedup <= 1:
@@ -155,6 +202,6 @@ class Ladder:
 
     def to_json(self) -> dict:
         return {"baseline_time": self.baseline_time, "baseline_times": self.baseline_times,
-                "baseline_units": self.baseline_units,
+                "baseline_units": self.baseline_units, "quality": self.quality(),
                 "tiers": [dict(asdict(t), speedup_ci95=list(t.speedup_ci95)
                                if t.speedup_ci95 else None) for t in self.tiers]}

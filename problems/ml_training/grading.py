@@ -83,6 +83,10 @@ async def grade(spec: TaskSpec, opts: GradingOptions, candidate: Path, *,
     observed = await session.run(spec, opts, candidate, fig, datasets(opts.repeats), say)
     graded = verdict.judge(spec, opts, fig, checks, observed)
     graded.details["side_by_side"] = observed.side_by_side
+    # the CPU-time clock beside the wall clock the verdict used (benchmarks/README.md)
+    cpu_speedup, cpu_ci = fig.cpu_speedup(observed.cpu_units)
+    graded.details["speedup_cpu_clock"] = cpu_speedup
+    graded.details["speedup_cpu_clock_ci95"] = list(cpu_ci) if cpu_ci else None
     graded.details["adaptive"] = observed.adaptive
     # the data sets on which the original's training was rerun on the candidate's features
     graded.details["training_replays"] = sum(

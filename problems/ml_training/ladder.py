@@ -58,6 +58,7 @@ class Figures:
     ladder: calibration.Ladder | None = None
     rule: str = ""
     origins: dict[str, Origin] = field(default_factory=dict)  # by label: baseline, tier-NAME
+    width: float = calibration.LADDER_WIDTH  # the ladder's goal (GradingOptions.ladder_width)
 
     def calibration(self) -> dict[str, Any]:
         """The calibration used, for the records: the figures, where each measurement came
@@ -65,8 +66,10 @@ class Figures:
         ``source`` is "cache" or "measured" when all agree, else "mixed"."""
         sources = {o.source for o in self.origins.values()}
         times = [o.measured_at for o in self.origins.values()]
+        quality = self.ladder.quality(self.width) if self.ladder else None
         return {"source": sources.pop() if len(sources) == 1 else "mixed" if sources else None,
                 "measured_at": min(times) if times and None not in times else None,
+                "quality": quality,
                 "baseline_time_s": round(self.baseline.median, 3),
                 "target": self.target, "target_rule": self.rule,
                 "tiers": {t.name: t.speedup for t in self.ladder.tiers} if self.ladder else {},
@@ -80,6 +83,14 @@ class Figures:
         if self.ladder is not None:
             return self.ladder.candidate_speedup(times, units or [])
         return calibration.speedup(self.baseline.times, times)
+
+    def cpu_speedup(self, cpu_units: list[float]
+                    ) -> tuple[float | None, tuple[float, float] | None]:
+        """The same speedup on the CPU-time clock (the baseline's CPU units at
+        calibration, the candidate's now); (None, None) when either has none."""
+        if not cpu_units or not self.baseline.cpu_units:
+            return None, None
+        return calibration.speedup(self.baseline.cpu_units, cpu_units)
 
     def execution_speedup(self, seconds: float, unit: float | None) -> float:
         """One execution's speedup, for stopping early: side by side where the ladder has
@@ -115,6 +126,57 @@ def answers_from(pairs: SideBySide, datasets: list[DataSet]
     return answers
 
 
+@dataclass
+class Precision:
+    """When a ladder measurement has enough executions: its own part of the ladder's
+    interval within ``width`` either side, or ``cap`` executions.  The baseline's part
+    is the strict tier's whole interval (median(baseline units) / 1); a tier's is the
+    spread of its own median (its speedup's interval also carries the baseline's, which
+    more tier executions cannot narrow; the ladder's quality reports the whole)."""
+
+    width: float
+    cap: int
+    tier: bool = False
+
+    @classmethod
+    def of(cls, opts: GradingOptions, repeats: int, cap: int, *, tier: bool = False
+           ) -> Precision | None:
+        """None when fewer than 3 executions were asked for (a quick, unchecked ladder)
+        or there is no width to reach."""
+        if repeats < calibration.MIN_PRECISE_RUNS or opts.ladder_width <= 0:
+            return None
+        return cls(opts.ladder_width, max(cap, repeats), tier)
+
+    def half_width(self, units: list[float]) -> float | None:
+        ones = [1.0] * calibration.MIN_PRECISE_RUNS
+        return calibration.half_width(ones, units) if self.tier else calibration.half_width(
+            units, ones)
+
+    def wanted(self, pairs: SideBySide, wanted: int, label: str, progress: Progress) -> int:
+        """How many executions now: one more while the interval is too wide, unless at
+        the cap (then why, once)."""
+        width = self.half_width(pairs.units())
+        if width is not None and width <= self.width:
+            return wanted
+        shown = f"±{width * 100:.1f} %" if width is not None else "not known yet"
+        n = len(pairs.subject)
+        if n < self.cap:
+            progress(f"{label}: the interval is {shown} after {n} executions (goal "
+                     f"±{self.width * 100:.0f} %): one more")
+            return n + 1
+        runs = pairs.subject + pairs.anchor_runs()
+        loads = [e.load for e in runs if e.load is not None]
+        cv = calibration.spread(pairs.units())
+        progress(f"warning: {label}: the interval is still {shown} after {n} executions "
+                 f"(goal ±{self.width * 100:.0f} %, the cap): its ratios to the strict tier varied "
+                 f"by {(cv or 0) * 100:.1f} % (CV), the load average was up to "
+                 f"{max(loads or [0]):.1f}, {sum(e.contended for e in runs)} of {len(runs)} "
+                 "executions ran beside something else on the timing CPU. The ladder is "
+                 "kept, marked poor: every summary shows it (`main.py calibrate --no-cache` "
+                 "on a quieter machine measures it again)")
+        return wanted
+
+
 class Bench:
     """One task's measurements on this machine, on first need, cached in ``cache``."""
 
@@ -130,14 +192,19 @@ class Bench:
 
     async def measure_beside(self, path: Path, label: str, repeats: int,
                              opts: GradingOptions, *, around: int,
-                             short_runs: bool = False) -> CachedMeasurement:
+                             short_runs: bool = False, precision: Precision | None = None,
+                             store: bool = True) -> CachedMeasurement:
         """``path``'s executions side by side with the strict tier's (the anchor: A P A P
         ... A, ``around`` anchor executions in each gap), on fresh data sets, cached.
         With ``short_runs``, a fast file gets more executions, up to
-        ``opts.min_timed_seconds`` of timed work (at most ``opts.max_repeats``)."""
+        ``opts.min_timed_seconds`` of timed work (at most ``opts.max_repeats``).  With
+        ``precision``, executions are added until the ladder's interval it gives is
+        within ``opts.ladder_width`` either side, or its cap is reached (then it says
+        why it could not get there)."""
         anchor = self.spec.reference
         key = self.cache_key(path, label, opts)
-        found, refused = self.cache.load(key, min_runs=repeats) if opts.use_cache else Lookup()
+        found, refused = (self.cache.load(key, min_runs=repeats) if opts.use_cache and store
+                          else Lookup())
         if refused:
             self.progress(f"{label}: the cached measurement was refused ({refused}); "
                           "measuring again")
@@ -147,8 +214,6 @@ class Bench:
             return found
         self.progress(f"{label}: measuring {path.name} ({repeats} timed runs, each between "
                       f"runs of the strict tier)...")
-        if label == "baseline":
-            self.baseline_executions += repeats
         inst = self.spec.instrumentation()
         datasets: list[DataSet] = []
         wanted = repeats
@@ -159,22 +224,34 @@ class Bench:
                              limits=opts.limits(),
                              read_only=(PROBLEM_DATA,)) as own):
             pairs = SideBySide(own, strict, around=around)
-            while len(pairs.subject) < wanted:
-                datasets.append(fresh_inputs.make_dataset(
-                    fresh_inputs.draw_seed(), self.spec.n_samples, recipe=self.spec.recipe))
-                async with heartbeat(self.progress, f"{label}: timed execution "
-                                      f"{len(pairs.subject) + 1}/{wanted} running"):
-                    e = await pairs.step(datasets[-1].job())
-                shown = f"{e.time:.2f} s" if e.ok else e.error
-                self.progress(f"{label}: timed execution {len(pairs.subject)}/{wanted}: "
-                              f"{shown}")
-                if not e.ok:
+            e = None
+            while e is None or e.ok:
+                while len(pairs.subject) < wanted:
+                    datasets.append(fresh_inputs.make_dataset(
+                        fresh_inputs.draw_seed(), self.spec.n_samples,
+                        recipe=self.spec.recipe))
+                    async with heartbeat(self.progress, f"{label}: timed execution "
+                                          f"{len(pairs.subject) + 1}/{wanted} running"):
+                        e = await pairs.step(datasets[-1].job())
+                    shown = f"{e.time:.2f} s" if e.ok else e.error
+                    self.progress(f"{label}: timed execution {len(pairs.subject)}/{wanted}: "
+                                  f"{shown}")
+                    if not e.ok:
+                        break
+                    if short_runs and len(pairs.subject) == 1 and e.time:
+                        wanted = short_run_count(e.time, repeats, opts,
+                                                  TIER_TIMED_FACTOR * opts.min_timed_seconds)
+                await pairs.close(datasets[-1].job())
+                # the interval on the final units (the last with the anchors after it)
+                more = (precision.wanted(pairs, wanted, label, self.progress)
+                        if precision is not None and e.ok else wanted)
+                if more == wanted:
                     break
-                if short_runs and len(pairs.subject) == 1 and e.time:
-                    wanted = short_run_count(e.time, repeats, opts,
-                                              TIER_TIMED_FACTOR * opts.min_timed_seconds)
-            await pairs.close(datasets[-1].job())
+                wanted = more
+                pairs.reopen()
         executions = pairs.subject
+        if label == "baseline":
+            self.baseline_executions += len(executions)
         failed = [e for e in executions + pairs.anchor_runs() if not e.ok]
         predictions = [list(e.report.eval_predictions) if e.report else None
                        for e in executions]
@@ -195,24 +272,64 @@ class Bench:
             if min(agreement) < 1.0:
                 self.progress(f"warning: the oracle agrees with the original "
                               f"on only {min(agreement):.1%} of test predictions")
+        on_cpu = pairs.complete_on("cpu")
         found = CachedMeasurement(
             times=[e.time for e in executions], accuracy=statistics.mean(accuracies),
             key=key, oracle_agreement=agreement, units=pairs.units(),
             anchor_times=[t for group in pairs.anchor_times() for t in group],
-            measured_at=utc_now())
-        self.cache.store(found)
-        self.measured_keys.append(key)
+            measured_at=utc_now(),
+            cpu_times=[e.cpu_time for e in executions] if on_cpu else [],
+            cpu_units=pairs.units("cpu") if on_cpu else [],
+            anchor_cpu_times=[t for group in pairs.anchor_times("cpu") for t in group]
+            if on_cpu else [])
+        if store:
+            self.cache.store(found)
+            self.measured_keys.append(key)
         return found
 
+    async def check(self, opts: GradingOptions) -> dict[str, Any]:
+        """Whether the cached ladder still holds here now: one baseline execution and a
+        few of each tier, side by side with the strict tier as at calibration (nothing
+        stored), each ratio against the cached one.  A link holds within twice the
+        ladder's width (one baseline execution alone varies by a few per cent)."""
+        check_isolation(opts)
+        cached = self.cache.load(self.cache_key(self.spec.baseline, "baseline", opts)).found
+        tiers = {name: self.cache.load(self.cache_key(path, f"tier-{name}", opts)).found
+                 for name, path in self.spec.tiers.items() if name != calibration.STRICT_TIER}
+        if cached is None or None in tiers.values():
+            raise GraderError("there is no cached calibration to check on this machine: "
+                              "run `main.py calibrate` first")
+        links, tolerance = [], 2 * opts.ladder_width
+        now = await self.measure_beside(self.spec.baseline, "check: baseline", 1, opts,
+                                        around=BASELINE_ANCHORS, store=False)
+        measured = [("baseline / strict", cached, now)]
+        for name, path in self.spec.tiers.items():
+            if name != calibration.STRICT_TIER:
+                measured.append((f"{name} / strict", tiers[name], await self.measure_beside(
+                    path, f"check: tier-{name}", opts.repeats, opts, around=1, store=False)))
+        for link, before, after in measured:
+            then, here = statistics.median(before.units), statistics.median(after.units)
+            links.append({"link": link, "cached": round(then, 4), "now": round(here, 4),
+                          "deviation": round(here / then - 1, 4),
+                          "holds": abs(here / then - 1) <= tolerance})
+        speed = statistics.median(now.anchor_times) / statistics.median(cached.anchor_times)
+        return {"problem": self.spec.name, "measured_at": cached.measured_at,
+                "tolerance": tolerance, "links": links,
+                "holds": all(x["holds"] for x in links),
+                "strict_tier_seconds_now_vs_then": round(speed, 4)}
+
     async def baseline(self, opts: GradingOptions) -> CachedMeasurement:
-        return await self.measure_beside(self.spec.baseline, "baseline",
-                                         opts.baseline_repeats, opts,
-                                         around=BASELINE_ANCHORS)
+        return await self.measure_beside(
+            self.spec.baseline, "baseline", opts.baseline_repeats, opts,
+            around=BASELINE_ANCHORS,
+            precision=Precision.of(opts, opts.baseline_repeats, opts.ladder_max_repeats))
 
     async def tiers(self, opts: GradingOptions) -> dict[str, CachedMeasurement]:
-        """Every tier but the strict one (the anchor), measured beside it (cached)."""
-        return {name: await self.measure_beside(path, f"tier-{name}", opts.repeats, opts,
-                                                around=1, short_runs=True)
+        """Every tier but the strict one (the anchor), measured beside it (cached), until
+        its own median is known within the ladder's width."""
+        return {name: await self.measure_beside(
+                    path, f"tier-{name}", opts.repeats, opts, around=1, short_runs=True,
+                    precision=Precision.of(opts, opts.repeats, opts.max_repeats, tier=True))
                 for name, path in self.spec.tiers.items() if name != calibration.STRICT_TIER}
 
     async def ladder(self, opts: GradingOptions, baseline: CachedMeasurement | None = None,
@@ -250,4 +367,5 @@ class Bench:
         used = {"baseline": baseline} | {f"tier-{name}": m for name, m in tiers.items()}
         return Figures(baseline, reference_speedup, rule.resolve(ladder),
                        opts.plausibility_factor * reference_speedup, ladder, rule.text,
-                       {label: self.origin(m) for label, m in used.items()})
+                       {label: self.origin(m) for label, m in used.items()},
+                       opts.ladder_width)

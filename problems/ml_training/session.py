@@ -40,6 +40,7 @@ class Session:
     answers: dict[tuple[int, int], oracle.OracleAnswer]  # the original's, by data set
     training: dict[tuple[int, int], TrainingBasis] = field(default_factory=dict)
     units: list[float] = field(default_factory=list)  # the candidate's times in strict units
+    cpu_units: list[float] = field(default_factory=list)  # the same on the CPU-time clock
     tampered: list[str] = field(default_factory=list)  # problem files changed and restored
     adaptive: dict[str, Any] = field(default_factory=dict)  # why this many executions
     side_by_side: dict[str, Any] = field(default_factory=dict)  # the anchor's figures
@@ -96,13 +97,14 @@ async def run(spec: TaskSpec, opts: GradingOptions, candidate: Path, fig: Figure
             training = await evidence.training_basis(spec, result, datasets, answers, opts,
                                                      say, name, reference)
     return Session(
-        result, datasets, answers, training, units=pairs.units(), tampered=tampered,
+        result, datasets, answers, training, units=pairs.units(),
+        cpu_units=pairs.units("cpu") if pairs.complete_on("cpu") else [], tampered=tampered,
         adaptive=adaptive,
         side_by_side={"anchor": calibration.STRICT_TIER,
                       "anchor_times": pairs.anchor_times(),
                       "candidate_units": pairs.units(),
                       "baseline_units": fig.ladder.baseline_units if fig.ladder else [],
-                      "wall_time": round(side_wall, 3)})
+                      "wall_time": round(side_wall, 3), "contention": pairs.contention()})
 
 
 async def decide(result: Measurement, fig: Figures, opts: GradingOptions,

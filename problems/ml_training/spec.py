@@ -124,6 +124,10 @@ class GradingOptions(GradingChoices):
     plausibility_factor: float = 3.0  # ceiling = factor x the reference's speedup
     max_repeats: int = 20  # executions at most (short runs, a straddling interval)
     min_timed_seconds: float = 4.0  # a fast candidate's executions add up to this much
+    # The ladder measures until each tier's interval is within ±ladder_width (when at
+    # least 3 executions were asked for), the baseline up to ladder_max_repeats times.
+    ladder_width: float = 0.03
+    ladder_max_repeats: int = 9
 
     @classmethod
     def of(cls, choices: GradingChoices | None) -> GradingOptions:

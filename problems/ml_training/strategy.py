@@ -44,7 +44,7 @@ import sandbox
 from problems.ml_training import fresh_inputs
 from problems.ml_training.execution_report import MalformedReport, PackedArray, loads, packed
 from problems.ml_training.spec import GradingOptions, TaskSpec
-from problems.ml_training.timing.executor import timing_lock
+from problems.ml_training.timing.slots import timing_slot
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ async def run_components(path: Path, components: tuple[Component, ...],
            "budget": BUDGET, "call_limit": limits.call, "threads": opts.threads}
     kept = _LastLines(MAX_KEPT_BYTES)
     try:
-        async with timing_lock():
+        async with timing_slot(f"analysing {path.name}"):
             result = await sandbox.run_python(
                 ["-P", "-c", RUNNER_SOURCE], visibility=sandbox.Visibility(
                     workdir, private=own), isolation=isolation, threads=opts.threads,

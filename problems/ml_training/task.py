@@ -24,6 +24,7 @@ from problems.ml_training.spec import (
     TaskSpec,
     check_isolation,
 )
+from problems.ml_training.timing import slots
 from problems.ml_training.timing.cache import BaselineCache
 
 
@@ -84,14 +85,20 @@ class MLTrainingTask(Problem):
         return TargetRule.parse(opts.rule_text(), self.tier_names())
 
     async def calibrate(self) -> dict[str, Any]:
-        ladder = await self.ladder()
+        figures = await self.figures()
+        ladder = figures.ladder
         tiers, default, in_use = ladder.names(), self.default_target(), self.target_rule().text
         rules = dict.fromkeys([default, in_use, "33", *tiers, *(f"0.9*{t}" for t in tiers)])
         resolved = {r: TargetRule.parse(r, tiers).resolve(ladder) for r in rules}
         return {"problem": self.name, **ladder.to_json(),
                 "default_target_rule": default, "default_target": resolved[default],
                 "target_rule": in_use, "target": resolved[in_use], "rules": resolved,
-                "scores": {t.name: ladder.score(t.speedup, True) for t in ladder.tiers}}
+                "scores": {t.name: ladder.score(t.speedup, True) for t in ladder.tiers},
+                "calibration": figures.calibration()}
+
+    async def check_calibration(self) -> dict[str, Any]:
+        """Whether the cached ladder still holds on this machine now (``Bench.check``)."""
+        return await self.bench.check(self.options)
 
     async def prepare(self) -> dict[str, Any]:
         figures = await self.figures()
@@ -173,9 +180,16 @@ class MLTrainingTask(Problem):
         """Grade ``candidate``; ``progress`` (default: the problem's) sees each execution."""
         opts = self._options(options)
         check_isolation(opts)
-        return await grading.grade(self.spec, opts, Path(candidate), figures=self.figures,
-                                   datasets=self.draw_datasets,
-                                   say=progress or self.progress)
+        with slots.recording() as intervals:
+            result = await grading.grade(self.spec, opts, Path(candidate),
+                                         figures=self.figures, datasets=self.draw_datasets,
+                                         say=progress or self.progress)
+        # every timing slot it held (its baseline's too, when measured now): the proof
+        # that its timed executions never overlapped another on a timing CPU
+        if result.details.get("executed"):
+            result.details["timed_intervals"] = intervals
+            result.details["calibration"] = self.calibration_used()
+        return result
 
     async def strategy(self, candidate: Path) -> dict[str, Any] | None:
         """Each component of a graded candidate timed and compared with the original's

@@ -77,7 +77,7 @@ def judge(spec: TaskSpec, opts: GradingOptions, fig: Figures, checks: list[Check
             {"seed": ds.seed, "labelling": ds.labelling, "time": e.time,
              "observed_time": e.observed_time, "cpu_time": e.cpu_time,
              "wall_time": round(e.wall_time, 3), "accuracy": acc,
-             "original_accuracy": orig}
+             "original_accuracy": orig, **e.timing_record()}
             for e, ds, (acc, orig) in zip(execs, datasets, pairs, strict=False)],
         "isolation": first.isolation, "cpu_limit": first.cpu_limit,
         "report": first.report.to_json(omit=BULKY_REPORT_KEYS) if first.report else None,

@@ -48,7 +48,8 @@ def _version(dist: str) -> str:
 
 MAX_CACHE_BYTES = 10 * 1024 * 1024  # an entry is a few kB; a larger file is not read
 MAX_CACHED_VALUES = 10_000  # in each list of an entry
-OPTIONAL_FIELDS = frozenset({"measured_at"})  # an entry may lack these (older entries do)
+# an entry may lack these (older entries do)
+OPTIONAL_FIELDS = frozenset({"measured_at", "cpu_times", "cpu_units", "anchor_cpu_times"})
 # units were computed from the very times stored beside them: only rounding may differ
 UNITS_RTOL = 1e-6
 # ISO 8601 in UTC to the second, as ``provenance.utc_now`` writes it
@@ -66,6 +67,11 @@ class CachedMeasurement:
     units: list[float] = field(default_factory=list)  # times / the strict tier's beside them
     anchor_times: list[float] = field(default_factory=list)  # those strict-tier times
     measured_at: str | None = None  # ISO 8601 UTC; None: unknown (stored before it was kept)
+    # The same executions on the CPU-time clock (their cgroup's, read from outside):
+    # empty when an execution or an anchor had none (no cgroup), or for older entries.
+    cpu_times: list[float] = field(default_factory=list)
+    cpu_units: list[float] = field(default_factory=list)
+    anchor_cpu_times: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -153,9 +159,20 @@ def _parse_entry(data: Any, key: dict[str, Any]) -> CachedMeasurement:
                                              strict=True)):
         if not math.isclose(unit, expected, rel_tol=UNITS_RTOL):
             raise _Refused(f"units[{j}] disagrees with times/anchor_times")
+    cpu = [_numbers(data, name) if name in data else []
+           for name in ("cpu_times", "cpu_units", "anchor_cpu_times")]
+    if any(cpu):
+        if (len(cpu[0]), len(cpu[1]), len(cpu[2])) != (n, n, len(anchor_times)):
+            raise _Refused("its CPU-time figures do not match its times")
+        cpu_groups = [cpu[2][i * around:(i + 1) * around] for i in range(n + 1)]
+        for j, (unit, expected) in enumerate(zip(cpu[1], in_anchor_units(cpu[0], cpu_groups),
+                                                 strict=True)):
+            if not math.isclose(unit, expected, rel_tol=UNITS_RTOL):
+                raise _Refused(f"cpu_units[{j}] disagrees with cpu_times/anchor_cpu_times")
     return CachedMeasurement(times=times, accuracy=accuracy, key=stored,
                              oracle_agreement=agreement, units=units,
-                             anchor_times=anchor_times, measured_at=measured_at)
+                             anchor_times=anchor_times, measured_at=measured_at,
+                             cpu_times=cpu[0], cpu_units=cpu[1], anchor_cpu_times=cpu[2])
 
 
 class BaselineCache:

@@ -7,9 +7,9 @@ away before the next.  An execution returns what the *harness* observed: the tim
 interval, the harness's own timestamps of the runner's START and END lines, the output,
 and the execution's report, parsed at the boundary (``execution_report``).
 :func:`execute` is one execution in a sandbox of its own; :func:`measure` repeats
-executions, one timed execution on the machine at a time.  Running two files side by
-side is ``side_by_side``'s; caching measurements is ``cache``'s; judging the figures is
-the grader's.
+executions, each in a timing slot (``slots``: one per timing CPU, machine-wide).
+Running two files side by side is ``side_by_side``'s; caching measurements is
+``cache``'s; judging the figures is the grader's.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import logging
 import statistics
 import tempfile
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from problems.ml_training.execution_report import (
     parse_probes,
     parse_report,
 )
+from problems.ml_training.timing import slots
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +51,15 @@ RUNNER_SOURCE = "\n\n".join((Path(__file__).parent / name).read_text()
 # and how their data is made.  A change to either invalidates the cache.
 PROTOCOL = hashlib.sha256((RUNNER_SOURCE + (Path(__file__).parent.parent / "fresh_inputs.py")
                            .read_text()).encode()).hexdigest()[:16]
-_timing_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # Where executions run inside a sandbox: in its private /tmp, so what a candidate writes
 # counts against the sandbox's memory limit and never reaches the host's disk.
 PRIVATE_WORKDIR = Path("/tmp/execution")
 
 
-def timing_lock() -> asyncio.Lock:
-    """One lock per event loop: timed executions never overlap on this machine."""
-    loop = asyncio.get_running_loop()
-    if loop not in _timing_locks:
-        _timing_locks[loop] = asyncio.Lock()
-    return _timing_locks[loop]
+# Contended: other tasks (or the hypervisor) took more than this share of its wall time
+# on the timing CPU, beyond the counters' resolution.
+CONTENDED_SHARE = 0.05
+COUNTER_RESOLUTION = 0.02  # seconds: /proc/stat counts in clock ticks
 
 
 @dataclass(frozen=True)
@@ -93,6 +90,25 @@ class Execution:
     cpu_time: float | None = None  # the sandbox's CPU time from START to END (its cgroup)
     isolation: str = "none"
     cpu_limit: str = "none"
+    timing_cpu: int | None = None  # the CPU of its timing slot (None: not timed)
+    others_on_cpu: float | None = None  # seconds anything else ran on that CPU meanwhile
+    load: float | None = None  # the machine's load average as it ended
+
+    @property
+    def contended(self) -> bool:
+        """Whether something else took a noticeable share of its timing CPU."""
+        return (self.others_on_cpu is not None and self.observed_time is not None
+                and self.others_on_cpu > CONTENDED_SHARE * self.observed_time
+                + COUNTER_RESOLUTION)
+
+    def timing_record(self) -> dict[str, Any]:
+        """How the clock saw it, for the records: ``on_cpu`` is the share of its wall
+        time (START to END as observed here) it was on the CPU."""
+        on_cpu = (round(self.cpu_time / self.observed_time, 4)
+                  if self.cpu_time and self.observed_time else None)
+        return {"timing_cpu": self.timing_cpu, "cpu_time": self.cpu_time, "on_cpu": on_cpu,
+                "others_on_cpu": self.others_on_cpu, "load": self.load,
+                "contended": self.contended}
 
 
 @dataclass
@@ -125,8 +141,8 @@ class Executor:
 
     def __init__(self, path: Path, inst: Instrumentation, *, threads: int,
                  limits: sandbox.Limits, read_only: tuple[Path, ...] = ()):
-        self.path, self.inst, self.threads, self.limits = path, inst, threads, limits
-        self.read_only = read_only
+        self.path, self.inst, self.threads, self.limits, self.read_only = (
+            path, inst, threads, limits, read_only)
         # Read once, never following a link at the name nor waiting on a FIFO there.
         self.source = base64.b64encode(safe_files.read_bytes(
             path.parent, path.name, self.MAX_SOURCE_BYTES)).decode()
@@ -138,7 +154,9 @@ class Executor:
         self._isolation = "none"
         self._cpu_limit = "none"
         self._starting = asyncio.Lock()
-        self._cpu_at: dict[str, float | None] = {}
+        self._cpu_at: dict[str, float | None] = {}  # the sandbox's CPU time at START, END
+        self._busy_at: dict[str, float | None] = {}  # and the timing CPU's busy time
+        self._timing_cpu: int | None = None
 
     async def __aenter__(self) -> Executor:
         return self
@@ -164,6 +182,8 @@ class Executor:
                 # CPU time of the sandbox's whole tree as these marks arrive: read from
                 # the cgroup, outside the execution (the timer and template are idle).
                 self._cpu_at[kind] = self._child.cpu_seconds()
+                if self._timing_cpu is not None:  # and what else ran on the timing CPU
+                    self._busy_at[kind] = sandbox.cpu_busy_seconds(self._timing_cpu)
             queue.put_nowait((arrived, kind, payload))
 
         places = sandbox.writable_places(visibility) if own else {
@@ -211,8 +231,8 @@ class Executor:
                 return item
 
     async def ready(self) -> str:
-        """Start the sandbox if needed and wait until it can take a job ('' then, else
-        why it cannot).  Takes no timing lock: the start is on an untimed CPU."""
+        """Start the sandbox if needed (on an untimed CPU, no slot) and wait until it
+        can take a job ('' then, else why it cannot)."""
         async with self._starting:
             return await self._make_ready()
 
@@ -244,6 +264,10 @@ class Executor:
         timeout); ``timed`` puts it on the CPU kept for timings.  Call :meth:`ready`
         first, outside any timing lock.  Never raises for what the file does."""
         seconds = self.limits.timeout if seconds is None else seconds
+        if timed and sandbox.timed_cpu() is None:  # never timed outside a slot
+            await self.ready()
+            async with slots.timing_slot(f"timing {self.path.name}"):
+                return await self.run(data=data, probes=probes, timed=True, seconds=seconds)
         problem = await self.ready()
         if problem:
             return Execution(ok=False, error=problem, time=None, stdout="", stderr_tail="",
@@ -253,13 +277,14 @@ class Executor:
         child = self._child
         self._ready = False
         oom_kills = child.oom_kills()
+        self._timing_cpu = sandbox.timed_cpu() if timed else None
         if timed:
             child.move_to_timed_cpu()
         job = dict(source=self.source, entry=self.inst.entry, threads=self.threads,
                    module_path="candidate.py", watch=list(self.inst.watch), data=data,
                    probes=probes, probe_timeout=min(60.0, seconds))
         marks: dict[str, tuple[float, str]] = {}
-        self._cpu_at = {}
+        self._cpu_at, self._busy_at = {}, {}
         sent = time.monotonic()
         timed_out = False
         if await child.send((json.dumps(job) + "\n").encode()):
@@ -303,12 +328,15 @@ class Executor:
         """What the harness observed of one execution, from the runner's marks (its
         START and END lines, the report and the output, each as the harness received
         it): the report is parsed here, at the boundary."""
-        elapsed = observed = exit_code = cpu = None
+        elapsed = observed = exit_code = cpu = others = None
         if "START" in marks and "END" in marks:
             observed = marks["END"][0] - marks["START"][0]
             started, ended = self._cpu_at.get("START"), self._cpu_at.get("END")
             if started is not None and ended is not None:
                 cpu = ended - started
+                busy = [self._busy_at.get(k) for k in ("START", "END")]
+                if None not in busy:
+                    others = round(max(0.0, busy[1] - busy[0] - cpu), 3)
             try:
                 elapsed = float(marks["END"][1])
                 exit_code = int(marks["EXIT"][1]) if "EXIT" in marks else None
@@ -361,7 +389,9 @@ class Executor:
                          seed=(data or {}).get("seed"),
                          labelling=(data or {}).get("labelling", 0),
                          observed_time=observed, isolation=self._isolation,
-                         cpu_limit=self._cpu_limit, cpu_time=cpu)
+                         cpu_limit=self._cpu_limit, cpu_time=cpu,
+                         timing_cpu=self._timing_cpu, others_on_cpu=others,
+                         load=sandbox.load_average() if self._timing_cpu is not None else None)
 
     async def close(self) -> None:
         """End the sandbox (killed: nothing in it is worth waiting for)."""
@@ -371,15 +401,9 @@ class Executor:
 async def execute(path: Path, inst: Instrumentation, *, threads: int, limits: sandbox.Limits,
                   read_only: tuple[Path, ...] = (), data: dict[str, Any] | None = None,
                   probes: dict[str, Any] | None = None, timed: bool = True) -> Execution:
-    """Run ``path`` once in a sandbox of its own, timed by the harness.  Never raises for
-    what the file does.
-
-    ``data`` (a ``fresh_inputs.DataSet.job()``) is injected through the pipeline's data
-    function; ``probes`` (strict mode) are run on the components after the timed part.
-    The time is the timer process's (the runner): from just before it
-    lets the execution start to the moment every holder of the execution's report pipe
-    has closed it.  The harness also timestamps both marks as they arrive on the private
-    control channel and keeps that interval beside it."""
+    """Run ``path`` once in a sandbox of its own, timed by the harness (see
+    :class:`Executor`: ``data`` is a ``fresh_inputs.DataSet.job()``, ``probes`` strict
+    mode's).  Never raises for what the file does."""
     async with Executor(path, inst, threads=threads, limits=limits,
                         read_only=read_only) as executor:
         return await executor.run(data=data, probes=probes, timed=timed)
@@ -400,13 +424,10 @@ async def measure(path: Path, inst: Instrumentation, *, repeats: int, threads: i
                   data: Sequence[dict[str, Any] | None] = (),
                   probes: dict[str, Any] | None = None, timed: bool = True,
                   executor: Executor | None = None) -> Measurement:
-    """Execute ``path`` up to ``repeats`` times, serialised with every other timing;
-    execution i runs on ``data[i]`` when given.  Stops early when ``keep_going`` says so
-    (a crash, or far below target).
-
-    All executions share one warm sandbox (``executor``, or one of its own): it starts
-    and imports torch outside the timing lock, and each execution is a fresh fork of its
-    pristine template, wiped away before the next (see :class:`Executor`)."""
+    """Execute ``path`` up to ``repeats`` times, each in a timing slot of the machine's
+    (``slots``); execution i runs on ``data[i]`` when given.  Stops early when
+    ``keep_going`` says so (a crash, or far below target).  All executions share one
+    warm sandbox (``executor``, or one of its own; see :class:`Executor`)."""
     executions: list[Execution] = []
     async with contextlib.AsyncExitStack() as stack:
         if executor is None:
@@ -414,7 +435,7 @@ async def measure(path: Path, inst: Instrumentation, *, repeats: int, threads: i
                 path, inst, threads=threads, limits=limits, read_only=read_only))
         for i in range(repeats):
             await executor.ready()
-            async with timing_lock():
+            async with slots.timing_slot(f"timing {path.name}"):
                 execution = await executor.run(data=data[i] if i < len(data) else None,
                                                probes=probes, timed=timed,
                                                seconds=limits.timeout)

@@ -13,7 +13,12 @@ from typing import Any
 
 import sandbox
 from problems.ml_training.calibration import in_anchor_units
-from problems.ml_training.timing.executor import Execution, Executor, timing_lock
+from problems.ml_training.timing.executor import Execution, Executor
+from problems.ml_training.timing.slots import timing_slot
+
+# executions set aside (and their steps repeated) because the timing CPU was busy, at
+# most, in one measurement
+MAX_SET_ASIDE = 12
 
 
 class SideBySide:
@@ -33,14 +38,16 @@ class SideBySide:
         self.anchor_probes = anchor_probes
         self.subject: list[Execution] = []
         self.anchors: list[list[Execution]] = []  # groups: before each subject, then after
+        self.set_aside: list[Execution] = []  # steps repeated because their CPU was busy
         self.closed = False
+        self._reopened = False
 
     async def _anchor_group(self, data: dict[str, Any] | None) -> None:
         group = []
         for _ in range(self.around):
             await self.anchor_executor.ready()
             first = not self.anchors and not group
-            async with timing_lock():
+            async with timing_slot(_label(self.anchor_executor)):
                 group.append(await self.anchor_executor.run(
                     data=data, probes=self.anchor_probes if first else None))
         self.anchors.append(group)
@@ -50,6 +57,9 @@ class SideBySide:
         """One anchor group, then one subject execution, on ``data``."""
         if self.closed:
             raise RuntimeError("the side-by-side measurement is closed")
+        if self._reopened:  # the closing group is this execution's group before it
+            self._reopened = False
+            return await self._subject_step(data, probes)
         # the subject's sandbox starts (imports torch) on the free CPU meanwhile
         warming = asyncio.ensure_future(self.subject_executor.ready())
         try:
@@ -58,10 +68,42 @@ class SideBySide:
             await sandbox.cancel_and_wait(warming)
             raise
         await warming
-        async with timing_lock():
+        return await self._subject_step(data, probes)
+
+    async def _subject_step(self, data: dict[str, Any] | None,
+                            probes: dict[str, Any] | None) -> Execution:
+        """The subject's execution after the last anchor group (again, when something
+        else ran on the timing CPU meanwhile)."""
+        await self.subject_executor.ready()
+        async with timing_slot(_label(self.subject_executor)):
             execution = await self.subject_executor.run(data=data, probes=probes)
+        step = [*self.anchors[-1], execution]
+        if (any(e.contended for e in step) and execution.ok
+                and len(self.set_aside) < MAX_SET_ASIDE):
+            # Something else ran on the timing CPU meanwhile: this step again, on the
+            # same data (the executions are kept in the records, not in the figures).
+            self.set_aside.extend(step)
+            self.anchors.pop()
+            return await self.step(data, probes)
         self.subject.append(execution)
         return execution
+
+    def contention(self) -> dict[str, Any]:
+        """How often the timing CPU was found busy with something else: the steps set
+        aside and repeated, and the executions kept although contended (after
+        ``MAX_SET_ASIDE`` executions set aside, a busy CPU is recorded, not avoided)."""
+        kept = [e for e in self.subject + self.anchor_runs() if e.contended]
+        return {"set_aside": [e.timing_record() for e in self.set_aside],
+                "contended_kept": len(kept),
+                "on_cpu": [e.timing_record()["on_cpu"] for e in self.subject],
+                "others_on_cpu": [e.others_on_cpu for e in self.subject],
+                "load": [e.load for e in self.subject]}
+
+    def reopen(self) -> None:
+        """Go on after :meth:`close`: the closing anchor group becomes the group before
+        the next subject execution (the groups still alternate with the subject's)."""
+        if self.closed and self.subject:
+            self.closed, self._reopened = False, True
 
     async def close(self, data: dict[str, Any] | None = None) -> None:
         """The anchor group after the last subject execution."""
@@ -72,10 +114,30 @@ class SideBySide:
     def anchor_runs(self) -> list[Execution]:
         return [e for group in self.anchors for e in group]
 
-    def anchor_times(self) -> list[list[float]]:
-        return [[e.time for e in group if e.ok and e.time is not None]
+    def anchor_times(self, clock: str = "wall") -> list[list[float]]:
+        """Each group's anchor times on ``clock``: "wall" (the timer's interval) or
+        "cpu" (the sandbox's CPU time over it)."""
+        return [[t for e in group if (t := _time(e, clock)) is not None]
                 for group in self.anchors]
 
-    def units(self) -> list[float]:
-        times = [e.time if e.ok else None for e in self.subject]
-        return in_anchor_units(times, self.anchor_times())
+    def units(self, clock: str = "wall") -> list[float]:
+        """Each subject time over the median anchor time around it, on ``clock``."""
+        times = [_time(e, clock) for e in self.subject]
+        return in_anchor_units(times, self.anchor_times(clock))
+
+    def complete_on(self, clock: str) -> bool:
+        """Whether every execution has a time on ``clock`` (the CPU clock needs cgroups)."""
+        runs = self.subject + self.anchor_runs()
+        return bool(runs) and all(_time(e, clock) is not None for e in runs if e.ok)
+
+
+def _time(e: Execution, clock: str) -> float | None:
+    if not e.ok or e.time is None:
+        return None
+    return e.cpu_time if clock == "cpu" else e.time
+
+
+def _label(executor: Executor) -> str:
+    """What a timing slot's holder is doing, as a waiting command shows it."""
+    path = getattr(executor, "path", None)
+    return f"timing {path.name}" if path is not None else "timing"
