@@ -184,10 +184,12 @@ def check_report(data: dict[str, Any]) -> str:
     speed = data["strict_tier_seconds_now_vs_then"]
     lines.append(f"  the strict tier's seconds now are {speed:.2f} times those at "
                  "calibration (side-by-side ratios cancel this)")
+    if poor := (data.get("quality") or {}).get("poor"):
+        lines.append(f"  the cached ladder itself is POOR: {poor}")
     lines.append(f"the ladder {'holds' if data['holds'] else 'does NOT hold'} here now "
-                 f"(each ratio within ±{(data['tolerance']) * 100:.0f} %)"
-                 + ("" if data["holds"] else
-                    "; measure it again: `main.py calibrate --no-cache`"))
+                 f"(each ratio within ±{data['tolerance'] * 100:.0f} %, the ladder within "
+                 "its width)" + ("" if data["holds"] else
+                                 "; measure it again: `main.py calibrate --no-cache`"))
     return "\n".join(lines)
 
 

@@ -352,9 +352,9 @@ def parse_args(argv: list[str], config: Any) -> tuple[str, argparse.Namespace, A
                         "tiers on this machine, and what each target rule resolves to.")
         p.add_argument("--json", action="store_true", help="one JSON object on stdout")
         p.add_argument("--check", action="store_true",
-                       help="re-measure one baseline execution and each tier beside the "
-                            "strict tier and say whether the cached ladder still holds here "
-                            "(status 1 when it does not)")
+                       help="re-measure the baseline (--baseline-repeats executions) and "
+                            "each tier beside the strict tier and say whether the cached "
+                            "ladder still holds here (status 1 when it does not)")
         _grading_flags(p, config)
         args = p.parse_args(argv[1:])
         command = "calibrate"

@@ -70,6 +70,9 @@ def grading_choices(problem: str, target: str | None = None, **choices: Any
     for name, value in choices.items():
         if name in flags.BOUNDS and (why := flags.bound_error(name, value)):
             raise ValueError(f"{name} {why}")
+    for name in ("use_cache", "allow_unsandboxed"):  # "no" would be true
+        if name in choices and not isinstance(choices[name], bool):
+            raise ValueError(f"{name} must be True or False, got {choices[name]!r}")
     if choices.get("semantics", "seed") not in ("seed", "strict"):
         raise ValueError(f"semantics must be seed or strict, got {choices['semantics']!r}")
     relative = choices.get("relative_target")

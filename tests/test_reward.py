@@ -79,6 +79,8 @@ def test_a_wrong_answer_is_no_reward_and_no_error(source, check):
     ("complex", {"target": "fast!"}, "target: not a target rule"),
     ("complex", {"target": "turbo"}, "target: unknown tier 'turbo'"),
     ("complex", {"target": "-3"}, "target: a speedup must be a positive number"),
+    ("complex", {"allow_unsandboxed": "no"}, "allow_unsandboxed must be True or False"),
+    ("complex", {"use_cache": [1]}, "use_cache must be True or False"),
 ])
 def test_a_bad_problem_or_choice_raises_a_clear_value_error(problem, choices, fragment):
     with pytest.raises(ValueError) as caught:

@@ -126,6 +126,10 @@ def answers_from(pairs: SideBySide, datasets: list[DataSet]
     return answers
 
 
+# a ladder asked for with at least this many executions is measured to its width
+MIN_ASKED = 3
+
+
 @dataclass
 class Precision:
     """When a ladder measurement has enough executions: its own part of the ladder's
@@ -143,7 +147,7 @@ class Precision:
            ) -> Precision | None:
         """None when fewer than 3 executions were asked for (a quick, unchecked ladder)
         or there is no width to reach."""
-        if repeats < calibration.MIN_PRECISE_RUNS or opts.ladder_width <= 0:
+        if repeats < MIN_ASKED or opts.ladder_width <= 0:
             return None
         return cls(opts.ladder_width, max(cap, repeats), tier)
 
@@ -288,10 +292,11 @@ class Bench:
         return found
 
     async def check(self, opts: GradingOptions) -> dict[str, Any]:
-        """Whether the cached ladder still holds here now: one baseline execution and a
-        few of each tier, side by side with the strict tier as at calibration (nothing
-        stored), each ratio against the cached one.  A link holds within twice the
-        ladder's width (one baseline execution alone varies by a few per cent)."""
+        """Whether the cached ladder still holds here now: ``baseline_repeats`` baseline
+        executions and a few of each tier, side by side with the strict tier as at
+        calibration (nothing stored), each median ratio against the cached one within
+        twice the ladder's width; and the cached ladder's own quality, since a ladder
+        that was never within its width cannot be vouched for by a re-measurement."""
         check_isolation(opts)
         cached = self.cache.load(self.cache_key(self.spec.baseline, "baseline", opts)).found
         tiers = {name: self.cache.load(self.cache_key(path, f"tier-{name}", opts)).found
@@ -300,7 +305,8 @@ class Bench:
             raise GraderError("there is no cached calibration to check on this machine: "
                               "run `main.py calibrate` first")
         links, tolerance = [], 2 * opts.ladder_width
-        now = await self.measure_beside(self.spec.baseline, "check: baseline", 1, opts,
+        now = await self.measure_beside(self.spec.baseline, "check: baseline",
+                                        opts.baseline_repeats, opts,
                                         around=BASELINE_ANCHORS, store=False)
         measured = [("baseline / strict", cached, now)]
         for name, path in self.spec.tiers.items():
@@ -313,9 +319,10 @@ class Bench:
                           "deviation": round(here / then - 1, 4),
                           "holds": abs(here / then - 1) <= tolerance})
         speed = statistics.median(now.anchor_times) / statistics.median(cached.anchor_times)
+        quality = (await self.ladder(opts, cached, tiers)).quality(opts.ladder_width)
         return {"problem": self.spec.name, "measured_at": cached.measured_at,
-                "tolerance": tolerance, "links": links,
-                "holds": all(x["holds"] for x in links),
+                "tolerance": tolerance, "links": links, "quality": quality,
+                "holds": all(x["holds"] for x in links) and quality["holds"],
                 "strict_tier_seconds_now_vs_then": round(speed, 4)}
 
     async def baseline(self, opts: GradingOptions) -> CachedMeasurement:

@@ -10,6 +10,7 @@ optional callback; nothing here prints.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -47,6 +48,7 @@ class MLTrainingTask(Problem):
         self.bench = Bench(spec, self.cache, self.progress)
         self._figures: Figures | None = None  # of the task's own options
         self._last_figures: Figures | None = None  # the figures last used, any options
+        self._measuring = asyncio.Lock()
         # each grading's data sets (a seam: tests pin them)
         self.draw_datasets = lambda count: grading.fresh_datasets(spec, count)
         self.strategist = strategy.Strategist(spec, self.options)  # measures on first need
@@ -166,10 +168,11 @@ class MLTrainingTask(Problem):
     async def figures(self, opts: GradingOptions | None = None) -> Figures:
         """Baseline, tiers and the resolved target, measured on first need."""
         opts = self._options(opts)
-        if self._figures is not None and opts == self.options:
-            figures = self._figures
-        else:
-            figures = await self.bench.figures(opts, self.target_rule(opts))
+        async with self._measuring:  # concurrent gradings measure once, then share
+            if self._figures is not None and opts == self.options:
+                figures = self._figures
+            else:
+                figures = await self.bench.figures(opts, self.target_rule(opts))
         if opts == self.options:
             self._figures = figures
         self._last_figures = figures

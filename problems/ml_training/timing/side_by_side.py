@@ -38,7 +38,7 @@ class SideBySide:
         self.anchor_probes = anchor_probes
         self.subject: list[Execution] = []
         self.anchors: list[list[Execution]] = []  # groups: before each subject, then after
-        self.set_aside: list[Execution] = []  # steps repeated because their CPU was busy
+        self.set_aside: list[Execution] = []  # anchor runs repeated: their CPU was busy
         self.closed = False
         self._reopened = False
 
@@ -54,44 +54,40 @@ class SideBySide:
 
     async def step(self, data: dict[str, Any] | None = None,
                    probes: dict[str, Any] | None = None) -> Execution:
-        """One anchor group, then one subject execution, on ``data``."""
+        """One anchor group, then one subject execution, on ``data``.
+
+        An anchor group that ran beside something else on the timing CPU is set aside
+        and run again (up to ``MAX_SET_ASIDE`` executions per measurement) before the
+        subject runs.  Only the anchors decide, before the subject has run: how the
+        subject's own execution looked (which it could shape, by running across the
+        clock ticks ``/proc/stat`` samples or by leaving kernel work behind) never
+        chooses whether that execution counts; its own contention is recorded."""
         if self.closed:
             raise RuntimeError("the side-by-side measurement is closed")
-        if self._reopened:  # the closing group is this execution's group before it
-            self._reopened = False
-            return await self._subject_step(data, probes)
         # the subject's sandbox starts (imports torch) on the free CPU meanwhile
         warming = asyncio.ensure_future(self.subject_executor.ready())
         try:
-            await self._anchor_group(data)
+            if self._reopened:  # the closing group is this execution's group before it
+                self._reopened = False
+            else:
+                await self._anchor_group(data)
+            while (any(e.contended for e in self.anchors[-1])
+                   and len(self.set_aside) < MAX_SET_ASIDE):
+                self.set_aside.extend(self.anchors.pop())
+                await self._anchor_group(data)
         except BaseException:  # the start is not waited for, but it is ended
             await sandbox.cancel_and_wait(warming)
             raise
         await warming
-        return await self._subject_step(data, probes)
-
-    async def _subject_step(self, data: dict[str, Any] | None,
-                            probes: dict[str, Any] | None) -> Execution:
-        """The subject's execution after the last anchor group (again, when something
-        else ran on the timing CPU meanwhile)."""
-        await self.subject_executor.ready()
         async with timing_slot(_label(self.subject_executor)):
             execution = await self.subject_executor.run(data=data, probes=probes)
-        step = [*self.anchors[-1], execution]
-        if (any(e.contended for e in step) and execution.ok
-                and len(self.set_aside) < MAX_SET_ASIDE):
-            # Something else ran on the timing CPU meanwhile: this step again, on the
-            # same data (the executions are kept in the records, not in the figures).
-            self.set_aside.extend(step)
-            self.anchors.pop()
-            return await self.step(data, probes)
         self.subject.append(execution)
         return execution
 
     def contention(self) -> dict[str, Any]:
-        """How often the timing CPU was found busy with something else: the steps set
-        aside and repeated, and the executions kept although contended (after
-        ``MAX_SET_ASIDE`` executions set aside, a busy CPU is recorded, not avoided)."""
+        """How often the timing CPU was found busy with something else: the anchor runs
+        set aside and repeated, and the executions kept although contended (the
+        subject's always; anchors' after ``MAX_SET_ASIDE`` were set aside)."""
         kept = [e for e in self.subject + self.anchor_runs() if e.contended]
         return {"set_aside": [e.timing_record() for e in self.set_aside],
                 "contended_kept": len(kept),

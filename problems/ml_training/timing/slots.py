@@ -60,22 +60,27 @@ class Slot:
 
 
 def lock_directory() -> Path:
-    """``HELLO_PY_TIMING_DIR``, else ``/tmp/hello-py-timing``: one directory per host
-    that every hello-py process agrees on (never inside a checkout: two clones share the
-    machine's CPUs too)."""
-    return Path(os.environ.get("HELLO_PY_TIMING_DIR") or DEFAULT_DIRECTORY)
+    """``HELLO_PY_TIMING_DIR``, else one directory per host and user that every hello-py
+    process of that user agrees on, never inside a checkout (two clones share the
+    machine's CPUs too): ``/run/hello-py-timing`` for root (a place no other user can
+    make first), else ``/tmp/hello-py-timing-UID``."""
+    if given := os.environ.get("HELLO_PY_TIMING_DIR"):
+        return Path(given)
+    if os.geteuid() == 0 and os.path.isdir("/run"):
+        return Path("/run/hello-py-timing")
+    return Path(f"{DEFAULT_DIRECTORY}-{os.geteuid()}")
 
 
 def _open_directory() -> int:
-    """The lock directory, made if missing, opened without following a link; refused
-    when it is not ours or others may write it (they could swap the lock files)."""
+    """The lock directory, made if missing (mode 0700), opened without following a link;
+    refused when it is not ours or others may write it (they could swap the lock files)."""
     where = lock_directory()
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(where, 0o755)
     try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(where, 0o700)
         fd = os.open(where, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as exc:
-        raise SlotError(f"the timing lock directory {where} cannot be opened "
+        raise SlotError(f"the timing lock directory {where} cannot be used "
                         f"({exc.strerror}); set HELLO_PY_TIMING_DIR to another place") from exc
     info = os.fstat(fd)
     if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
@@ -87,8 +92,13 @@ def _open_directory() -> int:
 
 
 def _open_lock(directory: int, cpu: int) -> int:
-    fd = os.open(f"cpu{cpu}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
-                 | os.O_CLOEXEC, 0o644, dir_fd=directory)
+    """Mode 0600: no other user can open a lock file, so none can hold a slot."""
+    try:
+        fd = os.open(f"cpu{cpu}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC, 0o600, dir_fd=directory)
+    except OSError as exc:
+        raise SlotError(f"the timing lock {lock_directory() / f'cpu{cpu}.lock'} cannot be "
+                        f"opened ({exc.strerror})") from exc
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise SlotError(f"{lock_directory() / f'cpu{cpu}.lock'} is not a regular file")
@@ -115,8 +125,13 @@ def _try_slots(what: str) -> tuple[int, int] | list[str]:
                     holders.append(f"CPU {cpu}: {holder}")
                 os.close(fd)
                 continue
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{_me()}, {what or 'timing'}\n".encode(), 0)
+            try:  # the label: a failure to write it never leaves the slot held
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{_me()}, {what or 'timing'}\n".encode(), 0)
+            except OSError as exc:
+                os.close(fd)
+                raise SlotError(f"the timing lock for CPU {cpu} cannot be written "
+                                f"({exc.strerror})") from exc
             return fd, cpu
     finally:
         os.close(directory)
