@@ -14,9 +14,8 @@
 This module parses and checks flags, builds the problem and the client, and runs each
 command: what to do, in what order, and when to stop.  What the operator reads is
 rendered by ``console``; the loop lives in ``agent``, the batch and its records in
-``batch``, the grader (and any calibration) in ``problems``, reached only through
-``problems.registry`` and the ``problem.Problem`` contract; ``cluster`` runs them on
-a Ray cluster's nodes (``--cluster ADDRESS``).
+``batch``, the grader (and any calibration) in ``problems`` (through ``problems.registry``
+and ``problem.Problem``; on a Ray cluster's nodes with ``--cluster``: ``cluster``).
 """
 
 from __future__ import annotations
@@ -106,9 +105,8 @@ def build_client(cfg: Config, problem: Any) -> Any:
     if cfg.agent in SCRIPTED:
         from scripted_agent import ScriptedClient
         return ScriptedClient(problem, behaviour=SCRIPTED[cfg.agent])
-    import anthropic
+    import anthropic  # the SDK reads ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL itself
 
-    # The SDK reads ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL itself.
     return anthropic.AsyncAnthropic(max_retries=cfg.api_retries)
 
 
@@ -392,6 +390,10 @@ async def interruptible(command: Any) -> int:
                 signal.signal(sig, signal.SIG_IGN)
 
 
+def _interrupt(sig: int, frame: object) -> None:  # not default_int_handler: asyncio.run
+    raise KeyboardInterrupt  # would install its own SIGINT handler over that one
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Outside the event loop (parsing, building, listing), SIGTERM stops as Ctrl-C does;
@@ -400,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     if main_thread:
         for sig in before:
-            signal.signal(sig, signal.default_int_handler)  # raises KeyboardInterrupt
+            signal.signal(sig, _interrupt)
     try:
         return _main(sys.argv[1:] if argv is None else argv)
     except KeyboardInterrupt:
@@ -433,15 +435,13 @@ def _main(argv: list[str]) -> int:
             return 2
     if command == "problems":
         return problems_command(cfg, args)
-    if cfg.cluster and (message := cluster.connect_error(cfg.cluster)):  # before measuring
+    if message := ((cfg.cluster and cluster.connect_error(cfg.cluster))  # before measuring
+                   or (command == "batch" and missing_key_message(cfg))):  # else each arm's
         console.error(message)
         return 2
     if command in ("grade", "calibrate"):
         return asyncio.run(interruptible((grade_command if command == "grade"
                                           else calibrate_command)(cfg, args)))
-    if command == "batch" and (message := missing_key_message(cfg)):  # else: each arm's
-        console.error(message)
-        return 2
     console.show_sdk_retries()
     return asyncio.run(interruptible(batch_command(cfg, args)))
 

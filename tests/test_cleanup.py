@@ -73,6 +73,10 @@ import asyncio, signal, sys
 from pathlib import Path
 import sandbox
 
+# Ctrl-C as at a terminal, even when the suite itself was started in the background by
+# a shell without job control (which starts it with SIGINT ignored, inherited here)
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 CODE = ("import os, time; os.write(3, b'up\\\\n'); time.sleep(120)  # "
         + {marker[:12]!r} + {marker[12:]!r})
 WORKDIR = sandbox.Visibility(Path({str(tmp_path)!r}))
