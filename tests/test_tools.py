@@ -1050,11 +1050,17 @@ async def test_each_timed_execution_of_a_grading_has_a_heartbeat(monkeypatch, tm
         async def close(self, data: Any) -> None:
             pass
 
-        def units(self) -> list[float]:
+        def units(self, clock: str = "wall") -> list[float]:
             return []
 
-        def anchor_times(self) -> list[list[float]]:
+        def anchor_times(self, clock: str = "wall") -> list[list[float]]:
             return []
+
+        def complete_on(self, clock: str) -> bool:
+            return False
+
+        def contention(self) -> dict:
+            return {}
 
     class NoSandbox:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
