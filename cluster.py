@@ -292,10 +292,12 @@ class ClusterProblem:
 
     async def _run(self, method: str, candidate: Path | None = None,
                    progress: Callable[[str], None] | None = None,
-                   node: dict[str, Any] | None = None) -> dict[str, Any]:
+                   node: dict[str, Any] | None = None,
+                   source: bytes | None = None) -> dict[str, Any]:
         await asyncio.to_thread(connect, self._address)
-        # the harness's own copy of the candidate: read here, sent as bytes
-        source = None if candidate is None else await asyncio.to_thread(_head, candidate)
+        # the harness's own copy of the candidate: read here (once), sent as bytes
+        if source is None and candidate is not None:
+            source = await asyncio.to_thread(_head, candidate)
         reply = await run_on_node(self._job, method, source=source, node=node,
                                   filename=Path(candidate).name if candidate else None,
                                   say=progress or self._progress)
@@ -331,9 +333,9 @@ class ClusterProblem:
                     ) -> GradeResult:
         """Grade ``candidate`` on a node (``options`` is for local problems only); one
         that cannot be read is refused here, by the local problem's static gate."""
-        if await asyncio.to_thread(_head, Path(candidate)) is None:
+        if (source := await asyncio.to_thread(_head, Path(candidate))) is None:
             return await self._local.grade(Path(candidate))
-        reply = await self._run("grade", Path(candidate), progress)
+        reply = await self._run("grade", Path(candidate), progress, source=source)
         result = grade_result(reply["value"])
         result.details["node"] = reply["node"]
         result.details.setdefault("calibration", reply.get("calibration"))
