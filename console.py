@@ -103,9 +103,15 @@ def _side_by_side_line(result: Any) -> list[str]:
     mine, base = side.get("candidate_units"), side.get("baseline_units")
     if not mine or not base:
         return []
-    lines = [f"  Side by side with the strict tier: the candidate took "
+    clock = {"cpu": "CPU-time clock", "wall": "wall clock"}.get(side.get("clock"), "wall clock")
+    other = [f"{name} {ratio:.1f}x" for key, name in (("cpu", "CPU-time clock"),
+                                                      ("wall", "wall clock"))
+             if side.get("clock") != key
+             and (ratio := (result.details or {}).get(f"speedup_{key}_clock"))]
+    lines = [f"  Side by side with the strict tier, on the {clock}: the candidate took "
              f"{statistics.median(mine):.3f} of its time (median of {len(mine)}), the "
-             f"baseline {statistics.median(base):.1f} (calibration)"]
+             f"baseline {statistics.median(base):.1f} (calibration)"
+             + (f"; on the {other[0]}" if other else "")]
     busy = side.get("contention") or {}
     shares = [x for x in busy.get("on_cpu") or [] if x is not None]
     loads = [x for x in busy.get("load") or [] if x is not None]
@@ -153,8 +159,9 @@ def calibration_report(data: dict[str, Any]) -> str:
     shown = ", ".join(f"{t:.2f}" for t in data["baseline_times"])
     units = ""
     if data["baseline_units"]:
+        clock = "CPU time" if data.get("clock") == "cpu" else "time"
         units = (f"; {statistics.median(data['baseline_units']):.1f} times the strict tier's "
-                 "time, measured side by side")
+                 f"{clock}, measured side by side")
     lines = [f"baseline: {data['baseline_time']:.2f} s (median of "
              f"{len(data['baseline_times'])}: {shown}){units}",
              "", f"{'tier':<12} {'time':>9} {'speedup':>9}  95 % interval   score"]

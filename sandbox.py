@@ -1132,6 +1132,14 @@ class Child:
             return False
         return True
 
+    def send_now(self, data: bytes) -> None:
+        """Write a few bytes to the child's stdin without waiting (an answer to a control
+        line, from ``on_control``); nothing if the child no longer reads it."""
+        try:
+            self.proc.stdin.write(data)
+        except (BrokenPipeError, ConnectionResetError, AttributeError, RuntimeError):
+            pass
+
     def cpu_seconds(self) -> float | None:
         """The CPU time the child's whole tree has used so far, from its cgroup (None
         without one)."""

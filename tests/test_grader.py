@@ -158,8 +158,14 @@ def test_honest_candidate_passes(setup, honest):
     assert len(side["candidate_units"]) == 2
     assert r.speedup == pytest.approx(statistics.median(side["baseline_units"])
                                       / statistics.median(side["candidate_units"]))
-    assert side["candidate_units"][0] == pytest.approx(r.candidate_times[0] / statistics.median(
-        side["anchor_times"][0] + side["anchor_times"][1]))
+    # on the CPU clock where the sandbox has a cgroup (the verdict's), else the wall clock
+    assert side["clock"] == r.details["clock"] == (
+        "cpu" if r.details["cpu_limit"] == "cgroup" else "wall")
+    first, anchors = ((r.details["per_execution"][0]["cpu_time"], side["anchor_cpu_times"])
+                      if side["clock"] == "cpu" else (r.candidate_times[0], side["anchor_times"]))
+    assert side["candidate_units"][0] == pytest.approx(
+        first / statistics.median(anchors[0] + anchors[1]))
+    assert r.speedup == r.details[f"speedup_{side['clock']}_clock"]
     if r.details["cpu_limit"] == "cgroup":  # CPU time read from the cgroup, outside
         for e in r.details["per_execution"]:  # one CPU: never more than the wall time
             assert 0 < e["cpu_time"] <= 1.05 * e["observed_time"] + 0.01, e

@@ -60,8 +60,11 @@ class _Pairs:
         self.subject = [Execution(ok=True, error="", time=1.0, stdout="", stderr_tail="",
                                   wall_time=1.0, load=2.5) for _ in units]
 
-    def units(self) -> list[float]:
+    def units(self, clock: str = "wall") -> list[float]:
         return self._units
+
+    def clock(self) -> str:
+        return "cpu"
 
     def anchor_runs(self) -> list[Execution]:
         return []
@@ -133,6 +136,8 @@ def test_a_small_ladder_measures_to_its_cap_is_marked_poor_and_can_be_checked(
     stored = cache.load(task.bench.cache_key(spec.baseline, "baseline", task.options)).found
     # both clocks are kept, the CPU one as the cgroup counted it
     assert len(stored.cpu_units) == 4 and len(stored.anchor_cpu_times) == len(stored.anchor_times)
+    # and the ladder is on the CPU clock (the verdict's wherever every figure has it)
+    assert data["clock"] == "cpu" and data["baseline_units"] == stored.cpu_units
     assert "ladder POOR" in provenance.calibration_line(data["calibration"])
     # the check re-measures and compares, storing nothing; the links hold within the
     # wide width asked for, but the cached ladder itself is poor (4 baseline executions

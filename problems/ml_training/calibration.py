@@ -81,6 +81,12 @@ def in_anchor_units(times: Sequence[float | None],
     return units
 
 
+# The clocks a ratio can be measured on: "cpu", the CPU time of the execution's sandbox
+# (its cgroup) from START to END, which time the timing CPU spent on anything else does
+# not move (the verdict's wherever every figure has it); "wall", the timer's interval.
+CLOCKS = ("cpu", "wall")
+
+
 # A ladder is trusted when each tier's 95 % interval is within this fraction of its
 # speedup either side, measured on at least MIN_PRECISE_RUNS executions of each side:
 # below six, the percentile bootstrap of a median is about [min, max], which holds the
@@ -134,11 +140,14 @@ class Ladder:
     ran next to executions of the ``strict`` tier (the anchor), and its ``units`` are its
     times divided by theirs.  A tier's speedup is median(baseline units) / median(its
     units), the strict tier's is median(baseline units) (its own unit is 1 by definition).
-    Without units (``baseline_units`` empty) the seconds are compared directly."""
+    Without units (``baseline_units`` empty) the seconds are compared directly.
+    ``clock`` is what the units were measured on (``CLOCKS``); the seconds are always
+    the timer's (wall) interval."""
 
     baseline_times: list[float]
     baseline_units: list[float] = field(default_factory=list)
     tiers: list[TierFigures] = field(default_factory=list)
+    clock: str = "wall"
 
     @property
     def baseline_time(self) -> float:
@@ -204,6 +213,7 @@ class Ladder:
 
     def to_json(self) -> dict:
         return {"baseline_time": self.baseline_time, "baseline_times": self.baseline_times,
-                "baseline_units": self.baseline_units, "quality": self.quality(),
+                "baseline_units": self.baseline_units, "clock": self.clock,
+                "quality": self.quality(),
                 "tiers": [dict(asdict(t), speedup_ci95=list(t.speedup_ci95)
                                if t.speedup_ci95 else None) for t in self.tiers]}

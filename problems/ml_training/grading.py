@@ -16,7 +16,14 @@ from pathlib import Path
 
 import safe_files
 from problem import Check, GradeResult
-from problems.ml_training import evidence, fresh_inputs, session, static_checks, verdict
+from problems.ml_training import (
+    calibration,
+    evidence,
+    fresh_inputs,
+    session,
+    static_checks,
+    verdict,
+)
 from problems.ml_training.fresh_inputs import DataSet
 from problems.ml_training.ladder import Figures
 from problems.ml_training.spec import GradingOptions, Progress, TaskSpec, check_isolation
@@ -83,10 +90,12 @@ async def grade(spec: TaskSpec, opts: GradingOptions, candidate: Path, *,
     observed = await session.run(spec, opts, candidate, fig, datasets(opts.repeats), say)
     graded = verdict.judge(spec, opts, fig, checks, observed)
     graded.details["side_by_side"] = observed.side_by_side
-    # the CPU-time clock beside the wall clock the verdict used (benchmarks/README.md)
-    cpu_speedup, cpu_ci = fig.cpu_speedup(observed.cpu_units)
-    graded.details["speedup_cpu_clock"] = cpu_speedup
-    graded.details["speedup_cpu_clock_ci95"] = list(cpu_ci) if cpu_ci else None
+    # the clock the verdict used, and the speedup on each clock (benchmarks/README.md)
+    graded.details["clock"] = fig.clock
+    for clock in calibration.CLOCKS:
+        ratio, ci = fig.speedup_on(clock, observed.units_by_clock.get(clock, []))
+        graded.details[f"speedup_{clock}_clock"] = ratio
+        graded.details[f"speedup_{clock}_clock_ci95"] = list(ci) if ci else None
     graded.details["adaptive"] = observed.adaptive
     # the data sets on which the original's training was rerun on the candidate's features
     graded.details["training_replays"] = sum(

@@ -69,28 +69,36 @@ class Figures:
         quality = self.ladder.quality(self.width) if self.ladder else None
         return {"source": sources.pop() if len(sources) == 1 else "mixed" if sources else None,
                 "measured_at": min(times) if times and None not in times else None,
-                "quality": quality,
+                "quality": quality, "clock": self.clock,
                 "baseline_time_s": round(self.baseline.median, 3),
                 "target": self.target, "target_rule": self.rule,
                 "tiers": {t.name: t.speedup for t in self.ladder.tiers} if self.ladder else {},
                 "measurements": {label: o._asdict() for label, o in self.origins.items()}}
 
+    @property
+    def clock(self) -> str:
+        """The clock of the ladder's units, on which a candidate's must be measured."""
+        return self.ladder.clock if self.ladder is not None else "wall"
+
     def speedup(self, times: list[float], units: list[float] | None = None
                 ) -> tuple[float | None, tuple[float, float] | None]:
         """A candidate's speedup and its 95 % interval: chained through the ladder
-        (baseline to strict, strict to the candidate, side by side) where there is one,
-        else the ratio of medians of seconds (``calibration.speedup`` either way)."""
+        (baseline to strict, strict to the candidate, side by side, ``units`` on
+        :attr:`clock`) where there is one, else the ratio of medians of seconds
+        (``calibration.speedup`` either way)."""
         if self.ladder is not None:
             return self.ladder.candidate_speedup(times, units or [])
         return calibration.speedup(self.baseline.times, times)
 
-    def cpu_speedup(self, cpu_units: list[float]
-                    ) -> tuple[float | None, tuple[float, float] | None]:
-        """The same speedup on the CPU-time clock (the baseline's CPU units at
-        calibration, the candidate's now); (None, None) when either has none."""
-        if not cpu_units or not self.baseline.cpu_units:
+    def speedup_on(self, clock: str, units: list[float]
+                   ) -> tuple[float | None, tuple[float, float] | None]:
+        """The baseline-to-candidate speedup on ``clock`` alone (the baseline's units on
+        it at calibration, the candidate's now), for the records beside the verdict's;
+        (None, None) when either has none."""
+        base = self.baseline.units_on(clock)
+        if not units or not base:
             return None, None
-        return calibration.speedup(self.baseline.cpu_units, cpu_units)
+        return calibration.speedup(base, units)
 
     def execution_speedup(self, seconds: float, unit: float | None) -> float:
         """One execution's speedup, for stopping early: side by side where the ladder has
@@ -159,7 +167,7 @@ class Precision:
     def wanted(self, pairs: SideBySide, wanted: int, label: str, progress: Progress) -> int:
         """How many executions now: one more while the interval is too wide, unless at
         the cap (then why, once)."""
-        width = self.half_width(pairs.units())
+        width = self.half_width(pairs.units(pairs.clock()))
         if width is not None and width <= self.width:
             return wanted
         shown = f"±{width * 100:.1f} %" if width is not None else "not known yet"
@@ -170,7 +178,7 @@ class Precision:
             return n + 1
         runs = pairs.subject + pairs.anchor_runs()
         loads = [e.load for e in runs if e.load is not None]
-        cv = calibration.spread(pairs.units())
+        cv = calibration.spread(pairs.units(pairs.clock()))
         progress(f"warning: {label}: the interval is still {shown} after {n} executions "
                  f"(goal ±{self.width * 100:.0f} %, the cap): its ratios to the strict tier varied "
                  f"by {(cv or 0) * 100:.1f} % (CV), the load average was up to "
@@ -313,15 +321,17 @@ class Bench:
             if name != calibration.STRICT_TIER:
                 measured.append((f"{name} / strict", tiers[name], await self.measure_beside(
                     path, f"check: tier-{name}", opts.repeats, opts, around=1, store=False)))
+        clock = _clock([cached, *tiers.values()])
         for link, before, after in measured:
-            then, here = statistics.median(before.units), statistics.median(after.units)
+            on = clock if after.units_on(clock) else "wall"  # both on one clock
+            then, here = (statistics.median(m.units_on(on)) for m in (before, after))
             links.append({"link": link, "cached": round(then, 4), "now": round(here, 4),
                           "deviation": round(here / then - 1, 4),
                           "holds": abs(here / then - 1) <= tolerance})
         speed = statistics.median(now.anchor_times) / statistics.median(cached.anchor_times)
         quality = (await self.ladder(opts, cached, tiers)).quality(opts.ladder_width)
         return {"problem": self.spec.name, "measured_at": cached.measured_at,
-                "tolerance": tolerance, "links": links, "quality": quality,
+                "tolerance": tolerance, "clock": clock, "links": links, "quality": quality,
                 "holds": all(x["holds"] for x in links) and quality["holds"],
                 "strict_tier_seconds_now_vs_then": round(speed, 4)}
 
@@ -348,14 +358,15 @@ class Bench:
             baseline = await self.baseline(opts)
         if tiers is None:
             tiers = await self.tiers(opts)
-        ladder = calibration.Ladder(baseline.times, baseline.units)
+        clock = _clock([baseline, *tiers.values()])
+        ladder = calibration.Ladder(baseline.times, baseline.units_on(clock), clock=clock)
         for name in self.spec.tiers:
             if name == calibration.STRICT_TIER:
                 # the anchor itself: one unit by definition; its seconds as measured
                 # beside the baseline
                 ladder.add(name, baseline.anchor_times, [1.0] * len(baseline.anchor_times))
             else:
-                ladder.add(name, tiers[name].times, tiers[name].units)
+                ladder.add(name, tiers[name].times, tiers[name].units_on(clock))
         return ladder
 
     def origin(self, found: CachedMeasurement) -> Origin:
@@ -376,3 +387,9 @@ class Bench:
                        opts.plausibility_factor * reference_speedup, ladder, rule.text,
                        {label: self.origin(m) for label, m in used.items()},
                        opts.ladder_width)
+
+
+def _clock(measurements: list[CachedMeasurement]) -> str:
+    """The ladder's clock: the CPU clock when every measurement has its units on it (the
+    sandboxes had cgroups), else the wall clock (``calibration.CLOCKS``)."""
+    return "cpu" if all(m.cpu_units for m in measurements) else "wall"

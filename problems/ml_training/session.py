@@ -39,8 +39,8 @@ class Session:
     datasets: list[DataSet]  # the data set of each, in order
     answers: dict[tuple[int, int], oracle.OracleAnswer]  # the original's, by data set
     training: dict[tuple[int, int], TrainingBasis] = field(default_factory=dict)
-    units: list[float] = field(default_factory=list)  # the candidate's times in strict units
-    cpu_units: list[float] = field(default_factory=list)  # the same on the CPU-time clock
+    units: list[float] = field(default_factory=list)  # in strict units, on the ladder's clock
+    units_by_clock: dict[str, list[float]] = field(default_factory=dict)  # on each clock
     tampered: list[str] = field(default_factory=list)  # problem files changed and restored
     adaptive: dict[str, Any] = field(default_factory=dict)  # why this many executions
     side_by_side: dict[str, Any] = field(default_factory=dict)  # the anchor's figures
@@ -73,6 +73,11 @@ async def run(spec: TaskSpec, opts: GradingOptions, candidate: Path, fig: Figure
         pairs = SideBySide(own, reference, around=1, anchor_probes=strict_probes)
         started = time.monotonic()
 
+        def on_clock() -> list[float]:
+            """The candidate's units on the ladder's clock; none (seconds are compared)
+            when an execution lacks a time on it."""
+            return pairs.units(fig.clock) if pairs.complete_on(fig.clock) else []
+
         async def one_more(ds: DataSet) -> Measurement:
             which = (f"timed execution {len(pairs.subject) + 1}/"
                      f"{max(len(datasets), len(pairs.subject) + 1)}")
@@ -86,9 +91,9 @@ async def run(spec: TaskSpec, opts: GradingOptions, candidate: Path, fig: Figure
         result = Measurement([])
         for ds in datasets:
             result.executions.extend((await one_more(ds)).executions)
-            if not keep_going(result.executions[-1], pairs.units()):
+            if not keep_going(result.executions[-1], on_clock()):
                 break
-        adaptive = await decide(result, fig, opts, datasets, one_more, units=pairs.units,
+        adaptive = await decide(result, fig, opts, datasets, one_more, units=on_clock,
                                 stopped_early=len(result.executions) < len(datasets))
         await pairs.close(datasets[len(pairs.subject) - 1].job())
         side_wall = time.monotonic() - started
@@ -97,12 +102,13 @@ async def run(spec: TaskSpec, opts: GradingOptions, candidate: Path, fig: Figure
             training = await evidence.training_basis(spec, result, datasets, answers, opts,
                                                      say, name, reference)
     return Session(
-        result, datasets, answers, training, units=pairs.units(),
-        cpu_units=pairs.units("cpu") if pairs.complete_on("cpu") else [], tampered=tampered,
-        adaptive=adaptive,
-        side_by_side={"anchor": calibration.STRICT_TIER,
+        result, datasets, answers, training, units=on_clock(),
+        units_by_clock={c: pairs.units(c) for c in calibration.CLOCKS if pairs.complete_on(c)},
+        tampered=tampered, adaptive=adaptive,
+        side_by_side={"anchor": calibration.STRICT_TIER, "clock": fig.clock,
                       "anchor_times": pairs.anchor_times(),
-                      "candidate_units": pairs.units(),
+                      "anchor_cpu_times": pairs.anchor_times("cpu"),
+                      "candidate_units": on_clock(),
                       "baseline_units": fig.ladder.baseline_units if fig.ladder else [],
                       "wall_time": round(side_wall, 3), "contention": pairs.contention()})
 

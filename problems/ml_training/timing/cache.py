@@ -77,6 +77,10 @@ class CachedMeasurement:
     def median(self) -> float:
         return statistics.median(self.times)
 
+    def units_on(self, clock: str) -> list[float]:
+        """Its units on ``clock`` ("cpu" or "wall"; empty when it has none there)."""
+        return self.cpu_units if clock == "cpu" else self.units
+
 
 class Lookup(NamedTuple):
     """What :meth:`BaselineCache.load` found: the measurement to use (None: measure), and

@@ -8,8 +8,7 @@ interval, the harness's own timestamps of the runner's START and END lines, the 
 and the execution's report, parsed at the boundary (``execution_report``).
 :func:`execute` is one execution in a sandbox of its own; :func:`measure` repeats
 executions, each in a timing slot (``slots``: one per timing CPU, machine-wide).
-Running two files side by side is ``side_by_side``'s; caching measurements is
-``cache``'s; judging the figures is the grader's.
+Side by side is ``side_by_side``'s; caching, ``cache``'s; judging, the grader's.
 """
 
 from __future__ import annotations
@@ -179,11 +178,13 @@ class Executor:
         def on_control(arrived: float, line: str) -> None:
             kind, _, payload = line.partition(" ")
             if kind in ("START", "END") and self._child is not None:
-                # CPU time of the sandbox's whole tree as these marks arrive: read from
-                # the cgroup, outside the execution (the timer and template are idle).
+                # CPU time of the sandbox's whole tree at these marks, from its cgroup:
+                # the timer waits for the answer before it starts the execution, and
+                # before the execution's probes, so the sandbox is idle at each read.
                 self._cpu_at[kind] = self._child.cpu_seconds()
                 if self._timing_cpu is not None:  # and what else ran on the timing CPU
                     self._busy_at[kind] = sandbox.cpu_busy_seconds(self._timing_cpu)
+                self._child.send_now(b"go\n")
             queue.put_nowait((arrived, kind, payload))
 
         places = sandbox.writable_places(visibility) if own else {

@@ -11,9 +11,10 @@ of the harness.
 """
 
 
-def _execute(job, report_fd, probe_fd):
+def _execute(job, report_fd, probe_fd, resume_fd):
     """Import the candidate, wrap what the task's probes watch (``job["watch"]``, made
-    by ``problems.ml_training.probes``), call the entry function and report what was seen."""
+    by ``problems.ml_training.probes``), call the entry function and report what was seen;
+    the probes run once the timer says so on ``resume_fd`` (after the timed interval)."""
     import base64
     import importlib
     import importlib.util
@@ -477,6 +478,10 @@ def _execute(job, report_fd, probe_fd):
                               and not isinstance(result, bool) and abs(result) < 1e300
                               else None,  # NaN and infinities are not below it
                               **evidence))
+    try:  # the timer's word that the harness has read the clock (or EOF)
+        os.read(resume_fd, 1)
+    except OSError:
+        pass
     probes = job.get("probes")
     write_all(probe_fd, _probe(candidate, watch, probes, originals) if probes else {})
 

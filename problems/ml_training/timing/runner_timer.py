@@ -339,9 +339,9 @@ def _serve():
             os.close(ready_w)
             if os.read(go_r, 1) != b"g":
                 os._exit(1)
-            os.close(go_r)
             libc.prctl(pr_set_dumpable, 1, 0, 0, 0)
-            _execute(job, report_w, probe_w)  # noqa: F821 (runner_execution.py, sent first)
+            # go_r stays open: the timer says on it when the probes may start
+            _execute(job, report_w, probe_w, go_r)  # noqa: F821 (runner_execution.py)
             status = 0
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else 1
@@ -421,17 +421,27 @@ def _serve():
         streams = [report, probes, out, err]
         sys.stdout.flush()
         send("START")
+        # The harness reads the sandbox's CPU time as START arrives and then answers: the
+        # execution starts only after that read, and (below) goes on to the probes only
+        # after the one at END, so that the CPU-time clock holds nothing else however
+        # late the harness reads.
+        resumed = sys.stdin.buffer.readline()
         started = time.perf_counter()
         try:
-            os.write(go_w, b"g" if ready else b"x")
+            os.write(go_w, b"g" if ready and resumed else b"x")
         except BrokenPipeError:
             pass
-        os.close(go_w)
         pump(streams, report)
         # The timed interval ends when every holder of the report pipe has closed it: what
         # the execution reports is complete then, and nothing done later can be in it.
         elapsed = time.perf_counter() - started
         send(f"END {elapsed!r}")
+        sys.stdin.buffer.readline()
+        try:
+            os.write(go_w, b"p")
+        except BrokenPipeError:
+            pass
+        os.close(go_w)
         pump(streams, probes, time.monotonic() + job["probe_timeout"])
         deadline = time.monotonic() + 5.0
         while not select.select([link], [], [], 0.01)[0]:

@@ -126,6 +126,11 @@ class SideBySide:
         runs = self.subject + self.anchor_runs()
         return bool(runs) and all(_time(e, clock) is not None for e in runs if e.ok)
 
+    def clock(self) -> str:
+        """The clock its ratios are judged on: the CPU clock where every execution has
+        it, else the wall clock (``calibration.CLOCKS``)."""
+        return "cpu" if self.complete_on("cpu") else "wall"
+
 
 def _time(e: Execution, clock: str) -> float | None:
     if not e.ok or e.time is None:
