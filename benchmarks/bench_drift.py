@@ -40,10 +40,12 @@ while True:
 """
 
 
-def start_hog(cpu: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOG],
-                            preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
-    time.sleep(1.0)  # let it allocate and start streaming
+def start_hog(cpu: int | None, settle: float = 1.0) -> subprocess.Popen:
+    """A process streaming through memory, pinned to ``cpu`` (None: wherever the kernel
+    puts it), given ``settle`` seconds to allocate and start streaming."""
+    pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+    proc = subprocess.Popen([sys.executable, "-c", HOG], preexec_fn=pin)
+    time.sleep(settle)
     return proc
 
 

@@ -32,13 +32,12 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import sandbox
-from benchmarks.bench_drift import HOG
+from benchmarks.bench_drift import start_hog
 from problems.ml_training.declarations.complex_pipeline import COMPLEX_SPEC
 from problems.ml_training.spec import GradingOptions
 from problems.ml_training.task import MLTrainingTask
@@ -56,9 +55,7 @@ def apart(a: float, b: float) -> float:
 
 
 def start_hogs(count: int, cpu: int | None = None) -> list[subprocess.Popen]:
-    pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
-    hogs = [subprocess.Popen([sys.executable, "-c", HOG], preexec_fn=pin)
-            for _ in range(count)]
+    hogs = [start_hog(cpu, settle=0.0) for _ in range(count)]
     time.sleep(1.0)  # let them allocate and start streaming
     return hogs
 
