@@ -17,6 +17,12 @@ from problems.ml_training.spec import GradingOptions
 from problems.ml_training.timing.cache import BaselineCache, CachedMeasurement
 from problems.ml_training.timing.executor import Executor, Instrumentation
 
+FORKS = ("import os, time\n\ndef run():\n    parent = os.getpid()\n"
+         "    if os.fork() == 0:  # a helper that lives as long as its parent\n"
+         "        while os.getppid() == parent:\n            time.sleep(0.05)\n"
+         "        os._exit(0)\n"
+         "    end = time.process_time() + 0.1\n"
+         "    while time.process_time() < end:\n        pass\n    return 1\n")
 BUSY = ("import time\n\ndef run():\n    end = time.process_time() + {seconds}\n"
         "    while time.process_time() < end:\n        pass\n    return 1\n")
 
@@ -53,10 +59,11 @@ def _measurement(units: list[float], cpu_units: list[float]) -> CachedMeasuremen
                              anchor_cpu_times=[0.1] * (len(units) + 1) if cpu_units else [])
 
 
-def _figures(baseline: CachedMeasurement, tier: CachedMeasurement) -> Figures:
+def _figures(baseline: CachedMeasurement, tier: CachedMeasurement,
+             clock: str | None = None) -> Figures:
     bench = Bench(COMPLEX_SPEC, BaselineCache(None), progress=lambda m: None)
     ladder = asyncio.run(bench.ladder(GradingOptions(allow_unsandboxed=True), baseline,
-                                      {"vectorized": tier}))
+                                      {"vectorized": tier}, clock))
     return Figures(baseline, ladder.speedup(calibration.STRICT_TIER), 1.0, 1e9, ladder)
 
 
@@ -85,3 +92,67 @@ def test_one_measurement_without_the_cpu_clock_puts_the_whole_ladder_on_the_wall
     assert fig.reference_speedup == pytest.approx(410.0)
     assert fig.ladder.baseline_units == baseline.units
     assert fig.speedup_on("cpu", [4.0])[0] == 100.0  # still recorded where it exists
+
+
+def test_a_grading_without_the_ladders_clock_is_judged_wholly_on_the_wall_clock():
+    """Red team: a CPU ladder with a grading whose executions have no CPU time (a sandbox
+    without a cgroup) compared seconds now with seconds at calibration. The grading is
+    judged on the same measurements' wall ladder instead: units, target and scale."""
+    baseline = _measurement([360.0, 440.0, 420.0, 380.0, 400.0, 450.0], [400.0] * 6)
+    tier = _measurement([4.4, 4.0, 3.6, 4.0, 4.2, 3.8], [4.0] * 6)
+    fig = _figures(baseline, tier)
+    fig.wall = _figures(baseline, tier, clock="wall")
+    assert fig.judged_on({"cpu": [1.0], "wall": [1.0]}) is fig
+    wall = fig.judged_on({"wall": [1.0]})
+    assert wall.clock == "wall" and wall.reference_speedup == pytest.approx(410.0)
+    assert wall.speedup([0.01], [2.0])[0] == pytest.approx(205.0)
+    assert fig.wall.judged_on({}) is fig.wall
+
+
+async def test_a_child_the_candidate_forks_never_holds_back_the_end(tmp_path):
+    """Red team: a child that lives until its parent exits (as DataLoader and pool workers
+    do) kept the report pipe open, so END waited for the parent, which waited for the
+    timer's word after END: every such execution ran into the timeout. Forked children
+    now close the runner's pipes."""
+    path = tmp_path / "candidate.py"
+    path.write_text(FORKS)
+    async with Executor(path, Instrumentation(entry="run"), threads=1,
+                        limits=sandbox.Limits(timeout=30)) as ex:
+        runs = [await ex.run(timed=False) for _ in range(2)]
+    for e in runs:
+        assert e.ok, e.error
+        assert e.time < 1.5, e.time  # the child is still alive when END comes
+        assert e.cpu_time is None or e.cpu_time < e.time + 0.05
+
+
+async def test_no_sandbox_starts_while_an_execution_is_timed(tmp_path, monkeypatch):
+    """Both sandboxes are up before the anchor group is timed (a torch import beside a
+    timed run shares its caches; a subject could restart its sandbox every time)."""
+    monkeypatch.setenv("HELLO_PY_TIMING_DIR", str(tmp_path / "timing"))  # no wait for a slot
+    from problems.ml_training.timing.executor import Execution
+    from problems.ml_training.timing.side_by_side import SideBySide
+
+    events: list[str] = []
+
+    class Slow:
+        path = None
+
+        def __init__(self, name, start):
+            self.name, self.start = name, start
+
+        async def ready(self):
+            events.append(f"{self.name} starting")
+            await asyncio.sleep(self.start)
+            events.append(f"{self.name} up")
+            return ""
+
+        async def run(self, *, data=None, probes=None, **_):
+            events.append(f"{self.name} timed")
+            return Execution(ok=True, error="", time=0.5, stdout="", stderr_tail="",
+                             wall_time=0.5, observed_time=0.5, cpu_time=0.5,
+                             others_on_cpu=0.0, seed=data["seed"])
+
+    pairs = SideBySide(Slow("cand", 0.3), Slow("strict", 0.01))
+    await pairs.step({"seed": 1})
+    first_timed = events.index("strict timed")
+    assert {"cand up", "strict up"} <= set(events[:first_timed]), events

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -59,6 +60,7 @@ class Figures:
     rule: str = ""
     origins: dict[str, Origin] = field(default_factory=dict)  # by label: baseline, tier-NAME
     width: float = calibration.LADDER_WIDTH  # the ladder's goal (GradingOptions.ladder_width)
+    wall: Figures | None = None  # the same measurements on the wall clock (a CPU ladder's)
 
     def calibration(self) -> dict[str, Any]:
         """The calibration used, for the records: the figures, where each measurement came
@@ -89,6 +91,14 @@ class Figures:
         if self.ladder is not None:
             return self.ladder.candidate_speedup(times, units or [])
         return calibration.speedup(self.baseline.times, times)
+
+    def judged_on(self, clocks: Iterable[str]) -> Figures:
+        """What a grading whose executions all have times on ``clocks`` is judged against:
+        these figures, or the same measurements on the wall clock when the grading lacks
+        their clock (a sandbox without a cgroup): the two clocks are never mixed."""
+        if self.clock in clocks or self.wall is None:
+            return self
+        return self.wall
 
     def speedup_on(self, clock: str, units: list[float]
                    ) -> tuple[float | None, tuple[float, float] | None]:
@@ -350,15 +360,17 @@ class Bench:
                 for name, path in self.spec.tiers.items() if name != calibration.STRICT_TIER}
 
     async def ladder(self, opts: GradingOptions, baseline: CachedMeasurement | None = None,
-                     tiers: dict[str, CachedMeasurement] | None = None) -> calibration.Ladder:
+                     tiers: dict[str, CachedMeasurement] | None = None,
+                     clock: str | None = None) -> calibration.Ladder:
         """The baseline and every tier, each measured side by side with the strict tier
-        on first need (cached): speedups are chained ratios (``calibration.Ladder``)."""
+        on first need (cached): speedups are chained ratios (``calibration.Ladder``), on
+        ``clock`` (default: the CPU clock where every measurement has it)."""
         check_isolation(opts)
         if baseline is None:
             baseline = await self.baseline(opts)
         if tiers is None:
             tiers = await self.tiers(opts)
-        clock = _clock([baseline, *tiers.values()])
+        clock = clock or _clock([baseline, *tiers.values()])
         ladder = calibration.Ladder(baseline.times, baseline.units_on(clock), clock=clock)
         for name in self.spec.tiers:
             if name == calibration.STRICT_TIER:
@@ -380,13 +392,20 @@ class Bench:
         check_isolation(opts)
         baseline = await self.baseline(opts)
         tiers = await self.tiers(opts)
-        ladder = await self.ladder(opts, baseline, tiers)
-        reference_speedup = ladder.speedup(calibration.STRICT_TIER)
         used = {"baseline": baseline} | {f"tier-{name}": m for name, m in tiers.items()}
-        return Figures(baseline, reference_speedup, rule.resolve(ladder),
-                       opts.plausibility_factor * reference_speedup, ladder, rule.text,
-                       {label: self.origin(m) for label, m in used.items()},
-                       opts.ladder_width)
+        origins = {label: self.origin(m) for label, m in used.items()}
+
+        async def on(clock: str | None) -> Figures:
+            ladder = await self.ladder(opts, baseline, tiers, clock)
+            strict = ladder.speedup(calibration.STRICT_TIER)
+            return Figures(baseline, strict, rule.resolve(ladder),
+                           opts.plausibility_factor * strict, ladder, rule.text, origins,
+                           opts.ladder_width)
+
+        figures = await on(None)
+        if figures.clock != "wall":
+            figures.wall = await on("wall")
+        return figures
 
 
 def _clock(measurements: list[CachedMeasurement]) -> str:

@@ -39,7 +39,8 @@ class Session:
     datasets: list[DataSet]  # the data set of each, in order
     answers: dict[tuple[int, int], oracle.OracleAnswer]  # the original's, by data set
     training: dict[tuple[int, int], TrainingBasis] = field(default_factory=dict)
-    units: list[float] = field(default_factory=list)  # in strict units, on the ladder's clock
+    figures: Figures | None = None  # what it is judged against (on the clock it has)
+    units: list[float] = field(default_factory=list)  # in strict units, on that clock
     units_by_clock: dict[str, list[float]] = field(default_factory=dict)  # on each clock
     tampered: list[str] = field(default_factory=list)  # problem files changed and restored
     adaptive: dict[str, Any] = field(default_factory=dict)  # why this many executions
@@ -101,15 +102,17 @@ async def run(spec: TaskSpec, opts: GradingOptions, candidate: Path, fig: Figure
         async with heartbeat(say, f"grading {name}: checking the training"):
             training = await evidence.training_basis(spec, result, datasets, answers, opts,
                                                      say, name, reference)
+    by_clock = {c: pairs.units(c) for c in calibration.CLOCKS if pairs.complete_on(c)}
+    judged = fig.judged_on(by_clock)
+    units = by_clock.get(judged.clock, [])
     return Session(
-        result, datasets, answers, training, units=on_clock(),
-        units_by_clock={c: pairs.units(c) for c in calibration.CLOCKS if pairs.complete_on(c)},
-        tampered=tampered, adaptive=adaptive,
-        side_by_side={"anchor": calibration.STRICT_TIER, "clock": fig.clock,
+        result, datasets, answers, training, figures=judged, units=units,
+        units_by_clock=by_clock, tampered=tampered, adaptive=adaptive,
+        side_by_side={"anchor": calibration.STRICT_TIER, "clock": judged.clock,
                       "anchor_times": pairs.anchor_times(),
                       "anchor_cpu_times": pairs.anchor_times("cpu"),
-                      "candidate_units": on_clock(),
-                      "baseline_units": fig.ladder.baseline_units if fig.ladder else [],
+                      "candidate_units": units,
+                      "baseline_units": judged.ladder.baseline_units if judged.ladder else [],
                       "wall_time": round(side_wall, 3), "contention": pairs.contention()})
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import problem
+import sandbox
 from problems.ml_training.calibration import in_anchor_units
 from problems.ml_training.timing.executor import PROTOCOL
 
@@ -204,6 +205,8 @@ class BaselineCache:
             "threads": threads,
             "host": platform.node(),
             "machine": platform.machine(),
+            # how a timed execution is held to its CPU (and whether it has a CPU clock)
+            "cpu_limit": "cgroup" if sandbox.has_cgroups() else "affinity",
         }
 
     @staticmethod

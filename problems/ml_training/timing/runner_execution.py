@@ -21,6 +21,7 @@ def _execute(job, report_fd, probe_fd, resume_fd):
     import inspect
     import json
     import os
+    import select
     import sys
 
     import numpy as np
@@ -61,10 +62,26 @@ def _execute(job, report_fd, probe_fd, resume_fd):
             return value.detach().cpu().float().numpy().copy()
         return np.array(value, dtype=np.float32)
 
+    # The runner's own pipes (report, probes, the timer's word): never a forked child's.
+    # A child that held the report pipe would hold back END until it exited, and one
+    # that waits for this process to exit (a DataLoader worker) would wait forever.
+    own_fds = {report_fd, probe_fd, resume_fd}
+
+    def close_own_fds():
+        for fd in own_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        own_fds.clear()
+
+    os.register_at_fork(after_in_child=close_own_fds)
+
     def write_all(fd, payload):
         data = json.dumps(payload).encode()
         while data:
             data = data[os.write(fd, data):]
+        own_fds.discard(fd)
         os.close(fd)
 
     def record_eval(module, x, out, rows):
@@ -478,9 +495,10 @@ def _execute(job, report_fd, probe_fd, resume_fd):
                               and not isinstance(result, bool) and abs(result) < 1e300
                               else None,  # NaN and infinities are not below it
                               **evidence))
-    try:  # the timer's word that the harness has read the clock (or EOF)
-        os.read(resume_fd, 1)
-    except OSError:
+    try:  # the timer's word that the harness has read the clock (or EOF), or a while
+        if select.select([resume_fd], [], [], 2.0)[0]:
+            os.read(resume_fd, 1)
+    except (OSError, ValueError):
         pass
     probes = job.get("probes")
     write_all(probe_fd, _probe(candidate, watch, probes, originals) if probes else {})

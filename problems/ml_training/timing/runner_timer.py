@@ -437,9 +437,10 @@ def _serve():
         elapsed = time.perf_counter() - started
         send(f"END {elapsed!r}")
         sys.stdin.buffer.readline()
-        try:
+        try:  # (never blocking: the execution can reach this pipe, and fill it)
+            os.set_blocking(go_w, False)
             os.write(go_w, b"p")
-        except BrokenPipeError:
+        except (BrokenPipeError, BlockingIOError):
             pass
         os.close(go_w)
         pump(streams, probes, time.monotonic() + job["probe_timeout"])

@@ -64,9 +64,12 @@ class SideBySide:
         chooses whether that execution counts; its own contention is recorded."""
         if self.closed:
             raise RuntimeError("the side-by-side measurement is closed")
-        # the subject's sandbox starts (imports torch) on the free CPU meanwhile
+        # Both sandboxes start (import torch) on the untimed CPUs at once, and both are
+        # up before anything is timed: a start beside a timed execution shares its caches
+        # and memory bandwidth (and a subject could make its sandbox restart every time).
         warming = asyncio.ensure_future(self.subject_executor.ready())
         try:
+            await asyncio.gather(self.anchor_executor.ready(), asyncio.shield(warming))
             if self._reopened:  # the closing group is this execution's group before it
                 self._reopened = False
             else:
