@@ -129,6 +129,7 @@ def calibrations(together: bool) -> None:
     runs = []
     for i in range(2):
         env = {**os.environ, "HELLO_PY_CACHE_DIR": tempfile.mkdtemp(prefix=f"hp-cal{i}-")}
+        print(f"calibration {i + 1}: its cache is {env['HELLO_PY_CACHE_DIR']}", flush=True)
         cmd = ["uv", "run", "main.py", "calibrate", "--json", "--no-cache"]
         runs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                      text=True))
