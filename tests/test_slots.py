@@ -311,3 +311,27 @@ def test_a_lock_directory_whose_parent_is_missing_is_one_line(tmp_path, monkeypa
             pass
     with pytest.raises(slots.SlotError, match="cannot be used"):
         asyncio.run(take())
+
+
+async def test_a_contended_group_after_reopen_is_run_again_on_its_own_data_set():
+    """After reopen() the closing group (on the last subject execution's data set) is the
+    group before the next one; set aside, it is run again on that same data set, so
+    every subject execution keeps a strict-tier run on its data (the oracle's answers:
+    a calibration that reached its cap under load crashed on the missing one)."""
+    from problems.ml_training.timing.side_by_side import SideBySide
+
+    log: list[str] = []
+    calls = {"n": 0}
+
+    def strict_busy(_):
+        calls["n"] += 1
+        return calls["n"] == 3  # the closing group after the second execution
+    pairs = SideBySide(_Stub("cand", log, lambda _: False), _Stub("strict", log, strict_busy))
+    await pairs.step({"seed": 1})
+    for seed in (1, 2):  # measured to a width: one more execution at a time
+        await pairs.close({"seed": seed})
+        pairs.reopen()
+        await pairs.step({"seed": seed + 1})
+    await pairs.close({"seed": 3})
+    assert len(pairs.set_aside) == 1 and [e.seed for e in pairs.subject] == [1, 2, 3]
+    assert {e.seed for e in pairs.anchor_runs()} == {1, 2, 3}

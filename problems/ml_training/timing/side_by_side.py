@@ -39,6 +39,7 @@ class SideBySide:
         self.subject: list[Execution] = []
         self.anchors: list[list[Execution]] = []  # groups: before each subject, then after
         self.set_aside: list[Execution] = []  # anchor runs repeated: their CPU was busy
+        self._data: list[dict[str, Any] | None] = []  # each anchor group's data set
         self.closed = False
         self._reopened = False
 
@@ -51,6 +52,7 @@ class SideBySide:
                 group.append(await self.anchor_executor.run(
                     data=data, probes=self.anchor_probes if first else None))
         self.anchors.append(group)
+        self._data.append(data)
 
     async def step(self, data: dict[str, Any] | None = None,
                    probes: dict[str, Any] | None = None) -> Execution:
@@ -76,8 +78,10 @@ class SideBySide:
                 await self._anchor_group(data)
             while (any(e.contended for e in self.anchors[-1])
                    and len(self.set_aside) < MAX_SET_ASIDE):
+                # run again on the same data set: after reopen() that is the previous
+                # subject execution's, whose only anchor runs on it may be these
                 self.set_aside.extend(self.anchors.pop())
-                await self._anchor_group(data)
+                await self._anchor_group(self._data.pop())
         except BaseException:  # the start is not waited for, but it is ended
             await sandbox.cancel_and_wait(warming)
             raise
