@@ -90,7 +90,7 @@ async def hogs(gradings: int, count: int, pin: bool) -> None:
         stop(running)
     where = "pinned to the timing CPU" if pin else "not pinned"
     print(f"\n{count} hogs ({where}), {gradings} gradings of the strict reference "
-          f"(the verdict's clock: {result.details['clock']}):")
+          f"(the verdict's clock: {problem.calibration_used()['clock']}):")
     print(f"  wall clock: median {statistics.median(wall):.1f}x "
           f"({min(wall):.1f}-{max(wall):.1f}), CV {cv(wall):.2%} (goal <= 3 %)")
     print(f"  CPU clock:  median {statistics.median(cpu):.1f}x "

@@ -83,7 +83,8 @@ def in_anchor_units(times: Sequence[float | None],
 
 # The clocks a ratio can be measured on: "cpu", the CPU time of the execution's sandbox
 # (its cgroup) from START to END, which time the timing CPU spent on anything else does
-# not move (the verdict's wherever every figure has it); "wall", the timer's interval.
+# not move (the verdict's wherever every figure has it; caches and memory bandwidth
+# shared with other CPUs still do, on both clocks); "wall", the timer's interval.
 CLOCKS = ("cpu", "wall")
 
 

@@ -93,6 +93,7 @@ async def grade(spec: TaskSpec, opts: GradingOptions, candidate: Path, *,
     graded.details["side_by_side"] = observed.side_by_side
     # the clock the verdict used, and the speedup on each clock (benchmarks/README.md)
     graded.details["clock"] = fig.clock
+    graded.details["calibration"] = fig.calibration()  # the figures it was judged on
     for clock in calibration.CLOCKS:
         ratio, ci = fig.speedup_on(clock, observed.units_by_clock.get(clock, []))
         graded.details[f"speedup_{clock}_clock"] = ratio

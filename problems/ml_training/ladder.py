@@ -335,7 +335,8 @@ class Bench:
         for link, before, after in measured:
             on = clock if after.units_on(clock) else "wall"  # both on one clock
             then, here = (statistics.median(m.units_on(on)) for m in (before, after))
-            links.append({"link": link, "cached": round(then, 4), "now": round(here, 4),
+            links.append({"link": link, "clock": on, "cached": round(then, 4),
+                          "now": round(here, 4),
                           "deviation": round(here / then - 1, 4),
                           "holds": abs(here / then - 1) <= tolerance})
         speed = statistics.median(now.anchor_times) / statistics.median(cached.anchor_times)

@@ -191,7 +191,8 @@ class MLTrainingTask(Problem):
         # that its timed executions never overlapped another on a timing CPU
         if result.details.get("executed"):
             result.details["timed_intervals"] = intervals
-            result.details["calibration"] = self.calibration_used()
+            result.details["calibration"] = (result.details.get("calibration")
+                                             or self.calibration_used())
         return result
 
     async def strategy(self, candidate: Path) -> dict[str, Any] | None:

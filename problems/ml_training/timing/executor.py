@@ -177,10 +177,10 @@ class Executor:
 
         def on_control(arrived: float, line: str) -> None:
             kind, _, payload = line.partition(" ")
-            if kind in ("START", "END") and self._child is not None:
+            if kind in ("START", "END") and self._child is not None and self._queue is queue:
                 # CPU time of the sandbox's whole tree at these marks, from its cgroup:
-                # the timer waits for the answer before it starts the execution, and
-                # before the execution's probes, so the sandbox is idle at each read.
+                # the timer waits for the answer (to this sandbox only) before it starts
+                # the execution, and the execution for it before its probes.
                 self._cpu_at[kind] = self._child.cpu_seconds()
                 if self._timing_cpu is not None:  # and what else ran on the timing CPU
                     self._busy_at[kind] = sandbox.cpu_busy_seconds(self._timing_cpu)

@@ -14,7 +14,8 @@ of the harness.
 def _execute(job, report_fd, probe_fd, resume_fd):
     """Import the candidate, wrap what the task's probes watch (``job["watch"]``, made
     by ``problems.ml_training.probes``), call the entry function and report what was seen;
-    the probes run once the timer says so on ``resume_fd`` (after the timed interval)."""
+    the probes run once the timer says so on ``resume_fd`` (after the harness has read
+    the clock at END; or, bounded, ``job["probe_timeout"]`` after the report)."""
     import base64
     import importlib
     import importlib.util
@@ -495,8 +496,9 @@ def _execute(job, report_fd, probe_fd, resume_fd):
                               and not isinstance(result, bool) and abs(result) < 1e300
                               else None,  # NaN and infinities are not below it
                               **evidence))
-    try:  # the timer's word that the harness has read the clock (or EOF), or a while
-        if select.select([resume_fd], [], [], 2.0)[0]:
+    try:  # the timer's word that the harness has read the clock (or EOF); bounded, for
+        # a child forked past os.fork's hooks that holds the report pipe (and so END)
+        if select.select([resume_fd], [], [], job["probe_timeout"])[0]:
             os.read(resume_fd, 1)
     except (OSError, ValueError):
         pass

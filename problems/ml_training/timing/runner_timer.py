@@ -2,19 +2,22 @@
 
 The harness passes this file's source with ``python -P -c`` (so the child needs no
 access to the harness's files and never imports from its writable directory), a JSON
-configuration as its argument and one JSON job per line on stdin.  Two kinds of
-process take part:
+configuration as its argument and one JSON job per line on stdin, each followed, in
+turn, by the harness's two answers (a line each: it has read the sandbox's CPU time at
+START, and at END).  Two kinds of process take part:
 
 - the **timer** (a warm process) imports numpy and what the task preloads (torch,
   scikit-learn) once (not timed, as in the seed's FINAL_TIME), makes itself
   non-dumpable (so a process of the same uid can neither trace it nor open its file
   descriptors) and says ``READY`` on the private control channel (fd 3, read only by
   the harness).  The harness sends a job only when the machine is free to time it.
-  For each job the timer writes the candidate's file,
-  writes ``START`` and forks.  It waits until the execution process has exited *and*
-  every holder of the report pipe has closed it, writes ``END`` with the interval its
-  own clock measured, kills whatever the candidate left running, relays the report and
-  the execution's output, then wipes every place the execution could write (its
+  For each job the timer writes the candidate's file, forks, writes ``START`` and
+  waits for the harness's answer before it lets the execution start (its clock starts
+  then).  It waits until every holder of the report pipe has closed it, writes ``END``
+  with the interval its own clock measured, waits for the second answer before it lets
+  the execution go on to strict mode's probes, waits for the execution to exit, kills
+  whatever the candidate left running, relays the report and the execution's output,
+  then wipes every place the execution could write (its
   directory, ``/tmp``, ``/dev/shm``, ...) and waits until the kernel has released every
   key the execution had charged to the sandbox's uid.
   Only when nothing of the execution is left does it say ``READY`` again; when it
