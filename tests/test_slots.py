@@ -249,6 +249,16 @@ class _Stub:
                          others_on_cpu=0.3 if busy else 0.0, seed=data["seed"])
 
 
+def _busy_on(n: int):
+    """A ``busy`` for _Stub: only its n-th execution shared its CPU."""
+    calls = {"n": 0}
+
+    def busy(_):
+        calls["n"] += 1
+        return calls["n"] == n
+    return busy
+
+
 async def test_the_candidate_never_chooses_which_of_its_executions_count():
     """A candidate that makes its own runs look contended (red team: running only across
     the clock ticks /proc/stat samples) gets nothing set aside: only the strict tier's
@@ -269,12 +279,8 @@ async def test_a_contended_anchor_is_run_again_before_the_candidate_runs():
     from problems.ml_training.timing.side_by_side import MAX_SET_ASIDE, SideBySide
 
     log: list[str] = []
-    calls = {"n": 0}
-
-    def strict_busy(_):
-        calls["n"] += 1
-        return calls["n"] == 1  # the first anchor run shared its CPU
-    pairs = SideBySide(_Stub("cand", log, lambda _: False), _Stub("strict", log, strict_busy))
+    # the first anchor run shared its CPU
+    pairs = SideBySide(_Stub("cand", log, lambda _: False), _Stub("strict", log, _busy_on(1)))
     await pairs.step({"seed": 1})
     assert log == ["strict", "strict", "cand"]  # the candidate ran once, after a clean anchor
     assert len(pairs.set_aside) == 1 and len(pairs.anchors) == 1
@@ -321,12 +327,8 @@ async def test_a_contended_group_after_reopen_is_run_again_on_its_own_data_set()
     from problems.ml_training.timing.side_by_side import SideBySide
 
     log: list[str] = []
-    calls = {"n": 0}
-
-    def strict_busy(_):
-        calls["n"] += 1
-        return calls["n"] == 3  # the closing group after the second execution
-    pairs = SideBySide(_Stub("cand", log, lambda _: False), _Stub("strict", log, strict_busy))
+    # the closing group after the second execution shared its CPU
+    pairs = SideBySide(_Stub("cand", log, lambda _: False), _Stub("strict", log, _busy_on(3)))
     await pairs.step({"seed": 1})
     for seed in (1, 2):  # measured to a width: one more execution at a time
         await pairs.close({"seed": seed})
